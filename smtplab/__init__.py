@@ -1,0 +1,60 @@
+"""smtplab: a real miniature mail network on loopback, for learning how e-mail works.
+
+    import smtplab
+    lab = smtplab.start()
+    lab.send("alice@example.org", "bob@example.net", "Hi", "Hello Bob!")
+    print(lab.trace)
+    lab.stop()
+"""
+
+from __future__ import annotations
+
+from .client import SendResult, SmtpSession
+from .clock import VirtualClock
+from .errors import (
+    DnsLookupError,
+    LabNotRunning,
+    ScenarioError,
+    SendError,
+    SessionError,
+    SmtpLabError,
+    UnknownHost,
+    UnknownUser,
+)
+from .lab import DnsInfo, Host, Lab, User, current, start
+from .labdns import MXRecord, lookup_mx
+from .relay import QueueItem, RecipientStatus
+from .replies import Reply, explain
+from .scenario import Scenario
+from .trace import Trace, TraceEvent
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "start",
+    "current",
+    "lookup_mx",
+    "explain",
+    "Lab",
+    "Host",
+    "User",
+    "DnsInfo",
+    "Scenario",
+    "MXRecord",
+    "Reply",
+    "SendResult",
+    "SmtpSession",
+    "QueueItem",
+    "RecipientStatus",
+    "Trace",
+    "TraceEvent",
+    "VirtualClock",
+    "SmtpLabError",
+    "ScenarioError",
+    "LabNotRunning",
+    "UnknownHost",
+    "UnknownUser",
+    "DnsLookupError",
+    "SendError",
+    "SessionError",
+]

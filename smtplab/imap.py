@@ -1,0 +1,214 @@
+"""An IMAP server per provider: pymap's maildir backend embedded on the lab's loop, traced.
+
+pymap reads the same Maildirs the MX hosts deliver into. Every line in both directions goes to the
+lab trace (literals collapsed to a byte count); passwords are checked by pymap against its own
+users file, which the lab writes from the scenario.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from argparse import Namespace
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pymap.backend.maildir import Config, Login
+from pymap.concurrent import Subsystem
+from pymap.imap import IMAPServer
+from pymap.user import Passwords, UserMetadata
+from proxyprotocol.reader import ProxyProtocolReader
+from pysasl.hashing import BuiltinHash
+
+from .trace import Trace
+
+__all__ = ["ImapService"]
+
+# The lab's passwords are shown to learners anyway; a modest PBKDF2 cost keeps start-up fast.
+_HASH_ROUNDS = 2000
+
+
+class _LabConfig(Config):
+    def __init__(self, host_name: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._host_name = host_name
+
+    @property
+    def greeting(self) -> bytes:
+        return f"{self._host_name} IMAP4rev1 ready (smtplab, pymap)".encode()
+
+
+class _TracedReader:
+    """Wrap a StreamReader and record each line the client sends."""
+
+    def __init__(self, reader: asyncio.StreamReader, record: Callable[[str, str], None]) -> None:
+        self._reader = reader
+        self._record = record
+
+    async def readline(self) -> bytes:
+        line = await self._reader.readline()
+        if line:
+            self._record("C", _display(line))
+        return line
+
+    async def readexactly(self, n: int) -> bytes:
+        data = await self._reader.readexactly(n)
+        self._record("C", f"<literal: {n} bytes>")
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reader, name)
+
+
+class _TracedWriter:
+    """Wrap a StreamWriter and record each line the server sends (literals collapsed)."""
+
+    _literal = re.compile(rb"\{(\d+)\}\r\n$")
+
+    def __init__(self, writer: asyncio.StreamWriter, record: Callable[[str, str], None]) -> None:
+        self._writer = writer
+        self._record = record
+        self._buffer = b""
+        self._skip = 0
+
+    def write(self, data: bytes) -> None:
+        self._writer.write(data)
+        self._buffer += bytes(data)
+        while True:
+            if self._skip:
+                taken = min(self._skip, len(self._buffer))
+                self._buffer = self._buffer[taken:]
+                self._skip -= taken
+                if self._skip:
+                    return
+            index = self._buffer.find(b"\n")
+            if index < 0:
+                return
+            line, self._buffer = self._buffer[: index + 1], self._buffer[index + 1:]
+            match = self._literal.search(line)
+            if match:
+                self._skip = int(match.group(1))
+                self._record("S", _display(line) + f" <literal: {self._skip} bytes>")
+            else:
+                self._record("S", _display(line))
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._writer, name)
+
+
+def _display(line: bytes) -> str:
+    return line.rstrip(b"\r\n").decode("utf-8", "replace")
+
+
+class ImapService:
+    """pymap serving one provider's Maildirs on one loopback address."""
+
+    def __init__(
+        self,
+        base_dir: Path,
+        host_name: str,
+        address: str,
+        ssl_context: Any,
+        trace: Trace,
+        peer_name: Callable[[str], str] = lambda addr: "client",
+    ) -> None:
+        self.base_dir = base_dir
+        self.host_name = host_name
+        self.address = address
+        self.port = 0
+        self._trace = trace
+        self._peer_name = peer_name
+        self._config = _LabConfig(
+            host_name,
+            args=Namespace(passlib_cfg=None, proxy_protocol=None, debug=False),
+            host=address, port=0, base_dir=str(base_dir), layout="++", colon=None,
+            ssl_context=ssl_context, hash_context=BuiltinHash(rounds=_HASH_ROUNDS),
+            subsystem=Subsystem.for_asyncio(), cpu_subsystem=Subsystem.for_asyncio(),
+            invalid_user_sleep=0.2, reject_dnsbl=False,
+        )
+        self._login = Login(self._config)
+        self._server: asyncio.base_events.Server | None = None
+        self._writers: set[Any] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def add_user(self, address: str, password: str, mailbox_path: str) -> None:
+        """Register `address` (the login name) with `password` and its Maildir (relative path)."""
+        self._config.apply_context()
+        hashed = await Passwords(self._config).hash_password(password)
+        identity = await self._login.authorize(_Admin(), address)
+        await identity.set(
+            UserMetadata(self._config, address, password=hashed, params={"mailbox_path": mailbox_path})  # type: ignore[arg-type]
+        )
+
+    async def start(self, port: int = 0) -> None:
+        server = IMAPServer(self._login, self._config)
+        callback = ProxyProtocolReader(self._config.proxy_protocol).get_callback(server)
+
+        async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self._config.apply_context()
+            task = asyncio.current_task()
+            if task is not None:
+                self._tasks.add(task)
+            peer = writer.get_extra_info("peername")
+            conn = self._trace.new_conn_id("imap")
+            fields = dict(
+                conn=conn, client=f"{peer[0]}:{peer[1]}", server=f"{self.address}:{self.port}",
+                peer=self._peer_name(peer[0]), port_name="imap",
+            )
+            tls = {"on": False}
+
+            def record(direction: str, text: str) -> None:
+                self._trace.record("imap", "line", self.host_name, text, direction=direction, tls=tls["on"], **fields)
+
+            traced_writer = _TracedWriter(writer, record)
+            original_start_tls = writer.start_tls
+
+            async def start_tls(context: Any, **kw: Any) -> None:
+                await original_start_tls(context, **kw)
+                tls["on"] = True
+                self._trace.record("imap", "tls", self.host_name, "TLS handshake done: the wire is encrypted from here",
+                                   tls=True, **fields)
+
+            traced_writer.start_tls = start_tls  # type: ignore[attr-defined]
+            self._writers.add(writer)
+            self._trace.record("imap", "connect", self.host_name, f"connection from {peer[0]}:{peer[1]}", **fields)
+            try:
+                await callback(_TracedReader(reader, record), traced_writer)  # type: ignore[arg-type]
+            finally:
+                self._writers.discard(writer)
+                self._trace.record("imap", "close", self.host_name, "connection closed", tls=tls["on"], **fields)
+                if task is not None:
+                    self._tasks.discard(task)
+
+        self._server = await asyncio.start_server(on_connect, self.address, port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        """Stop listening and close every open connection."""
+        if self._server is None:
+            return
+        self._server.close()
+        for writer in list(self._writers):
+            writer.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._server.wait_closed()
+        self._server = None
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+
+class _Admin:
+    """The identity the lab uses to create users (pymap lets 'admin' write any user)."""
+
+    name = "smtplab-admin"
+    roles = frozenset({"admin"})

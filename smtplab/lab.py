@@ -1,0 +1,550 @@
+"""Run a whole mail network on loopback: start, describe, stop.
+
+The servers live on one asyncio loop in a daemon thread, never on the notebook kernel's own loop
+(a blocking cell would freeze them). The public methods are synchronous and safe from any thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import json
+import secrets
+import shutil
+import socket
+import tempfile
+import threading
+import weakref
+from collections.abc import Coroutine, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .client import SendResult, SmtpSession, open_imap, open_session, send_from_lab
+from .clock import VirtualClock
+from .errors import LabNotRunning, ScenarioError, UnknownHost, UnknownUser
+from .imap import ImapService
+from .labdns import DnsServer, MXRecord, build_zones, lab_resolver, lookup_mx_async
+from .relay import QueueItem, Relay
+from .scenario import WELL_KNOWN_PORTS, Scenario
+from .smtp import InboundHandler, LabSMTP, SubmissionHandler
+from .store import MailStore
+from .tls import LabCA
+from .trace import Trace
+
+__all__ = ["Lab", "Host", "User", "DnsInfo", "start", "current"]
+
+T = TypeVar("T")
+_current: Lab | None = None
+_all_labs: weakref.WeakSet[Lab] = weakref.WeakSet()
+_start_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class User:
+    """A mailbox owner. Log in to SMTP AUTH and IMAP with the full address."""
+
+    address: str
+    password: str
+    domain: str
+
+    @property
+    def login(self) -> str:
+        return self.address
+
+
+@dataclass(frozen=True)
+class DnsInfo:
+    name: str
+    address: str
+    port: int
+
+    def dig(self, name: str, rdtype: str = "MX") -> str:
+        """Return the dig command a learner can paste into a terminal."""
+        return f"dig @{self.address} -p {self.port} {name} {rdtype}"
+
+
+@dataclass(eq=False)
+class Host:
+    """A machine of the lab: a name, a loopback address and the ports of its services."""
+
+    name: str
+    address: str
+    domain: str
+    services: tuple[str, ...]
+    ports: dict[str, int] = field(default_factory=dict)
+    _lab: Any = field(default=None, repr=False)
+    _servers: list[Any] = field(default_factory=list, repr=False)
+    _protocols: weakref.WeakSet[Any] = field(default_factory=weakref.WeakSet, repr=False)
+    is_up: bool = True
+
+    def down(self) -> None:
+        """Stop every service of this host (connections are refused until `up()`)."""
+        self._lab._call(self._lab._host_down(self))
+
+    def up(self) -> None:
+        """Start this host's services again on the same address and ports."""
+        self._lab._call(self._lab._host_up(self))
+
+    @property
+    def well_known_ports(self) -> dict[str, int]:
+        """The port each service would use on the internet (25, 587, 143)."""
+        return {s: WELL_KNOWN_PORTS[s] for s in self.ports}
+
+    def __repr__(self) -> str:
+        state = "" if self.is_up else ", DOWN"
+        return f"<Host {self.name} {self.address} {self.ports}{state}>"
+
+
+class _LoopThread:
+    """An asyncio loop running in a daemon thread."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix=f"{name}-io"))
+        self.thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self.thread.start()
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = 60) -> T:
+        if threading.current_thread() is self.thread:
+            raise RuntimeError("blocking lab call made from the lab's own loop")
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        async def shutdown() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.loop.shutdown_default_executor()
+
+        if self.loop.is_running():
+            asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(30)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(30)
+        self.loop.close()
+
+
+def _distinct_loopback_supported() -> bool:
+    """True where all of 127.0.0.0/8 reaches loopback (Linux), so hosts can have own addresses."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        probe.bind(("127.0.9.9", 0))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+class Lab:
+    """A running miniature mail network. Use `smtplab.start()` to get one."""
+
+    def __init__(self, scenario: Scenario | Mapping[str, Any] | None = None,
+                 directory: str | Path | None = None) -> None:
+        if scenario is None:
+            scenario = Scenario.default()
+        elif isinstance(scenario, Mapping):
+            scenario = Scenario.from_dict(scenario)
+        elif not isinstance(scenario, Scenario):
+            raise ScenarioError("scenario must be a Scenario, a dict like Scenario.default().to_dict(), or None")
+        self.scenario = scenario
+        self._temporary = directory is None
+        self.directory = Path(tempfile.mkdtemp(prefix="smtplab-")) if directory is None else Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.clock = VirtualClock()
+        self.trace = Trace(self.clock.now)
+        self.hosts: dict[str, Host] = {}
+        self.users: dict[str, User] = {}
+        self.dns: DnsInfo
+        self.running = False
+        self._faults: dict[tuple[str, str], str] = {}
+        self._stores: dict[str, MailStore] = {}
+        self._imap: dict[str, ImapService] = {}
+        self._by_address: dict[str, str] = {}
+        self._loop: _LoopThread | None = None
+        self._dns_server: DnsServer | None = None
+        self._relay: Relay | None = None
+
+    # --- start / stop ---
+    def start(self) -> Lab:
+        self._loop = _LoopThread(f"smtplab-{id(self):x}")
+        try:
+            self._prepare()
+            self._call(self._start_services())
+        except BaseException:
+            self.stop()
+            raise
+        self.running = True
+        self.clock.subscribe(self._on_clock)
+        _all_labs.add(self)
+        return self
+
+    def _prepare(self) -> None:
+        distinct = _distinct_loopback_supported()
+        state_file = self.directory / "lab.json"
+        saved: dict[str, Any] = json.loads(state_file.read_text()) if state_file.exists() else {}
+        passwords: dict[str, str] = saved.get("passwords", {})
+        self.ca = LabCA(self.directory / "tls")
+        self.ca_file = str(self.ca.ca_file)
+        dns_address = "127.0.0.2" if distinct else "127.0.0.1"
+        self._dns_address = dns_address
+        for p_index, provider in enumerate(self.scenario.providers, start=1):
+            store = MailStore(self.directory / "mail" / provider.domain, provider.domain)
+            self._stores[provider.domain] = store
+            for h_index, spec in enumerate(provider.hosts):
+                address = f"127.0.{p_index}.{10 + h_index}" if distinct else "127.0.0.1"
+                host = Host(spec.name, address, provider.domain, spec.services, _lab=self)
+                self.hosts[spec.name] = host
+                if distinct:
+                    self._by_address[address] = spec.name
+            for address, fixed in provider.users:
+                password = fixed or passwords.get(address) or _new_password()
+                self.users[address] = User(address, password, provider.domain)
+                store.add_user(address)
+        state_file.write_text(json.dumps({"scenario": self.scenario.to_dict(),
+                                          "passwords": {a: u.password for a, u in self.users.items()}}, indent=1))
+        self._client_context = self.ca.client_context()
+
+    def _zone_lines(self) -> dict[str, list[str]]:
+        zones: dict[str, list[str]] = {}
+        for provider in self.scenario.providers:
+            lines = [f"@ IN MX {pref} {name if name == '.' else name + '.'}" for pref, name in provider.mx]
+            for name, target in provider.a_records:
+                fqdn = provider.domain if name in ("@", "") else name
+                target_host = self.hosts.get(target)
+                address = target_host.address if target_host else target
+                lines.append(f"{fqdn}. IN A {address}")
+            for name, rdtype, rdata in provider.records:
+                owner = provider.domain + "." if name in ("@", "") else (name if name.endswith(".") else name)
+                lines.append(f"{owner} IN {rdtype} {rdata}")
+            zones[provider.domain] = lines
+        return zones
+
+    async def _start_services(self) -> None:
+        addresses = {name: host.address for name, host in self.hosts.items()}
+        addresses[self.scenario.dns_name] = self._dns_address
+        zones = build_zones(self._zone_lines(), addresses, self.scenario.dns_name)
+        self._dns_server = DnsServer(zones, self._dns_address, self.trace, self.scenario.dns_name, self.peer_name)
+        await self._dns_server.start()
+        self.dns = DnsInfo(self.scenario.dns_name, self._dns_address, self._dns_server.port)
+        self._relay = Relay(
+            self.directory / "queue", trace=self.trace, now=self.clock.now,
+            resolver=lambda: lab_resolver(self.dns.address, self.dns.port),
+            host_address=lambda name: self.hosts[name].address,
+            smtp_port=self._smtp_port, client_context=self._client_context,
+            deliver_bounce=self._deliver_bounce,
+        )
+        for provider in self.scenario.providers:
+            imap_hosts = [h for h in provider.hosts if "imap" in h.services]
+            for spec in imap_hosts:
+                host = self.hosts[spec.name]
+                service = ImapService(self.directory / "mail" / provider.domain, host.name, host.address,
+                                      self.ca.server_context(host.name, host.address), self.trace, self.peer_name)
+                self._imap[host.name] = service
+            if imap_hosts:
+                service = self._imap[imap_hosts[0].name]
+                for address, _ in provider.users:
+                    await service.add_user(address, self.users[address].password, address.rsplit("@", 1)[0])
+        await asyncio.gather(*(self._host_up(host) for host in self.hosts.values()))
+        await self._relay.start()
+
+    async def _host_up(self, host: Host) -> None:
+        if host._servers:
+            return
+        loop = asyncio.get_running_loop()
+        domains = (host.domain,)
+        for service in host.services:
+            port = host.ports.get(service, 0)
+            if service == "imap":
+                await self._imap[host.name].start(port)
+                host.ports[service] = self._imap[host.name].port
+                host._servers.append(self._imap[host.name])
+                continue
+            if service == "submission":
+                handler: Any = SubmissionHandler(self, host.name, domains)
+                options = dict(require_starttls=True, auth_required=True, auth_require_tls=True,
+                               authenticator=handler.authenticator)
+            else:
+                handler = InboundHandler(self, host.name, domains)
+                options = dict(auth_exclude_mechanism=["LOGIN", "PLAIN"])
+            context = self.ca.server_context(host.name, host.address)
+
+            def factory(handler: Any = handler, options: dict[str, Any] = options, service: str = service) -> LabSMTP:
+                protocol = LabSMTP(handler, trace=self.trace, host_name=host.name, port_name=service,
+                                   peer_name=self.peer_name, tls_context=context, data_size_limit=10 * 1024 * 1024,
+                                   timeout=300, loop=loop, **options)
+                host._protocols.add(protocol)
+                return protocol
+
+            server = await loop.create_server(factory, host=host.address, port=port)
+            host.ports[service] = server.sockets[0].getsockname()[1]
+            host._servers.append(server)
+        host.is_up = True
+        if self.running:
+            self.trace.record("queue", "queue", host.name, f"{host.name} is up again", peer=host.name)
+
+    async def _host_down(self, host: Host) -> None:
+        await self._host_down_quiet(host)
+        self.trace.record("queue", "queue", host.name, f"{host.name} is down: connections are refused",
+                          peer=host.name)
+
+    def stop(self) -> None:
+        """Stop every server and thread of the lab; remove its directory if it was temporary."""
+        global _current
+        self.clock.unsubscribe(self._on_clock)
+        loop, self._loop = self._loop, None
+        if loop is not None:
+            async def shutdown() -> None:
+                if self._relay is not None:
+                    await self._relay.stop()
+                await asyncio.gather(*(self._host_down_quiet(h) for h in self.hosts.values()))
+                if self._dns_server is not None:
+                    await self._dns_server.stop()
+
+            try:
+                loop.call(shutdown(), timeout=30)
+            finally:
+                loop.close()
+        self.running = False
+        with _start_lock:
+            if _current is self:
+                _current = None
+        if self._temporary:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    async def _host_down_quiet(self, host: Host) -> None:
+        servers, host._servers = host._servers, []
+        for server in servers:
+            if isinstance(server, ImapService):
+                await server.stop()
+            else:
+                server.close()
+        for protocol in list(host._protocols):
+            if protocol.transport is not None:
+                protocol.transport.close()  # a crashed host drops its open connections too
+        for server in servers:
+            if not isinstance(server, ImapService):
+                await server.wait_closed()
+        host.is_up = False
+
+    def __enter__(self) -> Lab:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __del__(self) -> None:
+        if getattr(self, "_loop", None) is not None:
+            try:
+                self.stop()
+            except Exception:
+                pass
+
+    # --- what a learner looks at ---
+    def host(self, name: str) -> Host:
+        """Return the host called `name` (e.g. 'mx1.example.net'); a short name like 'mx1' works too."""
+        name = name.lower().rstrip(".")
+        if name in self.hosts:
+            return self.hosts[name]
+        matches = [h for n, h in self.hosts.items() if n.split(".", 1)[0] == name]
+        if len(matches) == 1:
+            return matches[0]
+        raise UnknownHost(f"no host {name!r} in this lab; hosts: {', '.join(self.hosts)}")
+
+    def user(self, address: str) -> User:
+        try:
+            return self.users[address.lower()]
+        except KeyError:
+            raise UnknownUser(f"no user {address!r} in this lab; users: {', '.join(self.users)}") from None
+
+    def submission_host(self, address: str) -> Host:
+        """Return the host where `address`'s provider accepts submissions."""
+        domain = address.rpartition("@")[2].lower()
+        for host in self.hosts.values():
+            if host.domain == domain and "submission" in host.services:
+                return host
+        raise UnknownHost(f"{domain} has no submission host in this lab")
+
+    def imap_host(self, address: str) -> Host:
+        domain = address.rpartition("@")[2].lower()
+        for host in self.hosts.values():
+            if host.domain == domain and "imap" in host.services:
+                return host
+        raise UnknownHost(f"{domain} has no IMAP host in this lab")
+
+    @property
+    def queue(self) -> list[QueueItem]:
+        """Snapshot of the relay queue: every message, its recipients' states and replies."""
+        return self._require_relay().items()
+
+    def wait_for_delivery(self, queue_id: str | None = None, timeout: float = 30.0) -> bool:
+        """Block until no delivery attempt is running (for one message or all)."""
+        return self._require_relay().wait_settled(queue_id, timeout)
+
+    def lookup_mx(self, domain: str) -> list[MXRecord]:
+        """Ask the lab DNS for `domain`'s MX records, lowest preference first (the queries are traced)."""
+        self._require_running()
+        return self._call(lookup_mx_async(domain, lab_resolver(self.dns.address, self.dns.port)))
+
+    def messages(self, address: str, folder: str = "INBOX") -> list[Any]:
+        """Read a user's mailbox straight from disk (no IMAP): a list of email.message.EmailMessage."""
+        user = self.user(address)
+        return self._stores[user.domain].messages(user.address, folder)
+
+    def mark(self) -> int:
+        """Return a trace mark: `lab.trace.since(mark)` is everything after this moment."""
+        return self.trace.mark()
+
+    def send(self, sender: str, recipients: str | list[str], subject: str = "Hello", body: str = "Hello!\n", *,
+             password: str | None = None, headers: Mapping[str, str] | None = None, wait: bool = True) -> SendResult:
+        """Submit a message as `sender` like a real mail client (STARTTLS + AUTH on the submission port).
+
+        With `wait`, return once the relay has tried to deliver it (delivered, deferred or bounced).
+        Raises SendError with the server's reply when the submission server refuses.
+        """
+        self._require_running()
+        return send_from_lab(self, sender, recipients, subject, body, password=password, headers=headers, wait=wait)
+
+    def session(self, host: str, service: str | None = None, *, timeout: float = 5.0) -> SmtpSession:
+        """Open a raw SMTP conversation with `host` (submission port if it has one, else smtp)."""
+        self._require_running()
+        return open_session(self, host, service, timeout)
+
+    def imap(self, address: str, *, starttls: bool = True) -> Any:
+        """Return an imaplib.IMAP4 connection logged in as `address` on its provider's IMAP host."""
+        self._require_running()
+        return open_imap(self, address, starttls=starttls)
+
+    def describe(self) -> dict[str, Any]:
+        """Return hosts, ports, users and files as plain data (what `python -m smtplab up --json` prints)."""
+        return {
+            "directory": str(self.directory),
+            "ca_file": self.ca_file,
+            "dns": {"name": self.dns.name, "address": self.dns.address, "port": self.dns.port},
+            "hosts": {
+                h.name: {"address": h.address, "ports": dict(h.ports), "up": h.is_up} for h in self.hosts.values()
+            },
+            "users": {u.address: {"password": u.password, "login": u.login} for u in self.users.values()},
+        }
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<Lab {state}: {len(self.hosts)} hosts, {len(self.users)} users, dns {self.dns.address}:{self.dns.port}>" \
+            if hasattr(self, "dns") else f"<Lab {state}>"
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        rows = "".join(
+            f"<tr><td>{escape(h.name)}</td><td>{h.address}</td><td>"
+            + ", ".join(f"{s} {p}" for s, p in h.ports.items())
+            + f"</td><td>{'up' if h.is_up else '<b>down</b>'}</td></tr>"
+            for h in self.hosts.values()
+        )
+        users = "".join(f"<tr><td>{escape(u.address)}</td><td><code>{escape(u.password)}</code></td></tr>"
+                        for u in self.users.values())
+        return (
+            f"<b>smtplab</b> ({'running' if self.running else 'stopped'}) &mdash; DNS {self.dns.address}:{self.dns.port}"
+            f"<table><tr><th>host</th><th>address</th><th>ports</th><th>state</th></tr>{rows}</table>"
+            f"<table><tr><th>user</th><th>password</th></tr>{users}</table>"
+        )
+
+    # --- the Postmaster interface used by the SMTP handlers (runs on the loop) ---
+    def now(self) -> float:
+        return self.clock.now()
+
+    def check_password(self, address: str, password: str) -> bool:
+        user = self.users.get(address.lower())
+        return user is not None and secrets.compare_digest(user.password.encode(), password.encode())
+
+    def user_exists(self, address: str) -> bool:
+        return address.lower() in self.users
+
+    def peer_name(self, address: str) -> str:
+        return self._by_address.get(address, "client")
+
+    def deliver_local(self, domain: str, address: str, content: bytes) -> None:
+        self._stores[domain].deliver(address, content)
+
+    def enqueue(self, host: str, sender: str, recipients: list[str], content: bytes, queue_id: str) -> None:
+        from .smtp import _header
+
+        self._require_relay().enqueue(host, sender, recipients, content, queue_id, _header(content, b"message-id"))
+
+    def fault_reply(self, host: str, stage: str) -> str | None:
+        return self._faults.get((host, stage))
+
+    # --- internals ---
+    def _smtp_port(self, exchange: str, address: str) -> int | None:
+        host = self.hosts.get(exchange)
+        if host is not None and host.address == address and host.is_up:
+            return host.ports.get("smtp")
+        for candidate in self.hosts.values():
+            if candidate.address == address and "smtp" in candidate.ports and candidate.is_up:
+                return candidate.ports["smtp"]
+        if host is not None and not host.is_up and "smtp" in host.ports:
+            return host.ports["smtp"]  # it will refuse the connection, as a crashed server would
+        return None
+
+    def _deliver_bounce(self, host: str, recipient: str, content: bytes) -> None:
+        # A bounce is a new message from <> that goes through the same queue (RFC 3464 §2).
+        from .smtp import _header, new_queue_id
+
+        self._require_relay().enqueue(host, "", [recipient], content, new_queue_id(), _header(content, b"message-id"))
+
+    def _on_clock(self) -> None:
+        if self._relay is not None:
+            self._relay.clock_advanced()
+
+    def _call(self, coro: Coroutine[Any, Any, T], timeout: float | None = 60) -> T:
+        if self._loop is None:
+            coro.close()
+            raise LabNotRunning("this lab is stopped; start a new one with smtplab.start()")
+        return self._loop.call(coro, timeout)
+
+    def _require_running(self) -> None:
+        if self._loop is None:
+            raise LabNotRunning("this lab is stopped; start a new one with smtplab.start()")
+
+    def _require_relay(self) -> Relay:
+        if self._relay is None:
+            raise LabNotRunning("this lab is stopped; start a new one with smtplab.start()")
+        return self._relay
+
+
+def _new_password() -> str:
+    # Readable, typeable passwords: learners copy them into swaks and curl.
+    return secrets.token_urlsafe(9).replace("-", "x").replace("_", "y")
+
+
+def start(scenario: Scenario | Mapping[str, Any] | None = None, directory: str | Path | None = None) -> Lab:
+    """Start a lab (the default scenario unless one is given) and return it, running.
+
+    A lab started earlier with `start()` in this process is stopped first, so re-running a
+    notebook cell never leaves servers behind. Give `directory` to keep mailboxes and the queue.
+    """
+    global _current
+    with _start_lock:
+        previous, _current = _current, None
+    if previous is not None:
+        previous.stop()
+    lab = Lab(scenario, directory).start()
+    with _start_lock:
+        _current = lab
+    return lab
+
+
+def current() -> Lab | None:
+    """Return the lab started last by `start()` (None when stopped)."""
+    return _current
+
+
+@atexit.register
+def _stop_all() -> None:
+    for lab in list(_all_labs):
+        try:
+            lab.stop()
+        except Exception:
+            pass

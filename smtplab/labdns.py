@@ -1,0 +1,395 @@
+"""The lab's authoritative DNS server (dnspython zones over asyncio UDP and TCP) and MX lookups.
+
+dnspython has no server class; this module answers from `dns.zone.Zone` data the way an
+authoritative-only server does (RFC 1034 §4.3.2): AA set, no recursion (RA clear), REFUSED for
+names outside its zones, NXDOMAIN vs NODATA with the zone's SOA in the authority section (RFC 2308).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+import dns.asyncresolver
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.opcode
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.resolver
+import dns.rrset
+import dns.zone
+
+from .errors import DnsLookupError
+from .trace import Trace
+
+__all__ = ["MXRecord", "DnsServer", "build_zones", "lookup_mx", "lookup_mx_async", "lab_resolver"]
+
+TTL = 300
+
+
+@dataclass(frozen=True)
+class MXRecord:
+    """One MX record with the addresses of its exchange (RFC 5321 §5.1)."""
+
+    preference: int
+    exchange: str  # without the trailing dot; "." for a Null MX (RFC 7505)
+    addresses: tuple[str, ...] = ()
+
+    @property
+    def is_null(self) -> bool:
+        return self.exchange in (".", "")
+
+    def __str__(self) -> str:
+        addrs = ", ".join(self.addresses) or "no address"
+        return f"MX {self.preference:>3} {self.exchange}  ({addrs})"
+
+
+def build_zones(
+    domains: Mapping[str, Iterable[str]],
+    addresses: Mapping[str, str],
+    dns_name: str,
+) -> dict[dns.name.Name, dns.zone.Zone]:
+    """Build one zone per domain from zone-file lines, plus the zone holding the DNS server's name.
+
+    `domains` maps a domain to its record lines in zone-file syntax, relative or absolute names;
+    `addresses` maps every host name to its address (A records go in the zone that contains them).
+    """
+    texts: dict[str, list[str]] = {d: list(lines) for d, lines in domains.items()}
+    dns_zone = dns_name.split(".", 1)[1] if "." in dns_name else dns_name
+    texts.setdefault(dns_zone, [])
+    for host, address in sorted(addresses.items()):
+        zone = _longest_suffix(host, texts)
+        if zone is not None:
+            texts[zone].append(f"{host}. {TTL} IN A {address}")
+    zones = {}
+    for domain, lines in texts.items():
+        header = [
+            f"$ORIGIN {domain}.",
+            f"$TTL {TTL}",
+            f"@ IN SOA {dns_name}. hostmaster.{domain}. 1 3600 600 86400 {TTL}",
+            f"@ IN NS {dns_name}.",
+        ]
+        zone = dns.zone.from_text("\n".join(header + lines) + "\n", origin=f"{domain}.", relativize=False)
+        zones[zone.origin] = zone
+    return zones
+
+
+def _longest_suffix(name: str, zones: Iterable[str]) -> str | None:
+    best = None
+    for zone in zones:
+        if (name == zone or name.endswith("." + zone)) and (best is None or len(zone) > len(best)):
+            best = zone
+    return best
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, server: DnsServer) -> None:
+        self.server = server
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        reply = self.server.answer(data, addr, "udp")
+        if reply is not None and self.transport is not None:
+            self.transport.sendto(reply, addr)
+
+
+class DnsServer:
+    """Authoritative DNS for the lab's zones, on one loopback address and port (UDP and TCP)."""
+
+    def __init__(
+        self,
+        zones: dict[dns.name.Name, dns.zone.Zone],
+        address: str,
+        trace: Trace,
+        host_name: str,
+        peer_name: Callable[[str], str] = lambda addr: "client",
+    ) -> None:
+        self.zones = zones
+        self.address = address
+        self.port = 0
+        self.host_name = host_name
+        self._trace = trace
+        self._peer_name = peer_name
+        self._udp: asyncio.DatagramTransport | None = None
+        self._tcp: asyncio.base_events.Server | None = None
+        self._tcp_clients: set[asyncio.StreamWriter] = set()
+
+    async def start(self, port: int = 0) -> None:
+        loop = asyncio.get_running_loop()
+        # UDP and TCP must share one port number; retry if TCP finds the UDP port taken.
+        for _ in range(20):
+            udp, _proto = await loop.create_datagram_endpoint(
+                lambda: _UdpProtocol(self), local_addr=(self.address, port)
+            )
+            bound = udp.get_extra_info("sockname")[1]
+            try:
+                self._tcp = await asyncio.start_server(self._serve_tcp, self.address, bound)
+            except OSError:
+                udp.close()
+                if port:
+                    raise
+                continue
+            self._udp, self.port = udp, bound
+            return
+        raise OSError("could not find a free port for the lab DNS (UDP and TCP)")
+
+    async def stop(self) -> None:
+        if self._udp is not None:
+            self._udp.close()
+            self._udp = None
+        if self._tcp is not None:
+            self._tcp.close()
+            for writer in list(self._tcp_clients):
+                writer.close()
+            await self._tcp.wait_closed()
+            self._tcp = None
+
+    async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # RFC 1035 §4.2.2 / RFC 7766: each message is preceded by a two-byte length.
+        self._tcp_clients.add(writer)
+        peer = writer.get_extra_info("peername")
+        try:
+            while True:
+                try:
+                    header = await asyncio.wait_for(reader.readexactly(2), timeout=10)
+                    (length,) = struct.unpack("!H", header)
+                    wire = await asyncio.wait_for(reader.readexactly(length), timeout=10)
+                except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError):
+                    return
+                reply = self.answer(wire, peer, "tcp")
+                if reply is None:
+                    return
+                writer.write(struct.pack("!H", len(reply)) + reply)
+                await writer.drain()
+        finally:
+            self._tcp_clients.discard(writer)
+            writer.close()
+
+    # --- the answering logic ---
+    def answer(self, wire: bytes, peer: tuple[str, int], transport: str) -> bytes | None:
+        """Return the wire reply to one query (None to stay silent on garbage)."""
+        conn = self._trace.new_conn_id("dns")
+        fields = dict(
+            conn=conn, client=f"{peer[0]}:{peer[1]}", server=f"{self.address}:{self.port}",
+            peer=self._peer_name(peer[0]), port_name="dns",
+        )
+        try:
+            query = dns.message.from_wire(wire)
+        except Exception as exc:  # malformed packet: FORMERR if we can at least echo the id
+            self._trace.record("dns", "error", self.host_name, f"malformed query over {transport}: {exc}", **fields)
+            if len(wire) < 12:
+                return None
+            (qid,) = struct.unpack("!H", wire[:2])
+            flags = dns.flags.QR | (dns.rcode.FORMERR & 0xF)
+            return struct.pack("!HHHHHH", qid, flags, 0, 0, 0, 0)
+        question = query.question[0] if query.question else None
+        qtext = f"{question.name} {dns.rdatatype.to_text(question.rdtype)}?" if question is not None else "(no question)"
+        self._trace.record("dns", "query", self.host_name, f"{qtext} over {transport}", direction="C", **fields)
+        response = self._respond(query)
+        self._trace.record("dns", "answer", self.host_name, _summary(response), direction="S", **fields)
+        max_size = 65535 if transport == "tcp" else max(512, query.payload if query.edns >= 0 else 512)
+        try:
+            return response.to_wire(max_size=max_size)
+        except dns.exception.TooBig:
+            truncated = dns.message.make_response(query)
+            truncated.flags |= dns.flags.TC | dns.flags.AA
+            return truncated.to_wire()
+
+    def _respond(self, query: dns.message.Message) -> dns.message.Message:
+        response = dns.message.make_response(query)
+        response.flags &= ~dns.flags.RA
+        if query.opcode() != dns.opcode.QUERY:
+            response.set_rcode(dns.rcode.NOTIMP)
+            return response
+        if len(query.question) != 1:
+            response.set_rcode(dns.rcode.FORMERR)
+            return response
+        question = query.question[0]
+        zone = self._zone_for(question.name)
+        if zone is None or question.rdclass != dns.rdataclass.IN:
+            response.set_rcode(dns.rcode.REFUSED)  # not authoritative, and we never recurse
+            return response
+        response.flags |= dns.flags.AA
+        name, rdtype = question.name, question.rdtype
+        for _ in range(8):  # follow CNAME chains inside our zones, bounded
+            node = zone.get_node(name)
+            if node is None:
+                if not response.answer:
+                    exists_below = any(n.is_subdomain(name) for n in zone.nodes)
+                    if not exists_below:
+                        response.set_rcode(dns.rcode.NXDOMAIN)
+                self._add_soa(response, zone)
+                return response
+            if rdtype == dns.rdatatype.ANY:
+                for rds in node.rdatasets:
+                    response.answer.append(dns.rrset.from_rdata_list(name, rds.ttl, list(rds)))
+                return response
+            rds = node.get_rdataset(dns.rdataclass.IN, rdtype)
+            if rds is not None:
+                response.answer.append(dns.rrset.from_rdata_list(name, rds.ttl, list(rds)))
+                if rdtype == dns.rdatatype.MX:
+                    self._add_glue(response, [r.exchange for r in rds])
+                return response
+            cname = node.get_rdataset(dns.rdataclass.IN, dns.rdatatype.CNAME)
+            if cname is None:
+                self._add_soa(response, zone)  # NODATA: the name exists, the type does not
+                return response
+            response.answer.append(dns.rrset.from_rdata_list(name, cname.ttl, list(cname)))
+            name = cname[0].target
+            target_zone = self._zone_for(name)
+            if target_zone is None:
+                return response
+            zone = target_zone
+        return response
+
+    def _zone_for(self, name: dns.name.Name) -> dns.zone.Zone | None:
+        best = None
+        for origin, zone in self.zones.items():
+            if name.is_subdomain(origin) and (best is None or len(origin) > len(best.origin)):
+                best = zone
+        return best
+
+    def _add_soa(self, response: dns.message.Message, zone: dns.zone.Zone) -> None:
+        soa = zone.get_rdataset(zone.origin, dns.rdatatype.SOA)
+        if soa is not None:
+            response.authority.append(dns.rrset.from_rdata_list(zone.origin, soa.ttl, list(soa)))
+
+    def _add_glue(self, response: dns.message.Message, names: Iterable[dns.name.Name]) -> None:
+        for name in names:
+            zone = self._zone_for(name)
+            rds = zone.get_rdataset(name, dns.rdatatype.A) if zone is not None else None
+            if rds is not None:
+                response.additional.append(dns.rrset.from_rdata_list(name, rds.ttl, list(rds)))
+
+
+def _summary(response: dns.message.Message) -> str:
+    rcode = dns.rcode.to_text(response.rcode())
+    parts = []
+    for rrset in response.answer:
+        for rdata in rrset:
+            parts.append(f"{rrset.name} {dns.rdatatype.to_text(rrset.rdtype)} {rdata}")
+    if not parts and response.authority:
+        parts.append("(no answer; SOA in authority)")
+    if response.flags & dns.flags.TC:
+        parts.append("(truncated)")
+    return rcode + (": " + "; ".join(parts) if parts else "")
+
+
+# --- MX lookups -------------------------------------------------------------------------------
+
+def lab_resolver(address: str, port: int, timeout: float = 2.0) -> dns.asyncresolver.Resolver:
+    """Return an async resolver that asks only the lab DNS (never /etc/resolv.conf)."""
+    resolver = dns.asyncresolver.Resolver(configure=False)
+    resolver.nameservers = [address]
+    resolver.port = port
+    resolver.lifetime = timeout
+    resolver.timeout = timeout
+    resolver.cache = None
+    return resolver
+
+
+async def lookup_mx_async(
+    domain: str, resolver: dns.asyncresolver.Resolver, *, source: str | None = None
+) -> list[MXRecord]:
+    """Return `domain`'s MX records, lowest preference first (RFC 5321 §5.1), with addresses.
+
+    An empty list means the domain exists but has no MX (the sender then uses its A record:
+    the implicit MX). Raises DnsLookupError for a name that does not exist or no answer.
+    """
+    domain = domain.strip().rstrip(".").lower()
+    if not domain:
+        raise DnsLookupError("give a domain name, e.g. lookup_mx('example.net')")
+    try:
+        answer = await resolver.resolve(domain, "MX", source=source, raise_on_no_answer=False)
+    except dns.resolver.NXDOMAIN:
+        raise DnsLookupError(f"{domain} does not exist (NXDOMAIN): no mail can be delivered there") from None
+    except dns.resolver.NoNameservers as exc:
+        raise DnsLookupError(f"the DNS server refused or failed to answer for {domain}: {exc}") from None
+    except (dns.exception.Timeout, dns.resolver.LifetimeTimeout):
+        raise DnsLookupError(
+            f"no DNS server answered for {domain} within {resolver.lifetime:g} s. "
+            "Offline? The lab's own DNS always works: lookup_mx(domain, lab=lab)"
+        ) from None
+    glue: dict[str, list[str]] = {}
+    for rrset in answer.response.additional:
+        if rrset.rdtype == dns.rdatatype.A:
+            glue.setdefault(rrset.name.to_text(omit_final_dot=True).lower(), []).extend(r.address for r in rrset)
+    records = []
+    for rdata in answer.rrset or []:
+        exchange = rdata.exchange.to_text(omit_final_dot=True).lower() or "."
+        if exchange == ".":
+            records.append(MXRecord(rdata.preference, "."))
+            continue
+        addresses = glue.get(exchange)
+        if addresses is None:
+            addresses = await resolve_a(exchange, resolver, source=source)
+        records.append(MXRecord(rdata.preference, exchange, tuple(addresses)))
+    return sorted(records, key=lambda r: (r.preference, r.exchange))
+
+
+async def resolve_a(name: str, resolver: dns.asyncresolver.Resolver, *, source: str | None = None) -> list[str]:
+    """Return the IPv4 addresses of `name` ([] when it has none)."""
+    try:
+        answer = await resolver.resolve(name, "A", source=source, raise_on_no_answer=False)
+    except (dns.resolver.NXDOMAIN, dns.resolver.NoNameservers):
+        return []
+    except (dns.exception.Timeout, dns.resolver.LifetimeTimeout):
+        raise DnsLookupError(f"no DNS server answered for {name} within {resolver.lifetime:g} s") from None
+    return [r.address for r in answer.rrset or []]
+
+
+def lookup_mx(
+    domain: str, lab: object | None = None, *, timeout: float = 3.0,
+    nameservers: list[str] | None = None, port: int = 53,
+) -> list[MXRecord]:
+    """Return `domain`'s MX records sorted by preference, each with its addresses.
+
+    With `lab`, ask the lab's DNS. Without, ask the real resolver (or `nameservers`); offline that
+    raises DnsLookupError after `timeout` seconds instead of hanging.
+    """
+    if lab is not None:
+        return lab.lookup_mx(domain)  # type: ignore[attr-defined]
+
+    async def run() -> list[MXRecord]:
+        if nameservers is not None:
+            resolver = dns.asyncresolver.Resolver(configure=False)
+            resolver.nameservers = list(nameservers)
+            resolver.port = port
+        else:
+            try:
+                resolver = dns.asyncresolver.Resolver()
+            except dns.resolver.NoResolverConfiguration:
+                raise DnsLookupError(
+                    "this machine has no DNS resolver configured (offline?). "
+                    "The lab's own DNS always works: lookup_mx(domain, lab=lab)"
+                ) from None
+        resolver.lifetime = timeout
+        resolver.timeout = timeout
+        return await lookup_mx_async(domain, resolver)
+
+    return asyncio.run(run()) if not _loop_running() else _run_in_thread(run)
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _run_in_thread(factory: Callable[[], object]) -> list[MXRecord]:
+    # Jupyter cells run inside an event loop; asyncio.run would fail there.
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(factory())).result()  # type: ignore[arg-type]

@@ -1,0 +1,486 @@
+"""The relay queue: store, look up MX, forward over real SMTP, retry on the virtual clock, bounce.
+
+Each accepted message is written to the spool (lab directory) before the submission server says 250,
+so nothing accepted is lost across a stop. Recipients carry their own state:
+queued -> mx-lookup -> connecting -> delivered | deferred (-> retried) | bounced.
+MX choice follows RFC 5321 §5.1: lowest preference first, equal preferences in random order, next MX
+on connection failure or a 4xx; no MX means the domain's own A record (implicit MX); a Null MX
+(RFC 7505) or NXDOMAIN bounces at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import smtplib
+import socket
+import ssl
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import dns.asyncresolver
+
+from .dsn import build_dsn
+from .errors import DnsLookupError
+from .labdns import MXRecord, lookup_mx_async, resolve_a
+from .trace import Trace
+
+__all__ = ["Relay", "QueueItem", "RecipientStatus", "RETRY_SCHEDULE", "MAX_QUEUE_LIFETIME"]
+
+# Like real MTAs: retry soon, then back off (seconds of lab time after each failed attempt).
+RETRY_SCHEDULE = (60, 300, 900, 3600, 3 * 3600, 6 * 3600)
+MAX_QUEUE_LIFETIME = 5 * 86400  # Postfix's maximal_queue_lifetime default
+FINAL = ("delivered", "bounced")
+
+
+@dataclass(frozen=True)
+class RecipientStatus:
+    """Where one recipient of a queued message stands."""
+
+    address: str
+    state: str = "queued"  # queued, mx-lookup, connecting, delivered, deferred, bounced
+    attempts: int = 0
+    last_reply: str = ""
+    via: str = ""  # the MX host that gave the last reply
+    final_status: str = ""  # RFC 3463 code reported in a DSN, e.g. 5.1.1
+
+
+@dataclass(frozen=True)
+class QueueItem:
+    """A snapshot of one message in the relay queue."""
+
+    queue_id: str
+    host: str  # the sending host (whose address the relay connects from)
+    sender: str
+    recipients: tuple[RecipientStatus, ...]
+    created: float
+    next_attempt: float
+    message_id: str = ""
+
+    @property
+    def done(self) -> bool:
+        return all(r.state in FINAL for r in self.recipients)
+
+
+@dataclass
+class _Entry:
+    queue_id: str
+    host: str
+    sender: str
+    recipients: list[RecipientStatus]
+    created: float
+    next_attempt: float
+    message_id: str = ""
+    attempts: int = 0
+    running: bool = field(default=False, repr=False)
+
+    def snapshot(self) -> QueueItem:
+        return QueueItem(self.queue_id, self.host, self.sender, tuple(self.recipients), self.created,
+                         self.next_attempt, self.message_id)
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """The reply one MX gave for each recipient in one attempt (or a connection failure)."""
+
+    replies: dict[str, tuple[int, str]]
+    connected: bool
+    error: str = ""
+
+
+class Relay:
+    """The outbound queue of the whole lab (each entry remembers which host sends it)."""
+
+    def __init__(
+        self,
+        spool: Path,
+        *,
+        trace: Trace,
+        now: Callable[[], float],
+        resolver: Callable[[], dns.asyncresolver.Resolver],
+        host_address: Callable[[str], str],
+        smtp_port: Callable[[str, str], int | None],
+        client_context: ssl.SSLContext,
+        deliver_bounce: Callable[[str, str, bytes], None],
+    ) -> None:
+        self.spool = spool
+        spool.mkdir(parents=True, exist_ok=True)
+        self._trace = trace
+        self._now = now
+        self._resolver = resolver
+        self._host_address = host_address
+        self._smtp_port = smtp_port
+        self._tls = client_context
+        self._deliver_bounce = deliver_bounce
+        self._entries: dict[str, _Entry] = {}
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._scheduler: asyncio.Task[None] | None = None
+        self._active: set[asyncio.Task[None]] = set()
+        self._settled = threading.Condition(self._lock)
+        self.retry_schedule = RETRY_SCHEDULE
+        self.max_lifetime = MAX_QUEUE_LIFETIME
+
+    # --- life cycle (on the lab loop) ---
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        for path in sorted(self.spool.glob("*.json")):
+            entry = self._load(path)
+            if entry is not None and not all(r.state in FINAL for r in entry.recipients):
+                self._entries[entry.queue_id] = entry
+                self._event(entry, f"resumed from the spool ({path.name})")
+        self._scheduler = asyncio.create_task(self._run_scheduler())
+
+    async def stop(self) -> None:
+        tasks = list(self._active) + ([self._scheduler] if self._scheduler else [])
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._scheduler = None
+
+    # --- intake (called on the loop by the submission handler) ---
+    def enqueue(self, host: str, sender: str, recipients: list[str], content: bytes, queue_id: str,
+                message_id: str = "") -> None:
+        now = self._now()
+        entry = _Entry(queue_id, host, sender, [RecipientStatus(r) for r in recipients], now, now, message_id)
+        (self.spool / f"{queue_id}.eml").write_bytes(content)
+        self._save(entry)
+        with self._lock:
+            self._entries[queue_id] = entry
+        self._event(entry, f"queued on {host}: from <{sender}> to {', '.join(recipients)}")
+        self._poke()
+
+    # --- reading ---
+    def items(self) -> list[QueueItem]:
+        with self._lock:
+            return [e.snapshot() for e in self._entries.values()]
+
+    def get(self, queue_id: str) -> QueueItem | None:
+        with self._lock:
+            entry = self._entries.get(queue_id)
+            return entry.snapshot() if entry else None
+
+    def pending(self) -> list[QueueItem]:
+        return [item for item in self.items() if not item.done]
+
+    def wait_settled(self, queue_id: str | None = None, timeout: float = 30.0) -> bool:
+        """Block until no attempt is running (for `queue_id`, or for all); False on timeout."""
+
+        def settled() -> bool:
+            entries = [self._entries[queue_id]] if queue_id in self._entries else [] if queue_id else list(
+                self._entries.values())
+            return all(not e.running and (e.next_attempt > self._now() or all(
+                r.state in FINAL for r in e.recipients)) for e in entries)
+
+        with self._settled:
+            return self._settled.wait_for(settled, timeout=timeout)
+
+    # --- clock ---
+    def clock_advanced(self) -> None:
+        """Run everything that became due; blocks the caller (not the loop) until it settled."""
+        self._poke()
+        if self._loop is not None and not _on_loop(self._loop):
+            self.wait_settled(timeout=60)
+
+    def _poke(self) -> None:
+        if self._loop is None or self._wake is None:
+            return
+        if _on_loop(self._loop):
+            self._kick()
+        else:
+            # Mark due entries as running before returning, so wait_settled cannot pass too early.
+            self._claim_due()
+            self._loop.call_soon_threadsafe(self._kick)
+
+    def _claim_due(self) -> list[_Entry]:
+        now = self._now()
+        with self._lock:
+            due = [e for e in self._entries.values() if not e.running and e.next_attempt <= now
+                   and not all(r.state in FINAL for r in e.recipients)]
+            for e in due:
+                e.running = True
+        return due
+
+    def _kick(self) -> None:
+        assert self._wake is not None
+        self._wake.set()
+
+    async def _run_scheduler(self) -> None:
+        assert self._wake is not None
+        while True:
+            self._claim_due()
+            with self._lock:
+                to_start = [e for e in self._entries.values() if e.running and not getattr(e, "_task", None)]
+                for e in to_start:
+                    e._task = True  # type: ignore[attr-defined]
+                waiting = [e.next_attempt for e in self._entries.values() if not e.running
+                           and not all(r.state in FINAL for r in e.recipients)]
+            for entry in to_start:
+                task = asyncio.create_task(self._attempt(entry))
+                self._active.add(task)
+                task.add_done_callback(self._active.discard)
+            delay = max(0.0, min(waiting) - self._now()) if waiting else None
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+            except asyncio.TimeoutError:
+                pass
+
+    # --- one delivery attempt ---
+    async def _attempt(self, entry: _Entry) -> None:
+        try:
+            await self._deliver(entry)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # never lose a message to a bug: defer it instead
+            self._defer(entry, [r.address for r in entry.recipients if r.state not in FINAL],
+                        f"451 4.3.0 internal relay error: {exc!r}", "")
+        finally:
+            with self._settled:
+                entry.running = False
+                entry._task = None  # type: ignore[attr-defined]
+                self._save(entry)
+                self._settled.notify_all()
+            self._kick()
+
+    async def _deliver(self, entry: _Entry) -> None:
+        entry.attempts += 1
+        content = (self.spool / f"{entry.queue_id}.eml").read_bytes()
+        pending = [r.address for r in entry.recipients if r.state not in FINAL]
+        by_domain: dict[str, list[str]] = {}
+        for address in pending:
+            by_domain.setdefault(address.rpartition("@")[2].lower(), []).append(address)
+        bounced: list[RecipientStatus] = []
+        for domain, addresses in by_domain.items():
+            self._set(entry, addresses, state="mx-lookup")
+            try:
+                targets = await self._targets(entry, domain)
+            except DnsLookupError as exc:
+                text = str(exc)
+                if "NXDOMAIN" in text or "does not exist" in text:
+                    bounced += self._bounce(entry, addresses, f"550 5.1.2 {domain}: {text}", "5.1.2", "")
+                else:
+                    self._defer(entry, addresses, f"451 4.4.3 {text}", "")
+                continue
+            if isinstance(targets, str):  # a permanent routing failure, e.g. Null MX
+                bounced += self._bounce(entry, addresses, targets, "5.1.10", "")
+                continue
+            remaining = list(addresses)
+            last_error = ""
+            for exchange, address in targets:
+                if not remaining:
+                    break
+                self._set(entry, remaining, state="connecting", via=exchange)
+                outcome = await self._try_mx(entry, exchange, address, remaining, content)
+                if not outcome.connected:
+                    last_error = outcome.error
+                    continue
+                still: list[str] = []
+                for rcpt in remaining:
+                    code, text = outcome.replies.get(rcpt, (451, "4.3.0 no reply for this recipient"))
+                    reply = f"{code} {text}"
+                    if 200 <= code < 300:
+                        self._set(entry, [rcpt], state="delivered", last_reply=reply, via=exchange)
+                        self._event(entry, f"delivered to {rcpt} by {exchange}: {reply}")
+                    elif 500 <= code < 600:
+                        bounced += self._bounce(entry, [rcpt], reply, _status_of(text, "5.0.0"), exchange)
+                    else:
+                        still.append(rcpt)
+                        last_error = reply
+                        self._set(entry, [rcpt], last_reply=reply, via=exchange)
+                remaining = still
+            if remaining:
+                self._defer(entry, remaining, last_error or "451 4.4.1 no MX host answered", "")
+        if bounced:
+            self._send_dsn(entry, bounced, content)
+
+    async def _targets(self, entry: _Entry, domain: str) -> list[tuple[str, str]] | str:
+        """Return (exchange, address) pairs in the order to try, or a reason to bounce now."""
+        source = self._host_address(entry.host)
+        mark = self._trace.last_seq
+        resolver = self._resolver()
+        try:
+            records = await lookup_mx_async(domain, resolver, source=source)
+            if not records:  # RFC 5321 §5.1: no MX, use the domain's address (implicit MX)
+                addresses = await resolve_a(domain, resolver, source=source)
+                records = [MXRecord(0, domain, tuple(addresses))] if addresses else []
+        finally:
+            self._link_dns(entry, mark, source)
+        if any(r.is_null for r in records):
+            self._event(entry, f"MX lookup {domain}: Null MX (RFC 7505): the domain accepts no mail")
+            return f"556 5.1.10 {domain} publishes a Null MX (RFC 7505): it accepts no mail"
+        if not records:
+            self._event(entry, f"MX lookup {domain}: no MX and no address record")
+            return f"550 5.1.2 {domain} has no MX and no address: mail cannot be routed"
+        ordered: list[MXRecord] = []
+        for pref in sorted({r.preference for r in records}):
+            same = [r for r in records if r.preference == pref]
+            random.shuffle(same)  # RFC 5321 §5.1: spread load over equal preferences
+            ordered += same
+        self._event(entry, f"MX lookup {domain}: " + ", ".join(f"{r.exchange} ({r.preference})" for r in ordered))
+        return [(r.exchange, a) for r in ordered for a in (r.addresses or ("",))]
+
+    def _link_dns(self, entry: _Entry, mark: int, source: str) -> None:
+        for event in self._trace.since(mark):
+            if event.protocol == "dns" and event.client.startswith(source + ":"):
+                for key in (entry.queue_id, entry.message_id):
+                    if key:
+                        self._trace.link(key, event.conn, event.seq, event.seq)
+
+    async def _try_mx(self, entry: _Entry, exchange: str, address: str, rcpts: list[str],
+                      content: bytes) -> _Outcome:
+        port = self._smtp_port(exchange, address) if address else None
+        if port is None:
+            error = f"{exchange} has no address" if not address else f"nothing listens for SMTP on {address}"
+            self._event(entry, f"cannot connect to {exchange}: {error}")
+            return _Outcome({}, False, f"451 4.4.1 {error}")
+        self._event(entry, f"connecting to {exchange} [{address}]:{port} from {self._host_address(entry.host)}")
+        loop = asyncio.get_running_loop()
+        outcome = await loop.run_in_executor(
+            None, _smtp_deliver, exchange, address, port, self._host_address(entry.host), entry.host, self._tls,
+            entry.sender, rcpts, content,
+        )
+        if not outcome.connected:
+            self._event(entry, f"{exchange} [{address}]:{port}: {outcome.error}")
+        return outcome
+
+    # --- state changes ---
+    def _set(self, entry: _Entry, addresses: list[str], **changes: Any) -> None:
+        with self._lock:
+            entry.recipients = [replace(r, **changes) if r.address in addresses else r for r in entry.recipients]
+
+    def _defer(self, entry: _Entry, addresses: list[str], reply: str, via: str) -> None:
+        now = self._now()
+        if now - entry.created >= self.max_lifetime:
+            self._bounce(entry, addresses, f"{reply} (gave up after {entry.attempts} attempts)",
+                         _status_of(reply[4:], "4.4.7"), via)
+            return
+        index = min(entry.attempts - 1, len(self.retry_schedule) - 1)
+        entry.next_attempt = now + self.retry_schedule[max(index, 0)]
+        with self._lock:
+            entry.recipients = [
+                replace(r, state="deferred", attempts=r.attempts + 1, last_reply=reply)
+                if r.address in addresses else r for r in entry.recipients
+            ]
+        self._event(entry, f"deferred {', '.join(addresses)}: {reply}; next attempt in "
+                           f"{self.retry_schedule[max(index, 0)] // 60} min (lab time)")
+
+    def _bounce(self, entry: _Entry, addresses: list[str], reply: str, status: str, via: str) -> list[RecipientStatus]:
+        with self._lock:
+            entry.recipients = [
+                replace(r, state="bounced", attempts=r.attempts + 1, last_reply=reply, via=via or r.via,
+                        final_status=status)
+                if r.address in addresses else r for r in entry.recipients
+            ]
+            out = [r for r in entry.recipients if r.address in addresses]
+        self._event(entry, f"bounced {', '.join(addresses)}: {reply}")
+        return out
+
+    def _send_dsn(self, entry: _Entry, failed: list[RecipientStatus], content: bytes) -> None:
+        if not entry.sender:  # RFC 5321 §6.1 / RFC 3464: a bounce is never bounced
+            self._event(entry, "bounce of a bounce (null sender): dropped, as RFC 3464 requires")
+            return
+        dsn = build_dsn(
+            reporting_host=entry.host, original_sender=entry.sender, failed=failed, original=content,
+            arrival=entry.created, now=self._now(), queue_id=entry.queue_id,
+        )
+        self._deliver_bounce(entry.host, entry.sender, dsn)
+        self._event(entry, f"delivery status notification sent to <{entry.sender}> from <> (null sender)")
+
+    def _event(self, entry: _Entry, text: str) -> None:
+        ids = tuple(i for i in (entry.queue_id, entry.message_id) if i)
+        self._trace.record("queue", "queue", entry.host, text, message_ids=ids, peer=entry.host)
+
+    # --- spool ---
+    def _save(self, entry: _Entry) -> None:
+        data = {k: v for k, v in asdict(entry).items() if k != "running"}
+        path = self.spool / f"{entry.queue_id}.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        tmp.replace(path)
+
+    def _load(self, path: Path) -> _Entry | None:
+        try:
+            data = json.loads(path.read_text())
+            data["recipients"] = [RecipientStatus(**r) for r in data["recipients"]]
+            data.pop("running", None)
+            data.pop("_task", None)
+            entry = _Entry(**data)
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+        if not (self.spool / f"{entry.queue_id}.eml").exists():
+            return None
+        entry.recipients = [replace(r, state="queued") if r.state in ("mx-lookup", "connecting") else r
+                            for r in entry.recipients]
+        return entry
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
+def _status_of(text: str, default: str) -> str:
+    parts = text.split(" ", 1)[0].split(".")
+    if len(parts) == 3 and all(p.isdigit() for p in parts):
+        return ".".join(parts)
+    return default
+
+
+def _smtp_deliver(exchange: str, address: str, port: int, source: str, helo: str, context: ssl.SSLContext, sender: str,
+                  rcpts: list[str], content: bytes) -> _Outcome:
+    """Deliver one message to one MX with smtplib (runs in a worker thread)."""
+    replies: dict[str, tuple[int, str]] = {}
+    try:
+        client = smtplib.SMTP(local_hostname=helo, timeout=20, source_address=(source, 0))
+        try:
+            code, msg = client.connect(address, port)
+            client._host = exchange  # type: ignore[attr-defined]  # name checked in the MX's certificate
+            if code != 220:
+                return _Outcome({r: (code, msg.decode("utf-8", "replace")) for r in rcpts}, True)
+            client.ehlo()
+            if client.has_extn("starttls"):
+                # Opportunistic TLS between MTAs (RFC 3207); the lab CA makes it verifiable too.
+                client.starttls(context=context)
+                client.ehlo()
+            code, msg = client.mail(sender)
+            if code != 250:
+                text = msg.decode("utf-8", "replace")
+                return _Outcome({r: (code, text) for r in rcpts}, True)
+            accepted = []
+            for rcpt in rcpts:
+                code, msg = client.rcpt(rcpt)
+                replies[rcpt] = (code, msg.decode("utf-8", "replace"))
+                if code in (250, 251):
+                    accepted.append(rcpt)
+            if accepted:
+                try:
+                    code, msg = client.data(content)
+                except smtplib.SMTPDataError as exc:
+                    code, msg = exc.smtp_code, exc.smtp_error
+                for rcpt in accepted:
+                    replies[rcpt] = (code, msg.decode("utf-8", "replace") if isinstance(msg, bytes) else str(msg))
+            try:
+                client.quit()
+            except (smtplib.SMTPException, OSError):
+                pass
+            return _Outcome(replies, True)
+        finally:
+            client.close()
+    except ConnectionRefusedError:
+        return _Outcome({}, False, "451 4.4.1 connection refused (host down?)")
+    except (socket.timeout, TimeoutError):
+        return _Outcome({}, False, "451 4.4.2 connection timed out")
+    except smtplib.SMTPServerDisconnected as exc:
+        # Anything not yet confirmed with 250 after DATA is not delivered: retry it all.
+        return _Outcome({}, False, f"451 4.4.2 connection dropped: {exc or 'server closed the connection'}")
+    except (smtplib.SMTPException, ssl.SSLError, OSError) as exc:
+        return _Outcome({}, False, f"451 4.4.0 {type(exc).__name__}: {exc}")

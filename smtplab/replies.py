@@ -1,0 +1,224 @@
+"""SMTP reply codes: the lab's reply texts as named constants, and what every reply means.
+
+Texts carry enhanced status codes (RFC 3463, advertised as ENHANCEDSTATUSCODES per RFC 2034).
+`Reply.parse` turns wire lines into a Reply with a plain-language meaning and the client's next step.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = ["Reply", "explain", "enhance", "REPLY_CLASSES"]
+
+# --- the lab's own replies (RFC 5321 section 4.2, enhanced codes RFC 3463) ---
+OK = "250 2.0.0 OK"
+OK_SENDER = "250 2.1.0 Sender OK"
+OK_RECIPIENT = "250 2.1.5 Recipient OK"
+OK_QUEUED = "250 2.0.0 OK: queued as {queue_id}"
+OK_DELIVERED = "250 2.0.0 OK: delivered as {queue_id}"
+AUTH_REQUIRED = "530 5.7.0 Authentication required"
+SENDER_NOT_OWNED = "553 5.7.1 Sender address rejected: not owned by user {user}"
+RELAY_DENIED = "550 5.7.1 Relaying denied: {domain} is not a domain of this server"
+USER_UNKNOWN = "550 5.1.1 <{address}>: Recipient address rejected: User unknown"
+BAD_DESTINATION = "501 5.1.3 Bad recipient address syntax"
+BARE_LF = "554 5.6.0 Message contains bare <LF> or <CR>: lines must end with <CR><LF> (RFC 5321 section 2.3.8)"
+NO_VALID_RECIPIENTS = "554 5.5.1 No valid recipients"
+TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
+NULL_SENDER_SUBMISSION = "553 5.7.1 A null sender <> is for bounces; give your own address"
+SERVICE_UNAVAILABLE = "421 4.3.2 Service not available, closing transmission channel"
+
+# aiosmtpd's built-in replies, rewritten with enhanced status codes (matched by prefix).
+_STOCK = [
+    ("250 OK", "250 2.0.0 OK"),
+    ("221 Bye", "221 2.0.0 Bye"),
+    ("235 2.7.0", None),
+    ("500 Command line too long", "500 5.5.2 Command line too long (RFC 5321 section 4.5.3.1.4: 512 octets)"),
+    ("500 Line too long", "500 5.5.2 Line too long (RFC 5321 section 4.5.3.1.6: 1000 octets)"),
+    ("500 Error: bad syntax", "500 5.5.2 Error: bad syntax"),
+    ("500 Error: strict ASCII mode", "500 5.6.7 Non-ASCII characters without SMTPUTF8"),
+    ("500 Error: command", "500 5.5.1 Error: command"),
+    ("500 ", "500 5.5.2 "),
+    ("501 Syntax:", "501 5.5.4 Syntax:"),
+    ("501 Error:", "501 5.5.4 Error:"),
+    ("501 ", "501 5.5.4 "),
+    ("502 EXPN not implemented", "502 5.5.1 EXPN not implemented"),
+    ("502 ", "502 5.5.1 "),
+    ("503 Error: send HELO first", "503 5.5.1 Error: send HELO/EHLO first"),
+    ("503 Error: send EHLO first", "503 5.5.1 Error: send EHLO first"),
+    ("503 Error: need MAIL command", "503 5.5.1 Error: need MAIL command"),
+    ("503 Error: need RCPT command", "503 5.5.1 Error: need RCPT command"),
+    ("503 Error: nested MAIL command", "503 5.5.1 Error: nested MAIL command"),
+    ("503 Already authenticated", "503 5.5.1 Already authenticated"),
+    ("503 ", "503 5.5.1 "),
+    ("504 ", "504 5.5.4 "),
+    ("530 Must issue a STARTTLS command first", "530 5.7.0 Must issue a STARTTLS command first"),
+    ("530 SMTP authentication is required", "530 5.7.0 Authentication required"),
+    ("535 5.7.8", None),
+    ("538 5.7.11", None),
+    ("552 Error: message size exceeds", "552 5.3.4 Error: message size exceeds"),
+    ("552 Error: Too much mail data", "552 5.3.4 Error: Too much mail data"),
+    ("554 Command refused due to lack of security", "554 5.7.0 Command refused due to lack of security"),
+    ("555 ", "555 5.5.4 "),
+    ("252 ", "252 2.1.5 "),
+    ("454 TLS not available", "454 4.7.0 TLS not available"),
+]
+
+
+def enhance(line: str) -> str:
+    """Return `line` with an enhanced status code if it is a stock reply that lacks one."""
+    if len(line) < 4 or line[3] == "-" or not line[:3].isdigit():
+        return line
+    if line[0] not in "245" or _ENHANCED.match(line[4:]):
+        return line
+    for prefix, replacement in _STOCK:
+        if line.startswith(prefix):
+            return line if replacement is None else replacement + line[len(prefix):]
+    return line
+
+
+_ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?:\s|$)")
+
+REPLY_CLASSES = {
+    "2": "success: the server did what was asked",
+    "3": "intermediate: the server waits for more from the client",
+    "4": "temporary failure: try again later, nothing is lost",
+    "5": "permanent failure: do not repeat the same request",
+}
+
+# Meaning of the first digits and of specific codes (RFC 5321 section 4.2.2-4.2.3).
+_CODES = {
+    "211": ("System status", "read the status"),
+    "214": ("Help message", "read the help"),
+    "220": ("The server is ready (greeting), or ready to start TLS after STARTTLS", "send EHLO (again after TLS)"),
+    "221": ("The server closes the connection", "nothing: the session is over"),
+    "235": ("Authentication succeeded", "start a transaction with MAIL FROM"),
+    "250": ("Requested action okay, completed", "send the next command"),
+    "251": ("User not local; the server will forward", "continue"),
+    "252": ("Cannot verify the user, but will accept the message", "continue"),
+    "334": ("The server waits for the next piece of authentication data (base64)", "send the base64 answer"),
+    "354": ("Start the message; end it with a line holding only '.'", "send headers, blank line, body, then '.'"),
+    "421": ("Service not available; the server closes the connection", "try again later, maybe at another MX"),
+    "450": ("Mailbox unavailable right now", "keep the message queued and retry later"),
+    "451": ("Local error in processing", "keep the message queued and retry later"),
+    "452": ("Insufficient storage, or too many recipients", "retry the remaining recipients later"),
+    "454": ("TLS not available right now", "retry later or continue without TLS if policy allows"),
+    "500": ("Syntax error: command unrecognised or line too long", "fix the command and send it again"),
+    "501": ("Syntax error in the arguments", "fix the arguments"),
+    "502": ("Command not implemented", "use another command"),
+    "503": ("Bad sequence of commands", "send the commands in order: EHLO, MAIL, RCPT, DATA"),
+    "504": ("Command parameter not implemented", "drop the parameter"),
+    "530": ("Authentication (or STARTTLS) required first", "STARTTLS, EHLO again, then AUTH"),
+    "535": ("Authentication credentials invalid", "check the user name (full address) and password"),
+    "550": ("Mailbox unavailable or action refused (user unknown, relaying denied, policy)", "do not retry; tell the sender"),
+    "551": ("User not local", "do not retry"),
+    "552": ("Exceeded storage allocation or message too big", "send a smaller message"),
+    "553": ("Mailbox name not allowed (bad or forbidden address)", "use a valid address you own"),
+    "554": ("Transaction failed (policy or content refused)", "do not retry the same message"),
+    "555": ("MAIL/RCPT parameters not recognised", "drop the unknown parameters"),
+}
+
+# Enhanced status details (RFC 3463 §3, and the IANA registry).
+_DETAILS = {
+    "0.0": "other or undefined status",
+    "1.0": "other address status",
+    "1.1": "bad destination mailbox address (no such user)",
+    "1.3": "bad destination mailbox address syntax",
+    "1.5": "destination address valid",
+    "2.0": "other mailbox status",
+    "2.2": "mailbox full",
+    "3.2": "system not accepting network messages",
+    "3.4": "message too big for system",
+    "4.1": "no answer from host",
+    "4.3": "directory server failure",
+    "4.4": "unable to route (no MX, Null MX or no such domain)",
+    "4.7": "delivery time expired",
+    "5.1": "invalid command",
+    "5.2": "syntax error",
+    "5.3": "too many recipients",
+    "5.4": "invalid command arguments",
+    "6.0": "other or undefined media error",
+    "6.7": "non-ASCII addresses not permitted",
+    "7.0": "security: authentication or TLS required",
+    "7.1": "delivery not authorized (relaying denied, sender not allowed)",
+    "7.8": "authentication credentials invalid",
+    "7.11": "encryption required",
+}
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One SMTP reply: code, text lines, enhanced status code and what it means."""
+
+    code: int
+    lines: tuple[str, ...]  # the text of each line, without code and separator
+    enhanced: str = ""  # e.g. "5.7.1"; empty when the server gave none
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+    @property
+    def category(self) -> str:
+        return REPLY_CLASSES.get(str(self.code)[0], "unknown class")
+
+    @property
+    def is_success(self) -> bool:
+        return 200 <= self.code < 400
+
+    @property
+    def meaning(self) -> str:
+        return explain(self.code, self.enhanced)
+
+    @property
+    def next_step(self) -> str:
+        return _CODES.get(str(self.code), ("", _class_step(self.code)))[1] or _class_step(self.code)
+
+    @classmethod
+    def parse(cls, wire_lines: Sequence[str]) -> Reply:
+        """Parse the lines of one (possibly multi-line) reply, e.g. ['250-a', '250 b']."""
+        if not wire_lines:
+            raise ValueError("an SMTP reply has at least one line")
+        code = int(wire_lines[0][:3])
+        texts = [line[4:] for line in wire_lines]
+        enhanced = ""
+        match = _ENHANCED.match(texts[-1])
+        if match and match.group(1) == str(code)[0]:
+            enhanced = f"{match.group(1)}.{match.group(2)}.{match.group(3)}"
+            texts = [t[match.end():].lstrip() if _ENHANCED.match(t) else t for t in texts]
+        return cls(code=code, lines=tuple(texts), enhanced=enhanced)
+
+    def to_wire(self) -> list[str]:
+        out = []
+        for i, text in enumerate(self.lines):
+            sep = " " if i == len(self.lines) - 1 else "-"
+            body = f"{self.enhanced} {text}" if self.enhanced and text else text
+            out.append(f"{self.code}{sep}{body}")
+        return out
+
+    def __str__(self) -> str:
+        return "\n".join(self.to_wire())
+
+    def explain(self) -> str:
+        """Return a few lines a learner can read: code, class, meaning, next step."""
+        return (
+            f"{self.code} {self.enhanced}".rstrip() + f" - {self.category}\n"
+            f"meaning: {self.meaning}\nnext: {self.next_step}"
+        )
+
+
+def _class_step(code: int) -> str:
+    return {2: "continue", 3: "send what the server asks for", 4: "retry later", 5: "do not retry as is"}.get(
+        code // 100, "?"
+    )
+
+
+def explain(code: int, enhanced: str = "") -> str:
+    """Say in plain language what reply `code` (and enhanced code, if any) means."""
+    base = _CODES.get(str(code), (REPLY_CLASSES.get(str(code)[0], "unknown reply"), ""))[0]
+    if enhanced:
+        detail = _DETAILS.get(enhanced.split(".", 1)[1], "")
+        if detail:
+            return f"{base} ({enhanced}: {detail})"
+    return base

@@ -1,0 +1,209 @@
+"""What a lab is made of: providers, their hosts and services, MX records and users.
+
+A scenario is plain data, so a teacher can describe another topology as a dict (or JSON) and hand it
+to `smtplab.start(scenario=...)`. `Scenario.default()` is the lab drawn in DESIGN.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ScenarioError
+
+__all__ = ["HostSpec", "ProviderSpec", "Scenario", "SERVICES"]
+
+# Services a host can run. "smtp" is the inbound MX (port 25 on the internet), "submission" the
+# authenticated MSA for the provider's own users (port 587), "imap" the mailbox access server (143).
+SERVICES = ("smtp", "submission", "imap")
+WELL_KNOWN_PORTS = {"smtp": 25, "submission": 587, "imap": 143, "dns": 53}
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """A machine of a provider and the services it runs."""
+
+    name: str
+    services: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ProviderSpec:
+    """A mail provider: one domain, its hosts, MX records and users."""
+
+    domain: str
+    hosts: tuple[HostSpec, ...]
+    mx: tuple[tuple[int, str], ...]  # (preference, exchange); may be empty (implicit MX) or (0, ".")
+    users: tuple[tuple[str, str | None], ...]  # (address, fixed password or None to generate)
+    records: tuple[tuple[str, str, str], ...] = ()  # extra (name, type, rdata) zone records
+    a_records: tuple[tuple[str, str], ...] = ()  # extra (name, host name) A records, e.g. the apex
+
+    def host_names(self) -> list[str]:
+        return [h.name for h in self.hosts]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A whole lab topology."""
+
+    providers: tuple[ProviderSpec, ...]
+    dns_name: str = "dns.lab"
+    description: str = ""
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def default(cls) -> Scenario:
+        """Return the lab of DESIGN.md: example.org (alice) and example.net (bob, two MX)."""
+        return cls.from_dict(
+            {
+                "description": "alice@example.org writes to bob@example.net",
+                "providers": [
+                    {
+                        "domain": "example.org",
+                        "hosts": {
+                            "smtp.example.org": ["submission", "smtp"],
+                            "imap.example.org": ["imap"],
+                        },
+                        "mx": {"smtp.example.org": 10},
+                        "users": ["alice"],
+                    },
+                    {
+                        "domain": "example.net",
+                        "hosts": {
+                            "smtp.example.net": ["submission"],
+                            "mx1.example.net": ["smtp"],
+                            "mx2.example.net": ["smtp"],
+                            "imap.example.net": ["imap"],
+                        },
+                        "mx": {"mx1.example.net": 10, "mx2.example.net": 20},
+                        "users": ["bob"],
+                    },
+                ],
+            }
+        )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Scenario:
+        """Build a scenario from plain data (see `Scenario.default` for the shape) and check it."""
+        if not isinstance(data, Mapping) or "providers" not in data:
+            raise ScenarioError("a scenario needs a 'providers' list, e.g. Scenario.default().to_dict()")
+        providers = tuple(_provider(p) for p in data["providers"])
+        scenario = cls(
+            providers=providers,
+            dns_name=str(data.get("dns_name", "dns.lab")).lower().rstrip("."),
+            description=str(data.get("description", "")),
+            options=dict(data.get("options", {})),
+        )
+        scenario.validate()
+        return scenario
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the plain-data form, the inverse of `from_dict`."""
+        return {
+            "description": self.description,
+            "dns_name": self.dns_name,
+            "options": dict(self.options),
+            "providers": [
+                {
+                    "domain": p.domain,
+                    "hosts": {h.name: list(h.services) for h in p.hosts},
+                    "mx": [[pref, name] for pref, name in p.mx],
+                    "users": {addr: pw for addr, pw in p.users},
+                    "records": [list(r) for r in p.records],
+                    "a_records": [list(r) for r in p.a_records],
+                }
+                for p in self.providers
+            ],
+        }
+
+    def validate(self) -> None:
+        """Raise ScenarioError, naming the fix, if the topology cannot work."""
+        if not self.providers:
+            raise ScenarioError("a scenario needs at least one provider")
+        domains = [p.domain for p in self.providers]
+        if len(set(domains)) != len(domains):
+            raise ScenarioError(f"each provider needs its own domain; got {domains}")
+        names: list[str] = [self.dns_name]
+        for p in self.providers:
+            names += p.host_names()
+        duplicates = {n for n in names if names.count(n) > 1}
+        if duplicates:
+            raise ScenarioError(f"host names must be unique; repeated: {sorted(duplicates)}")
+        all_hosts = {h.name: h for p in self.providers for h in p.hosts}
+        for p in self.providers:
+            for host in p.hosts:
+                bad = set(host.services) - set(SERVICES)
+                if bad:
+                    raise ScenarioError(f"{host.name}: unknown service(s) {sorted(bad)}; use {SERVICES}")
+            for pref, exchange in p.mx:
+                if exchange == ".":
+                    continue
+                if exchange in all_hosts and "smtp" not in all_hosts[exchange].services:
+                    raise ScenarioError(
+                        f"MX {pref} {exchange} of {p.domain}: that host runs no 'smtp' service, "
+                        "so mail for the domain could never be delivered there"
+                    )
+            for address, _ in p.users:
+                if not address.endswith("@" + p.domain):
+                    raise ScenarioError(f"user {address} must belong to the provider's domain {p.domain}")
+            if p.users and not any("imap" in h.services for h in p.hosts):
+                raise ScenarioError(f"{p.domain} has users but no host running 'imap' to read their mail")
+            if p.users and not any("smtp" in h.services for h in p.hosts):
+                raise ScenarioError(f"{p.domain} has users but no host running 'smtp' to receive their mail")
+
+    def provider_of(self, domain: str) -> ProviderSpec | None:
+        domain = domain.lower().rstrip(".")
+        return next((p for p in self.providers if p.domain == domain), None)
+
+
+def _provider(data: Mapping[str, Any]) -> ProviderSpec:
+    try:
+        domain = str(data["domain"]).lower().rstrip(".")
+    except (KeyError, TypeError):
+        raise ScenarioError("every provider needs a 'domain', e.g. {'domain': 'example.com', ...}") from None
+    raw_hosts = data.get("hosts", {})
+    if isinstance(raw_hosts, Mapping):
+        host_items = list(raw_hosts.items())
+    else:
+        host_items = [(h["name"], h.get("services", [])) for h in raw_hosts]
+    hosts = []
+    for name, services in host_items:
+        name = str(name).lower().rstrip(".")
+        if "." not in name:
+            name = f"{name}.{domain}"
+        if isinstance(services, str):
+            services = [services]
+        hosts.append(HostSpec(name=name, services=tuple(str(s) for s in services)))
+    raw_mx = data.get("mx", {})
+    mx_items: Sequence[Any] = list(raw_mx.items()) if isinstance(raw_mx, Mapping) else list(raw_mx)
+    mx: list[tuple[int, str]] = []
+    for item in mx_items:
+        if isinstance(raw_mx, Mapping):
+            name, pref = item
+        else:
+            pref, name = item
+        name = str(name).lower()
+        if name != "." :
+            name = name.rstrip(".")
+            if "." not in name:
+                name = f"{name}.{domain}"
+        try:
+            mx.append((int(pref), name))
+        except (TypeError, ValueError):
+            raise ScenarioError(f"MX preference for {name} must be a number (0-65535), got {pref!r}") from None
+    raw_users = data.get("users", [])
+    user_items = list(raw_users.items()) if isinstance(raw_users, Mapping) else [(u, None) for u in raw_users]
+    users = []
+    for user, password in user_items:
+        address = str(user).lower() if "@" in str(user) else f"{str(user).lower()}@{domain}"
+        users.append((address, None if password is None else str(password)))
+    records = tuple(tuple(str(x) for x in r) for r in data.get("records", []))
+    a_records = tuple(tuple(str(x) for x in r) for r in data.get("a_records", []))
+    for r in records:
+        if len(r) != 3:
+            raise ScenarioError(f"a record is [name, type, data], got {list(r)}")
+    return ProviderSpec(
+        domain=domain, hosts=tuple(hosts), mx=tuple(mx), users=tuple(users),
+        records=records, a_records=a_records,  # type: ignore[arg-type]
+    )

@@ -1,0 +1,382 @@
+"""The lab's SMTP servers: aiosmtpd with a traced protocol and two handlers.
+
+`SubmissionHandler` is the MSA (RFC 6409): STARTTLS, then AUTH, then only the user's own address as
+sender; accepted mail goes to the relay queue. `InboundHandler` is an MX: it accepts mail for its
+provider's users only and delivers into their Maildirs. Both refuse bare LF / CR in DATA.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import re
+import secrets
+from collections.abc import Callable
+from email.utils import format_datetime, make_msgid
+from typing import Any, Protocol
+
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from . import replies
+from .trace import Trace
+
+__all__ = ["LabSMTP", "SubmissionHandler", "InboundHandler", "new_queue_id", "Postmaster"]
+
+# aiosmtpd logs a deprecation notice about `login_data` on every AUTH; the lab's trace is the log.
+logging.getLogger("mail.log").setLevel(logging.ERROR)
+
+MAX_RECIPIENTS = 100  # RFC 5321 §4.5.3.1.8: at least 100 must be accepted
+DATA_SIZE_LIMIT = 10 * 1024 * 1024
+_BARE = re.compile(rb"(?<!\r)\n|\r(?!\n)")
+_TRACE_LINE_CAP = 8192
+
+
+def new_queue_id() -> str:
+    """Return a short queue id like Postfix's (hex, upper case)."""
+    return secrets.token_hex(5).upper()
+
+
+class Postmaster(Protocol):
+    """What the handlers need from the lab (implemented by Lab)."""
+
+    def now(self) -> float: ...
+    def check_password(self, address: str, password: str) -> bool: ...
+    def user_exists(self, address: str) -> bool: ...
+    def peer_name(self, address: str) -> str: ...
+    def deliver_local(self, domain: str, address: str, content: bytes) -> None: ...
+    def enqueue(self, host: str, sender: str, recipients: list[str], content: bytes, queue_id: str) -> None: ...
+    def fault_reply(self, host: str, stage: str) -> str | None: ...
+
+
+class LabSMTP(SMTP):
+    """aiosmtpd's SMTP protocol that records every line to the lab trace and adds enhanced codes."""
+
+    def __init__(
+        self, handler: Any, *, trace: Trace, host_name: str, port_name: str,
+        peer_name: Callable[[str], str], **kwargs: Any,
+    ) -> None:
+        super().__init__(handler, hostname=host_name, ident="ESMTP smtplab", **kwargs)
+        # Instance copy: aiosmtpd's class-level dict grows on every EHLO otherwise.
+        # 510 + CRLF = 512 octets, the RFC 5321 §4.5.3.1.4 command line limit.
+        self.command_size_limits = collections.defaultdict(lambda: 510)
+        self.command_size_limit = 510
+        self._trace = trace
+        self._host_name = host_name
+        self._port_name = port_name
+        self._peer_name = peer_name
+        self._conn = ""
+        self._fields: dict[str, str] = {}
+        self._inbuf = b""
+        self._in_data = False
+        self._data_lines: list[bytes] = []
+        self._data_bytes = 0
+        self._encrypted = False
+        self.txn_first_seq = 0  # first trace seq of the current mail transaction
+        self.conn_first_seq = 0
+        self.txn_count = 0
+        self.handler = handler
+
+    # --- trace plumbing ---
+    def _record(self, kind: str, text: str, direction: str = "", **extra: Any) -> int:
+        event = self._trace.record(
+            "smtp", kind, self._host_name, text, direction=direction, tls=self._encrypted,
+            **self._fields, **extra,
+        )
+        return event.seq
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        starting_tls = self._original_transport is not None
+        if not starting_tls:
+            peer = transport.get_extra_info("peername") or ("?", 0)
+            sock = transport.get_extra_info("sockname") or ("?", 0)
+            self._conn = self._trace.new_conn_id("smtp")
+            self._fields = dict(
+                conn=self._conn, client=f"{peer[0]}:{peer[1]}", server=f"{sock[0]}:{sock[1]}",
+                peer=self._peer_name(peer[0]), port_name=self._port_name,
+            )
+            self.conn_first_seq = self._record("connect", f"connection from {peer[0]}:{peer[1]}")
+        super().connection_made(transport)
+        if starting_tls:
+            self._encrypted = True
+            self._inbuf = b""
+            cipher = transport.get_extra_info("cipher")
+            version = cipher[1] if cipher else "TLS"
+            self._record("tls", f"{version} handshake done: the wire is encrypted from here")
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._conn:
+            if self._inbuf:
+                self._record("line", _show(self._inbuf) + "  (no line end: connection closed)", "C")
+                self._inbuf = b""
+            # A reset right after QUIT is normal (clients drop TLS without close_notify): not news.
+            quiet = error is None or isinstance(error, ConnectionResetError)
+            self._record("close", "connection closed" + ("" if quiet else f" ({error})"))
+            self._conn = ""
+        super().connection_lost(error)
+
+    def data_received(self, data: bytes) -> None:
+        self._inbuf += data
+        while self._conn:
+            if self._in_data:
+                index = self._inbuf.find(b"\r\n")
+                if index < 0:
+                    break
+                line, self._inbuf = self._inbuf[: index + 2], self._inbuf[index + 2:]
+                if line == b".\r\n":
+                    self._flush_data()
+                    self._record("line", ".", "C")
+                    self._in_data = False
+                else:
+                    self._data_bytes += len(line)
+                    if self._data_bytes <= 1_000_000:
+                        self._data_lines.append(line)
+                continue
+            index = self._inbuf.find(b"\n")
+            if index < 0:
+                if len(self._inbuf) > _TRACE_LINE_CAP:
+                    self._record("line", _show(self._inbuf[:200]) + f"... ({len(self._inbuf)} bytes, no line end yet)", "C")
+                    self._inbuf = b""
+                break
+            line, self._inbuf = self._inbuf[: index + 1], self._inbuf[index + 1:]
+            self._record("line", _show(line), "C")
+        super().data_received(data)
+
+    def _flush_data(self) -> None:
+        body = b"".join(self._data_lines)
+        text = body.decode("utf-8", "replace")
+        if self._data_bytes > len(body):
+            text += f"\n... ({self._data_bytes - len(body)} more bytes not kept in the trace)"
+        self._record("data", text.replace("\r\n", "\n").rstrip("\n"), "C", )
+        self._data_lines = []
+        self._data_bytes = 0
+
+    async def push(self, status: Any) -> None:
+        line = status.decode("utf-8", "replace") if isinstance(status, bytes) else str(status)
+        line = replies.enhance(line)
+        self._record("line", line, "S")
+        if line.startswith("354"):
+            self._in_data = True
+            self._data_lines = []
+            self._data_bytes = 0
+        await super().push(line)
+
+    @property
+    def conn_id(self) -> str:
+        return self._conn
+
+
+def _show(line: bytes) -> str:
+    """Render one received line; stray CR or LF are made visible (they matter for smuggling)."""
+    body = line[:-2] if line.endswith(b"\r\n") else line[:-1] if line.endswith(b"\n") else line
+    text = body.decode("utf-8", "replace")
+    text = text.replace("\r", "<CR>").replace("\n", "<LF>")
+    if line.endswith(b"\n") and not line.endswith(b"\r\n"):
+        text += "<LF>"
+    return text
+
+
+def _received(server: LabSMTP, session: Session, queue_id: str, recipients: list[str], now: float,
+              peer_name: str) -> bytes:
+    """Build the RFC 5321 §4.4 trace header, with the RFC 3848 protocol keyword."""
+    helo = session.host_name or "unknown"
+    address = session.peer[0] if session.peer else "unknown"
+    protocol = "ESMTP" if session.extended_smtp else "SMTP"
+    if session.ssl is not None:
+        protocol += "S"
+    if session.authenticated:
+        protocol += "A"
+    reverse = peer_name if peer_name and peer_name != "client" else "unknown"
+    rcpt = f"\r\n\tfor <{recipients[0]}>" if len(recipients) == 1 else ""
+    value = (
+        f"from {helo} ({reverse} [{address}])\r\n\tby {server.hostname} (smtplab) with {protocol} id {queue_id}"
+        f"{rcpt}; {format_datetime(_aware(now))}"
+    )
+    return f"Received: {value}\r\n".encode()
+
+
+def _aware(ts: float) -> Any:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(ts, tz=timezone.utc).astimezone()
+
+
+def _ehlo_responses(server: LabSMTP, responses: list[str]) -> list[str]:
+    server.command_size_limits["MAIL"] = 510 + (26 if server.data_size_limit else 0)
+    # aiosmtpd advertises "AUTH" even with every mechanism excluded (an MX offers none).
+    kept = [r for r in responses[:-1] if r.strip() != "250-AUTH"]
+    out = kept + ["250-ENHANCEDSTATUSCODES", "250-PIPELINING"]
+    return out + [responses[-1]]
+
+
+class _BaseHandler:
+    def __init__(self, lab: Postmaster, host_name: str, domains: tuple[str, ...]) -> None:
+        self.lab = lab
+        self.host_name = host_name
+        self.domains = domains
+
+    async def handle_EHLO(self, server: LabSMTP, session: Session, envelope: Envelope, hostname: str,
+                          responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        fault = self.lab.fault_reply(self.host_name, "EHLO")
+        if fault:
+            return [fault]
+        return _ehlo_responses(server, responses)
+
+    async def handle_exception(self, error: Exception) -> str:
+        # Answer with a proper reply instead of a traceback on stderr; the trace shows it.
+        if type(error).__name__ == "TLSSetupException":
+            return "454 4.7.0 TLS handshake failed"
+        text = f"{type(error).__name__}: {error}".encode("ascii", "replace").decode()
+        return f"451 4.3.0 Local error in processing ({text})"
+
+    async def handle_NOOP(self, server: LabSMTP, session: Session, envelope: Envelope, arg: str) -> str:
+        return replies.OK
+
+    def _bare_line_ends(self, envelope: Envelope) -> bool:
+        return bool(_BARE.search(envelope.original_content or b""))
+
+
+class SubmissionHandler(_BaseHandler):
+    """MSA: authenticated users send as themselves; everything is queued for the relay."""
+
+    def authenticator(self, server: LabSMTP, session: Session, envelope: Envelope, mechanism: str,
+                      auth_data: Any) -> AuthResult:
+        if not isinstance(auth_data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        login = auth_data.login.decode("utf-8", "replace").strip().lower()
+        password = auth_data.password.decode("utf-8", "replace")
+        domain = login.rpartition("@")[2]
+        if domain in self.domains and self.lab.check_password(login, password):
+            return AuthResult(success=True, auth_data=login)
+        return AuthResult(success=False, handled=False)
+
+    async def handle_MAIL(self, server: LabSMTP, session: Session, envelope: Envelope, address: str,
+                          mail_options: list[str]) -> str:
+        fault = self.lab.fault_reply(self.host_name, "MAIL")
+        if fault:
+            return fault
+        user = str(session.auth_data or "")
+        if address in ("<>", ""):
+            return replies.NULL_SENDER_SUBMISSION
+        if address.lower() != user:
+            return replies.SENDER_NOT_OWNED.format(user=user)
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        _start_transaction(server)
+        return replies.OK_SENDER
+
+    async def handle_RCPT(self, server: LabSMTP, session: Session, envelope: Envelope, address: str,
+                          rcpt_options: list[str]) -> str:
+        fault = self.lab.fault_reply(self.host_name, "RCPT")
+        if fault:
+            return fault
+        local, _, domain = address.rpartition("@")
+        if not local or "." not in domain or domain.startswith(".") or domain.endswith("."):
+            return replies.BAD_DESTINATION
+        if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
+            return replies.TOO_MANY_RECIPIENTS
+        domain = domain.lower()
+        if domain in self.domains and not self.lab.user_exists(address):
+            return replies.USER_UNKNOWN.format(address=address)
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return replies.OK_RECIPIENT
+
+    async def handle_DATA(self, server: LabSMTP, session: Session, envelope: Envelope) -> str:
+        fault = self.lab.fault_reply(self.host_name, "DATA")
+        if fault:
+            return fault
+        if self._bare_line_ends(envelope):
+            return replies.BARE_LF
+        queue_id = new_queue_id()
+        content = _complete_headers(envelope.original_content or b"", self.lab.now(), self.host_name)
+        header = _received(server, session, queue_id, list(envelope.rcpt_tos), self.lab.now(),
+                           self.lab.peer_name(session.peer[0]))
+        content = header + content
+        self.lab.enqueue(self.host_name, envelope.mail_from or "", list(envelope.rcpt_tos), content, queue_id)
+        _link_transaction(server, queue_id, content)
+        return replies.OK_QUEUED.format(queue_id=queue_id)
+
+
+class InboundHandler(_BaseHandler):
+    """MX: accept mail for this provider's users only, deliver into their Maildirs."""
+
+    async def handle_MAIL(self, server: LabSMTP, session: Session, envelope: Envelope, address: str,
+                          mail_options: list[str]) -> str:
+        fault = self.lab.fault_reply(self.host_name, "MAIL")
+        if fault:
+            return fault
+        envelope.mail_from = "" if address == "<>" else address
+        envelope.mail_options.extend(mail_options)
+        _start_transaction(server)
+        return replies.OK_SENDER
+
+    async def handle_RCPT(self, server: LabSMTP, session: Session, envelope: Envelope, address: str,
+                          rcpt_options: list[str]) -> str:
+        fault = self.lab.fault_reply(self.host_name, "RCPT")
+        if fault:
+            return fault
+        local, _, domain = address.rpartition("@")
+        if not local or not domain:
+            return replies.BAD_DESTINATION
+        if domain.lower() not in self.domains:
+            return replies.RELAY_DENIED.format(domain=domain)
+        if not self.lab.user_exists(address):
+            return replies.USER_UNKNOWN.format(address=address)
+        if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
+            return replies.TOO_MANY_RECIPIENTS
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return replies.OK_RECIPIENT
+
+    async def handle_DATA(self, server: LabSMTP, session: Session, envelope: Envelope) -> str:
+        fault = self.lab.fault_reply(self.host_name, "DATA")
+        if fault:
+            return fault
+        if self._bare_line_ends(envelope):
+            return replies.BARE_LF
+        queue_id = new_queue_id()
+        received = _received(server, session, queue_id, list(envelope.rcpt_tos), self.lab.now(),
+                             self.lab.peer_name(session.peer[0]))
+        content = received + (envelope.original_content or b"")
+        return_path = f"Return-Path: <{envelope.mail_from or ''}>\r\n".encode()
+        for rcpt in envelope.rcpt_tos:
+            self.lab.deliver_local(rcpt.rpartition("@")[2].lower(), rcpt, return_path + content)
+        _link_transaction(server, queue_id, content)
+        return replies.OK_DELIVERED.format(queue_id=queue_id)
+
+
+def _start_transaction(server: LabSMTP) -> None:
+    # The first transaction of a connection owns its greeting, EHLO and STARTTLS too.
+    server.txn_first_seq = server.conn_first_seq if server.txn_count == 0 else server._trace.last_seq
+    server.txn_count += 1
+
+
+def _link_transaction(server: LabSMTP, queue_id: str, content: bytes) -> None:
+    """Tie this transaction's trace span to the queue id and the Message-ID."""
+    first = server.txn_first_seq or 1
+    last = server._trace.last_seq + 1  # include the 250 reply about to be pushed
+    server._trace.link(queue_id, server.conn_id, first, last)
+    message_id = _header(content, b"message-id")
+    if message_id:
+        server._trace.link(message_id, server.conn_id, first, last)
+
+
+def _header(content: bytes, name: bytes) -> str:
+    head = content.split(b"\r\n\r\n", 1)[0]
+    for line in head.split(b"\r\n"):
+        key, sep, value = line.partition(b":")
+        if sep and key.strip().lower() == name:
+            return value.strip().decode("utf-8", "replace")
+    return ""
+
+
+def _complete_headers(content: bytes, now: float, host_name: str) -> bytes:
+    """Add Date and Message-ID when the client left them out (RFC 6409 §8.2-8.3)."""
+    extra = b""
+    if not _header(content, b"date"):
+        extra += f"Date: {format_datetime(_aware(now))}\r\n".encode()
+    if not _header(content, b"message-id"):
+        extra += f"Message-ID: {make_msgid(domain=host_name)}\r\n".encode()
+    return extra + content

@@ -1,0 +1,93 @@
+"""Mailboxes: one Maildir per user, shared by the inbound MX hosts (writers) and IMAP (reader).
+
+Delivery uses the stdlib `mailbox.Maildir`, which writes into tmp/ and renames into new/ (the
+Maildir protocol), so a reader never sees half a message. Folders follow the Maildir++ layout that
+pymap (and Dovecot) read: INBOX is the user's directory, `Junk` is `.Junk/`.
+"""
+
+from __future__ import annotations
+
+import mailbox
+import threading
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+
+from .errors import UnknownUser
+
+__all__ = ["MailStore"]
+
+
+class MailStore:
+    """The mailboxes of one provider's users, under one directory."""
+
+    def __init__(self, directory: Path, domain: str) -> None:
+        self.directory = directory
+        self.domain = domain
+        self._users: set[str] = set()
+        self._lock = threading.Lock()
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def add_user(self, address: str) -> Path:
+        """Create (or reopen) the Maildir of `address` and return its path."""
+        path = self.user_path(address)
+        mailbox.Maildir(str(path), create=True).close()
+        with self._lock:
+            self._users.add(address.lower())
+        return path
+
+    def has_user(self, address: str) -> bool:
+        return address.lower() in self._users
+
+    def user_path(self, address: str) -> Path:
+        local = address.lower().rsplit("@", 1)[0]
+        return self.directory / local
+
+    def deliver(self, address: str, content: bytes, folder: str = "INBOX") -> str:
+        """Store one message (bytes with CRLF or LF line ends) and return its Maildir key."""
+        if not self.has_user(address):
+            raise UnknownUser(f"{address} has no mailbox at {self.domain}")
+        # Maildir files use LF line ends by convention; IMAP servers convert on the way out.
+        data = content.replace(b"\r\n", b"\n")
+        box = self._maildir(address, folder, create=True)
+        try:
+            return box.add(data)
+        finally:
+            box.close()
+
+    def messages(self, address: str, folder: str = "INBOX") -> list[EmailMessage]:
+        """Return the messages in one folder of a user's mailbox (oldest first)."""
+        if not self.has_user(address):
+            raise UnknownUser(f"{address} has no mailbox at {self.domain}")
+        box = self._maildir(address, folder, create=False)
+        if box is None:
+            return []
+        try:
+            items = []
+            for key in box.keys():
+                path = Path(box._path) / box._lookup(key)  # type: ignore[attr-defined]
+                items.append((path.stat().st_mtime_ns, key, box.get_bytes(key)))
+        finally:
+            box.close()
+        items.sort()
+        return [message_from_bytes(raw, policy=policy.default) for _, _, raw in items]  # type: ignore[misc]
+
+    def count(self, address: str, folder: str = "INBOX") -> int:
+        box = self._maildir(address, folder, create=False)
+        if box is None:
+            return 0
+        try:
+            return len(box)
+        finally:
+            box.close()
+
+    def _maildir(self, address: str, folder: str, *, create: bool) -> mailbox.Maildir | None:
+        root = mailbox.Maildir(str(self.user_path(address)), create=create)
+        if folder.upper() == "INBOX":
+            return root
+        try:
+            return root.get_folder(folder)
+        except mailbox.NoSuchMailboxError:
+            if not create:
+                return None
+            return root.add_folder(folder)

@@ -1,0 +1,47 @@
+"""The lab's own certificate authority (trustme) and the TLS contexts built from it.
+
+Every lab gets a fresh CA; each host gets a certificate for its name. The lab's own clients trust
+the CA; `ca_file` is the path a learner hands to curl (`--cacert`), swaks (`--tls-ca-path`) or
+openssl s_client (`-CAfile`).
+"""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import trustme
+
+__all__ = ["LabCA"]
+
+
+class LabCA:
+    """A throw-away certificate authority for one lab."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self._ca = trustme.CA(organization_name="smtplab teaching CA", organization_unit_name="smtplab")
+        self.ca_file = directory / "ca.pem"
+        self._ca.cert_pem.write_to_path(str(self.ca_file))
+        self._server_contexts: dict[str, ssl.SSLContext] = {}
+
+    def server_context(self, host_name: str, address: str | None = None) -> ssl.SSLContext:
+        """Return a server-side context with a certificate for `host_name` (also written to disk).
+
+        The certificate also names the host's loopback address, so clients that connect by address
+        (smtplib, curl smtp://127.0.2.11) can verify it too.
+        """
+        if host_name not in self._server_contexts:
+            names = [host_name] + ([address] if address else [])
+            cert = self._ca.issue_cert(*names)
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            cert.configure_cert(context)
+            cert.private_key_and_cert_chain_pem.write_to_path(str(self.directory / f"{host_name}.pem"))
+            self._server_contexts[host_name] = context
+        return self._server_contexts[host_name]
+
+    def client_context(self) -> ssl.SSLContext:
+        """Return a client context that trusts exactly this lab's CA and checks host names."""
+        return ssl.create_default_context(cafile=str(self.ca_file))
