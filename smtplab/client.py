@@ -281,7 +281,8 @@ def send_from_lab(lab: Any, sender: str, recipients: str | Iterable[str], subjec
     result = submit(host.address, host.ports["submission"], lab._client_context, user.login,
                     password if password is not None else user.password, sender, rcpts, message)
     if wait and result.queue_id:
-        lab.wait_for_delivery(result.queue_id)
+        # Wait for the whole queue, not just this id: a bounce it caused is a queue entry of its own.
+        lab.wait_for_delivery()
     return result
 
 

@@ -307,7 +307,8 @@ class InboundHandler(_BaseHandler):
         fault = self.lab.fault_reply(self.host_name, "MAIL")
         if fault:
             return fault
-        envelope.mail_from = "" if address == "<>" else address
+        # Keep "<>" as is: aiosmtpd treats an empty mail_from as "no MAIL yet" (503 at RCPT).
+        envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         _start_transaction(server)
         return replies.OK_SENDER
@@ -340,7 +341,8 @@ class InboundHandler(_BaseHandler):
         received = _received(server, session, queue_id, list(envelope.rcpt_tos), self.lab.now(),
                              self.lab.peer_name(session.peer[0]))
         content = received + (envelope.original_content or b"")
-        return_path = f"Return-Path: <{envelope.mail_from or ''}>\r\n".encode()
+        sender = "" if envelope.mail_from in ("<>", None) else envelope.mail_from
+        return_path = f"Return-Path: <{sender}>\r\n".encode()  # RFC 5321 section 4.4
         for rcpt in envelope.rcpt_tos:
             self.lab.deliver_local(rcpt.rpartition("@")[2].lower(), rcpt, return_path + content)
         _link_transaction(server, queue_id, content)

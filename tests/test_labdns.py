@@ -1,0 +1,135 @@
+"""The lab DNS answers like an authoritative server, over UDP and TCP, to dnspython and to garbage."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+import dns.flags
+import dns.message
+import dns.query
+import dns.rcode
+import dns.rdatatype
+import pytest
+
+import smtplab
+
+
+def ask(lab: smtplab.Lab, name: str, rdtype: str, tcp: bool = False) -> dns.message.Message:
+    query = dns.message.make_query(name, rdtype)
+    send = dns.query.tcp if tcp else dns.query.udp
+    return send(query, lab.dns.address, port=lab.dns.port, timeout=3)
+
+
+def test_mx_records_are_authoritative_and_sorted(lab: smtplab.Lab) -> None:
+    response = ask(lab, "example.net", "MX")
+    assert response.rcode() == dns.rcode.NOERROR
+    assert response.flags & dns.flags.AA
+    assert not response.flags & dns.flags.RA  # authoritative only: no recursion offered
+    mx = sorted((r.preference, r.exchange.to_text()) for r in response.answer[0])
+    assert mx == [(10, "mx1.example.net."), (20, "mx2.example.net.")]
+    glue = {rr.name.to_text(): rr[0].address for rr in response.additional}
+    assert glue["mx1.example.net."] == lab.host("mx1.example.net").address
+
+
+def test_lookup_mx_lowest_preference_first_with_addresses(lab: smtplab.Lab) -> None:
+    records = smtplab.lookup_mx("example.net", lab=lab)
+    assert [(r.preference, r.exchange) for r in records] == [(10, "mx1.example.net"), (20, "mx2.example.net")]
+    assert records[0].addresses == (lab.host("mx1").address,)
+    assert records[1].addresses == (lab.host("mx2").address,)
+
+
+@pytest.mark.parametrize("tcp", [False, True])
+def test_soa_ns_a_over_udp_and_tcp(lab: smtplab.Lab, tcp: bool) -> None:
+    soa = ask(lab, "example.org", "SOA", tcp)
+    assert soa.answer[0][0].mname.to_text() == "dns.lab."
+    ns = ask(lab, "example.org", "NS", tcp)
+    assert ns.answer[0][0].target.to_text() == "dns.lab."
+    a = ask(lab, "smtp.example.org", "A", tcp)
+    assert a.answer[0][0].address == lab.host("smtp.example.org").address
+    dns_a = ask(lab, "dns.lab", "A", tcp)
+    assert dns_a.answer[0][0].address == lab.dns.address
+
+
+def test_nxdomain_and_nodata_carry_the_soa(lab: smtplab.Lab) -> None:
+    nx = ask(lab, "nobody.example.net", "A")
+    assert nx.rcode() == dns.rcode.NXDOMAIN
+    assert nx.authority and nx.authority[0].rdtype == dns.rdatatype.SOA
+    nodata = ask(lab, "mx1.example.net", "MX")  # the name exists, but has no MX
+    assert nodata.rcode() == dns.rcode.NOERROR
+    assert not nodata.answer
+    assert nodata.authority[0].rdtype == dns.rdatatype.SOA
+
+
+def test_outside_the_zones_is_refused(lab: smtplab.Lab) -> None:
+    response = ask(lab, "www.python.org", "A")
+    assert response.rcode() == dns.rcode.REFUSED
+    assert not response.answer
+
+
+def test_txt_and_cname_from_a_scenario() -> None:
+    scenario = smtplab.Scenario.default().to_dict()
+    scenario["providers"][1]["records"] = [
+        ["@", "TXT", '"v=spf1 ip4:127.0.2.0/24 -all"'],
+        ["mail", "CNAME", "mx1.example.net."],
+    ]
+    with smtplab.start(scenario=scenario) as lab:
+        txt = ask(lab, "example.net", "TXT")
+        assert b"v=spf1" in txt.answer[0][0].strings[0]
+        cname = ask(lab, "mail.example.net", "A")
+        kinds = [rrset.rdtype for rrset in cname.answer]
+        assert kinds == [dns.rdatatype.CNAME, dns.rdatatype.A]
+        assert cname.answer[1][0].address == lab.host("mx1").address
+
+
+def test_null_mx_and_no_mx(lab: smtplab.Lab) -> None:
+    scenario = smtplab.Scenario.default().to_dict()
+    scenario["providers"].append({"domain": "nomail.test", "mx": [[0, "."]], "hosts": {}})
+    with smtplab.start(scenario=scenario) as lab2:
+        records = lab2.lookup_mx("nomail.test")
+        assert len(records) == 1 and records[0].is_null
+        assert lab2.lookup_mx("imap.example.net") == []  # exists, has no MX
+        with pytest.raises(smtplab.DnsLookupError, match="NXDOMAIN"):
+            lab2.lookup_mx("nothing.example.net")
+
+
+def test_garbage_packets_leave_the_server_answering(lab: smtplab.Lab) -> None:
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.settimeout(2)
+    try:
+        udp.sendto(b"\x12\x34" + b"\xff" * 20, (lab.dns.address, lab.dns.port))
+        reply, _ = udp.recvfrom(512)
+        assert reply[:2] == b"\x12\x34" and reply[3] & 0x0F == dns.rcode.FORMERR
+        udp.sendto(b"\x01", (lab.dns.address, lab.dns.port))  # too short to answer at all
+    finally:
+        udp.close()
+    tcp = socket.create_connection((lab.dns.address, lab.dns.port), timeout=3)
+    try:
+        tcp.sendall(struct.pack("!H", 400) + b"short")  # promises 400 bytes, sends 5, hangs up
+    finally:
+        tcp.close()
+    assert ask(lab, "example.net", "MX").rcode() == dns.rcode.NOERROR
+    assert ask(lab, "example.net", "MX", tcp=True).rcode() == dns.rcode.NOERROR
+    errors = lab.trace.filter(protocol="dns", kind="error")
+    assert errors, "a malformed query is recorded in the trace"
+
+
+def test_real_world_lookup_offline_fails_fast_and_clearly() -> None:
+    # A loopback "resolver" that never answers stands in for an offline machine (no traffic leaves).
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    try:
+        port = silent.getsockname()[1]
+        with pytest.raises(smtplab.DnsLookupError, match="no DNS server answered.*lab=lab"):
+            smtplab.lookup_mx("example.com", nameservers=["127.0.0.1"], port=port, timeout=0.5)
+    finally:
+        silent.close()
+
+
+def test_dns_queries_are_traced(lab: smtplab.Lab) -> None:
+    mark = lab.mark()
+    lab.lookup_mx("example.net")
+    events = lab.trace.filter(protocol="dns", since=mark)
+    assert [e.kind for e in events[:2]] == ["query", "answer"]
+    assert events[0].text.startswith("example.net. MX?")
+    assert "mx1.example.net" in events[1].text
