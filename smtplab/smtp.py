@@ -161,6 +161,14 @@ class LabSMTP(SMTP):
             self._data_bytes = 0
         await super().push(line)
 
+    def _timeout_cb(self) -> None:
+        # RFC 5321 section 4.5.3.2: a server may close an idle session, and should say so with 421.
+        if self.transport is not None and not self.transport.is_closing():
+            line = f"421 4.4.2 {self._host_name} Error: timeout exceeded, closing connection"
+            self._record("line", line, "S")
+            self.transport.write(line.encode() + b"\r\n")
+        super()._timeout_cb()
+
     @property
     def conn_id(self) -> str:
         return self._conn
