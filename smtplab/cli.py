@@ -32,7 +32,7 @@ def _print_human(lab: Lab) -> None:
         user = next(u for u in lab.users.values() if u.domain == sub.domain)
         other = next((u for u in lab.users.values() if u.domain != sub.domain), user)
         print("example:")
-        print(f"  swaks --server {sub.address}:{sub.ports['submission']} --tls --tls-ca-path {lab.ca_file} \\")
+        print(f"  swaks --server {sub.address}:{sub.ports['submission']} --tls --tls-verify --tls-ca-path {lab.ca_file} \\")
         print(f"        --auth PLAIN --auth-user {user.address} --auth-password {user.password} \\")
         print(f"        --from {user.address} --to {other.address}")
     print("Press Ctrl-C to stop.", flush=True)

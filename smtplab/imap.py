@@ -15,6 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from pymap.backend.maildir import Config, Login
+from pymap.backend.maildir.mailbox import LoadedMessage
+from pymap.backend.maildir.mailbox import Message as _MaildirMessage
+from pymap.parsing.specials.fetchattr import FetchRequirement
+from pymap.mime import MessageContent
 from pymap.concurrent import Subsystem
 from pymap.imap import IMAPServer
 from pymap.user import Passwords, UserMetadata
@@ -27,6 +31,25 @@ __all__ = ["ImapService"]
 
 # The lab's passwords are shown to learners anyway; a modest PBKDF2 cost keeps start-up fast.
 _HASH_ROUNDS = 2000
+
+
+async def _load_content_crlf(self: Any, requirement: FetchRequirement) -> LoadedMessage:
+    """Serve a message's bytes exactly as stored, with CRLF line ends.
+
+    pymap 0.36.7 re-serialises each message through email.message (bytes(MaildirMessage)), which
+    emits bare LF: IMAP literals must use CRLF (RFC 3501 section 2.2), and that re-parse is slow.
+    """
+    if self._key is None or self._maildir is None or requirement.has_none(FetchRequirement.CONTENT):
+        return LoadedMessage(self, requirement, None)
+    try:
+        raw = self._maildir.get_bytes(self._key)
+    except (KeyError, FileNotFoundError):
+        return LoadedMessage(self, requirement, None)
+    raw = raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    return LoadedMessage(self, requirement, MessageContent.parse(raw))
+
+
+_MaildirMessage.load_content = _load_content_crlf  # type: ignore[method-assign]
 
 
 class _LabConfig(Config):
@@ -147,7 +170,13 @@ class ImapService:
 
     async def start(self, port: int = 0) -> None:
         server = IMAPServer(self._login, self._config)
-        callback = ProxyProtocolReader(self._config.proxy_protocol).get_callback(server)
+
+        async def serve(reader: Any, writer: Any, sock_info: Any) -> None:
+            # pymap trusts loopback clients with plaintext LOGIN; in the lab every client is on
+            # loopback, so treat them as the remote clients they stand for (LOGINDISABLED until TLS).
+            await server(reader, writer, _Remote(sock_info))
+
+        callback = ProxyProtocolReader(self._config.proxy_protocol).get_callback(serve)
 
         async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             self._config.apply_context()
@@ -205,6 +234,20 @@ class ImapService:
     @property
     def running(self) -> bool:
         return self._server is not None
+
+
+class _Remote:
+    """A SocketInfo view that never counts as 'from localhost'."""
+
+    def __init__(self, info: Any) -> None:
+        self._info = info
+
+    @property
+    def from_localhost(self) -> bool:
+        return False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._info, name)
 
 
 class _Admin:

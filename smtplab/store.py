@@ -8,7 +8,10 @@ pymap (and Dovecot) read: INBOX is the user's directory, `Junk` is `.Junk/`.
 from __future__ import annotations
 
 import mailbox
+import os
+import socket
 import threading
+import time
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -16,6 +19,8 @@ from pathlib import Path
 from .errors import UnknownUser
 
 __all__ = ["MailStore"]
+
+_HOSTNAME = socket.gethostname().replace("/", "_").replace(":", "_") or "smtplab"
 
 
 class MailStore:
@@ -26,6 +31,7 @@ class MailStore:
         self.domain = domain
         self._users: set[str] = set()
         self._lock = threading.Lock()
+        self._counter = 0
         directory.mkdir(parents=True, exist_ok=True)
 
     def add_user(self, address: str) -> Path:
@@ -44,16 +50,30 @@ class MailStore:
         return self.directory / local
 
     def deliver(self, address: str, content: bytes, folder: str = "INBOX") -> str:
-        """Store one message (bytes with CRLF or LF line ends) and return its Maildir key."""
+        """Store one message and return its Maildir file name.
+
+        Written into tmp/ then renamed into new/ (the Maildir protocol: readers never see half a
+        message). Lines keep CRLF: pymap serves the file as is, and IMAP literals need CRLF
+        (RFC 3501 section 2.2); the stdlib Maildir.add would turn them into bare LF.
+        """
         if not self.has_user(address):
             raise UnknownUser(f"{address} has no mailbox at {self.domain}")
-        # Maildir files use LF line ends by convention; IMAP servers convert on the way out.
-        data = content.replace(b"\r\n", b"\n")
+        data = content if b"\r\n" in content else content.replace(b"\n", b"\r\n")
         box = self._maildir(address, folder, create=True)
-        try:
-            return box.add(data)
-        finally:
-            box.close()
+        assert box is not None
+        root = Path(box._path)  # type: ignore[attr-defined]
+        box.close()
+        with self._lock:
+            self._counter += 1
+            now = time.time()
+            name = f"{int(now)}.M{int(now * 1e6) % 1_000_000}P{os.getpid()}Q{self._counter}.{_HOSTNAME}"
+        tmp = root / "tmp" / name
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())  # accepted mail must survive a crash (RFC 5321 section 6.1)
+        os.rename(tmp, root / "new" / name)
+        return name
 
     def messages(self, address: str, folder: str = "INBOX") -> list[EmailMessage]:
         """Return the messages in one folder of a user's mailbox (oldest first)."""

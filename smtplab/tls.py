@@ -21,9 +21,16 @@ class LabCA:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
-        self._ca = trustme.CA(organization_name="smtplab teaching CA", organization_unit_name="smtplab")
         self.ca_file = directory / "ca.pem"
-        self._ca.cert_pem.write_to_path(str(self.ca_file))
+        key_file = directory / "ca-key.pem"
+        if self.ca_file.exists() and key_file.exists():
+            # A persistent lab keeps its CA, so a mail client told to trust it once keeps working.
+            self._ca = trustme.CA.from_pem(self.ca_file.read_bytes(), key_file.read_bytes())
+        else:
+            self._ca = trustme.CA(organization_name="smtplab teaching CA", organization_unit_name="smtplab")
+            self._ca.private_key_pem.write_to_path(str(key_file))
+            key_file.chmod(0o600)
+            self._ca.cert_pem.write_to_path(str(self.ca_file))
         self._server_contexts: dict[str, ssl.SSLContext] = {}
 
     def server_context(self, host_name: str, address: str | None = None) -> ssl.SSLContext:
@@ -34,7 +41,8 @@ class LabCA:
         """
         if host_name not in self._server_contexts:
             names = [host_name] + ([address] if address else [])
-            cert = self._ca.issue_cert(*names)
+            cert = self._ca.issue_cert(*names, common_name=host_name, organization_name="smtplab",
+                                       organization_unit_name=host_name)
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.minimum_version = ssl.TLSVersion.TLSv1_2
             cert.configure_cert(context)

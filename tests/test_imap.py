@@ -78,3 +78,26 @@ def test_alice_cannot_read_bobs_mailbox(lab: smtplab.Lab) -> None:
     with pytest.raises(imaplib.IMAP4.error):
         client.login("bob@example.net", lab.users["bob@example.net"].password)  # wrong provider
     client.logout()
+
+
+def test_no_password_before_starttls(lab: smtplab.Lab) -> None:
+    host = lab.host("imap.example.net")
+    client = imaplib.IMAP4(host.address, host.ports["imap"], timeout=10)
+    try:
+        assert "LOGINDISABLED" in client.capabilities and "STARTTLS" in client.capabilities
+        with pytest.raises(imaplib.IMAP4.error, match="disabled"):
+            client.login("bob@example.net", lab.users["bob@example.net"].password)
+    finally:
+        client.logout()
+
+
+def test_fetched_messages_use_crlf(lab: smtplab.Lab) -> None:
+    lab.send("alice@example.org", "bob@example.net", "Lines", "one\ntwo\n")
+    imap = lab.imap("bob@example.net")
+    try:
+        imap.select("INBOX")
+        raw = imap.fetch("1", "(BODY.PEEK[])")[1][0][1]
+        assert raw.endswith(b"one\r\ntwo\r\n")
+        assert raw.count(b"\n") == raw.count(b"\r\n"), "no bare LF inside IMAP literals (RFC 3501 2.2)"
+    finally:
+        imap.logout()

@@ -135,3 +135,11 @@ def test_core_does_not_import_jupyter() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                             env={**os.environ, "PYTHONPATH": os.getcwd()})
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_persistent_lab_keeps_its_ca(lab_dir) -> None:  # type: ignore[no-untyped-def]
+    with smtplab.start(directory=lab_dir) as lab:
+        first = open(lab.ca_file, "rb").read()
+    with smtplab.start(directory=lab_dir) as lab:
+        assert open(lab.ca_file, "rb").read() == first
+        lab.send("alice@example.org", "bob@example.net", "same CA", "still trusted")
