@@ -171,14 +171,8 @@ class ImapService:
     async def start(self, port: int = 0) -> None:
         server = IMAPServer(self._login, self._config)
 
-        async def serve(reader: Any, writer: Any, sock_info: Any) -> None:
-            # pymap trusts loopback clients with plaintext LOGIN; in the lab every client is on
-            # loopback, so treat them as the remote clients they stand for (LOGINDISABLED until TLS).
-            await server(reader, writer, _Remote(sock_info))
-
-        callback = ProxyProtocolReader(self._config.proxy_protocol).get_callback(serve)
-
-        async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, sock_info: Any) -> None:
+            # Runs for the whole connection (the PROXY-protocol reader starts it as its own task).
             self._config.apply_context()
             task = asyncio.current_task()
             if task is not None:
@@ -207,14 +201,17 @@ class ImapService:
             self._writers.add(writer)
             self._trace.record("imap", "connect", self.host_name, f"connection from {peer[0]}:{peer[1]}", **fields)
             try:
-                await callback(_TracedReader(reader, record), traced_writer)  # type: ignore[arg-type]
+                # pymap trusts loopback clients with plaintext LOGIN; in the lab every client is on
+                # loopback, so treat them as the remote clients they stand for (LOGINDISABLED until TLS).
+                await server(_TracedReader(reader, record), traced_writer, _Remote(sock_info))  # type: ignore[arg-type]
             finally:
                 self._writers.discard(writer)
                 self._trace.record("imap", "close", self.host_name, "connection closed", tls=tls["on"], **fields)
                 if task is not None:
                     self._tasks.discard(task)
 
-        self._server = await asyncio.start_server(on_connect, self.address, port)
+        callback = ProxyProtocolReader(self._config.proxy_protocol).get_callback(serve)
+        self._server = await asyncio.start_server(callback, self.address, port)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from .client import SendResult, SmtpSession, open_imap, open_session, send_from_lab
 from .clock import VirtualClock
 from .errors import LabNotRunning, ScenarioError, UnknownHost, UnknownUser
+from .faults import Fault, FaultTable
 from .imap import ImapService
 from .labdns import DnsServer, MXRecord, build_zones, lab_resolver, lookup_mx_async
 from .relay import QueueItem, Relay
@@ -86,6 +87,30 @@ class Host:
     def up(self) -> None:
         """Start this host's services again on the same address and ports."""
         self._lab._call(self._lab._host_up(self))
+
+    def inject(self, stage: str, reply: str = "", *, drop: bool = False, delay: float = 0.0,
+               probability: float = 1.0, recipient: str = "") -> Fault:
+        """Make this host misbehave at an SMTP stage until the fault is removed.
+
+        `stage` is one of connect, EHLO, MAIL, RCPT, DATA, body, end-of-data. Give the `reply` to
+        answer instead (e.g. "451 4.7.1 Greylisted, try again later"), or `drop=True` to hang up,
+        or a `delay` in seconds; `probability` below 1 makes it fire only sometimes.
+        """
+        fault = self._lab.faults.add(self.name, stage, reply, drop=drop, delay=delay,
+                                     probability=probability, recipient=recipient)
+        self._lab.trace.record("lab", "state", self.name, f"fault set: {fault.describe()}", peer=self.name)
+        return fault
+
+    @property
+    def faults(self) -> tuple[Fault, ...]:
+        """The faults injected into this host that are still active."""
+        return self._lab.faults.active(self.name)
+
+    def clear_faults(self) -> None:
+        """Remove every fault of this host: it behaves normally again."""
+        if self.faults:
+            self._lab.faults.clear(self.name)
+            self._lab.trace.record("lab", "state", self.name, f"faults of {self.name} removed", peer=self.name)
 
     @property
     def well_known_ports(self) -> dict[str, int]:
@@ -159,7 +184,7 @@ class Lab:
         self.users: dict[str, User] = {}
         self.dns: DnsInfo
         self.running = False
-        self._faults: dict[tuple[str, str], str] = {}
+        self.faults = FaultTable()
         self._stores: dict[str, MailStore] = {}
         self._imap: dict[str, ImapService] = {}
         self._by_address: dict[str, str] = {}
@@ -273,7 +298,8 @@ class Lab:
 
             def factory(handler: Any = handler, options: dict[str, Any] = options, service: str = service) -> LabSMTP:
                 protocol = LabSMTP(handler, trace=self.trace, host_name=host.name, port_name=service,
-                                   peer_name=self.peer_name, tls_context=context, data_size_limit=10 * 1024 * 1024,
+                                   peer_name=self.peer_name, faults=self.fault_for, tls_context=context,
+                                   data_size_limit=10 * 1024 * 1024,
                                    timeout=300, loop=loop, **options)
                 host._protocols.add(protocol)
                 return protocol
@@ -283,11 +309,11 @@ class Lab:
             host._servers.append(server)
         host.is_up = True
         if self.running:
-            self.trace.record("queue", "queue", host.name, f"{host.name} is up again", peer=host.name)
+            self.trace.record("lab", "state", host.name, f"{host.name} is up again", peer=host.name)
 
     async def _host_down(self, host: Host) -> None:
         await self._host_down_quiet(host)
-        self.trace.record("queue", "queue", host.name, f"{host.name} is down: connections are refused",
+        self.trace.record("lab", "state", host.name, f"{host.name} is down: connections are refused",
                           peer=host.name)
 
     def stop(self) -> None:
@@ -378,6 +404,13 @@ class Lab:
     def queue(self) -> list[QueueItem]:
         """Snapshot of the relay queue: every message, its recipients' states and replies."""
         return self._require_relay().items()
+
+    def queue_item(self, queue_id: str) -> QueueItem:
+        """Return the queue entry of one message (by the id in '250 ... queued as ID')."""
+        item = self._require_relay().get(queue_id)
+        if item is None:
+            raise KeyError(f"no message {queue_id!r} in the queue; ids: {[i.queue_id for i in self.queue]}")
+        return item
 
     def wait_for_delivery(self, queue_id: str | None = None, timeout: float = 30.0) -> bool:
         """Block until no delivery attempt is running (for one message or all)."""
@@ -473,8 +506,8 @@ class Lab:
 
         self._require_relay().enqueue(host, sender, recipients, content, queue_id, _header(content, b"message-id"))
 
-    def fault_reply(self, host: str, stage: str) -> str | None:
-        return self._faults.get((host, stage))
+    def fault_for(self, host: str, stage: str, recipient: str = "") -> Fault | None:
+        return self.faults.pick(host, stage, recipient)
 
     # --- internals ---
     def _smtp_port(self, exchange: str, address: str) -> int | None:
@@ -495,6 +528,7 @@ class Lab:
         self._require_relay().enqueue(host, "", [recipient], content, new_queue_id(), _header(content, b"message-id"))
 
     def _on_clock(self) -> None:
+        self.trace.record("lab", "state", "clock", f"clock advanced: lab time is now {self.clock.datetime():%Y-%m-%d %H:%M:%S} UTC")
         if self._relay is not None:
             self._relay.clock_advanced()
 

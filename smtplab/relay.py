@@ -34,6 +34,7 @@ __all__ = ["Relay", "QueueItem", "RecipientStatus", "RETRY_SCHEDULE", "MAX_QUEUE
 # Like real MTAs: retry soon, then back off (seconds of lab time after each failed attempt).
 RETRY_SCHEDULE = (60, 300, 900, 3600, 3 * 3600, 6 * 3600)
 MAX_QUEUE_LIFETIME = 5 * 86400  # Postfix's maximal_queue_lifetime default
+DELAY_WARNING = 4 * 3600  # tell the sender once that mail is late (like Postfix's delay_warning_time)
 FINAL = ("delivered", "bounced")
 
 
@@ -76,7 +77,9 @@ class _Entry:
     next_attempt: float
     message_id: str = ""
     attempts: int = 0
-    running: bool = field(default=False, repr=False)
+    warned: bool = False  # a "delayed" DSN was sent already
+    running: bool = field(default=False, repr=False)  # claimed for an attempt
+    started: bool = field(default=False, repr=False)  # its attempt task exists
 
     def snapshot(self) -> QueueItem:
         return QueueItem(self.queue_id, self.host, self.sender, tuple(self.recipients), self.created,
@@ -125,6 +128,7 @@ class Relay:
         self._settled = threading.Condition(self._lock)
         self.retry_schedule = RETRY_SCHEDULE
         self.max_lifetime = MAX_QUEUE_LIFETIME
+        self.delay_warning = DELAY_WARNING
 
     # --- life cycle (on the lab loop) ---
     async def start(self) -> None:
@@ -216,9 +220,9 @@ class Relay:
         while True:
             self._claim_due()
             with self._lock:
-                to_start = [e for e in self._entries.values() if e.running and not getattr(e, "_task", None)]
+                to_start = [e for e in self._entries.values() if e.running and not e.started]
                 for e in to_start:
-                    e._task = True  # type: ignore[attr-defined]
+                    e.started = True
                 waiting = [e.next_attempt for e in self._entries.values() if not e.running
                            and not all(r.state in FINAL for r in e.recipients)]
             for entry in to_start:
@@ -244,7 +248,7 @@ class Relay:
         finally:
             with self._settled:
                 entry.running = False
-                entry._task = None  # type: ignore[attr-defined]
+                entry.started = False
                 self._save(entry)
                 self._settled.notify_all()
             self._kick()
@@ -253,6 +257,9 @@ class Relay:
         entry.attempts += 1
         content = (self.spool / f"{entry.queue_id}.eml").read_bytes()
         pending = [r.address for r in entry.recipients if r.state not in FINAL]
+        with self._lock:
+            entry.recipients = [replace(r, attempts=r.attempts + 1) if r.address in pending else r
+                                for r in entry.recipients]
         by_domain: dict[str, list[str]] = {}
         for address in pending:
             by_domain.setdefault(address.rpartition("@")[2].lower(), []).append(address)
@@ -365,16 +372,26 @@ class Relay:
         entry.next_attempt = now + self.retry_schedule[max(index, 0)]
         with self._lock:
             entry.recipients = [
-                replace(r, state="deferred", attempts=r.attempts + 1, last_reply=reply)
+                replace(r, state="deferred", last_reply=reply)
                 if r.address in addresses else r for r in entry.recipients
             ]
         self._event(entry, f"deferred {', '.join(addresses)}: {reply}; next attempt in "
-                           f"{self.retry_schedule[max(index, 0)] // 60} min (lab time)")
+                           f"{_duration(self.retry_schedule[max(index, 0)])} (lab time)")
+        if self.delay_warning and not entry.warned and entry.sender and now - entry.created >= self.delay_warning:
+            entry.warned = True
+            late = [r for r in entry.recipients if r.address in addresses]
+            late = [replace(r, final_status=_status_of(reply[4:], "4.0.0")) for r in late]
+            content = (self.spool / f"{entry.queue_id}.eml").read_bytes()
+            dsn = build_dsn(reporting_host=entry.host, original_sender=entry.sender, failed=late, original=content,
+                            arrival=entry.created, now=now, queue_id=entry.queue_id, action="delayed")
+            self._deliver_bounce(entry.host, entry.sender, dsn)
+            self._event(entry, f"warning sent to <{entry.sender}>: still undelivered after "
+                               f"{_duration(now - entry.created)}, retrying")
 
     def _bounce(self, entry: _Entry, addresses: list[str], reply: str, status: str, via: str) -> list[RecipientStatus]:
         with self._lock:
             entry.recipients = [
-                replace(r, state="bounced", attempts=r.attempts + 1, last_reply=reply, via=via or r.via,
+                replace(r, state="bounced", last_reply=reply, via=via or r.via,
                         final_status=status)
                 if r.address in addresses else r for r in entry.recipients
             ]
@@ -399,7 +416,7 @@ class Relay:
 
     # --- spool ---
     def _save(self, entry: _Entry) -> None:
-        data = {k: v for k, v in asdict(entry).items() if k != "running"}
+        data = {k: v for k, v in asdict(entry).items() if k not in ("running", "started")}
         path = self.spool / f"{entry.queue_id}.json"
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=1))
@@ -410,7 +427,7 @@ class Relay:
             data = json.loads(path.read_text())
             data["recipients"] = [RecipientStatus(**r) for r in data["recipients"]]
             data.pop("running", None)
-            data.pop("_task", None)
+            data.pop("started", None)
             entry = _Entry(**data)
         except (OSError, ValueError, TypeError, KeyError):
             return None
@@ -419,6 +436,17 @@ class Relay:
         entry.recipients = [replace(r, state="queued") if r.state in ("mx-lookup", "connecting") else r
                             for r in entry.recipients]
         return entry
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    if seconds < 2 * 86400:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 86400} days"
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:

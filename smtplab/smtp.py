@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from . import replies
+from .faults import Fault
 from .trace import Trace
 
 __all__ = ["LabSMTP", "SubmissionHandler", "InboundHandler", "new_queue_id", "Postmaster"]
@@ -46,7 +47,7 @@ class Postmaster(Protocol):
     def peer_name(self, address: str) -> str: ...
     def deliver_local(self, domain: str, address: str, content: bytes) -> None: ...
     def enqueue(self, host: str, sender: str, recipients: list[str], content: bytes, queue_id: str) -> None: ...
-    def fault_reply(self, host: str, stage: str) -> str | None: ...
+    def fault_for(self, host: str, stage: str, recipient: str = "") -> Fault | None: ...
 
 
 class LabSMTP(SMTP):
@@ -54,7 +55,8 @@ class LabSMTP(SMTP):
 
     def __init__(
         self, handler: Any, *, trace: Trace, host_name: str, port_name: str,
-        peer_name: Callable[[str], str], **kwargs: Any,
+        peer_name: Callable[[str], str], faults: Callable[[str, str, str], Fault | None] | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(handler, hostname=host_name, ident="ESMTP smtplab", **kwargs)
         # Instance copy: aiosmtpd's class-level dict grows on every EHLO otherwise.
@@ -72,6 +74,9 @@ class LabSMTP(SMTP):
         self._data_lines: list[bytes] = []
         self._data_bytes = 0
         self._encrypted = False
+        self._faults = faults
+        self._greeted = False
+        self._body_checked = False
         self.txn_first_seq = 0  # first trace seq of the current mail transaction
         self.conn_first_seq = 0
         self.txn_count = 0
@@ -119,6 +124,14 @@ class LabSMTP(SMTP):
         self._inbuf += data
         while self._conn:
             if self._in_data:
+                if not self._body_checked:
+                    self._body_checked = True
+                    fault = self._faults(self._host_name, "body", "") if self._faults else None
+                    if fault is not None and fault.drop and self.transport is not None:
+                        self._record("fault", f"injected fault fires: {fault.describe()}")
+                        self.transport.abort()  # hang up in the middle of the message
+                        self._inbuf = b""
+                        return
                 index = self._inbuf.find(b"\r\n")
                 if index < 0:
                     break
@@ -152,14 +165,51 @@ class LabSMTP(SMTP):
         self._data_bytes = 0
 
     async def push(self, status: Any) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return  # the connection was dropped (e.g. an injected fault): nobody to answer
         line = status.decode("utf-8", "replace") if isinstance(status, bytes) else str(status)
         line = replies.enhance(line)
+        if not self._greeted:
+            self._greeted = True
+            fault = await self.fault_point("connect")
+            if self.transport is None or self.transport.is_closing():
+                return
+            if fault:  # refuse service at connect time (RFC 5321 section 3.1: 554 or 421)
+                self._record("line", fault, "S")
+                await super().push(fault)
+                self.transport.close()
+                return
         self._record("line", line, "S")
         if line.startswith("354"):
             self._in_data = True
+            self._body_checked = False
             self._data_lines = []
             self._data_bytes = 0
         await super().push(line)
+
+    async def fault_point(self, stage: str, recipient: str = "") -> str | None:
+        """Apply an injected fault at `stage`: stall, hang up, or return the reply to give instead."""
+        fault = self._faults(self._host_name, stage, recipient) if self._faults else None
+        if fault is None:
+            return None
+        self._record("fault", f"injected fault fires: {fault.describe()}")
+        if fault.delay:
+            await asyncio.sleep(fault.delay)  # a slow server is the fault being shown
+        if fault.drop:
+            if self.transport is not None:
+                self.transport.abort()
+            return None
+        return fault.reply or None
+
+    async def smtp_DATA(self, arg: str) -> None:
+        if self.envelope is not None and self.envelope.rcpt_tos and not arg:
+            fault = await self.fault_point("DATA")
+            if self.transport is None or self.transport.is_closing():
+                return
+            if fault:
+                await self.push(fault)
+                return
+        await super().smtp_DATA(arg)
 
     def _timeout_cb(self) -> None:
         # RFC 5321 section 4.5.3.2: a server may close an idle session, and should say so with 421.
@@ -226,10 +276,15 @@ class _BaseHandler:
     async def handle_EHLO(self, server: LabSMTP, session: Session, envelope: Envelope, hostname: str,
                           responses: list[str]) -> list[str]:
         session.host_name = hostname
-        fault = self.lab.fault_reply(self.host_name, "EHLO")
+        fault = await server.fault_point("EHLO")
         if fault:
             return [fault]
         return _ehlo_responses(server, responses)
+
+    async def handle_HELO(self, server: LabSMTP, session: Session, envelope: Envelope, hostname: str) -> str:
+        session.host_name = hostname
+        fault = await server.fault_point("EHLO")
+        return fault or f"250 {server.hostname}"
 
     async def handle_exception(self, error: Exception) -> str:
         # Answer with a proper reply instead of a traceback on stderr; the trace shows it.
@@ -261,7 +316,7 @@ class SubmissionHandler(_BaseHandler):
 
     async def handle_MAIL(self, server: LabSMTP, session: Session, envelope: Envelope, address: str,
                           mail_options: list[str]) -> str:
-        fault = self.lab.fault_reply(self.host_name, "MAIL")
+        fault = await server.fault_point("MAIL")
         if fault:
             return fault
         user = str(session.auth_data or "")
@@ -276,7 +331,7 @@ class SubmissionHandler(_BaseHandler):
 
     async def handle_RCPT(self, server: LabSMTP, session: Session, envelope: Envelope, address: str,
                           rcpt_options: list[str]) -> str:
-        fault = self.lab.fault_reply(self.host_name, "RCPT")
+        fault = await server.fault_point("RCPT", address)
         if fault:
             return fault
         local, _, domain = address.rpartition("@")
@@ -292,7 +347,7 @@ class SubmissionHandler(_BaseHandler):
         return replies.OK_RECIPIENT
 
     async def handle_DATA(self, server: LabSMTP, session: Session, envelope: Envelope) -> str:
-        fault = self.lab.fault_reply(self.host_name, "DATA")
+        fault = await server.fault_point("end-of-data")
         if fault:
             return fault
         if self._bare_line_ends(envelope):
@@ -312,7 +367,7 @@ class InboundHandler(_BaseHandler):
 
     async def handle_MAIL(self, server: LabSMTP, session: Session, envelope: Envelope, address: str,
                           mail_options: list[str]) -> str:
-        fault = self.lab.fault_reply(self.host_name, "MAIL")
+        fault = await server.fault_point("MAIL")
         if fault:
             return fault
         # Keep "<>" as is: aiosmtpd treats an empty mail_from as "no MAIL yet" (503 at RCPT).
@@ -323,7 +378,7 @@ class InboundHandler(_BaseHandler):
 
     async def handle_RCPT(self, server: LabSMTP, session: Session, envelope: Envelope, address: str,
                           rcpt_options: list[str]) -> str:
-        fault = self.lab.fault_reply(self.host_name, "RCPT")
+        fault = await server.fault_point("RCPT", address)
         if fault:
             return fault
         local, _, domain = address.rpartition("@")
@@ -340,7 +395,7 @@ class InboundHandler(_BaseHandler):
         return replies.OK_RECIPIENT
 
     async def handle_DATA(self, server: LabSMTP, session: Session, envelope: Envelope) -> str:
-        fault = self.lab.fault_reply(self.host_name, "DATA")
+        fault = await server.fault_point("end-of-data")
         if fault:
             return fault
         if self._bare_line_ends(envelope):

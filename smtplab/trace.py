@@ -16,8 +16,9 @@ from datetime import datetime, timezone
 __all__ = ["TraceEvent", "Trace", "format_transcript"]
 
 # Kinds of events. A "line" is one protocol line; "data" is a whole DATA body (collapsed);
-# "connect"/"close"/"tls" mark connection life; "query"/"answer" are DNS; "queue" is relay state.
-KINDS = ("connect", "line", "data", "tls", "close", "error", "query", "answer", "queue")
+# "connect"/"close"/"tls" mark connection life; "query"/"answer" are DNS; "queue" is relay state;
+# "fault" is an injected fault firing; "state" is a lab change (protocol "lab": host down, clock moved).
+KINDS = ("connect", "line", "data", "tls", "close", "error", "fault", "query", "answer", "queue", "state")
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class TraceEvent:
 
     seq: int
     time: float  # lab clock (virtual) POSIX timestamp
-    protocol: str  # "smtp", "imap", "dns" or "queue"
+    protocol: str  # "smtp", "imap", "dns", "queue" or "lab"
     kind: str  # one of KINDS
     host: str  # the lab host that recorded it (the server side, or the relaying host)
     conn: str = ""  # connection id, e.g. "smtp-12"; DNS queries get "dns-N"
@@ -75,6 +76,8 @@ def format_transcript(events: Iterable[TraceEvent], *, times: bool = False) -> s
             current = key
             if event.protocol == "queue":
                 lines.append(f"--- relay queue on {event.host}")
+            elif event.protocol == "lab":
+                lines.append("--- lab")
             else:
                 where = f"{event.peer or 'client'} -> {event.host}"
                 if event.port_name:

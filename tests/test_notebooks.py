@@ -28,7 +28,8 @@ def test_notebook_is_committed_without_outputs(path: Path) -> None:
     nbformat.validate(nb)
     assert nb.metadata.get("kernelspec", {}).get("name") == "python3", f"{path.name}: kernel must be python3"
     dirty = [
-        index for index, cell in enumerate(nb.cells)
+        index
+        for index, cell in enumerate(nb.cells)
         if cell.cell_type == "code" and (cell.outputs or cell.execution_count is not None)
     ]
     assert not dirty, f"{path.name}: code cells {dirty} have outputs or execution counts; clear them before committing"
@@ -38,7 +39,10 @@ def test_notebook_is_committed_without_outputs(path: Path) -> None:
 def test_notebook_runs_top_to_bottom(path: Path) -> None:
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(
-        nb, timeout=CELL_TIMEOUT, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS_DIR)}},
+        nb,
+        timeout=CELL_TIMEOUT,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(NOTEBOOKS_DIR)}},
     )
     failure = None
     try:

@@ -1,0 +1,118 @@
+"""A small control endpoint on loopback, so a lab started with `python -m smtplab up` can be steered
+from another terminal: take hosts down, inject faults, advance the clock, read the queue.
+
+One JSON object per line each way; every request carries the lab's random token, because on a shared
+JupyterHub host other users can reach the same loopback ports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import socket
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from .errors import SmtpLabError
+
+__all__ = ["ControlServer", "request", "COMMANDS"]
+
+COMMANDS = ("hosts", "down", "up", "inject", "clear", "faults", "advance", "queue")
+
+
+class ControlServer:
+    """Serve control requests for one lab on 127.0.0.1."""
+
+    def __init__(self, lab: Any) -> None:
+        self.lab = lab
+        self.token = secrets.token_urlsafe(16)
+        self.address = "127.0.0.1"
+        self.port = 0
+        self._server: asyncio.base_events.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, self.address, 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    def info(self) -> dict[str, Any]:
+        return {"address": self.address, "port": self.port, "token": self.token}
+
+    def write_file(self, path: Path) -> None:
+        path.write_text(json.dumps(self.info()))
+        path.chmod(0o600)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await asyncio.wait_for(reader.readline(), timeout=10)
+            try:
+                request_data = json.loads(line)
+                if not secrets.compare_digest(str(request_data.get("token", "")), self.token):
+                    raise SmtpLabError("wrong or missing token")
+                loop = asyncio.get_running_loop()
+                # Lab methods block until the loop did the work: run them off the loop.
+                result = await loop.run_in_executor(None, self._execute, request_data)
+                answer: dict[str, Any] = {"ok": True, "result": result}
+            except (SmtpLabError, ValueError, KeyError, TypeError) as exc:
+                answer = {"ok": False, "error": str(exc)}
+            writer.write(json.dumps(answer).encode() + b"\n")
+            await writer.drain()
+        except (asyncio.TimeoutError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    def _execute(self, data: dict[str, Any]) -> Any:
+        command = data.get("command")
+        args: dict[str, Any] = data.get("args") or {}
+        lab = self.lab
+        handlers: dict[str, Callable[[], Any]] = {
+            "hosts": lambda: lab.describe()["hosts"],
+            "down": lambda: lab.host(args["host"]).down() or f"{lab.host(args['host']).name} is down",
+            "up": lambda: lab.host(args["host"]).up() or f"{lab.host(args['host']).name} is up",
+            "inject": lambda: lab.host(args["host"]).inject(
+                args["stage"], args.get("reply", ""), drop=bool(args.get("drop", False)),
+                delay=float(args.get("delay", 0)), probability=float(args.get("probability", 1)),
+                recipient=args.get("recipient", ""),
+            ).describe(),
+            "clear": lambda: _clear(lab, args.get("host")),
+            "faults": lambda: [f.describe() for f in lab.faults.active()],
+            "advance": lambda: lab.clock.advance(args["by"]) and f"lab time is {lab.clock.datetime():%Y-%m-%d %H:%M:%S} UTC",
+            "queue": lambda: [asdict(item) for item in lab.queue],
+        }
+        if command not in handlers:
+            raise SmtpLabError(f"unknown command {command!r}; commands: {', '.join(COMMANDS)}")
+        return handlers[command]()
+
+
+def _clear(lab: Any, host: str | None) -> str:
+    if host:
+        lab.host(host).clear_faults()
+        return f"faults of {lab.host(host).name} removed"
+    for each in lab.hosts.values():
+        each.clear_faults()
+    return "all faults removed"
+
+
+def request(address: str, port: int, token: str, command: str, timeout: float = 30, **args: Any) -> Any:
+    """Send one control request and return its result (raises SmtpLabError with the lab's answer)."""
+    with socket.create_connection((address, port), timeout=timeout) as sock:
+        sock.sendall(json.dumps({"token": token, "command": command, "args": args}).encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    answer = json.loads(data)
+    if not answer.get("ok"):
+        raise SmtpLabError(answer.get("error", "the lab refused the request"))
+    return answer["result"]
