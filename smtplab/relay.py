@@ -243,8 +243,10 @@ class Relay:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # never lose a message to a bug: defer it instead
-            self._defer(entry, [r.address for r in entry.recipients if r.state not in FINAL],
-                        f"451 4.3.0 internal relay error: {exc!r}", "")
+            failed = self._defer(entry, [r.address for r in entry.recipients if r.state not in FINAL],
+                                 f"451 4.3.0 internal relay error: {exc!r}", "")
+            if failed:
+                self._send_dsn(entry, failed, (self.spool / f"{entry.queue_id}.eml").read_bytes())
         finally:
             with self._settled:
                 entry.running = False
@@ -273,7 +275,7 @@ class Relay:
                 if "NXDOMAIN" in text or "does not exist" in text:
                     bounced += self._bounce(entry, addresses, f"550 5.1.2 {domain}: {text}", "5.1.2", "")
                 else:
-                    self._defer(entry, addresses, f"451 4.4.3 {text}", "")
+                    bounced += self._defer(entry, addresses, f"451 4.4.3 {text}", "")
                 continue
             if isinstance(targets, str):  # a permanent routing failure, e.g. Null MX
                 bounced += self._bounce(entry, addresses, targets, "5.1.10", "")
@@ -303,7 +305,7 @@ class Relay:
                         self._set(entry, [rcpt], last_reply=reply, via=exchange)
                 remaining = still
             if remaining:
-                self._defer(entry, remaining, last_error or "451 4.4.1 no MX host answered", "")
+                bounced += self._defer(entry, remaining, last_error or "451 4.4.1 no MX host answered", "")
         if bounced:
             self._send_dsn(entry, bounced, content)
 
@@ -362,12 +364,12 @@ class Relay:
         with self._lock:
             entry.recipients = [replace(r, **changes) if r.address in addresses else r for r in entry.recipients]
 
-    def _defer(self, entry: _Entry, addresses: list[str], reply: str, via: str) -> None:
+    def _defer(self, entry: _Entry, addresses: list[str], reply: str, via: str) -> list[RecipientStatus]:
+        """Schedule the next attempt; past the queue lifetime, bounce instead (returned for the DSN)."""
         now = self._now()
         if now - entry.created >= self.max_lifetime:
-            self._bounce(entry, addresses, f"{reply} (gave up after {entry.attempts} attempts)",
-                         _status_of(reply[4:], "4.4.7"), via)
-            return
+            return self._bounce(entry, addresses, f"{reply} (gave up after {entry.attempts} attempts, "
+                                f"{_duration(now - entry.created)} in the queue)", _status_of(reply[4:], "4.4.7"), via)
         index = min(entry.attempts - 1, len(self.retry_schedule) - 1)
         entry.next_attempt = now + self.retry_schedule[max(index, 0)]
         with self._lock:
@@ -387,6 +389,7 @@ class Relay:
             self._deliver_bounce(entry.host, entry.sender, dsn)
             self._event(entry, f"warning sent to <{entry.sender}>: still undelivered after "
                                f"{_duration(now - entry.created)}, retrying")
+        return []
 
     def _bounce(self, entry: _Entry, addresses: list[str], reply: str, status: str, via: str) -> list[RecipientStatus]:
         with self._lock:
@@ -474,7 +477,11 @@ def _smtp_deliver(exchange: str, address: str, port: int, source: str, helo: str
             client._host = exchange  # type: ignore[attr-defined]  # name checked in the MX's certificate
             if code != 220:
                 return _Outcome({r: (code, msg.decode("utf-8", "replace")) for r in rcpts}, True)
-            client.ehlo()
+            code, msg = client.ehlo()
+            if code != 250:
+                code, msg = client.helo()  # RFC 5321 section 3.2: fall back to HELO
+                if code != 250:
+                    return _Outcome({r: (code, msg.decode("utf-8", "replace")) for r in rcpts}, True)
             if client.has_extn("starttls"):
                 # Opportunistic TLS between MTAs (RFC 3207); the lab CA makes it verifiable too.
                 client.starttls(context=context)

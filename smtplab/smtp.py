@@ -180,6 +180,12 @@ class LabSMTP(SMTP):
                 self.transport.close()
                 return
         self._record("line", line, "S")
+        if line.startswith("421"):
+            # RFC 5321 section 3.8: 421 means the server closes the channel right after saying so.
+            await super().push(line)
+            if self.transport is not None:
+                self.transport.close()
+            return
         if line.startswith("354"):
             self._in_data = True
             self._body_checked = False
@@ -198,7 +204,8 @@ class LabSMTP(SMTP):
         if fault.drop:
             if self.transport is not None:
                 self.transport.abort()
-            return None
+            # Returned so the caller stops here (nothing delivered); push() sends nothing on a dead line.
+            return "421 4.4.2 Connection dropped (injected fault)"
         return fault.reply or None
 
     async def smtp_DATA(self, arg: str) -> None:
