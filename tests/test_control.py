@@ -1,0 +1,64 @@
+"""Steering a running lab from outside: `python -m smtplab ctl` over the token-protected endpoint."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+import smtplab
+from smtplab.control import ControlServer, request
+
+
+@pytest.fixture
+def controlled(lab: smtplab.Lab) -> Iterator[tuple[smtplab.Lab, ControlServer]]:
+    control = ControlServer(lab)
+    lab._call(control.start())
+    control.write_file(lab.directory / "control.json")
+    yield lab, control
+    lab._call(control.stop())
+
+
+def ctl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "smtplab", "ctl", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_ctl_takes_hosts_down_and_injects_faults(controlled: tuple[smtplab.Lab, ControlServer]) -> None:
+    lab, control = controlled
+    where = ["--dir", str(lab.directory)]
+    result = ctl(*where, "down", "mx1")
+    assert result.returncode == 0 and "mx1.example.net is down" in result.stdout
+    assert not lab.host("mx1").is_up
+    result = ctl(*where, "fail", "mx2", "RCPT", "451 4.7.1 Greylisted")
+    assert result.returncode == 0, result.stderr
+    assert [f.describe() for f in lab.host("mx2").faults] == ["mx2.example.net at RCPT: answer '451 4.7.1 Greylisted'"]
+    sent = lab.send("alice@example.org", "bob@example.net", "steered", "from outside")
+    assert lab.queue_item(sent.queue_id).recipients[0].state == "deferred"
+    queue = json.loads(ctl(*where, "queue").stdout)
+    assert queue[0]["recipients"][0]["state"] == "deferred"
+    assert ctl("--port", str(control.port), "--token", control.token, "clear").returncode == 0
+    assert ctl(*where, "up", "mx1").returncode == 0
+    result = ctl(*where, "advance", "2m")
+    assert result.returncode == 0 and "lab time is" in result.stdout
+    assert lab.queue_item(sent.queue_id).recipients[0].state == "delivered"
+
+
+def test_ctl_errors_are_clear(controlled: tuple[smtplab.Lab, ControlServer]) -> None:
+    lab, control = controlled
+    result = ctl("--dir", str(lab.directory), "down", "pop3")
+    assert result.returncode == 1 and "no host 'pop3'" in result.stderr
+    result = ctl("--dir", str(lab.directory), "fail", "mx1", "RCPT")
+    assert result.returncode == 2 and "usage" in result.stderr
+    result = ctl("--dir", str(lab.directory / "nowhere"), "faults")
+    assert result.returncode == 2 and "no running lab" in result.stderr
+
+
+def test_wrong_token_is_refused(controlled: tuple[smtplab.Lab, ControlServer]) -> None:
+    lab, control = controlled
+    with pytest.raises(smtplab.SmtpLabError, match="token"):
+        request(control.address, control.port, "guess", "down", host="mx1")
+    assert lab.host("mx1").is_up
+    assert (lab.directory / "control.json").stat().st_mode & 0o077 == 0, "the token file is private"
