@@ -299,3 +299,33 @@ def test_up_human_output_names_every_host_and_user(run_lab: Callable[..., LabPro
     assert "dig @" in text and "swaks" in text
     assert process.stop(signal.SIGTERM) == 0, process.stderr()
     assert "smtplab stopped." in process.rest_of_stdout()
+
+
+@pytest.mark.tool("swaks")
+@pytest.mark.tool("curl")
+def test_swaks_and_curl_work_against_the_cli_lab(run_lab: Callable[..., LabProcess]) -> None:
+    process = run_lab("--json")
+    info = process.describe()
+    sub = info["hosts"]["smtp.example.org"]
+    imap = info["hosts"]["imap.example.net"]
+    subject = f"swaks via the cli {secrets.token_hex(4)}"
+    sent = subprocess.run(
+        [require_tool("swaks"), "--server", f"{sub['address']}:{sub['ports']['submission']}", "--tls",
+         "--tls-verify", "--tls-ca-path", info["ca_file"], "--auth", "PLAIN", "--auth-user", ALICE,
+         "--auth-password", info["users"][ALICE]["password"], "--from", ALICE, "--to", BOB,
+         "--header", f"Subject: {subject}", "--body", "sent with swaks", "--helo", "client.local"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    assert "235 2.7.0" in sent.stdout and "queued as" in sent.stdout
+    with open_imap(info) as client:
+        uid = wait_for_subject(client, subject)
+    fetched = subprocess.run(
+        [require_tool("curl"), "--silent", "--show-error", "--ssl-reqd", "--cacert", info["ca_file"],
+         "--user", f"{BOB}:{info['users'][BOB]['password']}",
+         f"imap://{imap['address']}:{imap['ports']['imap']}/INBOX;UID={uid.decode()}"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert fetched.returncode == 0, fetched.stderr
+    assert f"Subject: {subject}" in fetched.stdout and "sent with swaks" in fetched.stdout
+    assert process.stop(signal.SIGTERM) == 0
