@@ -22,7 +22,8 @@ from .errors import (
     UnknownUser,
 )
 from .lab import DnsInfo, Host, Lab, User, current, start
-from .labdns import MXRecord, lookup_mx
+from .hops import Hop, received_hops
+from .labdns import DigResult, MXRecord, lookup_mx
 from .relay import QueueItem, RecipientStatus
 from .replies import Reply, explain
 from .scenario import Scenario
@@ -34,6 +35,9 @@ __all__ = [
     "start",
     "current",
     "lookup_mx",
+    "received_hops",
+    "Hop",
+    "DigResult",
     "explain",
     "Lab",
     "Host",

@@ -121,7 +121,7 @@ class SmtpSession:
     """
 
     def __init__(self, address: str, port: int, *, context: ssl.SSLContext, server_name: str,
-                 timeout: float = 5.0, source: str | None = None) -> None:
+                 timeout: float = 5.0, source: str | None = None, service: str = "smtp") -> None:
         self.address = address
         self.port = port
         self.server_name = server_name
@@ -130,10 +130,17 @@ class SmtpSession:
         self.in_data = False
         self.encrypted = False
         self.closed = False
+        self.service = service
+        # What the conversation has achieved so far (drives `suggestions()`).
+        self.said_hello = False
+        self.authenticated = False
+        self.has_sender = False
+        self.recipients = 0
         self.transcript: list[str] = []
         self._buffer = b""
         self._sock = socket.create_connection((address, port), timeout=timeout,
                                               source_address=(source, 0) if source else None)
+        self.local_port: int = self._sock.getsockname()[1]  # finds this conversation in lab.trace
         self.greeting = self._read_reply()
 
     def send(self, line: str | bytes) -> Reply | None:
@@ -148,8 +155,10 @@ class SmtpSession:
         if self.in_data and raw != b".":
             return None
         reply = self._read_reply()
-        if self.in_data:
+        if self.in_data:  # that was the lone dot: the transaction is over, whatever the reply
             self.in_data = False
+            self.has_sender, self.recipients = False, 0
+            return reply
         return self._after(raw, reply)
 
     def send_raw(self, data: bytes, *, expect_reply: bool = True) -> Reply | None:
@@ -220,14 +229,45 @@ class SmtpSession:
             raise SessionError("no reply: the session is in DATA mode; end the message with '.'")
         return reply
 
+    def suggestions(self) -> list[str]:
+        """Return the commands a well-behaved client would send next, most likely first."""
+        if self.closed:
+            return []
+        if self.in_data:
+            return ["message", "."]
+        if not self.said_hello:
+            return ["EHLO"]
+        needs_tls = self.service == "submission" and not self.encrypted
+        if needs_tls:
+            return ["STARTTLS", "QUIT"]
+        if self.service == "submission" and not self.authenticated:
+            return ["AUTH", "QUIT"]
+        if not self.has_sender:
+            return ["MAIL", "QUIT", "NOOP"]
+        if not self.recipients:
+            return ["RCPT", "RSET"]
+        return ["DATA", "RCPT", "RSET"]
+
     def _after(self, raw: bytes, reply: Reply) -> Reply:
         command = raw.split(b" ", 1)[0].upper()
+        ok = 200 <= reply.code < 300
+        if command in (b"EHLO", b"HELO") and ok:
+            self.said_hello, self.has_sender, self.recipients = True, False, 0
+        elif command == b"AUTH" and reply.code == 235:
+            self.authenticated = True
+        elif command == b"MAIL" and ok:
+            self.has_sender = True
+        elif command == b"RCPT" and ok:
+            self.recipients += 1
+        elif command == b"RSET" and ok:
+            self.has_sender, self.recipients = False, 0
         if reply.code == 354:
             self.in_data = True
         elif command == b"STARTTLS" and reply.code == 220:
             self._sock = self._context.wrap_socket(self._sock, server_hostname=self.server_name)
             self._buffer = b""
             self.encrypted = True
+            self.said_hello = False  # RFC 3207 section 4.2: forget everything, say EHLO again
             self.transcript.append("*  TLS handshake done: the wire is encrypted from here")
         elif reply.code == 221 or reply.code == 421:
             self.close()
@@ -293,7 +333,7 @@ def open_session(lab: Any, host_name: str, service: str | None = None, timeout: 
     if service not in host.ports:
         raise SessionError(f"{host.name} runs no {service} service; it runs {', '.join(host.ports)}")
     return SmtpSession(host.address, host.ports[service], context=lab._client_context, server_name=host.name,
-                       timeout=timeout)
+                       timeout=timeout, service=service)
 
 
 

@@ -26,7 +26,7 @@ from .clock import VirtualClock
 from .errors import LabNotRunning, ScenarioError, UnknownHost, UnknownUser
 from .faults import Fault, FaultTable
 from .imap import ImapService
-from .labdns import DnsServer, MXRecord, build_zones, lab_resolver, lookup_mx_async
+from .labdns import DigResult, DnsServer, MXRecord, build_zones, dig_async, lab_resolver, lookup_mx_async
 from .relay import QueueItem, Relay
 from .scenario import WELL_KNOWN_PORTS, Scenario
 from .smtp import InboundHandler, LabSMTP, SubmissionHandler
@@ -420,6 +420,11 @@ class Lab:
         """Ask the lab DNS for `domain`'s MX records, lowest preference first (the queries are traced)."""
         self._require_running()
         return self._call(lookup_mx_async(domain, lab_resolver(self.dns.address, self.dns.port)))
+
+    def dig(self, name: str, rdtype: str = "MX") -> DigResult:
+        """Ask the lab DNS one question, like `dig`; the result shows the raw question and answer."""
+        self._require_running()
+        return self._call(dig_async(name, rdtype, self.dns.address, self.dns.port))
 
     def messages(self, address: str, folder: str = "INBOX") -> list[Any]:
         """Read a user's mailbox straight from disk (no IMAP): a list of email.message.EmailMessage."""

@@ -28,7 +28,8 @@ import dns.zone
 from .errors import DnsLookupError
 from .trace import Trace
 
-__all__ = ["MXRecord", "DnsServer", "build_zones", "lookup_mx", "lookup_mx_async", "lab_resolver"]
+__all__ = ["MXRecord", "DigResult", "DnsServer", "build_zones", "lookup_mx", "lookup_mx_async", "lab_resolver",
+           "dig_async"]
 
 TTL = 300
 
@@ -285,6 +286,38 @@ def _summary(response: dns.message.Message) -> str:
 
 
 # --- MX lookups -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DigResult:
+    """One DNS question and the server's whole answer, as text a learner can read (like dig)."""
+
+    question: str  # the query message in presentation format
+    answer: str  # the response message in presentation format
+    rcode: str  # NOERROR, NXDOMAIN, REFUSED, ...
+    records: tuple[str, ...]  # the answer section, one record per line
+    server: str  # address:port asked
+
+    def __str__(self) -> str:
+        return f";; QUESTION to {self.server}\n{self.question}\n\n;; ANSWER\n{self.answer}"
+
+
+async def dig_async(name: str, rdtype: str, address: str, port: int, *, timeout: float = 3.0) -> DigResult:
+    """Ask one server one question over UDP and return both messages as text."""
+    import dns.asyncquery
+
+    try:
+        query = dns.message.make_query(name, rdtype)
+    except (dns.exception.DNSException, ValueError) as exc:
+        raise DnsLookupError(f"cannot ask for {name!r} {rdtype!r}: {exc}") from None
+    try:
+        response = await dns.asyncquery.udp(query, address, port=port, timeout=timeout)
+    except dns.exception.Timeout:
+        raise DnsLookupError(f"no answer from {address}:{port} within {timeout:g} s (offline?)") from None
+    records = tuple(f"{rrset.name} {rrset.ttl} IN {dns.rdatatype.to_text(rrset.rdtype)} {rdata}"
+                    for rrset in response.answer for rdata in rrset)
+    return DigResult(query.to_text(), response.to_text(), dns.rcode.to_text(response.rcode()), records,
+                     f"{address}:{port}")
+
 
 def lab_resolver(address: str, port: int, timeout: float = 2.0) -> dns.asyncresolver.Resolver:
     """Return an async resolver that asks only the lab DNS (never /etc/resolv.conf)."""
