@@ -23,10 +23,14 @@ from .errors import (
 )
 from .lab import DnsInfo, Host, Lab, User, current, start
 from .hops import Hop, received_hops
+from .journey import message_events
 from .labdns import DigResult, MXRecord, lookup_mx
+from .ladder_diagram import ladder
 from .relay import QueueItem, RecipientStatus
+from .render import Diagram, RenderError
 from .replies import Reply, explain
 from .scenario import Scenario
+from .topology_diagram import topology
 from .trace import Trace, TraceEvent
 
 __version__ = "0.1.0"
@@ -36,6 +40,9 @@ __all__ = [
     "current",
     "lookup_mx",
     "received_hops",
+    "ladder",
+    "topology",
+    "message_events",
     "Hop",
     "DigResult",
     "explain",
@@ -52,6 +59,7 @@ __all__ = [
     "RecipientStatus",
     "Trace",
     "TraceEvent",
+    "Diagram",
     "VirtualClock",
     "SmtpLabError",
     "ScenarioError",
@@ -61,4 +69,5 @@ __all__ = [
     "DnsLookupError",
     "SendError",
     "SessionError",
+    "RenderError",
 ]

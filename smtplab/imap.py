@@ -8,6 +8,7 @@ users file, which the lab writes from the scenario.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 from argparse import Namespace
 from collections.abc import Callable
@@ -15,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from pymap.backend.maildir import Config, Login
-from pymap.backend.maildir.mailbox import LoadedMessage
+from pymap.backend.maildir.mailbox import LoadedMessage, MailboxData
 from pymap.backend.maildir.mailbox import Message as _MaildirMessage
+from pymap.backend.maildir.uidlist import Record, UidList
 from pymap.parsing.specials.fetchattr import FetchRequirement
 from pymap.mime import MessageContent
 from pymap.concurrent import Subsystem
@@ -31,6 +33,9 @@ __all__ = ["ImapService"]
 
 # The lab's passwords are shown to learners anyway; a modest PBKDF2 cost keeps start-up fast.
 _HASH_ROUNDS = 2000
+# The largest literal a client may send (APPENDLIMIT, RFC 7889): a message the lab's SMTP servers
+# accept (10 MiB) fits; a client that announces more is told so instead of being read into memory.
+MAX_LITERAL = 16 * 1024 * 1024
 
 
 async def _load_content_crlf(self: Any, requirement: FetchRequirement) -> LoadedMessage:
@@ -51,6 +56,40 @@ async def _load_content_crlf(self: Any, requirement: FetchRequirement) -> Loaded
 
 _MaildirMessage.load_content = _load_content_crlf  # type: ignore[method-assign]
 
+# Parsed UID lists by mailbox path, with the (inode, mtime, size) of the file they were read from.
+_uid_lists: dict[str, tuple[tuple[int, int, int], UidList]] = {}
+
+
+async def _get_maildir_msg_cached(self: Any, uid: int) -> tuple[Record, Any]:
+    """Look up one message by UID, reading the mailbox's UID list only when the file changed.
+
+    pymap 0.36.7 re-reads and parses the whole UID list for every message a FETCH or SEARCH touches,
+    so reading a mailbox costs O(n^2): 5,000 messages took minutes. pymap replaces the file (a new
+    inode) on every write, so (inode, mtime, size) tells when the parsed copy is stale.
+    """
+    try:
+        st = os.stat(UidList.get_file(self._path))  # before reading: a change after it is seen next time
+        stamp: tuple[int, int, int] | None = (st.st_ino, st.st_mtime_ns, st.st_size)
+    except FileNotFoundError:
+        stamp = None
+    cached = _uid_lists.get(self._path)
+    if stamp is not None and cached is not None and cached[0] == stamp:
+        uid_list = cached[1]
+    else:
+        async with UidList.with_read(self._path) as uid_list:
+            pass
+        if stamp is not None:
+            if len(_uid_lists) > 256:  # labs come and go: keep the cache small
+                _uid_lists.clear()
+            _uid_lists[self._path] = (stamp, uid_list)
+    record = uid_list.get(uid)
+    async with self.messages_lock.read_lock():
+        maildir_msg = self._maildir.get_message_metadata(record.key)
+    return record, maildir_msg
+
+
+MailboxData._get_maildir_msg = _get_maildir_msg_cached  # type: ignore[method-assign]
+
 
 class _LabConfig(Config):
     def __init__(self, host_name: str, **kwargs: Any) -> None:
@@ -63,19 +102,29 @@ class _LabConfig(Config):
 
 
 class _TracedReader:
-    """Wrap a StreamReader and record each line the client sends."""
+    """Wrap a StreamReader and record each line the client sends; refuse what is too big to read."""
 
-    def __init__(self, reader: asyncio.StreamReader, record: Callable[[str, str], None]) -> None:
+    def __init__(self, reader: asyncio.StreamReader, record: Callable[[str, str], None],
+                 bye: Callable[[str], None]) -> None:
         self._reader = reader
         self._record = record
+        self._bye = bye
 
     async def readline(self) -> bytes:
-        line = await self._reader.readline()
+        try:
+            line = await self._reader.readline()
+        except ValueError:  # longer than the stream limit (64 KiB); pymap would log a traceback
+            self._record("C", "<a line of more than 64 KiB without a line end>")
+            self._bye("[LIMIT] Command line too long, closing connection")
+            raise EOFError from None
         if line:
             self._record("C", _display(line))
         return line
 
     async def readexactly(self, n: int) -> bytes:
+        if n > MAX_LITERAL:  # pymap would wait for (and buffer) every byte of a {N+} literal
+            self._bye(f"[LIMIT] Literal of {n} bytes is over the limit of {MAX_LITERAL}, closing connection")
+            raise EOFError
         data = await self._reader.readexactly(n)
         self._record("C", f"<literal: {n} bytes>")
         return data
@@ -85,15 +134,23 @@ class _TracedReader:
 
 
 class _TracedWriter:
-    """Wrap a StreamWriter and record each line the server sends (literals collapsed)."""
+    """Wrap a StreamWriter and record each line the server sends (literals collapsed).
+
+    A line that announces a literal is recorded once the literal is written, tagged with the
+    Message-ID found in it, so a FETCH of a message's headers or body belongs to that message.
+    """
 
     _literal = re.compile(rb"\{(\d+)\}\r\n$")
+    _message_id = re.compile(rb"^message-id:[ \t]*(?:\r\n)?[ \t]*(<[^>\r\n]+>)", re.IGNORECASE | re.MULTILINE)
+    _head_limit = 64 * 1024  # the header block is all we look at
 
-    def __init__(self, writer: asyncio.StreamWriter, record: Callable[[str, str], None]) -> None:
+    def __init__(self, writer: asyncio.StreamWriter, record: Callable[..., None]) -> None:
         self._writer = writer
         self._record = record
         self._buffer = b""
         self._skip = 0
+        self._pending = ""  # the line announcing the literal being written
+        self._head = bytearray()
 
     def write(self, data: bytes) -> None:
         self._writer.write(data)
@@ -101,10 +158,13 @@ class _TracedWriter:
         while True:
             if self._skip:
                 taken = min(self._skip, len(self._buffer))
+                if len(self._head) < self._head_limit:
+                    self._head += self._buffer[:taken]
                 self._buffer = self._buffer[taken:]
                 self._skip -= taken
                 if self._skip:
                     return
+                self._flush_literal()
             index = self._buffer.find(b"\n")
             if index < 0:
                 return
@@ -112,9 +172,18 @@ class _TracedWriter:
             match = self._literal.search(line)
             if match:
                 self._skip = int(match.group(1))
-                self._record("S", _display(line) + f" <literal: {self._skip} bytes>")
+                self._pending = _display(line) + f" <literal: {self._skip} bytes>"
+                if not self._skip:
+                    self._flush_literal()
             else:
                 self._record("S", _display(line))
+
+    def _flush_literal(self) -> None:
+        head = bytes(self._head).split(b"\r\n\r\n", 1)[0]
+        found = self._message_id.search(head)
+        ids = (found.group(1).decode("utf-8", "replace"),) if found else ()
+        self._record("S", self._pending, ids)
+        self._pending, self._head = "", bytearray()
 
     def writelines(self, lines: Any) -> None:
         for line in lines:
@@ -152,7 +221,7 @@ class ImapService:
             host=address, port=0, base_dir=str(base_dir), layout="++", colon=None,
             ssl_context=ssl_context, hash_context=BuiltinHash(rounds=_HASH_ROUNDS),
             subsystem=Subsystem.for_asyncio(), cpu_subsystem=Subsystem.for_asyncio(),
-            invalid_user_sleep=0.2, reject_dnsbl=False,
+            invalid_user_sleep=0.2, reject_dnsbl=False, max_append_len=MAX_LITERAL,
         )
         self._login = Login(self._config)
         self._server: asyncio.base_events.Server | None = None
@@ -185,8 +254,9 @@ class ImapService:
             )
             tls = {"on": False}
 
-            def record(direction: str, text: str) -> None:
-                self._trace.record("imap", "line", self.host_name, text, direction=direction, tls=tls["on"], **fields)
+            def record(direction: str, text: str, message_ids: tuple[str, ...] = ()) -> None:
+                self._trace.record("imap", "line", self.host_name, text, direction=direction, tls=tls["on"],
+                                   message_ids=message_ids, **fields)
 
             traced_writer = _TracedWriter(writer, record)
             original_start_tls = writer.start_tls
@@ -203,7 +273,13 @@ class ImapService:
             try:
                 # pymap trusts loopback clients with plaintext LOGIN; in the lab every client is on
                 # loopback, so treat them as the remote clients they stand for (LOGINDISABLED until TLS).
-                await server(_TracedReader(reader, record), traced_writer, _Remote(sock_info))  # type: ignore[arg-type]
+                def bye(text: str) -> None:
+                    traced_writer.write(f"* BYE {text}\r\n".encode())
+
+                reader = _TracedReader(reader, record, bye)  # type: ignore[assignment]
+                await server(reader, traced_writer, _Remote(sock_info))  # type: ignore[arg-type]
+            except Exception as exc:  # a pymap bug ends this connection only: in the trace, not on stderr
+                self._trace.record("imap", "error", self.host_name, f"connection failed: {exc!r}", **fields)
             finally:
                 self._writers.discard(writer)
                 self._trace.record("imap", "close", self.host_name, "connection closed", tls=tls["on"], **fields)
@@ -220,7 +296,7 @@ class ImapService:
             return
         self._server.close()
         for writer in list(self._writers):
-            writer.close()
+            writer.transport.abort()  # no graceful TLS shutdown: a stopped server just goes away
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:

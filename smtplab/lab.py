@@ -40,6 +40,8 @@ T = TypeVar("T")
 _current: Lab | None = None
 _all_labs: weakref.WeakSet[Lab] = weakref.WeakSet()
 _start_lock = threading.Lock()
+# RFC 5321 section 4.5.3.2.7: a server should wait at least 5 minutes for the next command.
+SMTP_IDLE_TIMEOUT = 300.0
 
 
 @dataclass(frozen=True)
@@ -191,6 +193,9 @@ class Lab:
         self._loop: _LoopThread | None = None
         self._dns_server: DnsServer | None = None
         self._relay: Relay | None = None
+        # Seconds an SMTP server waits for a client's next command before it says 421 and hangs up;
+        # read when a connection opens, so changing it on a running lab affects new connections.
+        self.smtp_idle_timeout = SMTP_IDLE_TIMEOUT
 
     # --- start / stop ---
     def start(self) -> Lab:
@@ -300,7 +305,7 @@ class Lab:
                 protocol = LabSMTP(handler, trace=self.trace, host_name=host.name, port_name=service,
                                    peer_name=self.peer_name, faults=self.fault_for, tls_context=context,
                                    data_size_limit=10 * 1024 * 1024,
-                                   timeout=300, loop=loop, **options)
+                                   timeout=self.smtp_idle_timeout, loop=loop, **options)
                 host._protocols.add(protocol)
                 return protocol
 
@@ -349,7 +354,12 @@ class Lab:
                 server.close()
         for protocol in list(host._protocols):
             if protocol.transport is not None:
-                protocol.transport.close()  # a crashed host drops its open connections too
+                # A crashed host drops its connections at once: abort, never a graceful TLS shutdown
+                # (close() would wait up to 30 s for the peer's close_notify).
+                protocol.transport.abort()
+            raw = getattr(protocol, "_original_transport", None)
+            if raw is not None:
+                raw.abort()
         for server in servers:
             if not isinstance(server, ImapService):
                 await server.wait_closed()
@@ -434,6 +444,20 @@ class Lab:
     def mark(self) -> int:
         """Return a trace mark: `lab.trace.since(mark)` is everything after this moment."""
         return self.trace.mark()
+
+    def ladder(self, message_id: Any = None, *, conn: str | list[str] | None = None, since: int | None = None,
+               events: list[Any] | None = None, title: str | None = None) -> Any:
+        """Draw a ladder diagram: one message end to end (queue id, Message-ID or SendResult), one or
+        more connections (`conn="smtp-1"`), everything since `lab.mark()`, or given `events`."""
+        from .ladder_diagram import ladder_of  # the views layer, loaded when a diagram is asked for
+
+        return ladder_of(self, message_id, conn=conn, since=since, events=events, title=title)
+
+    def topology(self, message_id: Any = None, *, title: str | None = None) -> Any:
+        """Draw the lab's providers, hosts, DNS and MX records; with `message_id`, that message's path."""
+        from .topology_diagram import topology
+
+        return topology(self, message_id, title=title)
 
     def send(self, sender: str, recipients: str | list[str], subject: str = "Hello", body: str = "Hello!\n", *,
              password: str | None = None, headers: Mapping[str, str] | None = None, wait: bool = True) -> SendResult:
@@ -522,7 +546,7 @@ class Lab:
         for candidate in self.hosts.values():
             if candidate.address == address and "smtp" in candidate.ports and candidate.is_up:
                 return candidate.ports["smtp"]
-        if host is not None and not host.is_up and "smtp" in host.ports:
+        if host is not None and host.address == address and not host.is_up and "smtp" in host.ports:
             return host.ports["smtp"]  # it will refuse the connection, as a crashed server would
         return None
 

@@ -123,6 +123,7 @@ class DnsServer:
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.base_events.Server | None = None
         self._tcp_clients: set[asyncio.StreamWriter] = set()
+        self.tcp_timeout = 10.0  # seconds a TCP client may take to send its next query
 
     async def start(self, port: int = 0) -> None:
         loop = asyncio.get_running_loop()
@@ -161,9 +162,9 @@ class DnsServer:
         try:
             while True:
                 try:
-                    header = await asyncio.wait_for(reader.readexactly(2), timeout=10)
+                    header = await asyncio.wait_for(reader.readexactly(2), timeout=self.tcp_timeout)
                     (length,) = struct.unpack("!H", header)
-                    wire = await asyncio.wait_for(reader.readexactly(length), timeout=10)
+                    wire = await asyncio.wait_for(reader.readexactly(length), timeout=self.tcp_timeout)
                 except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError):
                     return
                 reply = self.answer(wire, peer, "tcp")
@@ -192,6 +193,10 @@ class DnsServer:
             (qid,) = struct.unpack("!H", wire[:2])
             flags = dns.flags.QR | (dns.rcode.FORMERR & 0xF)
             return struct.pack("!HHHHHH", qid, flags, 0, 0, 0, 0)
+        if query.flags & dns.flags.QR:  # a response, not a query: answering it could start a loop
+            self._trace.record("dns", "error", self.host_name, f"ignored a response sent as a query over {transport}",
+                               **fields)
+            return None
         question = query.question[0] if query.question else None
         qtext = f"{question.name} {dns.rdatatype.to_text(question.rdtype)}?" if question is not None else "(no question)"
         self._trace.record("dns", "query", self.host_name, f"{qtext} over {transport}", direction="C", **fields)
@@ -346,6 +351,10 @@ async def lookup_mx_async(
     except dns.resolver.NXDOMAIN:
         raise DnsLookupError(f"{domain} does not exist (NXDOMAIN): no mail can be delivered there") from None
     except dns.resolver.NoNameservers as exc:
+        if "REFUSED" in str(exc):
+            # An authoritative-only server (the lab's) refuses names outside its zones.
+            raise DnsLookupError(f"the DNS server refused to answer for {domain} (REFUSED): "
+                                 "it is not a domain this DNS server knows") from None
         raise DnsLookupError(f"the DNS server refused or failed to answer for {domain}: {exc}") from None
     except (dns.exception.Timeout, dns.resolver.LifetimeTimeout):
         raise DnsLookupError(

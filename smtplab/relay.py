@@ -11,6 +11,9 @@ on connection failure or a 4xx; no MX means the domain's own A record (implicit 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import ipaddress
+import itertools
 import json
 import random
 import smtplib
@@ -36,6 +39,9 @@ RETRY_SCHEDULE = (60, 300, 900, 3600, 3 * 3600, 6 * 3600)
 MAX_QUEUE_LIFETIME = 5 * 86400  # Postfix's maximal_queue_lifetime default
 DELAY_WARNING = 4 * 3600  # tell the sender once that mail is late (like Postfix's delay_warning_time)
 FINAL = ("delivered", "bounced")
+# Delivery attempts in flight at once (Postfix: default_destination_concurrency_limit = 20). Without a
+# limit a burst of thousands of messages starts thousands of MX lookups at once and they time out.
+MAX_CONCURRENT_ATTEMPTS = 10
 
 
 @dataclass(frozen=True)
@@ -79,7 +85,6 @@ class _Entry:
     attempts: int = 0
     warned: bool = False  # a "delayed" DSN was sent already
     running: bool = field(default=False, repr=False)  # claimed for an attempt
-    started: bool = field(default=False, repr=False)  # its attempt task exists
 
     def snapshot(self) -> QueueItem:
         return QueueItem(self.queue_id, self.host, self.sender, tuple(self.recipients), self.created,
@@ -125,6 +130,17 @@ class Relay:
         self._wake: asyncio.Event | None = None
         self._scheduler: asyncio.Task[None] | None = None
         self._active: set[asyncio.Task[None]] = set()
+        self._slots: asyncio.Semaphore | None = None
+        # Entries waiting for their next attempt, as a heap of (next_attempt, order, queue_id): finding
+        # what is due must not scan every message the queue ever held (thousands under load).
+        self._timeline: list[tuple[float, int, str]] = []
+        self._order = itertools.count()
+        self._claimed: list[_Entry] = []  # claimed (running) but their attempt task not started yet
+        self._busy = 0  # entries claimed and not finished
+        # Open connections to MX hosts between two messages, by (sending host, address, port): under
+        # load one connection carries many messages, as Postfix's connection cache does.
+        self._idle: dict[tuple[str, str, int], list[smtplib.SMTP]] = {}
+        self.concurrency = MAX_CONCURRENT_ATTEMPTS
         self._settled = threading.Condition(self._lock)
         self.retry_schedule = RETRY_SCHEDULE
         self.max_lifetime = MAX_QUEUE_LIFETIME
@@ -134,10 +150,13 @@ class Relay:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
+        self._slots = asyncio.Semaphore(self.concurrency)
         for path in sorted(self.spool.glob("*.json")):
             entry = self._load(path)
             if entry is not None and not all(r.state in FINAL for r in entry.recipients):
-                self._entries[entry.queue_id] = entry
+                with self._lock:
+                    self._entries[entry.queue_id] = entry
+                    self._wait_until(entry)
                 self._event(entry, f"resumed from the spool ({path.name})")
         self._scheduler = asyncio.create_task(self._run_scheduler())
 
@@ -147,6 +166,10 @@ class Relay:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._scheduler = None
+        for clients in self._idle.values():
+            for client in clients:
+                client.close()
+        self._idle.clear()
 
     # --- intake (called on the loop by the submission handler) ---
     def enqueue(self, host: str, sender: str, recipients: list[str], content: bytes, queue_id: str,
@@ -157,6 +180,7 @@ class Relay:
         self._save(entry)
         with self._lock:
             self._entries[queue_id] = entry
+            self._wait_until(entry)
         self._event(entry, f"queued on {host}: from <{sender}> to {', '.join(recipients)}")
         self._poke()
 
@@ -176,11 +200,12 @@ class Relay:
     def wait_settled(self, queue_id: str | None = None, timeout: float = 30.0) -> bool:
         """Block until no attempt is running (for `queue_id`, or for all); False on timeout."""
 
-        def settled() -> bool:
-            entries = [self._entries[queue_id]] if queue_id in self._entries else [] if queue_id else list(
-                self._entries.values())
-            return all(not e.running and (e.next_attempt > self._now() or all(
-                r.state in FINAL for r in e.recipients)) for e in entries)
+        def settled() -> bool:  # called with the lock held
+            now = self._now()
+            if queue_id:
+                e = self._entries.get(queue_id)
+                return e is None or (not e.running and (e.next_attempt > now or _done(e)))
+            return self._busy == 0 and not (self._timeline and self._timeline[0][0] <= now)
 
         with self._settled:
             return self._settled.wait_for(settled, timeout=timeout)
@@ -202,14 +227,22 @@ class Relay:
             self._claim_due()
             self._loop.call_soon_threadsafe(self._kick)
 
-    def _claim_due(self) -> list[_Entry]:
+    def _wait_until(self, entry: _Entry) -> None:
+        """Put `entry` on the timeline for its next attempt (with the lock held)."""
+        heapq.heappush(self._timeline, (entry.next_attempt, next(self._order), entry.queue_id))
+
+    def _claim_due(self) -> None:
+        """Mark every entry whose attempt is due as running; the scheduler starts their tasks."""
         now = self._now()
         with self._lock:
-            due = [e for e in self._entries.values() if not e.running and e.next_attempt <= now
-                   and not all(r.state in FINAL for r in e.recipients)]
-            for e in due:
+            while self._timeline and self._timeline[0][0] <= now:
+                when, _, queue_id = heapq.heappop(self._timeline)
+                e = self._entries.get(queue_id)
+                if e is None or e.running or e.next_attempt != when or _done(e):
+                    continue  # a stale timeline record
                 e.running = True
-        return due
+                self._busy += 1
+                self._claimed.append(e)
 
     def _kick(self) -> None:
         assert self._wake is not None
@@ -220,16 +253,13 @@ class Relay:
         while True:
             self._claim_due()
             with self._lock:
-                to_start = [e for e in self._entries.values() if e.running and not e.started]
-                for e in to_start:
-                    e.started = True
-                waiting = [e.next_attempt for e in self._entries.values() if not e.running
-                           and not all(r.state in FINAL for r in e.recipients)]
+                to_start, self._claimed = self._claimed, []
+                next_due = self._timeline[0][0] if self._timeline else None
             for entry in to_start:
                 task = asyncio.create_task(self._attempt(entry))
                 self._active.add(task)
                 task.add_done_callback(self._active.discard)
-            delay = max(0.0, min(waiting) - self._now()) if waiting else None
+            delay = max(0.0, next_due - self._now()) if next_due is not None else None
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=delay)
@@ -239,7 +269,13 @@ class Relay:
     # --- one delivery attempt ---
     async def _attempt(self, entry: _Entry) -> None:
         try:
-            await self._deliver(entry)
+            assert self._slots is not None
+            async with self._slots:
+                await self._deliver(entry)
+            if self._busy == 1 and self._idle:  # the last attempt in flight: nothing will reuse them
+                idle = [c for clients in self._idle.values() for c in clients]
+                self._idle.clear()
+                await asyncio.get_running_loop().run_in_executor(None, _quit_all, idle)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # never lose a message to a bug: defer it instead
@@ -250,7 +286,9 @@ class Relay:
         finally:
             with self._settled:
                 entry.running = False
-                entry.started = False
+                self._busy -= 1
+                if not _done(entry):
+                    self._wait_until(entry)
                 self._save(entry)
                 self._settled.notify_all()
             self._kick()
@@ -272,7 +310,9 @@ class Relay:
                 targets = await self._targets(entry, domain)
             except DnsLookupError as exc:
                 text = str(exc)
-                if "NXDOMAIN" in text or "does not exist" in text:
+                # The lab DNS is authoritative for the whole lab world: a name it does not know
+                # (NXDOMAIN) or refuses (REFUSED: outside its zones, e.g. gmail.com) will not appear later.
+                if "NXDOMAIN" in text or "does not exist" in text or "(REFUSED)" in text:
                     bounced += self._bounce(entry, addresses, f"550 5.1.2 {domain}: {text}", "5.1.2", "")
                 else:
                     bounced += self._defer(entry, addresses, f"451 4.4.3 {text}", "")
@@ -344,17 +384,25 @@ class Relay:
 
     async def _try_mx(self, entry: _Entry, exchange: str, address: str, rcpts: list[str],
                       content: bytes) -> _Outcome:
-        port = self._smtp_port(exchange, address) if address else None
+        port = self._smtp_port(exchange, address) if address and _is_loopback(address) else None
         if port is None:
+            # Only lab hosts (all on loopback) are ever connected to: mail never leaves the machine.
             error = f"{exchange} has no address" if not address else f"nothing listens for SMTP on {address}"
             self._event(entry, f"cannot connect to {exchange}: {error}")
             return _Outcome({}, False, f"451 4.4.1 {error}")
-        self._event(entry, f"connecting to {exchange} [{address}]:{port} from {self._host_address(entry.host)}")
+        source = self._host_address(entry.host)
+        key = (entry.host, address, port)
+        client = self._idle[key].pop() if self._idle.get(key) else None
+        verb = "reusing the open connection to" if client is not None else "connecting to"
+        self._event(entry, f"{verb} {exchange} [{address}]:{port} from {source}")
+        keep = self._busy > 1  # more messages in flight: keep the connection open for the next one
         loop = asyncio.get_running_loop()
-        outcome = await loop.run_in_executor(
-            None, _smtp_deliver, exchange, address, port, self._host_address(entry.host), entry.host, self._tls,
-            entry.sender, rcpts, content,
+        outcome, kept = await loop.run_in_executor(
+            None, _smtp_deliver, exchange, address, port, source, entry.host, self._tls,
+            entry.sender, rcpts, content, client, keep,
         )
+        if kept is not None:
+            self._idle.setdefault(key, []).append(kept)
         if not outcome.connected:
             self._event(entry, f"{exchange} [{address}]:{port}: {outcome.error}")
         return outcome
@@ -452,6 +500,17 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 86400} days"
 
 
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def _done(entry: _Entry) -> bool:
+    return all(r.state in FINAL for r in entry.recipients)
+
+
 def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
     try:
         return asyncio.get_running_loop() is loop
@@ -467,55 +526,97 @@ def _status_of(text: str, default: str) -> str:
 
 
 def _smtp_deliver(exchange: str, address: str, port: int, source: str, helo: str, context: ssl.SSLContext, sender: str,
-                  rcpts: list[str], content: bytes) -> _Outcome:
-    """Deliver one message to one MX with smtplib (runs in a worker thread)."""
+                  rcpts: list[str], content: bytes, client: smtplib.SMTP | None = None,
+                  keep: bool = False) -> tuple[_Outcome, smtplib.SMTP | None]:
+    """Deliver one message to one MX with smtplib (runs in a worker thread).
+
+    `client` is a connection an earlier delivery left open to the same MX (past EHLO and STARTTLS).
+    With `keep`, the connection is returned open, ready for the next MAIL, instead of closed by QUIT.
+    """
     replies: dict[str, tuple[int, str]] = {}
+    kept: smtplib.SMTP | None = None
     try:
-        client = smtplib.SMTP(local_hostname=helo, timeout=20, source_address=(source, 0))
-        try:
-            code, msg = client.connect(address, port)
-            client._host = exchange  # type: ignore[attr-defined]  # name checked in the MX's certificate
-            if code != 220:
-                return _Outcome({r: (code, msg.decode("utf-8", "replace")) for r in rcpts}, True)
-            code, msg = client.ehlo()
-            if code != 250:
-                code, msg = client.helo()  # RFC 5321 section 3.2: fall back to HELO
-                if code != 250:
-                    return _Outcome({r: (code, msg.decode("utf-8", "replace")) for r in rcpts}, True)
-            if client.has_extn("starttls"):
-                # Opportunistic TLS between MTAs (RFC 3207); the lab CA makes it verifiable too.
-                client.starttls(context=context)
-                client.ehlo()
+        if client is not None:
+            try:
+                code, msg = client.mail(sender)
+            except (smtplib.SMTPServerDisconnected, OSError):
+                client.close()  # the MX closed the idle connection meanwhile: open a new one
+                client = None
+        if client is None:
+            client = smtplib.SMTP(local_hostname=helo, timeout=20, source_address=(source, 0))
+            failure = _open(client, exchange, address, port, context, rcpts)
+            if failure is not None:
+                client.close()
+                return failure, None
             code, msg = client.mail(sender)
+        try:
+            clean = True  # no transaction left open on the connection
             if code != 250:
                 text = msg.decode("utf-8", "replace")
-                return _Outcome({r: (code, text) for r in rcpts}, True)
-            accepted = []
-            for rcpt in rcpts:
-                code, msg = client.rcpt(rcpt)
-                replies[rcpt] = (code, msg.decode("utf-8", "replace"))
-                if code in (250, 251):
-                    accepted.append(rcpt)
-            if accepted:
-                try:
-                    code, msg = client.data(content)
-                except smtplib.SMTPDataError as exc:
-                    code, msg = exc.smtp_code, exc.smtp_error
-                for rcpt in accepted:
-                    replies[rcpt] = (code, msg.decode("utf-8", "replace") if isinstance(msg, bytes) else str(msg))
+                outcome = _Outcome({r: (code, text) for r in rcpts}, True)
+            else:
+                accepted = []
+                for rcpt in rcpts:
+                    code, msg = client.rcpt(rcpt)
+                    replies[rcpt] = (code, msg.decode("utf-8", "replace"))
+                    if code in (250, 251):
+                        accepted.append(rcpt)
+                clean = False
+                if accepted:
+                    try:
+                        code, msg = client.data(content)
+                        clean = True  # the reply to the final dot ends the transaction either way
+                    except smtplib.SMTPDataError as exc:
+                        code, msg = exc.smtp_code, exc.smtp_error
+                    for rcpt in accepted:
+                        replies[rcpt] = (code, msg.decode("utf-8", "replace") if isinstance(msg, bytes) else str(msg))
+                outcome = _Outcome(replies, True)
             try:
-                client.quit()
+                if keep and (clean or client.rset()[0] == 250):
+                    kept = client
+                else:
+                    client.quit()
             except (smtplib.SMTPException, OSError):
                 pass
-            return _Outcome(replies, True)
+            return outcome, kept
         finally:
-            client.close()
+            if kept is None:
+                client.close()
     except ConnectionRefusedError:
-        return _Outcome({}, False, "451 4.4.1 connection refused (host down?)")
+        return _Outcome({}, False, "451 4.4.1 connection refused (host down?)"), None
     except (socket.timeout, TimeoutError):
-        return _Outcome({}, False, "451 4.4.2 connection timed out")
+        return _Outcome({}, False, "451 4.4.2 connection timed out"), None
     except smtplib.SMTPServerDisconnected as exc:
         # Anything not yet confirmed with 250 after DATA is not delivered: retry it all.
-        return _Outcome({}, False, f"451 4.4.2 connection dropped: {exc or 'server closed the connection'}")
+        return _Outcome({}, False, f"451 4.4.2 connection dropped: {exc or 'server closed the connection'}"), None
     except (smtplib.SMTPException, ssl.SSLError, OSError) as exc:
-        return _Outcome({}, False, f"451 4.4.0 {type(exc).__name__}: {exc}")
+        return _Outcome({}, False, f"451 4.4.0 {type(exc).__name__}: {exc}"), None
+
+
+def _open(client: smtplib.SMTP, exchange: str, address: str, port: int, context: ssl.SSLContext,
+          rcpts: list[str]) -> _Outcome | None:
+    """Connect, EHLO (or HELO) and STARTTLS when offered; return the refusal as an outcome, if any."""
+    code, msg = client.connect(address, port)
+    client._host = exchange  # type: ignore[attr-defined]  # name checked in the MX's certificate
+    if code != 220:
+        return _Outcome({r: (code, msg.decode("utf-8", "replace")) for r in rcpts}, True)
+    code, msg = client.ehlo()
+    if code != 250:
+        code, msg = client.helo()  # RFC 5321 section 3.2: fall back to HELO
+        if code != 250:
+            return _Outcome({r: (code, msg.decode("utf-8", "replace")) for r in rcpts}, True)
+    if client.has_extn("starttls"):
+        # Opportunistic TLS between MTAs (RFC 3207); the lab CA makes it verifiable too.
+        client.starttls(context=context)
+        client.ehlo()
+    return None
+
+
+def _quit_all(clients: list[smtplib.SMTP]) -> None:
+    for client in clients:
+        try:
+            client.quit()
+        except (smtplib.SMTPException, OSError):
+            pass
+        finally:
+            client.close()

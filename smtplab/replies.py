@@ -23,17 +23,27 @@ SENDER_NOT_OWNED = "553 5.7.1 Sender address rejected: not owned by user {user}"
 RELAY_DENIED = "550 5.7.1 Relaying denied: {domain} is not a domain of this server"
 USER_UNKNOWN = "550 5.1.1 <{address}>: Recipient address rejected: User unknown"
 BAD_DESTINATION = "501 5.1.3 Bad recipient address syntax"
+ADDRESS_LITERAL = "550 5.1.2 Address literals are not routed in this lab: give a domain the lab DNS knows"
 BARE_LF = "554 5.6.0 Message contains bare <LF> or <CR>: lines must end with <CR><LF> (RFC 5321 section 2.3.8)"
 NO_VALID_RECIPIENTS = "554 5.5.1 No valid recipients"
 TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
 NULL_SENDER_SUBMISSION = "553 5.7.1 A null sender <> is for bounces; give your own address"
 SERVICE_UNAVAILABLE = "421 4.3.2 Service not available, closing transmission channel"
+NUL_IN_DATA = "554 5.6.0 Message contains NUL characters: text may not hold them (RFC 5322 section 2.3)"
+BAD_HELLO = "501 5.5.2 {command} needs a domain name or address literal, without control characters"
+TLS_ALREADY_ACTIVE = "503 5.5.1 TLS is already active (RFC 3207 section 4.2: STARTTLS only once)"
+TOO_MANY_BOGUS = "421 4.7.0 Too many unrecognized commands, closing connection"
+TIMEOUT = "421 4.4.2 {host} Error: timeout exceeded, closing connection"
 
 # aiosmtpd's built-in replies, rewritten with enhanced status codes (matched by prefix).
 _STOCK = [
     ("250 OK", "250 2.0.0 OK"),
     ("221 Bye", "221 2.0.0 Bye"),
     ("235 2.7.0", None),
+    ("220 Ready to start TLS", "220 2.0.0 Ready to start TLS"),
+    # RFC 5321 section 4.2.1: help text is a 214 reply (aiosmtpd answers 250).
+    ("250 Supported commands:", "214 2.0.0 Supported commands:"),
+    ("250 Syntax:", "214 2.0.0 Syntax:"),
     ("500 Command line too long", "500 5.5.2 Command line too long (RFC 5321 section 4.5.3.1.4: 512 octets)"),
     ("500 Line too long", "500 5.5.2 Line too long (RFC 5321 section 4.5.3.1.6: 1000 octets)"),
     ("500 Error: bad syntax", "500 5.5.2 Error: bad syntax"),

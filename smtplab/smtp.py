@@ -16,7 +16,7 @@ from collections.abc import Callable
 from email.utils import format_datetime, make_msgid
 from typing import Any, Protocol
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 
 from . import replies
 from .faults import Fault
@@ -30,6 +30,8 @@ logging.getLogger("mail.log").setLevel(logging.ERROR)
 MAX_RECIPIENTS = 100  # RFC 5321 §4.5.3.1.8: at least 100 must be accepted
 DATA_SIZE_LIMIT = 10 * 1024 * 1024
 _BARE = re.compile(rb"(?<!\r)\n|\r(?!\n)")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
 _TRACE_LINE_CAP = 8192
 
 
@@ -52,6 +54,9 @@ class Postmaster(Protocol):
 
 class LabSMTP(SMTP):
     """aiosmtpd's SMTP protocol that records every line to the lab trace and adds enhanced codes."""
+
+    # RFC 5321 section 4.5.3.1.6: a text line is at most 1000 octets with its CRLF (aiosmtpd allows 1001).
+    line_length_limit = 1000
 
     def __init__(
         self, handler: Any, *, trace: Trace, host_name: str, port_name: str,
@@ -77,6 +82,7 @@ class LabSMTP(SMTP):
         self._faults = faults
         self._greeted = False
         self._body_checked = False
+        self._hello = False  # answering EHLO/HELO: those replies carry no enhanced code (RFC 2034)
         self.txn_first_seq = 0  # first trace seq of the current mail transaction
         self.conn_first_seq = 0
         self.txn_count = 0
@@ -168,7 +174,13 @@ class LabSMTP(SMTP):
         if self.transport is None or self.transport.is_closing():
             return  # the connection was dropped (e.g. an injected fault): nobody to answer
         line = status.decode("utf-8", "replace") if isinstance(status, bytes) else str(status)
-        line = replies.enhance(line)
+        # Replies echo client input (commands, addresses): never send control characters or 8-bit back.
+        line = _UNPRINTABLE.sub("?", replies.enhance(line))
+        if line.startswith("502 5.5.1 Too many unrecognized commands"):
+            line = replies.TOO_MANY_BOGUS  # RFC 5321 section 3.8: only a 421 may close the channel
+        elif self._greeted and not self._hello and line[3:4] == " " and line[:1] in "245" \
+                and not replies.Reply.parse([line]).enhanced:
+            line = f"{line[:4]}{line[0]}.0.0 {line[4:]}"  # RFC 2034: every other reply has one
         if not self._greeted:
             self._greeted = True
             fault = await self.fault_point("connect")
@@ -208,6 +220,37 @@ class LabSMTP(SMTP):
             return "421 4.4.2 Connection dropped (injected fault)"
         return fault.reply or None
 
+    # Overrides keep aiosmtpd's @syntax, or HELP would stop listing the command.
+    @syntax("EHLO hostname")
+    async def smtp_EHLO(self, hostname: str) -> None:
+        self._hello = True
+        try:
+            await super().smtp_EHLO(hostname)
+        finally:
+            self._hello = False
+
+    @syntax("HELO hostname")
+    async def smtp_HELO(self, hostname: str) -> None:
+        self._hello = True
+        try:
+            await super().smtp_HELO(hostname)
+        finally:
+            self._hello = False
+
+    @syntax("STARTTLS", when="tls_context")
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        if self._tls_protocol is not None and not arg:
+            await self.push(replies.TLS_ALREADY_ACTIVE)  # aiosmtpd would start a second TLS layer
+            return
+        await super().smtp_STARTTLS(arg)
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        # An unclosed "<" or a control character is a malformed address, not something to repair.
+        if arg and (_CONTROL.search(arg) or (arg.lstrip().startswith("<") and ">" not in arg)):
+            return None, None
+        return super()._getaddr(arg)
+
+    @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
         if self.envelope is not None and self.envelope.rcpt_tos and not arg:
             fault = await self.fault_point("DATA")
@@ -221,7 +264,7 @@ class LabSMTP(SMTP):
     def _timeout_cb(self) -> None:
         # RFC 5321 section 4.5.3.2: a server may close an idle session, and should say so with 421.
         if self.transport is not None and not self.transport.is_closing():
-            line = f"421 4.4.2 {self._host_name} Error: timeout exceeded, closing connection"
+            line = replies.TIMEOUT.format(host=self._host_name)
             self._record("line", line, "S")
             self.transport.write(line.encode() + b"\r\n")
         super()._timeout_cb()
@@ -282,6 +325,9 @@ class _BaseHandler:
 
     async def handle_EHLO(self, server: LabSMTP, session: Session, envelope: Envelope, hostname: str,
                           responses: list[str]) -> list[str]:
+        if _CONTROL.search(hostname):  # it would end up in the Received header
+            session.extended_smtp = False
+            return [replies.BAD_HELLO.format(command="EHLO")]
         session.host_name = hostname
         fault = await server.fault_point("EHLO")
         if fault:
@@ -289,6 +335,8 @@ class _BaseHandler:
         return _ehlo_responses(server, responses)
 
     async def handle_HELO(self, server: LabSMTP, session: Session, envelope: Envelope, hostname: str) -> str:
+        if _CONTROL.search(hostname):
+            return replies.BAD_HELLO.format(command="HELO")
         session.host_name = hostname
         fault = await server.fault_point("EHLO")
         return fault or f"250 {server.hostname}"
@@ -303,8 +351,14 @@ class _BaseHandler:
     async def handle_NOOP(self, server: LabSMTP, session: Session, envelope: Envelope, arg: str) -> str:
         return replies.OK
 
-    def _bare_line_ends(self, envelope: Envelope) -> bool:
-        return bool(_BARE.search(envelope.original_content or b""))
+    def _bad_content(self, envelope: Envelope) -> str | None:
+        """Return the refusal for content no MTA should pass on (bare CR/LF, NUL), or None."""
+        content = envelope.original_content or b""
+        if _BARE.search(content):
+            return replies.BARE_LF
+        if b"\0" in content:
+            return replies.NUL_IN_DATA
+        return None
 
 
 class SubmissionHandler(_BaseHandler):
@@ -344,6 +398,10 @@ class SubmissionHandler(_BaseHandler):
         local, _, domain = address.rpartition("@")
         if not local or "." not in domain or domain.startswith(".") or domain.endswith("."):
             return replies.BAD_DESTINATION
+        if domain.startswith("["):
+            # RFC 5321 section 4.1.3: mail to an address literal goes straight to that IP address,
+            # and the lab never connects off the machine; only names in the lab DNS are routed.
+            return replies.ADDRESS_LITERAL
         if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
             return replies.TOO_MANY_RECIPIENTS
         domain = domain.lower()
@@ -357,14 +415,16 @@ class SubmissionHandler(_BaseHandler):
         fault = await server.fault_point("end-of-data")
         if fault:
             return fault
-        if self._bare_line_ends(envelope):
-            return replies.BARE_LF
+        refusal = self._bad_content(envelope)
+        if refusal:
+            return refusal
         queue_id = new_queue_id()
         content = _complete_headers(envelope.original_content or b"", self.lab.now(), self.host_name)
-        header = _received(server, session, queue_id, list(envelope.rcpt_tos), self.lab.now(),
+        recipients = _unique(envelope.rcpt_tos)
+        header = _received(server, session, queue_id, recipients, self.lab.now(),
                            self.lab.peer_name(session.peer[0]))
         content = header + content
-        self.lab.enqueue(self.host_name, envelope.mail_from or "", list(envelope.rcpt_tos), content, queue_id)
+        self.lab.enqueue(self.host_name, envelope.mail_from or "", recipients, content, queue_id)
         _link_transaction(server, queue_id, content)
         return replies.OK_QUEUED.format(queue_id=queue_id)
 
@@ -405,18 +465,28 @@ class InboundHandler(_BaseHandler):
         fault = await server.fault_point("end-of-data")
         if fault:
             return fault
-        if self._bare_line_ends(envelope):
-            return replies.BARE_LF
+        refusal = self._bad_content(envelope)
+        if refusal:
+            return refusal
         queue_id = new_queue_id()
-        received = _received(server, session, queue_id, list(envelope.rcpt_tos), self.lab.now(),
+        recipients = _unique(envelope.rcpt_tos)
+        received = _received(server, session, queue_id, recipients, self.lab.now(),
                              self.lab.peer_name(session.peer[0]))
         content = received + (envelope.original_content or b"")
         sender = "" if envelope.mail_from in ("<>", None) else envelope.mail_from
         return_path = f"Return-Path: <{sender}>\r\n".encode()  # RFC 5321 section 4.4
-        for rcpt in envelope.rcpt_tos:
+        for rcpt in recipients:
             self.lab.deliver_local(rcpt.rpartition("@")[2].lower(), rcpt, return_path + content)
         _link_transaction(server, queue_id, content)
         return replies.OK_DELIVERED.format(queue_id=queue_id)
+
+
+def _unique(addresses: list[str]) -> list[str]:
+    """Drop repeated recipients (compared without case): one copy per mailbox, as Postfix's cleanup does."""
+    seen: dict[str, str] = {}
+    for address in addresses:
+        seen.setdefault(address.lower(), address)
+    return list(seen.values())
 
 
 def _start_transaction(server: LabSMTP) -> None:

@@ -7,6 +7,7 @@ state changes. Events are immutable; the trace is append-only and safe to read f
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -89,6 +90,10 @@ def format_transcript(events: Iterable[TraceEvent], *, times: bool = False) -> s
     return "\n".join(lines)
 
 
+def _seq(event: TraceEvent) -> int:
+    return event.seq
+
+
 @dataclass
 class _Link:
     conn: str
@@ -164,7 +169,11 @@ class Trace:
             return list(self._events)
 
     def since(self, mark: int) -> list[TraceEvent]:
-        return [e for e in self.events() if e.seq > mark]
+        # Events are appended in seq order: find the mark by bisection, not by scanning (the relay
+        # asks for this once per message, and a busy lab holds hundreds of thousands of events).
+        with self._lock:
+            start = bisect.bisect_right(self._events, mark, key=_seq)
+            return self._events[start:]
 
     def connections(self, protocol: str | None = None) -> list[str]:
         """Return connection ids in order of first appearance."""
@@ -185,7 +194,10 @@ class Trace:
         since: int | None = None,
     ) -> list[TraceEvent]:
         """Return the events matching every criterion given."""
-        events = self.for_message(message) if message is not None else self.events()
+        if message is not None:
+            events = self.for_message(message)
+        else:
+            events = self.since(since) if since is not None else self.events()
         return [
             e for e in events
             if (conn is None or e.conn == conn)

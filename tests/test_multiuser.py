@@ -45,5 +45,4 @@ def test_twenty_labs_in_twenty_processes(tmp_path: Path) -> None:
         results.append(json.loads(out.strip().splitlines()[-1]))
     for result in results:
         assert result["subjects"] == [f"Subject: lab {result['token']}"], "each lab sees its own mail only"
-        # A port conflict would have failed that lab's start (non-zero exit above).
-        assert len(set(result["ports"])) == len(result["ports"])
+    # A port conflict would have failed that lab's start: every process exited 0 above.

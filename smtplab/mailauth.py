@@ -1,0 +1,237 @@
+"""Sender authentication: SPF (pyspf), DKIM (dkimpy) and DMARC (authheaders), answered by the lab DNS.
+
+The receiving MX calls `evaluate()` for each message: SPF checks the connecting address against the
+MAIL FROM domain's policy (RFC 7208), DKIM verifies the signature with the key published in DNS
+(RFC 6376), DMARC asks whether either passed *aligned* with the From header the reader sees, and what
+the domain wants done otherwise (RFC 7489). The verdict is written as an Authentication-Results header
+(RFC 8601). The libraries normally ask the system resolver; here every lookup goes to the lab DNS.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from dataclasses import dataclass
+from email.utils import getaddresses, parseaddr
+from typing import Any
+
+import dkim
+import dns.exception
+import dns.resolver
+import spf
+import authheaders
+import authheaders.dmarc_lookup
+from authheaders import dmarc_per_from
+from authheaders.dmarc_lookup import DMARCException
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+__all__ = ["LabDns", "AuthVerdict", "evaluate", "dkim_sign", "new_dkim_key"]
+
+_local = threading.local()
+_system_spf_lookup = spf.DNSLookup
+
+
+def _spf_lookup(name: str, qtype: str, strict: bool = True, timeout: float = 20) -> list[Any]:
+    lab_dns: LabDns | None = getattr(_local, "dns", None)
+    if lab_dns is None:  # not inside a lab evaluation: behave exactly like pyspf
+        return _system_spf_lookup(name, qtype, strict, timeout)
+    return lab_dns.spf_records(name, qtype)
+
+
+spf.DNSLookup = _spf_lookup  # pyspf looks records up through this module-level hook
+
+
+@functools.lru_cache(maxsize=1024)
+def _org_domain(domain: str) -> str:
+    return _original_org_domain(domain)
+
+
+# authheaders re-reads the whole public suffix list (~60 ms) for every organizational-domain question;
+# the answer for a name never changes while the lab runs.
+_original_org_domain = authheaders.dmarc_lookup.get_org_domain
+authheaders.dmarc_lookup.get_org_domain = _org_domain
+authheaders.get_org_domain = _org_domain
+
+
+class LabDns:
+    """Synchronous lookups against the lab DNS, in the shapes pyspf, dkimpy and authheaders expect."""
+
+    def __init__(self, address: str, port: int, timeout: float = 2.0) -> None:
+        self.resolver = dns.resolver.Resolver(configure=False)
+        self.resolver.nameservers = [address]
+        self.resolver.port = port
+        self.resolver.lifetime = timeout
+        self.resolver.timeout = timeout
+        self.resolver.cache = None
+
+    def _answer(self, name: str, qtype: str) -> list[Any]:
+        try:
+            return list(self.resolver.resolve(name, qtype, raise_on_no_answer=False) or [])
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoNameservers):
+            return []
+        except dns.exception.Timeout:
+            raise spf.TempError(f"DNS timeout for {name}") from None
+
+    def txt(self, name: str) -> list[str]:
+        return [b"".join(r.strings).decode("utf-8", "replace") for r in self._answer(name, "TXT")]
+
+    def spf_records(self, name: str, qtype: str) -> list[Any]:
+        out: list[Any] = []
+        for rdata in self._answer(name, qtype):
+            if qtype in ("A", "AAAA"):
+                out.append(((name, qtype), rdata.address))
+            elif qtype == "MX":
+                out.append(((name, qtype), (rdata.preference, rdata.exchange)))
+            elif qtype == "PTR":
+                out.append(((name, qtype), rdata.target.to_text(True)))
+            elif qtype in ("TXT", "SPF"):
+                out.append(((name, qtype), rdata.strings))
+        return out
+
+    def dkim_txt(self, name: bytes, timeout: float = 5) -> bytes | None:
+        records = self.txt(name.decode("ascii", "replace").rstrip("."))
+        return records[0].encode() if records else None
+
+    def dmarc_txt(self, name: str) -> str | None:
+        records = self.txt(name)
+        return records[0] if records else None
+
+
+@dataclass(frozen=True)
+class AuthVerdict:
+    """What the receiving MX concluded about who really sent a message."""
+
+    spf: str  # pass, fail, softfail, neutral, none, temperror, permerror
+    spf_reason: str
+    spf_identity: str  # the MAIL FROM address (or postmaster@HELO) SPF was checked for
+    dkim: str  # pass, fail, none
+    dkim_domain: str  # d= of the signature
+    dmarc: str  # pass, fail, none
+    dmarc_policy: str  # none, quarantine, reject ('' without a DMARC record)
+    from_domain: str  # the domain in the From header (what the reader sees)
+    authserv_id: str
+
+    @property
+    def disposition(self) -> str:
+        """What DMARC asks the receiver to do with this message: accept, quarantine or reject."""
+        if self.dmarc == "fail" and self.dmarc_policy in ("quarantine", "reject"):
+            return self.dmarc_policy
+        return "accept"
+
+    @property
+    def header(self) -> str:
+        """The Authentication-Results header field value (RFC 8601)."""
+        parts = [self.authserv_id]
+        spf_property = f"smtp.mailfrom={self.spf_identity}" if self.spf_identity else ""
+        parts.append(f"spf={self.spf} ({self.spf_reason}) {spf_property}".replace("  ", " ").strip())
+        if self.dkim == "none":
+            parts.append("dkim=none (no signature)")
+        else:
+            parts.append(f"dkim={self.dkim} header.d={self.dkim_domain}")
+        policy = f" (p={self.dmarc_policy})" if self.dmarc_policy else ""
+        parts.append(f"dmarc={self.dmarc}{policy} header.from={self.from_domain}")
+        return ";\r\n\t".join(parts)
+
+    def explain(self) -> str:
+        """Say in plain words what each check found."""
+        lines = [
+            f"SPF {self.spf}: {self.spf_reason}",
+            f"DKIM {self.dkim}" + (f" for {self.dkim_domain}" if self.dkim_domain else " (the message is not signed)"),
+            f"DMARC {self.dmarc} for From domain {self.from_domain}"
+            + (f", policy p={self.dmarc_policy}" if self.dmarc_policy else " (no DMARC record)"),
+            f"so the receiver will: {self.disposition}",
+        ]
+        return "\n".join(lines)
+
+
+def evaluate(content: bytes, *, client_ip: str, mail_from: str, helo: str, authserv_id: str,
+             lab_dns: LabDns) -> AuthVerdict:
+    """Run SPF, DKIM and DMARC for one received message (blocking: run it off the event loop)."""
+    _local.dns = lab_dns
+    try:
+        sender = mail_from if mail_from and mail_from != "<>" else f"postmaster@{helo}"
+        spf_identity = sender.lower()
+        try:
+            spf_result, spf_reason = spf.check2(i=client_ip, s=sender, h=helo, querytime=10)
+        except Exception as exc:  # a broken record is the sender's problem, not a crash
+            spf_result, spf_reason = "temperror", str(exc)
+        dkim_result, dkim_domain = _dkim(content, lab_dns)
+        from_domain = _from_domain(content)
+        dmarc_result, policy = _dmarc(from_domain, spf_result, spf_identity, dkim_result, dkim_domain, lab_dns)
+    finally:
+        _local.dns = None
+    return AuthVerdict(spf_result, spf_reason, spf_identity, dkim_result, dkim_domain, dmarc_result, policy,
+                       from_domain, authserv_id)
+
+
+def _dkim(content: bytes, lab_dns: LabDns) -> tuple[str, str]:
+    if b"dkim-signature:" not in content.split(b"\r\n\r\n", 1)[0].lower():
+        return "none", ""
+    verifier = dkim.DKIM(content)
+    try:
+        ok = verifier.verify(dnsfunc=lab_dns.dkim_txt)
+    except dkim.DKIMException:
+        ok = False
+    domain = verifier.signature_fields.get(b"d", b"").decode("ascii", "replace") if verifier.signature_fields else ""
+    return ("pass" if ok else "fail"), domain
+
+
+def _from_domain(content: bytes) -> str:
+    head = content.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
+    values = []
+    current = None
+    for line in head.split("\r\n"):
+        if line[:1] in (" ", "\t"):
+            if current == "from":
+                values[-1] += line
+            continue
+        name, sep, value = line.partition(":")
+        current = name.strip().lower() if sep else None
+        if current == "from":
+            values.append(value)
+    addresses = [a for _, a in getaddresses(values)] or [parseaddr(v)[1] for v in values]
+    return addresses[0].rpartition("@")[2].lower() if addresses else ""
+
+
+def _dmarc(from_domain: str, spf_result: str, spf_identity: str, dkim_result: str, dkim_domain: str,
+           lab_dns: LabDns) -> tuple[str, str]:
+    if not from_domain:
+        return "none", ""
+    spf_arg = _Result(spf_result, smtp_mailfrom=spf_identity)
+    dkim_arg = _Result(dkim_result, header_d=dkim_domain) if dkim_result != "none" else None
+    try:
+        result, _comment, _domain, policy = dmarc_per_from(from_domain, spf_result=spf_arg, dkim_result=dkim_arg,
+                                                           dnsfunc=lab_dns.dmarc_txt)
+    except DMARCException:
+        return "permerror", ""
+    return (result or "none"), (policy or "")
+
+
+class _Result:
+    """The attributes authheaders reads from SPF/DKIM results."""
+
+    def __init__(self, result: str, smtp_mailfrom: str = "", header_d: str = "") -> None:
+        self.result = result
+        self.smtp_mailfrom = smtp_mailfrom
+        self.header_d = header_d
+
+
+def new_dkim_key(bits: int = 2048) -> tuple[bytes, str]:
+    """Return (private key PEM, the TXT record value that publishes the public key)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                serialization.NoEncryption())
+    public = key.public_key().public_bytes(serialization.Encoding.DER,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    import base64
+
+    return private, f"v=DKIM1; k=rsa; p={base64.b64encode(public).decode()}"
+
+
+def dkim_sign(content: bytes, *, domain: str, selector: str, private_key: bytes) -> bytes:
+    """Return `content` with a DKIM-Signature header prepended (relaxed/relaxed, rsa-sha256)."""
+    headers = [b"from", b"to", b"subject", b"date", b"message-id", b"mime-version", b"content-type"]
+    signature = dkim.sign(content, selector.encode(), domain.encode(), private_key,
+                          include_headers=headers, canonicalize=(b"relaxed", b"relaxed"))
+    return signature + content
