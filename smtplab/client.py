@@ -141,6 +141,7 @@ class SmtpSession:
         self._sock = socket.create_connection((address, port), timeout=timeout,
                                               source_address=(source, 0) if source else None)
         self.local_port: int = self._sock.getsockname()[1]  # finds this conversation in lab.trace
+        self.conn = ""  # the trace's connection id, e.g. "smtp-7" (set by lab.session)
         self.greeting = self._read_reply()
 
     def send(self, line: str | bytes) -> Reply | None:
@@ -171,12 +172,17 @@ class SmtpSession:
 
     def data(self, message: str | bytes) -> Reply:
         """Send DATA, the message (dot-stuffed, CRLF line ends) and the lone dot; return the final reply."""
+        if self.in_data:
+            raise SessionError("already inside DATA: send the message lines with send(), then '.'")
         reply = self.send("DATA")
         assert reply is not None
         if reply.code != 354:
             return reply
         text = message.decode("utf-8") if isinstance(message, bytes) else message
-        for line in text.replace("\r\n", "\n").split("\n"):
+        text = text.replace("\r\n", "\n")
+        if text.endswith("\n"):
+            text = text[:-1]  # the last line's own line end; not an extra empty line
+        for line in text.split("\n"):
             self.send("." + line if line.startswith(".") else line)  # RFC 5321 §4.5.2 dot-stuffing
         final = self.send(".")
         assert final is not None
@@ -332,8 +338,12 @@ def open_session(lab: Any, host_name: str, service: str | None = None, timeout: 
         service = "submission" if "submission" in host.ports else "smtp"
     if service not in host.ports:
         raise SessionError(f"{host.name} runs no {service} service; it runs {', '.join(host.ports)}")
-    return SmtpSession(host.address, host.ports[service], context=lab._client_context, server_name=host.name,
-                       timeout=timeout, service=service)
+    session = SmtpSession(host.address, host.ports[service], context=lab._client_context, server_name=host.name,
+                          timeout=timeout, service=service)
+    # The server recorded the connection before it greeted us: find its id in the trace.
+    session.conn = next((e.conn for e in reversed(lab.trace.events())
+                         if e.kind == "connect" and e.client.endswith(f":{session.local_port}")), "")
+    return session
 
 
 

@@ -90,7 +90,9 @@ class MailStore:
         finally:
             box.close()
         items.sort()
-        return [message_from_bytes(raw, policy=policy.default) for _, _, raw in items]  # type: ignore[misc]
+        # Python's email package works in LF line ends; the files keep the wire's CRLF.
+        return [message_from_bytes(raw.replace(b"\r\n", b"\n"), policy=policy.default)  # type: ignore[misc]
+                for _, _, raw in items]
 
     def count(self, address: str, folder: str = "INBOX") -> int:
         box = self._maildir(address, folder, create=False)

@@ -1,0 +1,171 @@
+"""Checks for notebook 02, the MX lookup: which MX first, preferences in a custom lab, the Null MX.
+
+The checks ask the lab's DNS (and, for the custom lab, send a real message and read its Received
+headers), so the feedback quotes what the lab really answered.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import SmtpLabError
+from ..hops import received_hops
+from . import Feedback, failed, passed, unanswered
+
+__all__ = ["check_first_mx", "check_mx2_first", "check_null_mx", "NULL_MX_CHOICES"]
+
+FIRST_MX = "Exercise 1 · predict the first MX"
+NULL_MX = "Exercise 2 · mail for a Null MX domain"
+MX2_FIRST = "Exercise 3 · make mx2 the first choice"
+
+DOMAIN = "example.net"
+
+NULL_MX_CHOICES = {
+    "a": "It connects to the host called \".\", fails, and tries again later.",
+    "b": "It keeps the message in its queue and retries for days, as when a server is down.",
+    "c": "It ignores the MX record and delivers to the domain's own address (the implicit MX).",
+    "d": "It gives up at once and sends Alice a bounce (status 5.1.10).",
+}
+
+
+def _blank(answer: Any) -> bool:
+    return answer is None or answer is Ellipsis
+
+
+def _records_text(records: list[Any]) -> str:
+    return ", ".join(f"{r.preference} {r.exchange}" for r in records) or "no MX records"
+
+
+# --- exercise 1: predict -------------------------------------------------------------------------
+
+
+def check_first_mx(answer: Any, lab: Any) -> Feedback:
+    """Check the predicted first MX for example.net against the lab's DNS."""
+    if _blank(answer):
+        return unanswered("Write a host name in quotes, one of lab.hosts, e.g. answer = \"name.example.net\".", FIRST_MX)
+    if not isinstance(answer, str):
+        return failed(f"answer with a host name in quotes, e.g. \"smtp.example.net\", not {answer!r}.", FIRST_MX)
+    records = lab.lookup_mx(DOMAIN)
+    listed = _records_text(records)
+    name = answer.strip().lower().rstrip(".")
+    if name and name in {h.split(".", 1)[0] for h in lab.hosts}:
+        try:
+            name = lab.host(name).name
+        except SmtpLabError:
+            pass
+    best = min(r.preference for r in records)
+    firsts = [r.exchange for r in records if r.preference == best]
+    by_name = {r.exchange: r for r in records}
+    if name in firsts:
+        tie = "" if len(firsts) == 1 else f" (tied with {', '.join(f for f in firsts if f != name)}: a relay picks at random)"
+        return passed(f"Right: {name} has preference {best}, the lowest of example.net's MX records ({listed}){tie}. "
+                      "A relay tries the lowest number first; the others are backups (RFC 5321 section 5.1).",
+                      FIRST_MX)
+    if name in by_name:
+        return failed(f"{name} has preference {by_name[name].preference}, but {firsts[0]} has {best}. The lower "
+                      "number wins: preference is a rank (1st, 2nd choice), not a score. "
+                      f"example.net's MX records: {listed}.", FIRST_MX)
+    if name == DOMAIN:
+        return failed("example.net is the domain, not a server. A relay uses the domain's own address only when the "
+                      f"domain has no MX record at all (the implicit MX); example.net has: {listed}.", FIRST_MX)
+    if name == f"smtp.{DOMAIN}":
+        return failed("smtp.example.net is Bob's submission server, where Bob sends his own mail with a password. "
+                      f"Mail from other providers goes to the hosts in example.net's MX records: {listed}.", FIRST_MX)
+    if name.startswith("imap."):
+        return failed(f"{name} only lets users read their mailboxes (IMAP); mail arrives by SMTP at the hosts in "
+                      f"the MX records: {listed}.", FIRST_MX)
+    if name == "smtp.example.org":
+        return failed("smtp.example.org is Alice's own server: it is the relay that asks DNS the question. It "
+                      f"delivers to one of example.net's MX hosts: {listed}.", FIRST_MX)
+    if name == getattr(getattr(lab, "dns", None), "name", "dns.lab"):
+        return failed(f"{name} answers the question (it is the DNS server) but receives no mail. The answer names "
+                      f"the mail servers: {listed}.", FIRST_MX)
+    return failed(f"{answer!r} is not one of example.net's MX hosts. The lab DNS answers: {listed}.", FIRST_MX)
+
+
+# --- exercise 2: do -------------------------------------------------------------------------
+
+
+def check_mx2_first(my_lab: Any) -> Feedback:
+    """Check a learner's lab: mx2 must be example.net's preferred MX, with mx1 kept as backup, and really used."""
+    if _blank(my_lab):
+        return unanswered("Change the preferences in my_scenario, then start it: "
+                          "my_lab = smtplab.start(scenario=my_scenario).", MX2_FIRST)
+    if isinstance(my_lab, dict) or type(my_lab).__name__ == "Scenario":
+        return failed("that is the scenario, not a running lab: start it with "
+                      "my_lab = smtplab.start(scenario=my_scenario) and check my_lab.", MX2_FIRST)
+    if not hasattr(my_lab, "lookup_mx") or not hasattr(my_lab, "send"):
+        return failed(f"expected the lab returned by smtplab.start(...), got a {type(my_lab).__name__}.", MX2_FIRST)
+    if not getattr(my_lab, "running", False):
+        return failed("this lab is stopped (starting another lab stops the previous one): run the cell that "
+                      "starts my_lab again, then this check.", MX2_FIRST)
+    try:
+        records = my_lab.lookup_mx(DOMAIN)
+    except SmtpLabError as exc:
+        return failed(f"the lab's DNS gives no MX for example.net: {exc}", MX2_FIRST)
+    listed = _records_text(records)
+    by_name = {r.exchange: r.preference for r in records}
+    mx1, mx2 = by_name.get(f"mx1.{DOMAIN}"), by_name.get(f"mx2.{DOMAIN}")
+    if mx2 is None:
+        return failed(f"example.net has no MX record for mx2.example.net any more ({listed}): keep both records "
+                      "and change only their preference numbers.", MX2_FIRST)
+    if mx1 is None:
+        return failed(f"mx2 comes first now, but only because mx1's record is gone ({listed}). Keep mx1 as the "
+                      "backup: give it a higher number than mx2.", MX2_FIRST)
+    if mx2 == mx1:
+        return failed(f"mx1 and mx2 both have preference {mx1}: a relay shuffles equal preferences, so mx2 would "
+                      "come first only about half the time. Give mx2 the lower number.", MX2_FIRST)
+    if mx2 > mx1:
+        return failed(f"the lab's DNS still says {listed}: mx1 has the lower number, so it is tried first. "
+                      "The lowest preference wins: give mx2 a smaller number than mx1.", MX2_FIRST)
+    lower = [r.exchange for r in records if r.preference < mx2]
+    if lower:
+        return failed(f"mx2 beats mx1, but {', '.join(lower)} has an even lower preference ({listed}).", MX2_FIRST)
+    if not my_lab.host(f"mx2.{DOMAIN}").is_up:
+        return failed("mx2.example.net is down in your lab, so the relay would fall back to mx1: bring it up with "
+                      "my_lab.host('mx2').up().", MX2_FIRST)
+    try:
+        result = my_lab.send("alice@example.org", "bob@example.net", "Which MX?", "Sent by the exercise check.\n")
+    except SmtpLabError as exc:
+        return failed(f"the DNS looks right ({listed}), but the test message from alice@example.org to "
+                      f"bob@example.net could not be sent: {exc}. Keep the users of the default scenario.", MX2_FIRST)
+    item = my_lab.queue_item(result.queue_id)
+    status = item.recipients[0]
+    message = next((m for m in reversed(my_lab.messages("bob@example.net"))
+                    if str(m.get("Message-ID", "")).strip() == result.message_id.strip()), None)
+    if message is None:
+        return failed(f"the DNS looks right ({listed}), but the test message did not reach Bob: "
+                      f"{status.state}, last reply {status.last_reply}.", MX2_FIRST)
+    last = received_hops(message)[-1]
+    if last.by != f"mx2.{DOMAIN}":
+        return failed(f"the DNS looks right ({listed}), but the test message was delivered by {last.by}.", MX2_FIRST)
+    return passed(f"The lab's DNS answers {listed}, and the test message's newest Received header says "
+                  f"'from {last.from_name} ... by {last.by}': the relay tried mx2 first. mx1 is now the backup.",
+                  MX2_FIRST)
+
+
+# --- exercise 3: explain (multiple choice) --------------------------------------------------------
+
+
+_NULL_MX_FEEDBACK = {
+    "a": "\".\" is the root of DNS, not a host: \"0 .\" means 'no mail server at all'. RFC 7505 says a sender "
+         "must not try to connect anywhere, and since the answer is definite there is nothing to retry.",
+    "b": "retrying makes sense for temporary trouble (4xx: a server down, a full disk). A Null MX is the domain "
+         "saying, for good, 'I accept no mail': waiting days would change nothing and keep Alice in the dark.",
+    "c": "the implicit MX applies only when a domain has no MX record at all. The Null MX is a record, published "
+         "precisely so that senders do NOT fall back to the domain's address (often just a web server).",
+}
+
+
+def check_null_mx(choice: Any) -> Feedback:
+    """Check the multiple-choice answer about a Null MX domain (RFC 7505)."""
+    if _blank(choice):
+        return unanswered("Set choice to one of \"a\", \"b\", \"c\" or \"d\".", NULL_MX)
+    letter = str(choice).strip().lower().rstrip(")").strip()
+    if letter not in NULL_MX_CHOICES:
+        return failed(f"{choice!r} is not one of the choices: answer \"a\", \"b\", \"c\" or \"d\".", NULL_MX)
+    if letter == "d":
+        return passed("Right: a Null MX (\"0 .\", RFC 7505) says the domain accepts no mail. The relay gives up at "
+                      "once without connecting anywhere and bounces: status 5.1.10 ('recipient address has null "
+                      "MX'). Alice's bounce arrives within seconds instead of after days of retries.", NULL_MX)
+    return failed(_NULL_MX_FEEDBACK[letter], NULL_MX)
