@@ -153,8 +153,14 @@ class _TracedWriter:
         self._head = bytearray()
 
     def write(self, data: bytes) -> None:
-        self._writer.write(data)
-        self._buffer += bytes(data)
+        # Record first, then send: a client that already has its answer must find it in the trace.
+        try:
+            self._record_lines(bytes(data))
+        finally:
+            self._writer.write(data)
+
+    def _record_lines(self, data: bytes) -> None:
+        self._buffer += data
         while True:
             if self._skip:
                 taken = min(self._skip, len(self._buffer))

@@ -32,6 +32,7 @@ SERVICE_UNAVAILABLE = "421 4.3.2 Service not available, closing transmission cha
 NUL_IN_DATA = "554 5.6.0 Message contains NUL characters: text may not hold them (RFC 5322 section 2.3)"
 BAD_HELLO = "501 5.5.2 {command} needs a domain name or address literal, without control characters"
 TLS_ALREADY_ACTIVE = "503 5.5.1 TLS is already active (RFC 3207 section 4.2: STARTTLS only once)"
+LINE_TOO_LONG = "500 5.5.2 Line too long (RFC 5321 section 4.5.3.1: 512 octets for commands, 1000 for text)"
 TOO_MANY_BOGUS = "421 4.7.0 Too many unrecognized commands, closing connection"
 TIMEOUT = "421 4.4.2 {host} Error: timeout exceeded, closing connection"
 
@@ -137,6 +138,7 @@ _DETAILS = {
     "1.3": "bad destination mailbox address syntax",
     "1.5": "destination address valid",
     "2.0": "other mailbox status",
+    "2.1": "mailbox disabled, not accepting messages",
     "2.2": "mailbox full",
     "3.2": "system not accepting network messages",
     "3.4": "message too big for system",

@@ -1,0 +1,266 @@
+"""Exercises of notebook 03 (relay and delivery): fallback MX, retries, reading a DSN.
+
+Each check reads what really happened in the lab (the Received headers of the delivered copy, the
+relay queue, the DSN in the sender's mailbox) and compares it with the learner's answer.
+"""
+
+from __future__ import annotations
+
+from email.message import Message
+from typing import Any
+
+from ..hops import received_hops
+from ..replies import explain
+from . import Feedback, failed, passed, unanswered
+
+__all__ = ["check_fallback_prediction", "check_deferred_then_delivered", "send_mystery", "check_dsn",
+           "MYSTERY_SUBJECT"]
+
+FALLBACK = "Exercise 1 · which host delivers?"
+RETRY = "Exercise 2 · deferred, then delivered"
+DSN = "Exercise 3 · read a bounce"
+
+MYSTERY_SUBJECT = "Minutes of Monday's meeting"
+_MYSTERY_FAULT = "550 5.2.1 <{rcpt}>: Mailbox disabled, not accepting messages"
+
+
+def _blank(value: Any) -> bool:
+    return value is None or value is ... or (isinstance(value, str) and not value.strip())
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _find_delivered(lab: Any, message_id: str, recipients: tuple[str, ...]) -> Message | None:
+    for rcpt in recipients:
+        try:
+            mailbox = lab.messages(rcpt)
+        except KeyError:
+            continue
+        for message in mailbox:
+            if str(message.get("Message-ID", "")).strip() == message_id.strip():
+                return message
+    return None
+
+
+# --- exercise 1: predict the host that delivers when mx1 is down ---
+
+def check_fallback_prediction(lab: Any, prediction: Any, result: Any) -> Feedback:
+    """Compare the predicted delivering host with the `by` of the topmost Received header."""
+    if _blank(prediction):
+        return unanswered("Write the name of the host you expect to put the message into Bob's mailbox, "
+                          "e.g. prediction = \"smtp.example.org\".", FALLBACK)
+    if not isinstance(prediction, str):
+        return failed(f"give a host name as a string, like \"smtp.example.org\" (you gave {prediction!r}).",
+                      FALLBACK)
+    if result is None or not hasattr(result, "message_id"):
+        return failed("run the cell that sends the message first: the check needs its SendResult.", FALLBACK)
+    name = prediction.strip().lower().rstrip(".")
+    try:
+        host = lab.host(name).name
+    except KeyError:
+        return failed(f"{prediction!r} is not a host of this lab. The hosts are: {', '.join(lab.hosts)}.",
+                      FALLBACK)
+    message = _find_delivered(lab, result.message_id, tuple(result.recipients))
+    if message is None:
+        item = lab.queue_item(result.queue_id)
+        states = "; ".join(f"{r.address} is {r.state} ({r.last_reply})" for r in item.recipients)
+        return failed(f"the message is not in any recipient's mailbox, so nobody delivered it yet: {states}. "
+                      "Did you switch off mx2 as well? Bring it back with lab.host(\"mx2\").up(), "
+                      "send again and compare.", FALLBACK)
+    hops = received_hops(message)
+    top = _one_line(message.get_all("Received")[0])
+    truth = hops[-1].by
+    mx1_down = not lab.host("mx1").is_up if "mx1.example.net" in lab.hosts else False
+    if host == truth:
+        why = ("mx1 refused the connection, so the relay tried the next MX by preference. "
+               if truth != "mx1.example.net" else "")
+        return passed(f"Right: the topmost Received header says 'by {truth}'. {why}"
+                      f"The header: {top}", FALLBACK)
+    hint = f"The topmost Received header of the delivered copy says 'by {truth}': {top}"
+    if host == "mx1.example.net" and truth != host:
+        return failed("mx1.example.net has the lowest preference, but it was down"
+                      + (" (it still is)" if mx1_down else "")
+                      + ": the relay got 'connection refused' and moved on to the next MX record. " + hint,
+                      FALLBACK)
+    if host == "smtp.example.org":
+        return failed("smtp.example.org is Alice's provider: it accepted her message and relayed it, but it "
+                      "has no mailbox for bob@example.net. " + hint, FALLBACK)
+    if host == "smtp.example.net":
+        return failed("smtp.example.net is where Bob submits his own mail (port 587, with a password); it is "
+                      "not in example.net's MX records, so no relay delivers to it. " + hint, FALLBACK)
+    if host.startswith("imap."):
+        return failed(f"{host} only lets Bob read his mailbox over IMAP; mail arrives over SMTP at the hosts "
+                      "named in the MX records. " + hint, FALLBACK)
+    return failed(f"{host} did not receive this message. " + hint, FALLBACK)
+
+
+# --- exercise 2: make a message wait in the queue, then get it delivered ---
+
+def _queue_id(answer: Any) -> str:
+    if hasattr(answer, "queue_id"):
+        return str(answer.queue_id)
+    return str(answer).strip()
+
+
+def check_deferred_then_delivered(lab: Any, answer: Any) -> Feedback:
+    """Pass when the message `answer` (queue id or SendResult) needed 2+ attempts and was delivered."""
+    if _blank(answer):
+        return unanswered("Send a message that cannot be delivered at once, get it delivered later, and put its "
+                          "queue id in my_queue_id (result.queue_id).", RETRY)
+    queue_id = _queue_id(answer)
+    try:
+        item = lab.queue_item(queue_id)
+    except KeyError:
+        ids = ", ".join(i.queue_id for i in lab.queue if i.sender) or "none yet"
+        return failed(f"there is no message with queue id {queue_id!r} in lab.queue (your messages: {ids}). "
+                      "The queue id is the last word of the reply '250 2.0.0 OK: queued as ...', "
+                      "also in result.queue_id.", RETRY)
+    if not item.sender:
+        return failed(f"{queue_id} is a bounce (a DSN sent from the null sender <> to {item.recipients[0].address}), "
+                      "not a message you sent. Use the queue id of your own message.", RETRY)
+    bounced = [r for r in item.recipients if r.state == "bounced"]
+    if bounced:
+        r = bounced[0]
+        return failed(f"{queue_id} bounced for {r.address}: {r.last_reply}. A 5xx reply (or a non-existent "
+                      "address) is final; to see a retry you need a temporary failure: a host down, or a 4xx "
+                      "reply such as 451.", RETRY)
+    waiting = [r for r in item.recipients if r.state != "delivered"]
+    if waiting:
+        r = waiting[0]
+        minutes = max(0, (item.next_attempt - lab.clock.now()) / 60)
+        return failed(f"{queue_id} is still {r.state} for {r.address} after {r.attempts} attempt(s); the last "
+                      f"reply was: {r.last_reply}. The next attempt is due in {minutes:.0f} min of lab time. Make "
+                      "a receiving host work again (lab.host(\"mx1\").up(), or .clear_faults()), then move the "
+                      "clock past that attempt, e.g. lab.clock.advance(\"5m\").", RETRY)
+    attempts = max(r.attempts for r in item.recipients)
+    r = item.recipients[0]
+    if attempts < 2:
+        return failed(f"{queue_id} was delivered at the first attempt by {r.via} ({r.last_reply}): it never "
+                      "waited in the queue. Before you send, make every MX of example.net unreachable (down() "
+                      "both, or inject a 451 at RCPT on both); then repair one and advance the clock.", RETRY)
+    events = [e for e in lab.trace.for_message(queue_id) if e.protocol == "queue"]
+    deferrals = [e.text for e in events if e.text.startswith("deferred")]
+    delivered_at = next((e.time for e in events if e.text.startswith("delivered")), None)
+    first = f" After attempt 1 the queue noted: \"{deferrals[0]}\"." if deferrals else ""
+    waited = (f" It spent {(delivered_at - item.created) / 60:.0f} min of lab time in the queue."
+              if delivered_at is not None else "")
+    return passed(f"{queue_id} was deferred, retried, and delivered by {r.via} at attempt {attempts}: "
+                  f"{r.last_reply}.{first}{waited}", RETRY)
+
+
+# --- exercise 3: read a DSN ---
+
+def send_mystery(lab: Any, sender: str = "alice@example.org", recipient: str = "bob@example.net") -> Any:
+    """Send a message from `sender` to `recipient` (Cc the sender) that bounces for `recipient`.
+
+    The receiving MX hosts answer RCPT for `recipient` with a permanent error this one time; what it
+    is, the learner finds out from the DSN. Faults set here are removed again before returning.
+    """
+    domain = recipient.rpartition("@")[2]
+    hosts = [lab.host(r.exchange) for r in lab.lookup_mx(domain) if r.exchange in lab.hosts]
+    added = []
+    for host in hosts:
+        had_faults = bool(host.faults)
+        added.append((host, had_faults, host.inject("RCPT", _MYSTERY_FAULT.format(rcpt=recipient),
+                                                    recipient=recipient)))
+    try:
+        result = lab.send(sender, [recipient, sender], MYSTERY_SUBJECT,
+                          "Hi Bob,\n\nhere are the minutes of Monday's meeting.\n\nAlice\n")
+    finally:
+        for host, had_faults, fault in added:
+            if had_faults:
+                lab.faults.remove(fault)
+            else:
+                host.clear_faults()
+    return result
+
+
+def _dsn_fields(message: Message) -> tuple[str, list[dict[str, str]]]:
+    """Return (Message-ID of the returned original, [per-recipient fields]) of a DSN."""
+    original = ""
+    blocks: list[dict[str, str]] = []
+    for part in message.walk():
+        kind = part.get_content_type()
+        if kind == "message/delivery-status":
+            payload = part.get_payload()
+            if isinstance(payload, list):
+                blocks = [{k: _one_line(v) for k, v in block.items()} for block in payload[1:]]
+        elif kind in ("text/rfc822-headers", "message/rfc822-headers"):
+            text = part.get_payload(decode=True) or b""
+            for line in text.decode("utf-8", "replace").splitlines():
+                if line.lower().startswith("message-id:"):
+                    original = line.split(":", 1)[1].strip()
+    return original, blocks
+
+
+def _address(value: str) -> str:
+    text = value.strip()
+    if ";" in text:
+        text = text.split(";", 1)[1]
+    return text.strip().strip("<>").strip().lower()
+
+
+def check_dsn(lab: Any, mystery: Any, status: Any, recipient: Any, sender: str = "alice@example.org") -> Feedback:
+    """Compare the learner's Status code and failing recipient with the DSN about `mystery`."""
+    if _blank(status) and _blank(recipient):
+        return unanswered("Find the DSN about the mystery message in Alice's mailbox and fill in dsn_status "
+                          "and dsn_recipient.", DSN)
+    if mystery is None or not hasattr(mystery, "message_id"):
+        return failed("run the cell with nb03.send_mystery(lab) first: the check needs its result.", DSN)
+    lab.wait_for_delivery()
+    reports = [m for m in lab.messages(sender) if m.get_content_type() == "multipart/report"]
+    blocks: list[dict[str, str]] = []
+    for report in reports:
+        original, fields = _dsn_fields(report)
+        if original == mystery.message_id.strip():
+            blocks = fields
+    if not blocks:
+        item = lab.queue_item(mystery.queue_id)
+        states = "; ".join(f"{r.address}: {r.state}" for r in item.recipients)
+        return failed(f"there is no DSN about the mystery message in {sender}'s mailbox yet ({states}). "
+                      "Are the MX hosts of example.net up? Run the nb03.send_mystery(lab) cell again.", DSN)
+    block = blocks[0]
+    true_status = block.get("Status", "")
+    true_rcpt = _address(block.get("Final-Recipient", ""))
+    diagnostic = block.get("Diagnostic-Code", "")
+    problems = []
+    if _blank(status):
+        problems.append("dsn_status is still empty: copy the value of the Status field")
+    else:
+        given = str(status).strip()
+        if given != true_status:
+            if given.isdigit() and len(given) == 3:
+                problems.append(f"{given} is a three-digit SMTP reply code (you find those in Diagnostic-Code); "
+                                "the Status field holds the enhanced status code, three numbers with dots "
+                                "(class.subject.detail)")
+            elif given == "5.1.1":
+                problems.append("5.1.1 (user unknown) was the Status of the earlier bounce to nobody@example.net; "
+                                "this DSN is about another message and another reason")
+            else:
+                problems.append(f"the Status field of this DSN does not say {given!r}")
+    if _blank(recipient):
+        problems.append("dsn_recipient is still empty: copy the address from Final-Recipient")
+    else:
+        given_rcpt = _address(str(recipient))
+        if given_rcpt != true_rcpt:
+            if given_rcpt == sender.lower():
+                problems.append(f"{given_rcpt} is the sender: the DSN is addressed To her. The recipient that "
+                                "failed is in the Final-Recipient field")
+            elif given_rcpt == "nobody@example.net":
+                problems.append("nobody@example.net failed in the earlier bounce; the mystery message went to "
+                                "other recipients")
+            else:
+                problems.append(f"{given_rcpt} is not the Final-Recipient of this DSN")
+    if problems:
+        return failed("Not yet: " + "; ".join(problems) + ". Look for the part with Content-Type "
+                      "message/delivery-status in the newest DSN (Subject: Undelivered Mail Returned to Sender).",
+                      DSN)
+    said = diagnostic.removeprefix("smtp; ")
+    code = said[:3]
+    meaning = f" ({explain(int(code), true_status)})" if code.isdigit() else ""
+    return passed(f"Right: Status {true_status} for {true_rcpt}{meaning}. "
+                  f"The MX said: {said}. A 5 in front means permanent: the relay "
+                  "bounced at once, without retrying. The other recipient is not in the DSN: it was delivered.",
+                  DSN)
