@@ -12,6 +12,8 @@ from nbclient.exceptions import CellExecutionError
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
+SOLUTIONS = sorted((NOTEBOOKS_DIR / "solutions").glob("*.ipynb"))
+FEEDBACK = re.compile(r"<div class='smtplab-feedback'[^>]*><span style='color:[^']*'>(.)</span>(.*?)</div>", re.S)
 CELL_TIMEOUT = 120  # seconds per cell
 ANSI_COLOURS = re.compile(r"\x1b\[[0-9;]*m")  # IPython colours its tracebacks
 
@@ -35,8 +37,7 @@ def test_notebook_is_committed_without_outputs(path: Path) -> None:
     assert not dirty, f"{path.name}: code cells {dirty} have outputs or execution counts; clear them before committing"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_runs_top_to_bottom(path: Path) -> None:
+def execute(path: Path) -> nbformat.NotebookNode:
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(
         nb,
@@ -52,3 +53,35 @@ def test_notebook_runs_top_to_bottom(path: Path) -> None:
         failure = ANSI_COLOURS.sub("", str(exc))
     if failure is not None:
         pytest.fail(f"{path.name}: a cell failed\n{failure}", pytrace=False)
+    return nb
+
+
+def feedback_marks(nb: nbformat.NotebookNode) -> list[tuple[str, str]]:
+    """(mark, text) of every exercise Feedback the notebook displayed: ✔ right, ✘ wrong, … unanswered."""
+    found = []
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            html = output.get("data", {}).get("text/html", "")
+            found += FEEDBACK.findall("".join(html) if isinstance(html, list) else html)
+    return found
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_runs_top_to_bottom(path: Path) -> None:
+    nb = execute(path)
+    marks = feedback_marks(nb)
+    assert all(mark != "✘" for mark, _ in marks), f"{path.name}: an untouched exercise must not say 'wrong'"
+
+
+def test_every_notebook_has_a_solution() -> None:
+    missing = {p.name for p in NOTEBOOKS} - {p.name for p in SOLUTIONS}
+    assert not missing, f"notebooks without a solution in notebooks/solutions/: {sorted(missing)}"
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.name)
+def test_solutions_pass_every_exercise(path: Path) -> None:
+    nb = execute(path)
+    marks = feedback_marks(nb)
+    assert marks, f"{path.name}: no exercise feedback was displayed"
+    wrong = [text for mark, text in marks if mark != "✔"]
+    assert not wrong, f"{path.name}: the solution does not pass: {wrong}"

@@ -1,0 +1,133 @@
+"""Exercises of notebook 00 (welcome): who delivered Alice's message, and Bob's reply.
+
+The checks read what really happened in the lab (the relay queue, the Received headers of the
+delivered copy) and say where the learner's answer fits in the journey when it is not the right one.
+"""
+
+from __future__ import annotations
+
+from email.message import Message
+from typing import Any
+
+from ..errors import SmtpLabError
+from ..hops import received_hops
+from . import Feedback, failed, passed, unanswered
+
+__all__ = ["check_delivering_host", "check_reply"]
+
+DELIVERER = "Exercise 1 · who put the message into Bob's mailbox?"
+REPLY = "Exercise 2 · Bob answers"
+
+ALICE = "alice@example.org"
+BOB = "bob@example.net"
+
+
+def _blank(value: Any) -> bool:
+    return value is None or value is ... or (isinstance(value, str) and not value.strip())
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _delivered_copy(lab: Any, message_id: str, recipient: str) -> Message | None:
+    try:
+        mailbox = lab.messages(recipient)
+    except Exception:  # a stopped lab has no mailboxes any more
+        return None
+    for message in mailbox:
+        if str(message.get("Message-ID", "")).strip() == message_id.strip():
+            return message
+    return None
+
+
+# --- exercise 1: name the host that stored the message in Bob's Maildir ---
+
+def check_delivering_host(lab: Any, result: Any, answer: Any) -> Feedback:
+    """Compare `answer` (a host name) with the host that delivered `result` to Bob's mailbox."""
+    if _blank(answer):
+        return unanswered("Write a host name from lab.hosts, e.g. answer = \"smtp.example.org\".", DELIVERER)
+    if not isinstance(answer, str):
+        return failed(f"Give the host name as a string, like \"smtp.example.org\" (you gave {answer!r}).",
+                      DELIVERER)
+    if result is None or not hasattr(result, "queue_id"):
+        return failed("Run the cell where Alice sends her message first: this check needs its result.", DELIVERER)
+    try:
+        item = lab.queue_item(result.queue_id)
+    except (KeyError, SmtpLabError):
+        return failed(f"The message {result.queue_id} is not in this lab's queue. Did you restart the lab after "
+                      "sending it? Run the notebook again from the top.", DELIVERER)
+    status = next((r for r in item.recipients if r.address == BOB), item.recipients[0])
+    if status.state != "delivered":
+        return failed(f"The message has not reached Bob's mailbox yet: the queue says {status.address} is "
+                      f"{status.state} ({status.last_reply}). Run the sending cell again.", DELIVERER)
+    truth = status.via
+    copy = _delivered_copy(lab, result.message_id, status.address)
+    if copy is not None and copy.get_all("Received"):
+        evidence = (f"The topmost Received header of Bob's copy says 'by {received_hops(copy)[-1].by}': "
+                    f"{_one_line(copy.get_all('Received')[0])}")
+    else:
+        evidence = f"The relay queue says {status.address} was delivered by {truth}: {status.last_reply}."
+    name = answer.strip().lower().rstrip(".")
+    if name not in lab.hosts:
+        return failed(f"{answer!r} is not a host of this lab. The hosts are: {', '.join(lab.hosts)}.", DELIVERER)
+    if name == truth:
+        return passed(f"Right: {truth} accepted the message for {status.address} over SMTP and stored it in his "
+                      f"Maildir ('{status.last_reply}'). {evidence}", DELIVERER)
+    if name == "smtp.example.org":
+        why = ("smtp.example.org is Alice's provider: it accepted her message (submission) and relayed it, but it "
+               "has no mailbox for bob@example.net.")
+    elif name == "smtp.example.net":
+        why = ("smtp.example.net is where Bob *sends* his own mail (submission, with a password). Mail from other "
+               "providers arrives at the hosts named in the MX records of example.net.")
+    elif name.startswith("imap."):
+        why = (f"{name} only lets its users read their mailboxes: mail arrives by SMTP, not IMAP. Which host "
+               "received it over SMTP from smtp.example.org?")
+    elif lab.hosts[name].domain == "example.net":
+        why = (f"{name} is an MX of example.net too, but with a higher preference number: a backup, only used "
+               "when the preferred MX does not answer.")
+    else:
+        why = f"{name} did not handle this message."
+    return failed(f"Not quite. {why} {evidence}", DELIVERER)
+
+
+# --- exercise 2: Bob answers Alice ---
+
+def check_reply(lab: Any, reply: Any) -> Feedback:
+    """Check that `reply` (the SendResult of lab.send) went from Bob to Alice and reached her mailbox."""
+    if _blank(reply):
+        return unanswered("Send Bob's answer with reply = lab.send(\"bob@example.net\", \"alice@example.org\", "
+                          "\"Re: Hello Bob\", \"Thanks, Alice!\") and run this check again.", REPLY)
+    if not hasattr(reply, "queue_id") or not hasattr(reply, "sender"):
+        return failed(f"Reply should be what lab.send(...) returns (a SendResult), not {type(reply).__name__} "
+                      f"{reply!r}.", REPLY)
+    if reply.sender.lower() != BOB:
+        extra = (" That is Alice writing again; Bob must be the sender this time." if reply.sender.lower() == ALICE
+                 else "")
+        return failed(f"This message was sent by {reply.sender}, not by {BOB}.{extra} The first argument of "
+                      "lab.send is the sender: Bob's provider checks his password and sends it from "
+                      "smtp.example.net.", REPLY)
+    recipients = [r.lower() for r in reply.recipients]
+    if ALICE not in recipients:
+        return failed(f"The message went to {', '.join(reply.recipients)}, not to {ALICE}. The second argument of "
+                      "lab.send is the recipient (or a list of them).", REPLY)
+    try:
+        item = lab.queue_item(reply.queue_id)
+    except (KeyError, SmtpLabError):
+        return failed(f"The message {reply.queue_id} is not in this lab's queue. Was it sent in an earlier lab? "
+                      "Send it again with the running lab.", REPLY)
+    status = next(r for r in item.recipients if r.address.lower() == ALICE)
+    if status.state != "delivered":
+        return failed(f"Smtp.example.net accepted the message ({reply.reply.code} {reply.reply.enhanced} "
+                      f"{reply.reply.text}), but it has not reached Alice yet: the queue says {status.state} "
+                      f"({status.last_reply}). Did you switch a host off? lab.hosts shows which are up.", REPLY)
+    copy = _delivered_copy(lab, reply.message_id, ALICE)
+    route = ""
+    if copy is not None:
+        hops = received_hops(copy)
+        route = " Its Received headers, bottom-up: " + " -> ".join(
+            [hops[0].from_name] + [hop.by for hop in hops]) + "."
+    return passed(f"Right: Bob's client submitted to smtp.example.net ({reply.reply.code} {reply.reply.enhanced} "
+                  f"{reply.reply.text}); its relay looked up the MX of example.org and handed the message to "
+                  f"{status.via}, which stored it in Alice's Maildir ('{status.last_reply}'). Alice would read it "
+                  f"over IMAP at imap.example.org.{route}", REPLY)

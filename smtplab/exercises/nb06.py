@@ -1,0 +1,535 @@
+"""Notebook 06 (capstone), "Bob never got the mail": a lab with hidden faults, and the checks.
+
+`start_mystery_lab()` starts a lab, breaks it in a few independent ways without saying how, and sends
+this morning's messages from alice@example.org (a copy of each is in her Sent folder). The learner
+diagnoses every message with the tools of notebooks 01-04; each check compares the learner's
+diagnosis with the evidence in the real lab (queue, DNS, replies, DSNs) and quotes that evidence.
+`reveal(lab)` says how the lab was broken (the solution notebook shows it).
+"""
+
+from __future__ import annotations
+
+import imaplib
+import re
+import weakref
+from collections.abc import Mapping
+from datetime import timedelta
+from email import policy
+from email.message import EmailMessage, Message
+from email.utils import format_datetime, make_msgid
+from typing import Any
+
+from ..client import SendResult
+from ..errors import SmtpLabError
+from ..hops import received_hops
+from ..lab import Lab, start
+from ..relay import QueueItem, RecipientStatus
+from ..replies import explain
+from ..scenario import Scenario
+from . import Feedback, combine, failed, passed, unanswered
+
+__all__ = ["CAUSES", "SUBJECTS", "start_mystery_lab", "mystery_scenario", "reveal", "check_ride",
+           "check_payment", "check_route", "check_photos"]
+
+ALICE = "alice@example.org"
+SHOP_DOMAIN = "bobsbikes.example"
+MISSING_MX = f"mail.{SHOP_DOMAIN}"  # named by the MX record, but has no address
+SHOP_MX = f"mx.{SHOP_DOMAIN}"  # the host that really runs SMTP for the shop
+FULL_MAILBOX = "carol@example.net"
+RULED = "riders@example.net"
+FULL_REPLY = "452 4.2.2 Mailbox full"
+RULE_REPLY = f"550 5.7.1 <{RULED}>: Recipient address rejected: only club members may post to this address"
+
+# What can make a message arrive, wait or bounce. The learner picks one key per message.
+CAUSES: dict[str, str] = {
+    "delivered": "nothing went wrong: the message is in the recipient's mailbox",
+    "backup-mx": "the preferred MX was down, a backup MX took the message: nothing lost",
+    "all-mx-down": "every MX of the domain is down: the message waits in the queue",
+    "mx-no-address": "the domain's MX record names a host that has no address in DNS",
+    "no-such-domain": "the recipient's domain does not exist in DNS (NXDOMAIN)",
+    "user-unknown": "the recipient's address does not exist at its provider (5.1.1)",
+    "mailbox-full": "the recipient's mailbox is full: refused for now (4xx), retried until the queue gives up",
+    "policy-rejection": "the recipient's server refuses the message by a rule: a permanent refusal (5xx, 5.7.x)",
+}
+
+# This morning's messages: key, minutes after 08:00 (lab time), recipients, subject, body.
+_MORNING = (
+    ("ride", 2, ("bob@example.net",), "Club ride: meeting point",
+     "Hi Bob,\n\nfor the club ride we meet at 9:00 at the fountain. Bring a spare tube!\n\nAlice\n"),
+    ("payment", 17, (f"bob@{SHOP_DOMAIN}",), "Paid: invoice 2041 (new wheels)",
+     "Hello Bob's Bikes,\n\nI paid invoice 2041 by bank transfer this morning.\n"
+     "Can I pick up the wheels on Friday?\n\nAlice\n"),
+    ("photos", 41, ("bob@example.net", FULL_MAILBOX), "Photos from our last ride",
+     "Hi Bob, hi Carol,\n\nhere are the photos from our last ride (imagine them attached).\n\nAlice\n"),
+    ("route", 65, (RULED,), "Route for the club ride (62 km)",
+     "Hello riders,\n\nthe route: river path to the old bridge, then up the hill. 62 km, 700 m climbing.\n\n"
+     "Alice\n"),
+)
+SUBJECTS: dict[str, str] = {key: subject for key, _, _, subject, _ in _MORNING}
+NOW_MINUTES = 90  # the story starts at 09:30 lab time
+
+RIDE = "Exercise 1 · the club ride"
+PAYMENT = "Exercise 2 · the payment note"
+ROUTE = "Exercise 3 · the route for the club"
+PHOTOS = "Exercise 4 · the photos"
+
+_sent: weakref.WeakKeyDictionary[Lab, dict[str, SendResult]] = weakref.WeakKeyDictionary()
+
+
+# --- the scenario ---
+
+def mystery_scenario() -> dict[str, Any]:
+    """Return the lab of the capstone as plain data: the default lab plus Bob's shop and two more users.
+
+    example.net gets carol and riders (the cycling club's address, which Bob reads); bobsbikes.example
+    is Bob's shop, whose MX record names a host that does not exist.
+    """
+    scenario = Scenario.default().to_dict()
+    scenario["description"] = "Bob never got the mail (smtplab capstone)"
+    net = next(p for p in scenario["providers"] if p["domain"] == "example.net")
+    net["users"] = {"bob@example.net": None, FULL_MAILBOX: None, RULED: None}
+    scenario["providers"].append({
+        "domain": SHOP_DOMAIN,
+        "hosts": {SHOP_MX: ["smtp"], f"imap.{SHOP_DOMAIN}": ["imap"]},
+        "mx": [[10, MISSING_MX]],
+        "users": [f"bob@{SHOP_DOMAIN}"],
+    })
+    return scenario
+
+
+def start_mystery_lab() -> Lab:
+    """Start the capstone lab: break it quietly, send this morning's messages, stop the clock at 09:30.
+
+    Nothing is printed: finding out what is wrong is the exercise. `reveal(lab)` tells.
+    """
+    lab = start(scenario=mystery_scenario())
+    now = lab.clock.datetime()
+    morning = now.replace(hour=8, minute=0, second=0, microsecond=0)
+    if morning < now:
+        morning += timedelta(days=1)
+    lab.clock.advance(morning - now)
+    _break(lab)
+    results: dict[str, SendResult] = {}
+    imap = lab.imap(ALICE)
+    try:
+        imap.create("Sent")
+        for key, minute, recipients, subject, body in _MORNING:
+            target = morning + timedelta(minutes=minute)
+            if target > lab.clock.datetime():
+                lab.clock.advance(target - lab.clock.datetime())
+            headers = {"Date": format_datetime(lab.clock.datetime()), "Message-ID": make_msgid(domain="example.org")}
+            results[key] = lab.send(ALICE, list(recipients), subject, body, headers=headers)
+            copy = _sent_copy(recipients, subject, body, headers)
+            imap.append("Sent", r"(\Seen)", imaplib.Time2Internaldate(lab.clock.now()), copy)
+    finally:
+        imap.logout()
+    lab.clock.advance(morning + timedelta(minutes=NOW_MINUTES) - lab.clock.datetime())
+    _sent[lab] = results
+    return lab
+
+
+def _break(lab: Lab) -> None:
+    lab.host("mx1").down()
+    for name in ("mx1", "mx2"):  # the same policy on both MX hosts, as a provider would have
+        lab.host(name).inject("RCPT", FULL_REPLY, recipient=FULL_MAILBOX)
+        lab.host(name).inject("RCPT", RULE_REPLY, recipient=RULED)
+
+
+def _sent_copy(recipients: tuple[str, ...], subject: str, body: str, headers: Mapping[str, str]) -> bytes:
+    """The copy a mail client keeps in Sent (IMAP APPEND): the same headers and body it submitted."""
+    message = EmailMessage()
+    message["From"] = ALICE
+    message["To"] = ", ".join(recipients)
+    message["Subject"] = subject
+    for name, value in headers.items():
+        message[name] = value
+    message.set_content(body)
+    return message.as_bytes(policy=policy.SMTP)
+
+
+def reveal(lab: Lab) -> str:
+    """Return how the lab was broken, from its live state: DNS records, hosts down, injected faults."""
+    lines = ["How this lab was broken before the story began:", ""]
+    n = 1
+    for provider in lab.scenario.providers:
+        for pref, exchange in provider.mx:
+            if exchange != "." and exchange not in lab.hosts:
+                smtp_hosts = [h.name for h in lab.hosts.values() if h.domain == provider.domain and "smtp" in h.ports]
+                lines.append(f"{n}. DNS: {provider.domain} publishes 'MX {pref} {exchange}', a name with no address. "
+                             f"Its mail server is {', '.join(smtp_hosts)}: the record should name it.")
+                lines.append(f"   (scenario: \"mx\": [[{pref}, \"{exchange}\"]] for {provider.domain})")
+                n += 1
+    for host in lab.hosts.values():
+        if not host.is_up:
+            lines.append(f"{n}. lab.host(\"{host.name}\").down()   # harmless while another MX answers")
+            n += 1
+    for host in lab.hosts.values():
+        for fault in host.faults:
+            lines.append(f"{n}. lab.host(\"{host.name}\").inject(\"{fault.stage}\", \"{fault.reply}\", "
+                         f"recipient=\"{fault.recipient}\")")
+            n += 1
+    if n == 1:
+        lines.append("nothing is broken any more (hosts up, no faults).")
+    lines += ["", "A recipient fault answers whoever the sender is; a real list server would check the sender "
+              "against its members before refusing."]
+    return "\n".join(lines)
+
+
+# --- shared helpers ---
+
+def _blank(value: Any) -> bool:
+    return value is None or value is ... or (isinstance(value, str) and not value.strip())
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _case(lab: Any, key: str) -> tuple[SendResult, QueueItem] | str:
+    """Return this morning's message `key` and its queue entry, or why they cannot be found."""
+    results = _sent.get(lab) if isinstance(lab, Lab) else None
+    if results is None:
+        return ("this check needs the lab of this notebook: lab = nb06.start_mystery_lab() (a lab from "
+                "smtplab.start() has no mystery in it).")
+    result = results[key]
+    try:
+        return result, lab.queue_item(result.queue_id)
+    except (KeyError, SmtpLabError):
+        return f"the message {result.queue_id} is no longer in the queue; run the notebook again from the top."
+
+
+def _status(item: QueueItem, address: str) -> RecipientStatus:
+    return next(r for r in item.recipients if r.address == address)
+
+
+def _relay_notes(lab: Any, queue_id: str) -> list[str]:
+    return [e.text for e in lab.trace.for_message(queue_id) if e.protocol == "queue"]
+
+
+def _refusal_of(notes: list[str], host: str) -> str:
+    return next((n for n in notes if n.startswith(host) and "refused" in n), "")
+
+
+def _cause(value: Any, exercise: str, example: str) -> str | Feedback:
+    """Normalise a cause answer, or return the Feedback for a blank or unknown one."""
+    if _blank(value):
+        return unanswered(f"Choose the cause from nb06.CAUSES, e.g. {example} = \"mailbox-full\".", exercise)
+    key = str(value).strip().lower().replace("_", "-").replace(" ", "-")
+    if key not in CAUSES:
+        return failed(f"{value!r} is not one of the causes. Choose one of: {', '.join(CAUSES)}.", exercise)
+    return key
+
+
+def _host(lab: Any, value: Any, exercise: str, example: str) -> str | Feedback:
+    if _blank(value):
+        return unanswered(f"Write a host name, e.g. {example} = \"smtp.example.org\".", exercise)
+    if not isinstance(value, str):
+        return failed(f"Give a host name as a string, like \"smtp.example.org\" (you gave {value!r}).", exercise)
+    name = value.strip().lower().rstrip(".")
+    try:
+        return str(lab.host(name).name)
+    except KeyError:
+        return name  # not a lab host: maybe a name that exists only in DNS
+
+
+def _codes(text: str) -> tuple[str, str]:
+    """Return the reply code and the enhanced status code found in `text` ('' when absent)."""
+    basic = re.search(r"(?<![\d.])([2-5]\d\d)(?![\d.])", text)
+    enhanced = re.search(r"(?<![\d.])([245]\.\d{1,3}\.\d{1,3})(?![\d.])", text)
+    return (basic.group(1) if basic else "", enhanced.group(1) if enhanced else "")
+
+
+def _first_refusal(notes: list[str], address: str, fallback: str) -> str:
+    """The reply that first deferred `address`, from the relay's notes (it may be delivered by now)."""
+    pattern = re.compile(rf"^deferred (?:.*, )?{re.escape(address)}(?:, .*)?: (.+?); next attempt")
+    for note in notes:
+        match = pattern.match(note)
+        if match:
+            return match.group(1)
+    return fallback
+
+
+def _server_reply(last_reply: str) -> str:
+    """The reply as the server gave it, without the relay's '(gave up after ...)' note."""
+    return last_reply.split(" (gave up after", 1)[0]
+
+
+def _check_reply(value: Any, truth: str, elsewhere: Mapping[str, str], exercise: str, example: str) -> Feedback:
+    """Compare a reply code answer ('452', '452 4.2.2', '4.2.2') with the real reply `truth`."""
+    if _blank(value):
+        return unanswered(f"Write the reply code the server gave, e.g. {example} = \"250 2.0.0\".", exercise)
+    given_basic, given_enhanced = _codes(str(value))
+    basic, enhanced = _codes(truth)
+    if not given_basic and not given_enhanced:
+        return failed(f"Give a reply code, like \"550\" or \"550 5.7.1\" (you gave {value!r}).", exercise)
+    if (given_basic in ("", basic)) and (given_enhanced in ("", enhanced)):
+        return passed(f"And {basic} {enhanced} is the reply: {explain(int(basic), enhanced)}.", exercise)
+    for code, story in elsewhere.items():
+        if code in (given_basic, given_enhanced):
+            return failed(f"{value} is {story}. This recipient's server said '{truth}'.", exercise)
+    if given_basic == basic:
+        return failed(f"The code {basic} is right, but the enhanced status code was {enhanced}, not "
+                      f"{given_enhanced}: the server said '{truth}'.", exercise)
+    return failed(f"{value} is not what the server said. It said '{truth}': {explain(int(basic), enhanced)}.", exercise)
+
+
+def _copy_in(lab: Any, address: str, message_id: str) -> Message | None:
+    try:
+        mailbox = lab.messages(address)
+    except Exception:  # a stopped lab has no mailboxes any more
+        return None
+    return next((m for m in mailbox if str(m.get("Message-ID", "")).strip() == message_id.strip()), None)
+
+
+def _dsn_diagnostic(lab: Any, message_id: str, recipient: str) -> str:
+    """Return the Diagnostic-Code of the failed DSN about `recipient` in Alice's INBOX, or ''."""
+    try:
+        inbox = lab.messages(ALICE)
+    except Exception:  # a stopped lab has no mailboxes any more
+        return ""
+    for message in inbox:
+        if message.get_content_type() != "multipart/report" or message_id not in message.as_string():
+            continue
+        for part in message.walk():
+            if part.get_content_type() != "message/delivery-status":
+                continue
+            for block in part.get_payload():
+                if recipient in str(block.get("Final-Recipient", "")) and block.get("Action") == "failed":
+                    return _one_line(str(block.get("Diagnostic-Code", "")))
+    return ""
+
+
+# --- exercise 1: the club ride (delivered through the backup MX) ---
+
+def check_ride(lab: Any, cause: Any, delivered_by: Any) -> Feedback:
+    """The ride message reached Bob through mx2 while mx1 was down: a red herring."""
+    if _blank(cause) and _blank(delivered_by):
+        return unanswered("Set ride_cause to a key of nb06.CAUSES and ride_delivered_by to the host that put "
+                          "the message into Bob's mailbox.", RIDE)
+    case = _case(lab, "ride")
+    if isinstance(case, str):
+        return failed(case, RIDE)
+    result, item = case
+    status = _status(item, "bob@example.net")
+    notes = _relay_notes(lab, item.queue_id)
+    refused = _refusal_of(notes, "mx1.example.net") or "mx1.example.net was not tried"
+    copy = _copy_in(lab, status.address, result.message_id)
+    top = _one_line(copy.get_all("Received")[0]) if copy is not None and copy.get_all("Received") else ""
+    by = received_hops(copy)[-1].by if copy is not None and top else status.via
+    where = f"the topmost Received header of Bob's copy: '{top}'" if top else f"the queue: delivered by {status.via}"
+    return combine([_ride_cause(cause, status, refused), _ride_host(lab, delivered_by, by, refused, where)], RIDE)
+
+
+def _ride_cause(value: Any, status: RecipientStatus, refused: str) -> Feedback:
+    cause = _cause(value, RIDE, "ride_cause")
+    if isinstance(cause, Feedback):
+        return cause
+    done = status.state == "delivered"
+    if cause == "backup-mx" and done:
+        return passed(f"Right: the preferred MX was down ('{refused}'), so the relay tried the next MX by "
+                      f"preference, {status.via}, which answered '{status.last_reply}'. Nothing was lost: Bob has "
+                      "the message. A host that is down only delays mail while another MX answers; it is not "
+                      "why the other messages went missing.", RIDE)
+    if cause == "delivered" and done:
+        return failed(f"Half right: Bob has the message ('{status.last_reply}' from {status.via}). But the relay's "
+                      f"notes show a failure on the way: '{refused}'. Which cause says that something failed and "
+                      "did no harm?", RIDE)
+    if cause == "all-mx-down":
+        return failed(f"True, mx1 is down ('{refused}'), but not every MX: {status.via} accepted the message "
+                      f"with '{status.last_reply}'. The queue says {status.address} is {status.state}.", RIDE)
+    return failed(f"That does not fit the evidence ({CAUSES[cause]}). The queue says {status.address} is "
+                  f"{status.state} by {status.via}: '{status.last_reply}', so it is in Bob's INBOX. The only trouble "
+                  f"on the way: '{refused}'.", RIDE)
+
+
+def _ride_host(lab: Any, value: Any, truth: str, refused: str, where: str) -> Feedback:
+    name = _host(lab, value, RIDE, "ride_delivered_by")
+    if isinstance(name, Feedback):
+        return name
+    if name == truth:
+        return passed(f"And {truth} stored it in Bob's Maildir: {where}.", RIDE)
+    if name == "mx1.example.net":
+        why = f"mx1.example.net is the preferred MX (lowest preference), but it refused the connection: '{refused}'."
+    elif name == "smtp.example.org":
+        why = "smtp.example.org is Alice's outgoing server: it relayed the message but has no mailbox for Bob."
+    elif name.startswith("imap."):
+        why = f"{name} lets Bob read his mailbox over IMAP; mail arrives over SMTP at an MX of example.net."
+    elif name not in lab.hosts:
+        why = f"{value!r} is not a host of this lab (hosts: {', '.join(lab.hosts)})."
+    else:
+        why = f"{name} did not handle this message."
+    return failed(f"{why} Look at {where}.", RIDE)
+
+
+# --- exercise 2: the payment note (the MX names a host without an address) ---
+
+def check_payment(lab: Any, cause: Any, mx_name: Any) -> Feedback:
+    """The payment note waits in the queue: bobsbikes.example's MX names a host that has no address."""
+    if _blank(cause) and _blank(mx_name):
+        return unanswered("Set payment_cause to a key of nb06.CAUSES and payment_mx to the host name the MX "
+                          f"record of {SHOP_DOMAIN} gives.", PAYMENT)
+    case = _case(lab, "payment")
+    if isinstance(case, str):
+        return failed(case, PAYMENT)
+    _, item = case
+    status = item.recipients[0]
+    exchange, pref, addresses, rcode = MISSING_MX, 10, (), "NXDOMAIN"
+    try:
+        records = lab.lookup_mx(SHOP_DOMAIN)
+        if records:
+            exchange, pref, addresses = records[0].exchange, records[0].preference, records[0].addresses
+        rcode = lab.dig(exchange, "A").rcode
+    except SmtpLabError:
+        pass  # the lab is stopped: the queue alone still tells the story
+    real = [h.name for h in lab.hosts.values() if h.domain == SHOP_DOMAIN and "smtp" in h.ports]
+    dns = (f"lab.lookup_mx('{SHOP_DOMAIN}') gives MX {pref} {exchange} with "
+           f"{'addresses ' + ', '.join(addresses) if addresses else 'no address'}, and dig {exchange} A answers "
+           f"{rcode}")
+    queue = f"the queue says {status.address} is {status.state} after {status.attempts} attempts: '{status.last_reply}'"
+    return combine([_payment_cause(cause, status, exchange, pref, rcode, real, dns, queue),
+                    _payment_mx(lab, mx_name, exchange, rcode, real)], PAYMENT)
+
+
+def _payment_cause(value: Any, status: RecipientStatus, exchange: str, pref: int, rcode: str, real: list[str],
+                   dns: str, queue: str) -> Feedback:
+    cause = _cause(value, PAYMENT, "payment_cause")
+    if isinstance(cause, Feedback):
+        return cause
+    if cause == "mx-no-address":
+        later = ("It keeps the message and retries" if status.state == "deferred"
+                 else "It retried for 5 days, then gave up and sent Alice a DSN")
+        return passed(f"Right: {dns}. The relay can only connect to an address, not to a name, so it never "
+                      f"reached any server: {queue}. {later}. The host that really receives mail for "
+                      f"{SHOP_DOMAIN} is {', '.join(real)}: the MX record should name it.", PAYMENT)
+    if cause == "no-such-domain":
+        return failed(f"{SHOP_DOMAIN} exists: the lab DNS answered its MX question with 'MX {pref} {exchange}'. It is "
+                      f"the name inside the MX record that does not exist: dig {exchange} A answers {rcode}.", PAYMENT)
+    if cause == "all-mx-down":
+        return failed(f"No server was down, and none was even asked: the relay stopped before connecting, because "
+                      f"{exchange} has no address ({rcode}). There is no SMTP connection to a {SHOP_DOMAIN} host in "
+                      f"this message's trace; {queue}.", PAYMENT)
+    if cause in ("user-unknown", "mailbox-full", "policy-rejection"):
+        return failed(f"That would be an answer from {SHOP_DOMAIN}'s mail server, but the relay never reached one: "
+                      f"'{status.last_reply}' was written by the relay itself (smtp.example.org), because {dns}.",
+                      PAYMENT)
+    return failed(f"The message was not delivered: {queue}. Bob's shop mailbox (bob@{SHOP_DOMAIN}) is empty.", PAYMENT)
+
+
+def _payment_mx(lab: Any, value: Any, exchange: str, rcode: str, real: list[str]) -> Feedback:
+    name = _host(lab, value, PAYMENT, "payment_mx")
+    if isinstance(name, Feedback):
+        return name
+    if name == exchange:
+        return passed(f"And {exchange} is indeed the name the MX record gives.", PAYMENT)
+    if name in real:
+        return failed(f"{name} is the host that runs SMTP for {SHOP_DOMAIN} (see lab.hosts), but the MX record does "
+                      f"not name it: lab.lookup_mx('{SHOP_DOMAIN}') gives {exchange}. That mismatch is the fault.",
+                      PAYMENT)
+    return failed(f"{value} is not what the MX record of {SHOP_DOMAIN} says: lab.lookup_mx('{SHOP_DOMAIN}') gives "
+                  f"{exchange}.", PAYMENT)
+
+
+# --- exercise 3: the route for the club (a rule refuses it: bounced at once) ---
+
+def check_route(lab: Any, cause: Any, reply: Any) -> Feedback:
+    """The route bounced at once: riders@example.net's server refuses it by a rule (550 5.7.1)."""
+    if _blank(cause) and _blank(reply):
+        return unanswered("Set route_cause to a key of nb06.CAUSES and route_reply to the reply code the "
+                          f"server gave for {RULED}.", ROUTE)
+    case = _case(lab, "route")
+    if isinstance(case, str):
+        return failed(case, ROUTE)
+    result, item = case
+    status = _status(item, RULED)
+    truth = _server_reply(status.last_reply)
+    diagnostic = _dsn_diagnostic(lab, result.message_id, RULED)
+    dsn = " (it is in her INBOX: 'Undelivered Mail Returned to Sender')" if diagnostic else ""
+    elsewhere = {"451": "what the relay wrote when mx1 refused the connection (a note about mx1 being down)",
+                 "4.4.1": "what the relay wrote when mx1 refused the connection (a note about mx1 being down)",
+                 "452": f"the answer about {FULL_MAILBOX} (the photos)", "4.2.2": f"the answer about {FULL_MAILBOX}",
+                 "250": "a success: it is not what happened to this message"}
+    return combine([_route_cause(cause, status, truth, dsn),
+                    _check_reply(reply, truth, elsewhere, ROUTE, "route_reply")], ROUTE)
+
+
+def _route_cause(value: Any, status: RecipientStatus, truth: str, dsn: str) -> Feedback:
+    cause = _cause(value, ROUTE, "route_cause")
+    if isinstance(cause, Feedback):
+        return cause
+    if cause == "policy-rejection":
+        return passed(f"Right: {status.via} refused the recipient with '{truth}'. 5 = permanent, x.7.1 = delivery "
+                      "not authorized (RFC 3463): a rule of the receiving server, not an unknown user (5.1.1) nor a "
+                      f"full mailbox (4.2.2, temporary). So the relay did not retry: it bounced the message after "
+                      f"{status.attempts} attempt and sent Alice a DSN{dsn}. Sending the same message again is no use: "
+                      "the club must let her post, or she writes to Bob directly.", ROUTE)
+    if cause == "user-unknown":
+        return failed(f"An unknown user is 550 5.1.1 (x.1.1: bad destination mailbox). The reply was '{truth}': x.7.1 "
+                      f"means 'delivery not authorized'. {RULED} exists (it is in lab.users), but a rule refuses "
+                      "this message.", ROUTE)
+    if cause == "mailbox-full":
+        return failed(f"A full mailbox is a temporary 452 4.2.2, and the relay would still be retrying. This reply "
+                      f"was '{truth}': a 5xx, so the relay bounced it at once ({status.state} after "
+                      f"{status.attempts} attempt) and Alice has a DSN{dsn}.", ROUTE)
+    if cause in ("mx-no-address", "no-such-domain", "all-mx-down"):
+        return failed(f"DNS and the servers worked: the relay found example.net's MX and talked to {status.via}, "
+                      f"which refused the recipient: '{truth}'.", ROUTE)
+    if cause == "backup-mx":
+        return failed(f"That mx1 is down only sent the relay to {status.via}. That server did answer, and its answer "
+                      f"was a refusal: '{truth}'. Both MX hosts of a provider apply the same rules.", ROUTE)
+    return failed(f"Nothing reached {RULED}: the queue says {status.state}: '{truth}', and Alice has a DSN{dsn}.", ROUTE)
+
+
+# --- exercise 4: the photos (Carol's mailbox is full: retried, then bounced after 5 days) ---
+
+def check_photos(lab: Any, cause: Any, reply: Any) -> Feedback:
+    """Bob got the photos, Carol did not: her mailbox is full (452 4.2.2), retried until the queue gives up."""
+    if _blank(cause) and _blank(reply):
+        return unanswered("Set photos_cause to a key of nb06.CAUSES (for Carol's copy) and photos_reply to the "
+                          f"reply code the server gave for {FULL_MAILBOX}.", PHOTOS)
+    case = _case(lab, "photos")
+    if isinstance(case, str):
+        return failed(case, PHOTOS)
+    _, item = case
+    bob, carol = _status(item, "bob@example.net"), _status(item, FULL_MAILBOX)
+    truth = _first_refusal(_relay_notes(lab, item.queue_id), FULL_MAILBOX, _server_reply(carol.last_reply))
+    elsewhere = {"451": "what the relay wrote when mx1 refused the connection (a note about mx1 being down)",
+                 "4.4.1": "what the relay wrote when mx1 refused the connection (a note about mx1 being down)",
+                 "550": f"the answer about {RULED} (the route)", "5.7.1": f"the answer about {RULED} (the route)",
+                 "250": f"the answer for bob@example.net, whose copy was delivered ('{bob.last_reply}')",
+                 "2.0.0": f"the answer for bob@example.net, whose copy was delivered ('{bob.last_reply}')"}
+    return combine([_photos_cause(cause, bob, carol, truth),
+                    _check_reply(reply, truth, elsewhere, PHOTOS, "photos_reply")], PHOTOS)
+
+
+def _photos_cause(value: Any, bob: RecipientStatus, carol: RecipientStatus, truth: str) -> Feedback:
+    cause = _cause(value, PHOTOS, "photos_cause")
+    if isinstance(cause, Feedback):
+        return cause
+    if cause == "mailbox-full":
+        if carol.state == "delivered":
+            later = (f"Once Carol had made room, a retry delivered her copy too ('{carol.last_reply}'): that is "
+                     "why a 4xx is retried.")
+        elif carol.state == "bounced":
+            later = (f"The relay retried {carol.attempts} times and gave up after 5 days in the queue: "
+                     f"'{carol.last_reply}', and Alice got a DSN.")
+        else:
+            later = (f"The relay keeps Carol's copy and retries ({carol.state}, {carol.attempts} attempts so far): "
+                     "if Carol makes room, the next retry delivers it; if not, after 5 days in the queue the relay "
+                     "gives up and Alice gets a DSN. Advance the clock below and see.")
+        return passed(f"Right: in the same conversation {carol.via} accepted bob@example.net (his copy: "
+                      f"'{bob.last_reply}') and answered RCPT TO:<{FULL_MAILBOX}> with '{truth}'. 4 = temporary, "
+                      f"x.2.2 = mailbox full. {later}", PHOTOS)
+    if cause == "policy-rejection":
+        return failed(f"A rule would refuse with a permanent 5xx, and the message would bounce at once. Carol's "
+                      f"reply is '{truth}': a 4xx, temporary, so the relay tried {carol.attempts} times.", PHOTOS)
+    if cause == "user-unknown":
+        return failed(f"{FULL_MAILBOX} exists (she is in lab.users), and an unknown user is 550 5.1.1. The server "
+                      f"said '{truth}'.", PHOTOS)
+    if cause in ("backup-mx", "all-mx-down"):
+        return failed(f"mx1 was down for both recipients, and Bob's copy arrived through {bob.via}. The difference "
+                      f"between them is the answer to RCPT TO:<{FULL_MAILBOX}>: '{truth}'.", PHOTOS)
+    if cause == "delivered":
+        return failed(f"Bob's copy was delivered, Carol's was not: the queue says {FULL_MAILBOX} is {carol.state}: "
+                      f"'{carol.last_reply}'.", PHOTOS)
+    return failed(f"DNS worked: the same MX lookup brought Bob's copy to {bob.via}. Carol's copy was refused by that "
+                  f"server: '{truth}'.", PHOTOS)
