@@ -332,14 +332,15 @@ def send_from_lab(lab: Any, sender: str, recipients: str | Iterable[str], subjec
     return result
 
 
-def open_session(lab: Any, host_name: str, service: str | None = None, timeout: float = 5.0) -> SmtpSession:
+def open_session(lab: Any, host_name: str, service: str | None = None, timeout: float = 5.0, *,
+                 source: str | None = None) -> SmtpSession:
     host = lab.host(host_name)
     if service is None:
         service = "submission" if "submission" in host.ports else "smtp"
     if service not in host.ports:
         raise SessionError(f"{host.name} runs no {service} service; it runs {', '.join(host.ports)}")
     session = SmtpSession(host.address, host.ports[service], context=lab._client_context, server_name=host.name,
-                          timeout=timeout, service=service)
+                          timeout=timeout, service=service, source=source)
     # The server recorded the connection before it greeted us: find its id in the trace.
     session.conn = next((e.conn for e in reversed(lab.trace.events())
                          if e.kind == "connect" and e.client.endswith(f":{session.local_port}")), "")

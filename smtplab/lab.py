@@ -25,6 +25,7 @@ from .client import SendResult, SmtpSession, open_imap, open_session, send_from_
 from .clock import VirtualClock
 from .errors import LabNotRunning, ScenarioError, UnknownHost, UnknownUser
 from .faults import Fault, FaultTable
+from .mailauth import LabDns
 from .imap import ImapService
 from .labdns import DigResult, DnsServer, MXRecord, build_zones, dig_async, lab_resolver, lookup_mx_async
 from .relay import QueueItem, Relay
@@ -32,6 +33,7 @@ from .scenario import WELL_KNOWN_PORTS, Scenario
 from .smtp import InboundHandler, LabSMTP, SubmissionHandler
 from .store import MailStore
 from .tls import LabCA
+from .zones import DkimKey, DkimKeys, zone_lines
 from .trace import Trace
 
 __all__ = ["Lab", "Host", "User", "DnsInfo", "start", "current"]
@@ -76,6 +78,7 @@ class Host:
     address: str
     domain: str
     services: tuple[str, ...]
+    options: tuple[str, ...] = ()  # deliberate misconfigurations: "open_relay", "plaintext_auth"
     ports: dict[str, int] = field(default_factory=dict)
     _lab: Any = field(default=None, repr=False)
     _servers: list[Any] = field(default_factory=list, repr=False)
@@ -130,6 +133,10 @@ class _LoopThread:
     def __init__(self, name: str) -> None:
         self.loop = asyncio.new_event_loop()
         self.loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix=f"{name}-io"))
+        # Mailbox writes (file creation + fsync) run here, not on the loop: one slow disk must not stall
+        # every other session. Apart from the default executor, which the relay's SMTP clients fill
+        # while they wait for the very MX that needs a disk thread to answer them.
+        self.disk = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix=f"{name}-disk")
         self.thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
         self.thread.start()
 
@@ -150,6 +157,7 @@ class _LoopThread:
             asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(30)
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(30)
+        self.disk.shutdown(wait=True)
         self.loop.close()
 
 
@@ -225,7 +233,7 @@ class Lab:
             self._stores[provider.domain] = store
             for h_index, spec in enumerate(provider.hosts):
                 address = f"127.0.{p_index}.{10 + h_index}" if distinct else "127.0.0.1"
-                host = Host(spec.name, address, provider.domain, spec.services, _lab=self)
+                host = Host(spec.name, address, provider.domain, spec.services, options=spec.options, _lab=self)
                 self.hosts[spec.name] = host
                 if distinct:
                     self._by_address[address] = spec.name
@@ -233,29 +241,16 @@ class Lab:
                 password = fixed or passwords.get(address) or _new_password()
                 self.users[address] = User(address, password, provider.domain)
                 store.add_user(address)
+        keys = DkimKeys(self.directory / "tls")
+        self._dkim = {p.domain: keys.get(p.domain) for p in self.scenario.providers if p.security.get("dkim")}
         state_file.write_text(json.dumps({"scenario": self.scenario.to_dict(),
                                           "passwords": {a: u.password for a, u in self.users.items()}}, indent=1))
         self._client_context = self.ca.client_context()
 
-    def _zone_lines(self) -> dict[str, list[str]]:
-        zones: dict[str, list[str]] = {}
-        for provider in self.scenario.providers:
-            lines = [f"@ IN MX {pref} {name if name == '.' else name + '.'}" for pref, name in provider.mx]
-            for name, target in provider.a_records:
-                fqdn = provider.domain if name in ("@", "") else name
-                target_host = self.hosts.get(target)
-                address = target_host.address if target_host else target
-                lines.append(f"{fqdn}. IN A {address}")
-            for name, rdtype, rdata in provider.records:
-                owner = provider.domain + "." if name in ("@", "") else (name if name.endswith(".") else name)
-                lines.append(f"{owner} IN {rdtype} {rdata}")
-            zones[provider.domain] = lines
-        return zones
-
     async def _start_services(self) -> None:
         addresses = {name: host.address for name, host in self.hosts.items()}
         addresses[self.scenario.dns_name] = self._dns_address
-        zones = build_zones(self._zone_lines(), addresses, self.scenario.dns_name)
+        zones = build_zones(zone_lines(self.scenario, addresses, self._dkim), addresses, self.scenario.dns_name)
         self._dns_server = DnsServer(zones, self._dns_address, self.trace, self.scenario.dns_name, self.peer_name)
         await self._dns_server.start()
         self.dns = DnsInfo(self.scenario.dns_name, self._dns_address, self._dns_server.port)
@@ -469,10 +464,11 @@ class Lab:
         self._require_running()
         return send_from_lab(self, sender, recipients, subject, body, password=password, headers=headers, wait=wait)
 
-    def session(self, host: str, service: str | None = None, *, timeout: float = 5.0) -> SmtpSession:
+    def session(self, host: str, service: str | None = None, *, timeout: float = 5.0,
+                source: str | None = None) -> SmtpSession:
         """Open a raw SMTP conversation with `host` (submission port if it has one, else smtp)."""
         self._require_running()
-        return open_session(self, host, service, timeout)
+        return open_session(self, host, service, timeout, source=self.host(source).address if source else None)
 
     def imap(self, address: str, *, starttls: bool = True) -> Any:
         """Return an imaplib.IMAP4 connection logged in as `address` on its provider's IMAP host."""
@@ -524,11 +520,32 @@ class Lab:
     def user_exists(self, address: str) -> bool:
         return address.lower() in self.users
 
+    def security_of(self, domain: str) -> Mapping[str, Any]:
+        provider = self.scenario.provider_of(domain)
+        return provider.security if provider is not None else {}
+
+    def dkim_key(self, domain: str) -> DkimKey | None:
+        return self._dkim.get(domain)
+
+    def lab_dns(self) -> LabDns:
+        return LabDns(self.dns.address, self.dns.port)
+
+    def dns_resolver(self) -> Any:
+        return lab_resolver(self.dns.address, self.dns.port)
+
+    def host_options(self, host: str) -> tuple[str, ...]:
+        return self.hosts[host].options
+
     def peer_name(self, address: str) -> str:
         return self._by_address.get(address, "client")
 
     def deliver_local(self, domain: str, address: str, content: bytes) -> None:
         self._stores[domain].deliver(address, content)
+
+    async def store_local(self, domain: str, address: str, content: bytes) -> None:
+        """Deliver into a local mailbox from a disk thread; returns once the message is on disk."""
+        assert self._loop is not None
+        await asyncio.get_running_loop().run_in_executor(self._loop.disk, self.deliver_local, domain, address, content)
 
     def enqueue(self, host: str, sender: str, recipients: list[str], content: bytes, queue_id: str) -> None:
         from .smtp import _header

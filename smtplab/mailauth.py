@@ -9,6 +9,7 @@ the domain wants done otherwise (RFC 7489). The verdict is written as an Authent
 
 from __future__ import annotations
 
+import base64
 import functools
 import threading
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from authheaders.dmarc_lookup import DMARCException
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-__all__ = ["LabDns", "AuthVerdict", "evaluate", "dkim_sign", "new_dkim_key"]
+__all__ = ["LabDns", "AuthVerdict", "evaluate", "dkim_sign", "new_dkim_key", "public_record"]
 
 _local = threading.local()
 _system_spf_lookup = spf.DNSLookup
@@ -217,16 +218,21 @@ class _Result:
         self.header_d = header_d
 
 
-def new_dkim_key(bits: int = 2048) -> tuple[bytes, str]:
-    """Return (private key PEM, the TXT record value that publishes the public key)."""
+def new_dkim_key(bits: int = 2048) -> bytes:
+    """Return a new RSA private key (PEM) for DKIM signing (RFC 8301: at least 1024, better 2048 bits)."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                                serialization.NoEncryption())
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                             serialization.NoEncryption())
+
+
+@functools.lru_cache(maxsize=64)
+def public_record(private_pem: bytes) -> str:
+    """Return the DKIM TXT record value that publishes the public half of `private_pem` (RFC 6376 3.6.1)."""
+    # The lab made the key itself: skip the ~80 ms RSA consistency check on loading.
+    key = serialization.load_pem_private_key(private_pem, password=None, unsafe_skip_rsa_key_validation=True)
     public = key.public_key().public_bytes(serialization.Encoding.DER,
                                            serialization.PublicFormat.SubjectPublicKeyInfo)
-    import base64
-
-    return private, f"v=DKIM1; k=rsa; p={base64.b64encode(public).decode()}"
+    return f"v=DKIM1; k=rsa; p={base64.b64encode(public).decode()}"
 
 
 def dkim_sign(content: bytes, *, domain: str, selector: str, private_key: bytes) -> bytes:

@@ -20,12 +20,27 @@ SERVICES = ("smtp", "submission", "imap")
 WELL_KNOWN_PORTS = {"smtp": 25, "submission": 587, "imap": 143, "dns": 53}
 
 
+# Deliberate misconfigurations a teacher can switch on for one host, to show what the defaults prevent.
+HOST_OPTIONS = ("open_relay", "plaintext_auth")
+
+# What a provider publishes and checks, unless the scenario says otherwise.
+DEFAULT_SECURITY: dict[str, Any] = {
+    "spf": "auto",  # "auto": "v=spf1 ip4:<each sending host> -all"; a record string; or None
+    "dkim": True,  # sign outgoing mail at the submission host and publish the key
+    "dmarc": "v=DMARC1; p=none",  # a record string, or None
+    "verify": True,  # the MX checks SPF, DKIM and DMARC and adds Authentication-Results
+    "dnsbl": ["bl.lab"],  # blocklist zones the MX consults (RFC 5782)
+    "spam": True,  # the MX scores content and files spam in Junk
+}
+
+
 @dataclass(frozen=True)
 class HostSpec:
     """A machine of a provider and the services it runs."""
 
     name: str
     services: tuple[str, ...]
+    options: tuple[str, ...] = ()  # any of HOST_OPTIONS
 
 
 @dataclass(frozen=True)
@@ -38,6 +53,7 @@ class ProviderSpec:
     users: tuple[tuple[str, str | None], ...]  # (address, fixed password or None to generate)
     records: tuple[tuple[str, str, str], ...] = ()  # extra (name, type, rdata) zone records
     a_records: tuple[tuple[str, str], ...] = ()  # extra (name, host name) A records, e.g. the apex
+    security: Mapping[str, Any] = field(default_factory=lambda: dict(DEFAULT_SECURITY))
 
     def host_names(self) -> list[str]:
         return [h.name for h in self.hosts]
@@ -51,6 +67,7 @@ class Scenario:
     dns_name: str = "dns.lab"
     description: str = ""
     options: Mapping[str, Any] = field(default_factory=dict)
+    blocklist: Mapping[str, str] = field(default_factory=dict)  # host name or address -> reason, in bl.lab
 
     @classmethod
     def default(cls) -> Scenario:
@@ -84,6 +101,26 @@ class Scenario:
         )
 
     @classmethod
+    def security(cls, policy: str = "reject") -> Scenario:
+        """The default lab plus mallory@evil.example, who forges alice's address from her own host.
+
+        example.org publishes SPF, signs with DKIM and asks for DMARC `policy` (none, quarantine or
+        reject); evil.example publishes nothing and its host is on the lab's blocklist (bl.lab) only
+        when a notebook puts it there.
+        """
+        data = cls.default().to_dict()
+        data["description"] = "alice, bob, and mallory who pretends to be alice"
+        data["providers"][0]["security"] = {**DEFAULT_SECURITY, "dmarc": f"v=DMARC1; p={policy}"}
+        data["providers"].append({
+            "domain": "evil.example",
+            "hosts": {"mail.evil.example": ["submission", "smtp", "imap"]},
+            "mx": {"mail.evil.example": 10},
+            "users": ["mallory"],
+            "security": {**DEFAULT_SECURITY, "spf": None, "dkim": False, "dmarc": None},
+        })
+        return cls.from_dict(data)
+
+    @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Scenario:
         """Build a scenario from plain data (see `Scenario.default` for the shape) and check it."""
         if not isinstance(data, Mapping) or "providers" not in data:
@@ -94,6 +131,7 @@ class Scenario:
             dns_name=str(data.get("dns_name", "dns.lab")).lower().rstrip("."),
             description=str(data.get("description", "")),
             options=dict(data.get("options", {})),
+            blocklist={str(k).lower(): str(v) for k, v in dict(data.get("blocklist", {})).items()},
         )
         scenario.validate()
         return scenario
@@ -104,14 +142,17 @@ class Scenario:
             "description": self.description,
             "dns_name": self.dns_name,
             "options": dict(self.options),
+            "blocklist": dict(self.blocklist),
             "providers": [
                 {
                     "domain": p.domain,
-                    "hosts": {h.name: list(h.services) for h in p.hosts},
+                    "hosts": {h.name: {"services": list(h.services), "options": list(h.options)} if h.options
+                              else list(h.services) for h in p.hosts},
                     "mx": [[pref, name] for pref, name in p.mx],
                     "users": {addr: pw for addr, pw in p.users},
                     "records": [list(r) for r in p.records],
                     "a_records": [list(r) for r in p.a_records],
+                    "security": dict(p.security),
                 }
                 for p in self.providers
             ],
@@ -136,6 +177,13 @@ class Scenario:
                 bad = set(host.services) - set(SERVICES)
                 if bad:
                     raise ScenarioError(f"{host.name}: unknown service(s) {sorted(bad)}; use {SERVICES}")
+                odd = set(host.options) - set(HOST_OPTIONS)
+                if odd:
+                    raise ScenarioError(f"{host.name}: unknown option(s) {sorted(odd)}; use {HOST_OPTIONS}")
+            unknown = set(p.security) - set(DEFAULT_SECURITY)
+            if unknown:
+                raise ScenarioError(f"{p.domain}: unknown security setting(s) {sorted(unknown)}; "
+                                    f"use {sorted(DEFAULT_SECURITY)}")
             for pref, exchange in p.mx:
                 if exchange == ".":
                     continue
@@ -172,9 +220,13 @@ def _provider(data: Mapping[str, Any]) -> ProviderSpec:
         name = str(name).lower().rstrip(".")
         if "." not in name:
             name = f"{name}.{domain}"
+        options: list[str] = []
+        if isinstance(services, Mapping):  # {"services": [...], "options": [...]}
+            options = [str(o) for o in services.get("options", [])]
+            services = services.get("services", [])
         if isinstance(services, str):
             services = [services]
-        hosts.append(HostSpec(name=name, services=tuple(str(s) for s in services)))
+        hosts.append(HostSpec(name=name, services=tuple(str(s) for s in services), options=tuple(options)))
     raw_mx = data.get("mx", {})
     mx_items: Sequence[Any] = list(raw_mx.items()) if isinstance(raw_mx, Mapping) else list(raw_mx)
     mx: list[tuple[int, str]] = []
@@ -203,7 +255,9 @@ def _provider(data: Mapping[str, Any]) -> ProviderSpec:
     for r in records:
         if len(r) != 3:
             raise ScenarioError(f"a record is [name, type, data], got {list(r)}")
+    security = dict(DEFAULT_SECURITY)
+    security.update(dict(data.get("security", {})))
     return ProviderSpec(
         domain=domain, hosts=tuple(hosts), mx=tuple(mx), users=tuple(users),
-        records=records, a_records=a_records,  # type: ignore[arg-type]
+        records=records, a_records=a_records, security=security,  # type: ignore[arg-type]
     )

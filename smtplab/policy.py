@@ -1,0 +1,82 @@
+"""What a receiving MX decides about a message, and what a submission host adds to it.
+
+The MX asks the blocklist about the client (at RCPT, like Postfix's reject_rbl_client), then checks
+SPF, DKIM and DMARC, scores the content, and either refuses the message, files it in Junk, or delivers
+it, with Authentication-Results and the spam report written on top for the reader to see. The
+submission host signs what its users send (DKIM). Every decision is also written to the lab trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from . import dnsbl, mailauth, spam
+
+__all__ = ["Screening", "check_client", "screen", "sign"]
+
+
+@dataclass(frozen=True)
+class Screening:
+    """The MX's decision about one message."""
+
+    reply: str | None  # a refusal to send instead of 250, or None to accept
+    folder: str  # "INBOX" or "Junk"
+    headers: bytes  # trace fields to prepend (Authentication-Results, X-Spam-*)
+    verdict: mailauth.AuthVerdict | None
+    report: spam.SpamReport | None
+
+    def summary(self) -> str:
+        parts = []
+        if self.verdict is not None:
+            v = self.verdict
+            parts.append(f"spf={v.spf} dkim={v.dkim} dmarc={v.dmarc}" + (f" (p={v.dmarc_policy})" if v.dmarc_policy else ""))
+        if self.report is not None:
+            parts.append(f"spam score {self.report.score:g}")
+        outcome = "refused" if self.reply else ("filed in Junk" if self.folder == "Junk" else "accepted")
+        return f"{outcome}: " + ", ".join(parts) if parts else outcome
+
+
+async def check_client(lab: Any, domain: str, client_ip: str) -> dnsbl.Listing | None:
+    """Ask the blocklists this provider uses about the connecting address."""
+    zones = lab.security_of(domain).get("dnsbl") or []
+    if not zones:
+        return None
+    return await dnsbl.check(client_ip, zones, lab.dns_resolver())
+
+
+async def screen(lab: Any, host: str, domain: str, content: bytes, *, client_ip: str, mail_from: str,
+                 helo: str) -> Screening:
+    """Decide about one received message for a provider's users (blocking checks run off the loop)."""
+    security = lab.security_of(domain)
+    verdict = None
+    if security.get("verify"):
+        loop = asyncio.get_running_loop()
+        verdict = await loop.run_in_executor(None, lambda: mailauth.evaluate(
+            content, client_ip=client_ip, mail_from=mail_from, helo=helo, authserv_id=host, lab_dns=lab.lab_dns()))
+    report = spam.score(content, verdict) if security.get("spam") else None
+    headers = b""
+    if verdict is not None:
+        headers += f"Authentication-Results: {verdict.header}\r\n".encode()
+    if report is not None:
+        headers += f"X-Spam-Score: {report.score:g}\r\nX-Spam-Report: {report.header()}\r\n".encode()
+    reply: str | None = None
+    folder = "INBOX"
+    if verdict is not None and verdict.disposition == "reject":
+        reply = (f"550 5.7.1 Rejected by the DMARC policy of {verdict.from_domain} (p=reject): "
+                 f"spf={verdict.spf}, dkim={verdict.dkim}, neither aligned with From")
+    elif report is not None and report.verdict == "reject":
+        rules = ", ".join(h.name for h in report.hits)
+        reply = f"554 5.7.1 Message refused as spam (score {report.score:g}: {rules})"
+    elif (verdict is not None and verdict.disposition == "quarantine") or (report is not None and report.verdict == "junk"):
+        folder = "Junk"
+    return Screening(reply, folder, headers, verdict, report)
+
+
+def sign(lab: Any, domain: str, content: bytes) -> bytes:
+    """DKIM-sign `content` for `domain` if the provider signs (its key is published in the lab DNS)."""
+    key = lab.dkim_key(domain)
+    if key is None:
+        return content
+    return mailauth.dkim_sign(content, domain=domain, selector=key.selector, private_key=key.private_pem)
