@@ -52,15 +52,33 @@ LEGEND = (("command", "→ command"), ("2", "2xx done"), ("3", "3xx go on"), ("4
           ("fail", "dashed, ending in a bar: could not connect"))
 
 
-def _legend(g: Any) -> None:
-    """A row of coloured words above the lifelines, saying what the colours and lines mean."""
-    with g.subgraph() as row:
-        row.attr(rank="min")
-        for n, (tone, text) in enumerate(LEGEND):
-            row.node(f"legend{n}", text, shape="plaintext", fontcolor=TONES[tone], fontsize="10", height="0.2")
-            if n:
-                row.edge(f"legend{n - 1}", f"legend{n}", style="invis")
-    g.edge("legend0", "p0_0", style="invis", weight="0")
+def _legend(g: Any, width: int, steps: list[Step]) -> None:
+    """Rows of coloured words above the lifelines, saying what the colours and lines mean.
+
+    Only what this diagram uses, and no wider than its lifelines (a one-row legend of everything made a
+    two-lane ladder three times wider than needed).
+    """
+    used = {s.tone for s in steps} | {"command"}
+    if any(s.encrypted or s.kind == "tls" for s in steps):
+        used.add("tls")
+    if any(s.kind == "failed" for s in steps):
+        used.add("fail")
+    entries = [entry for entry in LEGEND if entry[0] in used]
+    per_row = max(2, min(len(entries), width))
+    rows = [entries[i: i + per_row] for i in range(0, len(entries), per_row)]
+    n = 0
+    for r, entries in enumerate(rows):
+        with g.subgraph() as row:
+            row.attr(rank="min" if r == 0 else "same")
+            first = n
+            for tone, text in entries:
+                row.node(f"legend{n}", text, shape="plaintext", fontcolor=TONES[tone], fontsize="10", height="0.2")
+                if n > first:
+                    row.edge(f"legend{n - 1}", f"legend{n}", style="invis")
+                n += 1
+        if r:
+            g.edge(f"legend{first - per_row}", f"legend{first}", style="invis")
+    g.edge(f"legend{per_row * (len(rows) - 1)}", "p0_0", style="invis", weight="0")
 
 
 def ladder_dot(participants: list[Participant], rows: list[Step], title: str = "") -> str:
@@ -75,7 +93,7 @@ def ladder_dot(participants: list[Participant], rows: list[Step], title: str = "
     g.attr("node", fontname=FONT, fontsize="11")
     g.attr("edge", fontname=MONO, fontsize="9", arrowsize="0.7")
     if participants:
-        _legend(g)
+        _legend(g, width, rows)
 
     notes = {(n + 1, column[s.source]): s for n, s in enumerate(rows) if s.kind == "note"}
     boxes = {(0, c) for c in range(width)} | ({(last, c) for c in range(width)} if footer else set())
@@ -213,7 +231,7 @@ def ladder_of(lab: Any, message: Any = None, *, conn: str | Iterable[str] | None
         parts.append(f"connection{'s' if len(conns) > 1 else ''} {', '.join(sorted(conns))}")
     if since is not None:
         chosen = [e for e in chosen if e.seq > since]
-        parts.append(f"since mark {since}")
+        parts.append("since your mark")
     if title is None:
         title = ", ".join(parts) if parts else "The lab's trace" if events is None else "Trace events"
         title = title[0].upper() + title[1:]

@@ -103,7 +103,9 @@ class Diagram:
 
     def _repr_html_(self) -> str:
         # The picture, and the same content as text for screen readers (and for copying lines).
-        svg = self.svg
+        # JupyterLab scales every SVG down to the cell's width (max-width:100%), which makes a wide ladder
+        # unreadable; keep its natural size and let the frame scroll sideways instead.
+        svg = self.svg.replace("<svg ", '<svg style="max-width:none;height:auto" ', 1)
         return (f'<figure role="group" aria-label="{html.escape(self.title)}" style="margin:0">'
                 f'<div style="overflow-x:auto">{svg}</div><details><summary>{html.escape(self.title)}: as text'
                 f"</summary><pre>{html.escape(self.text)}</pre></details></figure>")

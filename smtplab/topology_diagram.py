@@ -9,6 +9,8 @@ dashed), delivery into the Maildir, IMAP reads.
 
 from __future__ import annotations
 
+import textwrap
+
 import re
 from typing import Any
 
@@ -52,7 +54,7 @@ def _host_lines(host: Any) -> list[str]:
     if not host.is_up:
         lines.append("DOWN: connections refused")
     for fault in getattr(host, "faults", ()):
-        lines.append(f"fault: {fault.describe()}"[:60])
+        lines += textwrap.wrap(f"fault: {fault.describe()}", width=44, subsequent_indent="  ")
     return lines
 
 

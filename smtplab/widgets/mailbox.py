@@ -37,7 +37,9 @@ class MailboxViewer(w.VBox):
         self.login_button.on_click(lambda _b: self.login())
         self.refresh_button.on_click(lambda _b: self.check())
         self.folders.observe(lambda _c: self.check(), names="value")
-        self.messages.observe(lambda change: change["new"] and self.show_message(change["new"]), names="value")
+        self._opening = False
+        self.messages.observe(
+            lambda change: change["new"] and not self._opening and self.show_message(change["new"]), names="value")
         super().__init__([
             w.HBox([self.user, self.login_button, self.refresh_button]), self.status_html,
             self.folders, self.messages, self.message_html,
@@ -107,8 +109,18 @@ class MailboxViewer(w.VBox):
             + headers + f"<pre class='smtplab-body'>{escape(text)}</pre>"
         )
         self.raw_html.value = f"<pre>{escape(raw.decode('utf-8', 'replace'))}</pre>"
-        self._transcript()
+        self._relist(uid)
         return message
+
+    def _relist(self, selected: int) -> None:
+        """List again (the message just opened is \\Seen now) and keep it selected."""
+        self._opening = True
+        try:
+            self.check()
+            if any(value == selected for _, value in self.messages.options):
+                self.messages.value = selected
+        finally:
+            self._opening = False
 
     def logout(self) -> None:
         if self.client is not None:

@@ -30,8 +30,8 @@ class RelayTracker(w.VBox):
         self.queue_html = w.HTML()
         self.topology_html = w.HTML()
         self.faults = {
-            h.name: w.ToggleButtons(options=FAULT_MODES, value="ok", description=h.name.split(".")[0],
-                                    style={"button_width": "4em"})
+            h.name: w.ToggleButtons(options=FAULT_MODES, value="ok", description=h.name,
+                                    style={"button_width": "5em", "description_width": "11em"})
             for h in lab.hosts.values() if "smtp" in h.ports
         }
         for name, toggle in self.faults.items():
