@@ -13,9 +13,11 @@ import re
 from argparse import Namespace
 from collections.abc import Callable
 from pathlib import Path
+from tempfile import NamedTemporaryFile
 from typing import Any
 
 from pymap.backend.maildir import Config, Login
+from pymap.backend.maildir.io import FileWriteable
 from pymap.backend.maildir.mailbox import LoadedMessage, MailboxData
 from pymap.backend.maildir.mailbox import Message as _MaildirMessage
 from pymap.backend.maildir.uidlist import Record, UidList
@@ -89,6 +91,23 @@ async def _get_maildir_msg_cached(self: Any, uid: int) -> tuple[Record, Any]:
 
 
 MailboxData._get_maildir_msg = _get_maildir_msg_cached  # type: ignore[method-assign]
+
+
+def _file_write_in_place(self: Any) -> None:
+    """Write one of pymap's state files (UID list, flags, users) through a temporary file beside it.
+
+    pymap 0.36.7 writes the temporary file in the system's temporary directory, then renames it into
+    the mailbox: that rename fails (EXDEV) when the lab directory is on another file system than
+    /tmp, e.g. a persistent lab in a home directory on its own volume.
+    """
+    file_path = self.get_file(self.path)
+    with NamedTemporaryFile("w", dir=os.path.dirname(file_path), prefix="tmp-pymap-", delete=False) as tmp:
+        self.write(tmp)
+    os.replace(tmp.name, file_path)
+    self._touched = False
+
+
+FileWriteable.file_write = _file_write_in_place  # type: ignore[method-assign]
 
 
 class _LabConfig(Config):

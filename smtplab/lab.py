@@ -259,7 +259,7 @@ class Lab:
             resolver=lambda: lab_resolver(self.dns.address, self.dns.port),
             host_address=lambda name: self.hosts[name].address,
             smtp_port=self._smtp_port, client_context=self._client_context,
-            deliver_bounce=self._deliver_bounce,
+            deliver_bounce=self._deliver_bounce, disk=self._loop.disk if self._loop is not None else None,
         )
         for provider in self.scenario.providers:
             imap_hosts = [h for h in provider.hosts if "imap" in h.services]
@@ -551,6 +551,14 @@ class Lab:
         from .smtp import _header
 
         self._require_relay().enqueue(host, sender, recipients, content, queue_id, _header(content, b"message-id"))
+
+    async def enqueue_async(self, host: str, sender: str, recipients: list[str], content: bytes,
+                            queue_id: str) -> None:
+        """Queue a message for the relay from the loop; the spool is written by a disk thread."""
+        from .smtp import _header
+
+        await self._require_relay().enqueue_async(host, sender, recipients, content, queue_id,
+                                                  _header(content, b"message-id"))
 
     def fault_for(self, host: str, stage: str, recipient: str = "") -> Fault | None:
         return self.faults.pick(host, stage, recipient)

@@ -11,6 +11,7 @@ on connection failure or a 4xx; no MX means the domain's own A record (implicit 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import heapq
 import ipaddress
 import itertools
@@ -114,6 +115,7 @@ class Relay:
         smtp_port: Callable[[str, str], int | None],
         client_context: ssl.SSLContext,
         deliver_bounce: Callable[[str, str, bytes], None],
+        disk: concurrent.futures.Executor | None = None,
     ) -> None:
         self.spool = spool
         spool.mkdir(parents=True, exist_ok=True)
@@ -124,6 +126,7 @@ class Relay:
         self._smtp_port = smtp_port
         self._tls = client_context
         self._deliver_bounce = deliver_bounce
+        self._disk = disk  # spool writes from the loop go there (None: the loop's default executor)
         self._entries: dict[str, _Entry] = {}
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -141,6 +144,7 @@ class Relay:
         # load one connection carries many messages, as Postfix's connection cache does.
         self._idle: dict[tuple[str, str, int], list[smtplib.SMTP]] = {}
         self.concurrency = MAX_CONCURRENT_ATTEMPTS
+        self._stopping = False
         self._settled = threading.Condition(self._lock)
         self.retry_schedule = RETRY_SCHEDULE
         self.max_lifetime = MAX_QUEUE_LIFETIME
@@ -161,6 +165,9 @@ class Relay:
         self._scheduler = asyncio.create_task(self._run_scheduler())
 
     async def stop(self) -> None:
+        # Python 3.11's wait_for() can swallow a cancellation that coincides with its wake-up (an
+        # attempt cancelled here kicks the scheduler): the flag ends the scheduler loop regardless.
+        self._stopping = True
         tasks = list(self._active) + ([self._scheduler] if self._scheduler else [])
         for task in tasks:
             task.cancel()
@@ -174,10 +181,29 @@ class Relay:
     # --- intake (called on the loop by the submission handler) ---
     def enqueue(self, host: str, sender: str, recipients: list[str], content: bytes, queue_id: str,
                 message_id: str = "") -> None:
+        """Queue a message, writing it to the spool on this thread."""
+        entry = self._new_entry(host, sender, recipients, queue_id, message_id)
+        self._write_spool(entry, content)
+        self._register(entry)
+
+    async def enqueue_async(self, host: str, sender: str, recipients: list[str], content: bytes, queue_id: str,
+                            message_id: str = "") -> None:
+        """Queue a message, writing the spool from a disk thread; returns once it is written."""
+        entry = self._new_entry(host, sender, recipients, queue_id, message_id)
+        await asyncio.get_running_loop().run_in_executor(self._disk, self._write_spool, entry, content)
+        self._register(entry)
+
+    def _new_entry(self, host: str, sender: str, recipients: list[str], queue_id: str, message_id: str) -> _Entry:
         now = self._now()
-        entry = _Entry(queue_id, host, sender, [RecipientStatus(r) for r in recipients], now, now, message_id)
-        (self.spool / f"{queue_id}.eml").write_bytes(content)
+        return _Entry(queue_id, host, sender, [RecipientStatus(r) for r in recipients], now, now, message_id)
+
+    def _write_spool(self, entry: _Entry, content: bytes) -> None:
+        (self.spool / f"{entry.queue_id}.eml").write_bytes(content)
         self._save(entry)
+
+    def _register(self, entry: _Entry) -> None:
+        host, sender, queue_id = entry.host, entry.sender, entry.queue_id
+        recipients = [r.address for r in entry.recipients]
         with self._lock:
             self._entries[queue_id] = entry
             self._wait_until(entry)
@@ -250,7 +276,7 @@ class Relay:
 
     async def _run_scheduler(self) -> None:
         assert self._wake is not None
-        while True:
+        while not self._stopping:
             self._claim_due()
             with self._lock:
                 to_start, self._claimed = self._claimed, []
@@ -268,10 +294,13 @@ class Relay:
 
     # --- one delivery attempt ---
     async def _attempt(self, entry: _Entry) -> None:
+        saved = False
         try:
             assert self._slots is not None
             async with self._slots:
                 await self._deliver(entry)
+            await asyncio.get_running_loop().run_in_executor(self._disk, self._save, entry)
+            saved = True
             if self._busy == 1 and self._idle:  # the last attempt in flight: nothing will reuse them
                 idle = [c for clients in self._idle.values() for c in clients]
                 self._idle.clear()
@@ -289,7 +318,8 @@ class Relay:
                 self._busy -= 1
                 if not _done(entry):
                     self._wait_until(entry)
-                self._save(entry)
+                if not saved:
+                    self._save(entry)
                 self._settled.notify_all()
             self._kick()
 

@@ -32,6 +32,7 @@ class MailStore:
         self._users: set[str] = set()
         self._lock = threading.Lock()
         self._counter = 0
+        self._roots: dict[tuple[str, str], str] = {}  # Maildir folders already created
         directory.mkdir(parents=True, exist_ok=True)
 
     def add_user(self, address: str) -> Path:
@@ -59,20 +60,23 @@ class MailStore:
         if not self.has_user(address):
             raise UnknownUser(f"{address} has no mailbox at {self.domain}")
         data = content if b"\r\n" in content else content.replace(b"\n", b"\r\n")
-        box = self._maildir(address, folder, create=True)
-        assert box is not None
-        root = Path(box._path)  # type: ignore[attr-defined]
-        box.close()
+        key = (address.lower(), folder.upper() if folder.upper() == "INBOX" else folder)
+        root = self._roots.get(key)
+        if root is None:  # open (and create) the folder once, not for every message
+            box = self._maildir(address, folder, create=True)
+            assert box is not None
+            root = self._roots[key] = box._path  # type: ignore[attr-defined]
+            box.close()
         with self._lock:
             self._counter += 1
             now = time.time()
             name = f"{int(now)}.M{int(now * 1e6) % 1_000_000}P{os.getpid()}Q{self._counter}.{_HOSTNAME}"
-        tmp = root / "tmp" / name
+        tmp = os.path.join(root, "tmp", name)
         with open(tmp, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())  # accepted mail must survive a crash (RFC 5321 section 6.1)
-        os.rename(tmp, root / "new" / name)
+        os.rename(tmp, os.path.join(root, "new", name))
         return name
 
     def messages(self, address: str, folder: str = "INBOX") -> list[EmailMessage]:
