@@ -168,7 +168,13 @@ class SmtpSession:
             raise SessionError("this session is closed; open a new one with lab.session(...)")
         self._write(data)
         self.transcript.append("C: " + repr(data))
-        return self._read_reply() if expect_reply else None
+        if not expect_reply:
+            return None
+        reply = self._read_reply()
+        if self.in_data:  # whatever ended the message, the server has answered it: the transaction is over
+            self.in_data = False
+            self.has_sender, self.recipients = False, 0
+        return reply
 
     def data(self, message: str | bytes) -> Reply:
         """Send DATA, the message (dot-stuffed, CRLF line ends) and the lone dot; return the final reply."""

@@ -15,6 +15,7 @@ import shutil
 import socket
 import tempfile
 import threading
+import warnings
 import weakref
 from collections.abc import Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -30,7 +31,9 @@ from .imap import ImapService
 from .labdns import DigResult, DnsServer, MXRecord, build_zones, dig_async, lab_resolver, lookup_mx_async
 from .relay import QueueItem, Relay
 from .scenario import WELL_KNOWN_PORTS, Scenario
-from .smtp import InboundHandler, LabSMTP, SubmissionHandler
+from .handlers import InboundHandler, SubmissionHandler, header_value
+from .smtp import LabSMTP, new_queue_id
+from .wire import WireTap
 from .store import MailStore
 from .tls import LabCA
 from .zones import DkimKey, DkimKeys, zone_lines
@@ -39,6 +42,7 @@ from .trace import Trace
 __all__ = ["Lab", "Host", "User", "DnsInfo", "start", "current"]
 
 T = TypeVar("T")
+WIRE_KEEP = 200  # SMTP connections whose raw bytes are kept for lab.wire()
 _current: Lab | None = None
 _all_labs: weakref.WeakSet[Lab] = weakref.WeakSet()
 _start_lock = threading.Lock()
@@ -195,6 +199,7 @@ class Lab:
         self.dns: DnsInfo
         self.running = False
         self.faults = FaultTable()
+        self._wires: dict[str, WireTap] = {}
         self._stores: dict[str, MailStore] = {}
         self._imap: dict[str, ImapService] = {}
         self._by_address: dict[str, str] = {}
@@ -287,20 +292,30 @@ class Lab:
                 host.ports[service] = self._imap[host.name].port
                 host._servers.append(self._imap[host.name])
                 continue
+            note = ""
             if service == "submission":
                 handler: Any = SubmissionHandler(self, host.name, domains)
-                options = dict(require_starttls=True, auth_required=True, auth_require_tls=True,
+                plain = "plaintext_auth" in host.options  # a teaching toggle, never a default
+                options = dict(require_starttls=not plain, auth_required=True, auth_require_tls=not plain,
                                authenticator=handler.authenticator)
+                if plain:
+                    note = "teaching toggle: this host accepts passwords WITHOUT TLS - anyone on the wire can read them"
             else:
                 handler = InboundHandler(self, host.name, domains)
                 options = dict(auth_exclude_mechanism=["LOGIN", "PLAIN"])
             context = self.ca.server_context(host.name, host.address)
 
-            def factory(handler: Any = handler, options: dict[str, Any] = options, service: str = service) -> LabSMTP:
-                protocol = LabSMTP(handler, trace=self.trace, host_name=host.name, port_name=service,
-                                   peer_name=self.peer_name, faults=self.fault_for, tls_context=context,
-                                   data_size_limit=10 * 1024 * 1024,
-                                   timeout=self.smtp_idle_timeout, loop=loop, **options)
+            if "open_relay" in host.options and service == "smtp":
+                note = "teaching toggle: this host is an OPEN RELAY - it passes on mail for any domain"
+
+            def factory(handler: Any = handler, options: dict[str, Any] = options, service: str = service,
+                        note: str = note) -> LabSMTP:
+                with warnings.catch_warnings():  # aiosmtpd warns about AUTH without TLS: that is the point here
+                    warnings.simplefilter("ignore", UserWarning)
+                    protocol = LabSMTP(handler, trace=self.trace, host_name=host.name, port_name=service,
+                                       peer_name=self.peer_name, faults=self.fault_for, tls_context=context,
+                                       data_size_limit=10 * 1024 * 1024, wiretap=self._keep_wire, note=note,
+                                       timeout=self.smtp_idle_timeout, loop=loop, **options)
                 host._protocols.add(protocol)
                 return protocol
 
@@ -539,26 +554,36 @@ class Lab:
     def peer_name(self, address: str) -> str:
         return self._by_address.get(address, "client")
 
-    def deliver_local(self, domain: str, address: str, content: bytes) -> None:
-        self._stores[domain].deliver(address, content)
+    def deliver_local(self, domain: str, address: str, content: bytes, folder: str = "INBOX") -> None:
+        self._stores[domain].deliver(address, content, folder)
 
-    async def store_local(self, domain: str, address: str, content: bytes) -> None:
+    async def store_local(self, domain: str, address: str, content: bytes, folder: str = "INBOX") -> None:
         """Deliver into a local mailbox from a disk thread; returns once the message is on disk."""
         assert self._loop is not None
-        await asyncio.get_running_loop().run_in_executor(self._loop.disk, self.deliver_local, domain, address, content)
+        await asyncio.get_running_loop().run_in_executor(self._loop.disk, self.deliver_local, domain, address,
+                                                         content, folder)
 
     def enqueue(self, host: str, sender: str, recipients: list[str], content: bytes, queue_id: str) -> None:
-        from .smtp import _header
-
-        self._require_relay().enqueue(host, sender, recipients, content, queue_id, _header(content, b"message-id"))
+        self._require_relay().enqueue(host, sender, recipients, content, queue_id, header_value(content, b"message-id"))
 
     async def enqueue_async(self, host: str, sender: str, recipients: list[str], content: bytes,
                             queue_id: str) -> None:
         """Queue a message for the relay from the loop; the spool is written by a disk thread."""
-        from .smtp import _header
-
         await self._require_relay().enqueue_async(host, sender, recipients, content, queue_id,
-                                                  _header(content, b"message-id"))
+                                                  header_value(content, b"message-id"))
+
+    def wire(self, conn: str) -> WireTap:
+        """What an eavesdropper saw of SMTP connection `conn`: clear text before STARTTLS, TLS records after."""
+        try:
+            return self._wires[conn]
+        except KeyError:
+            raise KeyError(f"no SMTP connection {conn!r} (kept: the last {WIRE_KEEP}); "
+                           f"ids are in lab.trace.connections('smtp')") from None
+
+    def _keep_wire(self, tap: WireTap) -> None:
+        self._wires[tap.conn] = tap
+        while len(self._wires) > WIRE_KEEP:
+            self._wires.pop(next(iter(self._wires)))
 
     def fault_for(self, host: str, stage: str, recipient: str = "") -> Fault | None:
         return self.faults.pick(host, stage, recipient)
@@ -577,9 +602,8 @@ class Lab:
 
     def _deliver_bounce(self, host: str, recipient: str, content: bytes) -> None:
         # A bounce is a new message from <> that goes through the same queue (RFC 3464 §2).
-        from .smtp import _header, new_queue_id
-
-        self._require_relay().enqueue(host, "", [recipient], content, new_queue_id(), _header(content, b"message-id"))
+        self._require_relay().enqueue(host, "", [recipient], content, new_queue_id(),
+                                      header_value(content, b"message-id"))
 
     def _on_clock(self) -> None:
         self.trace.record("lab", "state", "clock", f"clock advanced: lab time is now {self.clock.datetime():%Y-%m-%d %H:%M:%S} UTC")

@@ -66,10 +66,11 @@ async def screen(lab: Any, host: str, domain: str, content: bytes, *, client_ip:
     if verdict is not None and verdict.disposition == "reject":
         reply = (f"550 5.7.1 Rejected by the DMARC policy of {verdict.from_domain} (p=reject): "
                  f"spf={verdict.spf}, dkim={verdict.dkim}, neither aligned with From")
-    elif report is not None and report.verdict == "reject":
+    elif report is not None and security.get("spam") == "filter" and report.verdict == "reject":
         rules = ", ".join(h.name for h in report.hits)
         reply = f"554 5.7.1 Message refused as spam (score {report.score:g}: {rules})"
-    elif (verdict is not None and verdict.disposition == "quarantine") or (report is not None and report.verdict == "junk"):
+    elif (verdict is not None and verdict.disposition == "quarantine") or (
+            report is not None and security.get("spam") == "filter" and report.verdict == "junk"):
         folder = "Junk"
     return Screening(reply, folder, headers, verdict, report)
 

@@ -21,7 +21,10 @@ WELL_KNOWN_PORTS = {"smtp": 25, "submission": 587, "imap": 143, "dns": 53}
 
 
 # Deliberate misconfigurations a teacher can switch on for one host, to show what the defaults prevent.
-HOST_OPTIONS = ("open_relay", "plaintext_auth")
+# open_relay: the MX passes on mail for any domain; plaintext_auth: submission takes passwords without
+# TLS; append_footer: the submission host adds a footer to every message AFTER signing it (as some
+# disclaimer gateways do), which breaks the DKIM signature on the way.
+HOST_OPTIONS = ("open_relay", "plaintext_auth", "append_footer")
 
 # What a provider publishes and checks, unless the scenario says otherwise.
 DEFAULT_SECURITY: dict[str, Any] = {
@@ -30,7 +33,7 @@ DEFAULT_SECURITY: dict[str, Any] = {
     "dmarc": "v=DMARC1; p=none",  # a record string, or None
     "verify": True,  # the MX checks SPF, DKIM and DMARC and adds Authentication-Results
     "dnsbl": ["bl.lab"],  # blocklist zones the MX consults (RFC 5782)
-    "spam": True,  # the MX scores content and files spam in Junk
+    "spam": "score",  # "score": add X-Spam-Score/Report only; "filter": also Junk or refuse; None: off
 }
 
 
@@ -110,7 +113,8 @@ class Scenario:
         """
         data = cls.default().to_dict()
         data["description"] = "alice, bob, and mallory who pretends to be alice"
-        data["providers"][0]["security"] = {**DEFAULT_SECURITY, "dmarc": f"v=DMARC1; p={policy}"}
+        data["providers"][0]["security"] = {**DEFAULT_SECURITY, "dmarc": f"v=DMARC1; p={policy}", "spam": "filter"}
+        data["providers"][1]["security"] = {**DEFAULT_SECURITY, "spam": "filter"}
         data["providers"].append({
             "domain": "evil.example",
             "hosts": {"mail.evil.example": ["submission", "smtp", "imap"]},

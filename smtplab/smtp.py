@@ -14,14 +14,16 @@ import random
 import re
 import secrets
 from collections.abc import Callable
-from email.utils import format_datetime, make_msgid
 from typing import Any, Protocol
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
+from asyncio import sslproto
+
+from aiosmtpd.smtp import SMTP, TLSSetupException, syntax
 
 from . import replies
 from .faults import Fault
 from .trace import Trace
+from .wire import TapProtocol, WireTap
 
 __all__ = ["LabSMTP", "SubmissionHandler", "InboundHandler", "new_queue_id", "Postmaster"]
 
@@ -70,6 +72,7 @@ class LabSMTP(SMTP):
     def __init__(
         self, handler: Any, *, trace: Trace, host_name: str, port_name: str,
         peer_name: Callable[[str], str], faults: Callable[[str, str, str], Fault | None] | None = None,
+        wiretap: Callable[[WireTap], None] | None = None, note: str = "",
         **kwargs: Any,
     ) -> None:
         super().__init__(handler, hostname=host_name, ident="ESMTP smtplab", **kwargs)
@@ -89,6 +92,10 @@ class LabSMTP(SMTP):
         self._data_bytes = 0
         self._encrypted = False
         self._faults = faults
+        self._wiretap = wiretap
+        self._note = note  # said in the trace when a client connects (e.g. a teaching toggle)
+        self.tap: WireTap | None = None
+        self._tls_started = False
         self._greeted = False
         self._body_checked = False
         self._hello = False  # answering EHLO/HELO: those replies carry no enhanced code (RFC 2034)
@@ -116,6 +123,12 @@ class LabSMTP(SMTP):
                 peer=self._peer_name(peer[0]), port_name=self._port_name,
             )
             self.conn_first_seq = self._record("connect", f"connection from {peer[0]}:{peer[1]}")
+            if self._note:
+                self._record("state", self._note)
+            if self._wiretap is not None:
+                self.tap = WireTap(self._conn, self._host_name)
+                self.tap.tap_writes(transport)
+                self._wiretap(self.tap)
         super().connection_made(transport)
         if starting_tls:
             self._encrypted = True
@@ -136,6 +149,8 @@ class LabSMTP(SMTP):
         super().connection_lost(error)
 
     def data_received(self, data: bytes) -> None:
+        if self.tap is not None and not self._tls_started:
+            self.tap.record("C", data)  # before STARTTLS the wire carries exactly these bytes
         self._inbuf += data
         while self._conn:
             if self._in_data:
@@ -264,7 +279,27 @@ class LabSMTP(SMTP):
         if self._tls_protocol is not None and not arg:
             await self.push(replies.TLS_ALREADY_ACTIVE)  # aiosmtpd would start a second TLS layer
             return
-        await super().smtp_STARTTLS(arg)
+        if self.tap is None or arg or not self.tls_context:
+            await super().smtp_STARTTLS(arg)
+            return
+        # aiosmtpd 1.4.6's STARTTLS, with a tap between the TCP transport and TLS so the lab can show
+        # the ciphertext an eavesdropper would see.
+        await self.push("220 2.0.0 Ready to start TLS")
+        waiter = self.loop.create_future()
+        self._tls_protocol = sslproto.SSLProtocol(self.loop, self, self.tls_context, waiter, server_side=True)
+        self._original_transport = self.transport
+        assert self._original_transport is not None
+        self._tls_started = True
+        self.tap.encrypted = True
+        self._original_transport.set_protocol(TapProtocol(self._tls_protocol, self.tap))
+        self.transport = self._tls_protocol._app_transport
+        self._tls_protocol.connection_made(self._original_transport)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            raise TLSSetupException() from error
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         # An unclosed "<" or a control character is a malformed address, not something to repair.
@@ -296,6 +331,23 @@ class LabSMTP(SMTP):
             self.transport.write(line.encode() + b"\r\n")
         super()._timeout_cb()
 
+    def eof_received(self) -> bool | None:
+        # A pipelining client (nc, swaks --pipe) may close its sending side right after its last
+        # command. aiosmtpd would drop every command still waiting behind a slow one (a DNS lookup);
+        # a real server answers them all (RFC 2920), then closes. So: no cancel here, just end of input.
+        return asyncio.StreamReaderProtocol.eof_received(self)
+
+    async def handle_exception(self, error: Exception) -> str:
+        if isinstance(error, asyncio.IncompleteReadError):  # the client's input ended: the session is over
+            if self.transport is not None:
+                self.transport.close()
+            raise asyncio.CancelledError
+        return await super().handle_exception(error)
+
+    def note(self, text: str) -> None:
+        """Write what the server decided (policy, signing) into the trace, beside the protocol lines."""
+        self._record("state", text)
+
     @property
     def conn_id(self) -> str:
         return self._conn
@@ -309,260 +361,3 @@ def _show(line: bytes) -> str:
     if line.endswith(b"\n") and not line.endswith(b"\r\n"):
         text += "<LF>"
     return text
-
-
-def _received(server: LabSMTP, session: Session, queue_id: str, recipients: list[str], now: float,
-              peer_name: str) -> bytes:
-    """Build the RFC 5321 §4.4 trace header, with the RFC 3848 protocol keyword."""
-    helo = session.host_name or "unknown"
-    address = session.peer[0] if session.peer else "unknown"
-    protocol = "ESMTP" if session.extended_smtp else "SMTP"
-    if session.ssl is not None:
-        protocol += "S"
-    if session.authenticated:
-        protocol += "A"
-    reverse = peer_name if peer_name and peer_name != "client" else "unknown"
-    rcpt = f"\r\n\tfor <{recipients[0]}>" if len(recipients) == 1 else ""
-    value = (
-        f"from {helo} ({reverse} [{address}])\r\n\tby {server.hostname} (smtplab) with {protocol} id {queue_id}"
-        f"{rcpt}; {format_datetime(_aware(now))}"
-    )
-    return f"Received: {value}\r\n".encode()
-
-
-def _aware(ts: float) -> Any:
-    from datetime import datetime, timezone
-
-    return datetime.fromtimestamp(ts, tz=timezone.utc).astimezone()
-
-
-def _ehlo_responses(server: LabSMTP, responses: list[str]) -> list[str]:
-    server.command_size_limits["MAIL"] = 510 + (26 if server.data_size_limit else 0)
-    # aiosmtpd advertises "AUTH" even with every mechanism excluded (an MX offers none).
-    kept = [r for r in responses[:-1] if r.strip() != "250-AUTH"]
-    out = kept + ["250-ENHANCEDSTATUSCODES", "250-PIPELINING"]
-    return out + [responses[-1]]
-
-
-class _BaseHandler:
-    def __init__(self, lab: Postmaster, host_name: str, domains: tuple[str, ...]) -> None:
-        self.lab = lab
-        self.host_name = host_name
-        self.domains = domains
-
-    async def handle_EHLO(self, server: LabSMTP, session: Session, envelope: Envelope, hostname: str,
-                          responses: list[str]) -> list[str]:
-        if _CONTROL.search(hostname):  # it would end up in the Received header
-            session.extended_smtp = False
-            return [replies.BAD_HELLO.format(command="EHLO")]
-        session.host_name = hostname
-        fault = await server.fault_point("EHLO")
-        if fault:
-            return [fault]
-        return _ehlo_responses(server, responses)
-
-    async def handle_HELO(self, server: LabSMTP, session: Session, envelope: Envelope, hostname: str) -> str:
-        if _CONTROL.search(hostname):
-            return replies.BAD_HELLO.format(command="HELO")
-        session.host_name = hostname
-        fault = await server.fault_point("EHLO")
-        return fault or f"250 {server.hostname}"
-
-    async def handle_exception(self, error: Exception) -> str:
-        # Answer with a proper reply instead of a traceback on stderr; the trace shows it.
-        if type(error).__name__ == "TLSSetupException":
-            return "454 4.7.0 TLS handshake failed"
-        if isinstance(error, ValueError) and "limit" in str(error):  # asyncio's line limit, e.g. an AUTH answer
-            return replies.LINE_TOO_LONG
-        text = f"{type(error).__name__}: {error}".encode("ascii", "replace").decode()
-        return f"451 4.3.0 Local error in processing ({text})"
-
-    async def handle_NOOP(self, server: LabSMTP, session: Session, envelope: Envelope, arg: str) -> str:
-        return replies.OK
-
-    def _bad_content(self, envelope: Envelope) -> str | None:
-        """Return the refusal for content no MTA should pass on (bare CR/LF, NUL), or None."""
-        content = envelope.original_content or b""
-        rest = content.replace(b"\r\n", b"")  # what is left of a line end is a bare CR or LF
-        if b"\r" in rest or b"\n" in rest:
-            return replies.BARE_LF
-        if b"\0" in content:
-            return replies.NUL_IN_DATA
-        return None
-
-
-class SubmissionHandler(_BaseHandler):
-    """MSA: authenticated users send as themselves; everything is queued for the relay."""
-
-    def authenticator(self, server: LabSMTP, session: Session, envelope: Envelope, mechanism: str,
-                      auth_data: Any) -> AuthResult:
-        if not isinstance(auth_data, LoginPassword):
-            return AuthResult(success=False, handled=False)
-        login = auth_data.login.decode("utf-8", "replace").strip().lower()
-        password = auth_data.password.decode("utf-8", "replace")
-        domain = login.rpartition("@")[2]
-        if domain in self.domains and self.lab.check_password(login, password):
-            return AuthResult(success=True, auth_data=login)
-        return AuthResult(success=False, handled=False)
-
-    async def handle_MAIL(self, server: LabSMTP, session: Session, envelope: Envelope, address: str,
-                          mail_options: list[str]) -> str:
-        fault = await server.fault_point("MAIL")
-        if fault:
-            return fault
-        user = str(session.auth_data or "")
-        if address in ("<>", ""):
-            return replies.NULL_SENDER_SUBMISSION
-        if address.lower() != user:
-            return replies.SENDER_NOT_OWNED.format(user=user)
-        envelope.mail_from = address
-        envelope.mail_options.extend(mail_options)
-        _start_transaction(server)
-        return replies.OK_SENDER
-
-    async def handle_RCPT(self, server: LabSMTP, session: Session, envelope: Envelope, address: str,
-                          rcpt_options: list[str]) -> str:
-        fault = await server.fault_point("RCPT", address)
-        if fault:
-            return fault
-        local, domain = _split_address(address)
-        if not local or "." not in domain or domain.startswith(".") or domain.endswith("."):
-            return replies.BAD_DESTINATION
-        if domain.startswith("["):
-            # RFC 5321 section 4.1.3: mail to an address literal goes straight to that IP address,
-            # and the lab never connects off the machine; only names in the lab DNS are routed.
-            return replies.ADDRESS_LITERAL
-        if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
-            return replies.TOO_MANY_RECIPIENTS
-        domain = domain.lower()
-        if domain in self.domains and not self.lab.user_exists(address):
-            return replies.USER_UNKNOWN.format(address=address)
-        envelope.rcpt_tos.append(address)
-        envelope.rcpt_options.extend(rcpt_options)
-        return replies.OK_RECIPIENT
-
-    async def handle_DATA(self, server: LabSMTP, session: Session, envelope: Envelope) -> str:
-        fault = await server.fault_point("end-of-data")
-        if fault:
-            return fault
-        refusal = self._bad_content(envelope)
-        if refusal:
-            return refusal
-        queue_id = new_queue_id()
-        content = _complete_headers(envelope.original_content or b"", self.lab.now(), self.host_name)
-        recipients = _unique(envelope.rcpt_tos)
-        header = _received(server, session, queue_id, recipients, self.lab.now(),
-                           self.lab.peer_name(session.peer[0]))
-        content = header + content
-        # Written to the spool before the 250 (RFC 5321 section 6.1), from a disk thread.
-        await self.lab.enqueue_async(self.host_name, envelope.mail_from or "", recipients, content, queue_id)
-        _link_transaction(server, queue_id, content)
-        return replies.OK_QUEUED.format(queue_id=queue_id)
-
-
-class InboundHandler(_BaseHandler):
-    """MX: accept mail for this provider's users only, deliver into their Maildirs."""
-
-    async def handle_MAIL(self, server: LabSMTP, session: Session, envelope: Envelope, address: str,
-                          mail_options: list[str]) -> str:
-        fault = await server.fault_point("MAIL")
-        if fault:
-            return fault
-        # Keep "<>" as is: aiosmtpd treats an empty mail_from as "no MAIL yet" (503 at RCPT).
-        envelope.mail_from = address
-        envelope.mail_options.extend(mail_options)
-        _start_transaction(server)
-        return replies.OK_SENDER
-
-    async def handle_RCPT(self, server: LabSMTP, session: Session, envelope: Envelope, address: str,
-                          rcpt_options: list[str]) -> str:
-        fault = await server.fault_point("RCPT", address)
-        if fault:
-            return fault
-        local, domain = _split_address(address)
-        if not local or not domain:
-            return replies.BAD_DESTINATION
-        if domain.lower() not in self.domains:
-            return replies.RELAY_DENIED.format(domain=domain)
-        if not self.lab.user_exists(address):
-            return replies.USER_UNKNOWN.format(address=address)
-        if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
-            return replies.TOO_MANY_RECIPIENTS
-        envelope.rcpt_tos.append(address)
-        envelope.rcpt_options.extend(rcpt_options)
-        return replies.OK_RECIPIENT
-
-    async def handle_DATA(self, server: LabSMTP, session: Session, envelope: Envelope) -> str:
-        fault = await server.fault_point("end-of-data")
-        if fault:
-            return fault
-        refusal = self._bad_content(envelope)
-        if refusal:
-            return refusal
-        queue_id = new_queue_id()
-        recipients = _unique(envelope.rcpt_tos)
-        received = _received(server, session, queue_id, recipients, self.lab.now(),
-                             self.lab.peer_name(session.peer[0]))
-        content = received + (envelope.original_content or b"")
-        sender = "" if envelope.mail_from in ("<>", None) else envelope.mail_from
-        return_path = f"Return-Path: <{sender}>\r\n".encode()  # RFC 5321 section 4.4
-        for rcpt in recipients:
-            # The 250 goes out only once the message is safely on disk (RFC 5321 section 6.1).
-            await self.lab.store_local(rcpt.rpartition("@")[2].lower(), rcpt, return_path + content)
-        _link_transaction(server, queue_id, content)
-        return replies.OK_DELIVERED.format(queue_id=queue_id)
-
-
-def _split_address(address: str) -> tuple[str, str]:
-    """Split a mailbox into local part and domain ("" when there is none).
-
-    A quoted local part may hold an @ itself (RFC 5321 section 4.1.2): "user@elsewhere"@example.net is
-    a mailbox at example.net, and "user@elsewhere" alone has no domain at all.
-    """
-    local, at, domain = address.rpartition("@")
-    if not at or '"' in domain:
-        return address, ""
-    return local, domain
-
-
-def _unique(addresses: list[str]) -> list[str]:
-    """Drop repeated recipients (compared without case): one copy per mailbox, as Postfix's cleanup does."""
-    seen: dict[str, str] = {}
-    for address in addresses:
-        seen.setdefault(address.lower(), address)
-    return list(seen.values())
-
-
-def _start_transaction(server: LabSMTP) -> None:
-    # The first transaction of a connection owns its greeting, EHLO and STARTTLS too.
-    server.txn_first_seq = server.conn_first_seq if server.txn_count == 0 else server._trace.last_seq
-    server.txn_count += 1
-
-
-def _link_transaction(server: LabSMTP, queue_id: str, content: bytes) -> None:
-    """Tie this transaction's trace span to the queue id and the Message-ID."""
-    first = server.txn_first_seq or 1
-    last = server._trace.last_seq + 1  # include the 250 reply about to be pushed
-    server._trace.link(queue_id, server.conn_id, first, last)
-    message_id = _header(content, b"message-id")
-    if message_id:
-        server._trace.link(message_id, server.conn_id, first, last)
-
-
-def _header(content: bytes, name: bytes) -> str:
-    head = content.split(b"\r\n\r\n", 1)[0]
-    for line in head.split(b"\r\n"):
-        key, sep, value = line.partition(b":")
-        if sep and key.strip().lower() == name:
-            return value.strip().decode("utf-8", "replace")
-    return ""
-
-
-def _complete_headers(content: bytes, now: float, host_name: str) -> bytes:
-    """Add Date and Message-ID when the client left them out (RFC 6409 §8.2-8.3)."""
-    extra = b""
-    if not _header(content, b"date"):
-        extra += f"Date: {format_datetime(_aware(now))}\r\n".encode()
-    if not _header(content, b"message-id"):
-        extra += f"Message-ID: {make_msgid(domain=host_name)}\r\n".encode()
-    return extra + content

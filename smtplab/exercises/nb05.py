@@ -1,0 +1,424 @@
+"""Exercises of notebook 05 (security): a password read off the wire, DMARC quarantine, an SPF record of
+your own, and DMARC alignment.
+
+Each check asks the real lab: the bytes an eavesdropper saw on an SMTP connection, a forgery sent from
+mallory's host to a fresh lab with the policy in question, a lab started from the learner's own scenario,
+and the Authentication-Results header that Bob's MX wrote.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Mapping
+from email.message import Message
+from email.utils import make_msgid
+from typing import Any
+
+from ..errors import ScenarioError, SmtpLabError
+from ..lab import Lab
+from ..scenario import Scenario
+from . import Feedback, failed, passed, unanswered
+
+__all__ = ["check_stolen_password", "QUARANTINE_CHOICES", "check_quarantine_prediction", "check_spf_record",
+           "check_alignment"]
+
+PASSWORD = "Exercise 1 · read a password off the wire"
+QUARANTINE = "Exercise 2 · predict p=quarantine"
+SPF = "Exercise 3 · an SPF record for example.com"
+ALIGNMENT = "Exercise 4 · why did DMARC pass?"
+
+ALICE = "alice@example.org"
+BOB = "bob@example.net"
+CAROL = "carol@example.com"
+CAROL_DOMAIN = "example.com"
+CAROL_HOST = "mail.example.com"
+EVIL_HOST = "mail.evil.example"
+
+
+def _blank(value: Any) -> bool:
+    return value is None or value is ... or (isinstance(value, str) and not value.strip())
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _forge(lab: Any, sender: str, from_header: str, subject: str) -> tuple[Any, Any]:
+    """Mallory's host talks straight to bob's MX, as `sender`; return (RCPT reply, DATA reply or None)."""
+    session = lab.session("mx1.example.net", source=EVIL_HOST)
+    try:
+        session.ehlo(EVIL_HOST)
+        session.mail(sender)
+        rcpt = session.rcpt(BOB)
+        data = None
+        if rcpt.code == 250:
+            data = session.data(f"From: {from_header}\nTo: Bob <{BOB}>\nSubject: {subject}\n"
+                                "Date: Sat, 28 Nov 2026 08:00:00 +0000\n"
+                                f"Message-ID: {make_msgid(domain='evil.example')}\n\n"
+                                "Please pay the attached invoice today.\n")
+        session.quit()
+    finally:
+        session.close()
+    return rcpt, data
+
+
+def _find(lab: Any, address: str, subject: str) -> tuple[str, Message | None]:
+    """Return (folder, message) of the newest message with `subject` in `address`'s INBOX or Junk."""
+    for folder in ("INBOX", "Junk"):
+        for message in reversed(lab.messages(address, folder)):
+            if str(message.get("Subject", "")) == subject:
+                return folder, message
+    return "", None
+
+
+# --- Authentication-Results (RFC 8601), as the lab's MX writes it ---
+
+_METHOD = re.compile(r"^\s*(spf|dkim|dmarc)=(\w+)\s*(?:\(([^)]*)\))?\s*(.*)$", re.S)
+
+
+def _results(header: str) -> dict[str, dict[str, str]]:
+    """Parse 'authserv; spf=pass (why) smtp.mailfrom=...; dkim=...' into {method: {result, reason, props}}."""
+    out: dict[str, dict[str, str]] = {}
+    parts = _one_line(header).split(";")
+    out["authserv"] = {"id": parts[0].strip()}
+    for part in parts[1:]:
+        match = _METHOD.match(part)
+        if not match:
+            continue
+        method, result, reason, rest = match.groups()
+        entry = {"result": result.lower(), "reason": reason or ""}
+        for prop in rest.split():
+            key, _, value = prop.partition("=")
+            entry[key.lower()] = value
+        out[method.lower()] = entry
+    return out
+
+
+def _domain(value: str) -> str:
+    return value.strip().strip("<>").rpartition("@")[2].lower().rstrip(".")
+
+
+def _org(domain: str) -> str:
+    # Good enough for the lab's names (example.org, evil.example ...); real DMARC uses the public suffix list.
+    return ".".join(domain.split(".")[-2:])
+
+
+# --- exercise 1: the password on the wire ---
+
+_AUTH_PLAIN = re.compile(r"^C: AUTH PLAIN (\S+)\s*$", re.M)
+
+
+def _clear_logins(lab: Any) -> list[tuple[str, str, str, str]]:
+    """(connection, token, login, password) of every AUTH PLAIN that crossed an SMTP connection in clear."""
+    found = []
+    for conn in lab.trace.connections("smtp"):
+        try:
+            wire = lab.wire(conn).render()
+        except KeyError:
+            continue
+        for token in _AUTH_PLAIN.findall(wire):
+            try:
+                fields = base64.b64decode(token, validate=True).split(b"\0")
+            except (binascii.Error, ValueError):
+                continue
+            if len(fields) == 3:
+                found.append((conn, token, fields[1].decode("utf-8", "replace"), fields[2].decode("utf-8", "replace")))
+    return found
+
+
+def check_stolen_password(lab: Any, answer: Any) -> Feedback:
+    """Compare `answer` with the password that crossed the lab's wire in clear text (AUTH PLAIN)."""
+    if _blank(answer):
+        return unanswered("Find the line 'C: AUTH PLAIN ...' in wire_text, decode its token with "
+                          "base64.b64decode(...), and put the password (text) in stolen_password.", PASSWORD)
+    captures = _clear_logins(lab)
+    if not captures:
+        return failed("no password crossed any SMTP connection of this lab in clear text, so there is nothing to "
+                      "read yet. Run the cell where Bob logs in to smtp.example.net without STARTTLS first.",
+                      PASSWORD)
+    was_bytes = isinstance(answer, (bytes, bytearray))
+    if was_bytes:
+        text = bytes(answer).decode("utf-8", "replace")
+    elif isinstance(answer, str):
+        text = answer
+    else:
+        return failed(f"give the password as text (a str), not a {type(answer).__name__}.", PASSWORD)
+    by_password = {password: (conn, token, login) for conn, token, login, password in captures}
+    if text in by_password:
+        conn, token, login = by_password[text]
+        note = " (You gave bytes; .decode() would make it text.)" if was_bytes else ""
+        return passed(f"Right: {login}'s password is {text!r}.{note} It crossed connection {conn} as "
+                      f"'C: AUTH PLAIN {token}'. Base64 is an encoding, not encryption: anyone who sees the wire "
+                      "does what you just did. After STARTTLS the same line travels inside TLS records, which is "
+                      "why every other submission host refuses AUTH before STARTTLS.", PASSWORD)
+    stripped = text.strip().strip("'\"")
+    if stripped in by_password:
+        return failed(f"almost: the password is there, but with extra characters around it ({text!r}). "
+                      "Give exactly the third field of the decoded token.", PASSWORD)
+    conn, token, login, password = captures[-1]
+    decoded = f"\0{login}\0{password}"
+    looks_like_nul = "\0" in text or "\\x00" in text or "\\0" in text
+    if stripped in (token, f"AUTH PLAIN {token}", f"C: AUTH PLAIN {token}") or (len(stripped) >= 8
+                                                                             and stripped in token):
+        return failed(f"{stripped!r} is still base64: the token exactly as it crossed the wire. "
+                      "base64.b64decode(token) turns it back into the bytes it encodes.", PASSWORD)
+    if looks_like_nul and password in text:
+        return failed(f"you kept the whole decoded token, NUL separators included: {decoded.encode()!r}. "
+                      "AUTH PLAIN packs three fields separated by NUL bytes (b'\\0'): an authorization identity "
+                      "(empty here), the user name, the password (RFC 4616). Split at b'\\0' and take the third "
+                      "field.", PASSWORD)
+    if text.lower() == login.lower():
+        return failed(f"{text!r} is the user name, the second field of the decoded token {decoded.encode()!r}. "
+                      "The password is the third field.", PASSWORD)
+    if password in text and login in text:
+        return failed(f"{text!r} holds the user name and the password run together: the NUL bytes between them are "
+                      "gone, and with them the boundary. Split the decoded bytes at b'\\0' instead of removing "
+                      "the NULs.", PASSWORD)
+    if password in text:
+        return failed(f"the password is in there, but with more around it: {text!r}. Give only the third field of "
+                      f"the decoded token {decoded.encode()!r}.", PASSWORD)
+    others = [u.address for u in lab.users.values() if u.password == text]
+    if others:
+        return failed(f"that is {others[0]}'s password, but {others[0]} never logged in without TLS. The password "
+                      f"that crossed the wire in clear belongs to {login}.", PASSWORD)
+    return failed(f"{text!r} is not the password that crossed the wire. The clear-text line on connection {conn} is "
+                  f"'C: AUTH PLAIN {token}'. Decode that token with base64.b64decode(...) and look at the bytes.",
+                  PASSWORD)
+
+
+# --- exercise 2: predict what p=quarantine does to mallory's forgery ---
+
+QUARANTINE_CHOICES: dict[str, str] = {
+    "A": "mx1 answers 250 and Bob finds the forgery in his INBOX, as with p=none",
+    "B": "mx1 answers 250 and files the forgery in Bob's Junk folder",
+    "C": "mx1 refuses the message at the end of DATA with a 5xx reply",
+    "D": "mx1 refuses RCPT TO, before Mallory can send the message",
+    "E": "mx1 accepts it and sends a bounce (DSN) back to alice@example.org",
+}
+
+_QUARANTINE_SUBJECT = "Invoice 7731: payment overdue"
+
+
+def _quarantine_outcome() -> tuple[str, str]:
+    """Forge alice's mail in a fresh lab with p=quarantine; return (choice letter, what happened)."""
+    with Lab(Scenario.security(policy="quarantine")).start() as lab:
+        rcpt, data = _forge(lab, ALICE, f"Alice <{ALICE}>", _QUARANTINE_SUBJECT)
+        lab.wait_for_delivery()
+        if rcpt.code != 250:
+            return "D", f"mx1 answered RCPT TO with {rcpt}"
+        assert data is not None
+        if data.code >= 500:
+            return "C", f"mx1 accepted RCPT TO, then answered the message with {data}"
+        folder, message = _find(lab, BOB, _QUARANTINE_SUBJECT)
+        results = _one_line(message["Authentication-Results"]) if message is not None else "(none)"
+        bounced = any(m.get_content_type() == "multipart/report" for m in lab.messages(ALICE))
+        said = f"mx1 answered the message with {data} and filed it in Bob's {folder}. Its header: " \
+               f"Authentication-Results: {results}"
+        if bounced:
+            return "E", said + "; and alice@example.org got a bounce"
+        return ("B" if folder == "Junk" else "A"), said
+
+
+_WHY_NOT = {
+    "A": "p=none would do that: it only asks receivers to report. p=quarantine asks them to treat failing mail as "
+         "suspicious: accept it, but not into the INBOX.",
+    "B": "p=quarantine means: accept, but put it where suspicious mail goes. The MX still answers 250.",
+    "C": "that is p=reject: refuse at the end of DATA, once the From header is known. p=quarantine accepts the "
+         "message and keeps it away from the INBOX instead.",
+    "D": "at RCPT TO the MX has not seen the message yet, so it cannot know the From header that DMARC is about; "
+         "the DMARC decision comes after the final dot. (Refusing at RCPT is what a blocklist does.)",
+    "E": "a receiver never bounces a DMARC failure to the envelope sender: that address is forged, so the bounce "
+         "would hit innocent Alice (backscatter). It answers 250 and keeps the message away from the INBOX.",
+}
+
+
+def check_quarantine_prediction(prediction: Any) -> Feedback:
+    """Compare the predicted letter with what a fresh lab with p=quarantine really does to the forgery."""
+    if _blank(prediction):
+        return unanswered("Write the letter of your prediction, e.g. prediction = \"A\".", QUARANTINE)
+    letter = str(prediction).strip().strip("().: ").upper()[:1] if isinstance(prediction, str) else ""
+    if letter not in QUARANTINE_CHOICES:
+        return failed(f"{prediction!r} is not one of the choices: answer with one letter, "
+                      f"{', '.join(QUARANTINE_CHOICES)}.", QUARANTINE)
+    try:
+        truth, said = _quarantine_outcome()
+    except Exception as exc:  # the check must never crash a Run-All
+        return failed(f"the check could not run its own lab with p=quarantine: {exc}", QUARANTINE)
+    if letter == truth:
+        return passed(f"Right ({letter}: {QUARANTINE_CHOICES[letter]}). In a fresh lab with p=quarantine, {said}. "
+                      f"{_WHY_NOT[letter]} Bob's mail program shows Junk as a folder over IMAP.", QUARANTINE)
+    return failed(f"not {letter} ({QUARANTINE_CHOICES[letter]}): {_WHY_NOT[letter]} What really happened in a fresh "
+                  f"lab with p=quarantine: {said}.", QUARANTINE)
+
+
+# --- exercise 3: an SPF record for example.com ---
+
+_GENUINE_SUBJECT = "Lunch next week? (from Carol)"
+_FORGED_SUBJECT = "Carol's new bank account"
+
+
+def _spf_of(folder_message: tuple[str, Message | None], reply: Any) -> tuple[str, str, str]:
+    """(spf result, reason, where) from a delivered copy, or from the refusal text."""
+    folder, message = folder_message
+    if message is not None and message.get("Authentication-Results"):
+        spf = _results(str(message["Authentication-Results"])).get("spf", {})
+        return spf.get("result", "none"), spf.get("reason", ""), folder
+    text = getattr(reply, "text", "") or ""
+    match = re.search(r"spf=(\w+)", text)
+    return (match.group(1) if match else "unknown"), text, "refused"
+
+
+def _records_of(provider: Mapping[str, Any]) -> Any:
+    return provider.get("records")
+
+
+def check_spf_record(scenario: Any) -> Feedback:
+    """Start a lab from the learner's scenario; carol's real mail must get spf=pass and mallory's forgery spf=fail."""
+    hint = ("Set carol_lab[\"providers\"][-1][\"records\"] to a list with one TXT record at the domain itself, "
+            "e.g. [[\"@\", \"TXT\", '\"v=spf1 ... -all\"']].")
+    if _blank(scenario):
+        return unanswered(hint, SPF)
+    if isinstance(scenario, Scenario):
+        scenario = scenario.to_dict()
+    if not isinstance(scenario, Mapping) or not isinstance(scenario.get("providers"), list):
+        return failed("carol_lab must be the scenario dict the cell builds (smtplab.Scenario.security().to_dict() "
+                      "plus the provider example.com).", SPF)
+    provider = next((p for p in scenario["providers"] if isinstance(p, Mapping)
+                     and str(p.get("domain", "")).lower() == CAROL_DOMAIN), None)
+    if provider is None:
+        return failed("the scenario has no provider example.com any more: run the cell that appends it again.", SPF)
+    records = _records_of(provider)
+    if _blank(records) or (isinstance(records, list) and (not records or any(_blank(r) for r in records))):
+        return unanswered(hint, SPF)
+    if not isinstance(records, (list, tuple)) or not all(isinstance(r, (list, tuple)) and len(r) == 3
+                                                         for r in records):
+        return failed(f"records is a list of [name, type, data] lists, like [[\"@\", \"TXT\", '\"v=spf1 -all\"']]; "
+                      f"you gave {records!r}.", SPF)
+    try:
+        spec = Scenario.from_dict(scenario)
+    except ScenarioError as exc:
+        return failed(f"the lab cannot use this scenario: {exc}", SPF)
+    try:
+        lab = Lab(spec).start()
+    except Exception as exc:  # e.g. record data the DNS zone cannot parse
+        return failed(f"the lab could not start with your records ({records!r}): {exc}. Write the TXT data in "
+                      "double quotes inside the Python string: '\"v=spf1 ... -all\"'.", SPF)
+    try:
+        published = lab.dig(CAROL_DOMAIN, "TXT").records
+        carol_address = lab.host(CAROL_HOST).address
+        evil_address = lab.host(EVIL_HOST).address
+        lab.send(CAROL, BOB, _GENUINE_SUBJECT, "Hi Bob, lunch on Tuesday?\n\nCarol\n")
+        rcpt, data = _forge(lab, CAROL, f"Carol <{CAROL}>", _FORGED_SUBJECT)
+        lab.wait_for_delivery()
+        genuine = _spf_of(_find(lab, BOB, _GENUINE_SUBJECT), None)
+        forged = _spf_of(_find(lab, BOB, _FORGED_SUBJECT), data if data is not None else rcpt)
+    except (SmtpLabError, KeyError) as exc:
+        return failed(f"the check's test mail could not go through in your lab: {exc}. Keep the rest of the "
+                      "cell as it was and change only the records.", SPF)
+    finally:
+        lab.stop()
+    shown = "; ".join(r.split(" IN TXT ", 1)[-1] for r in published) or "nothing"
+    where = (f"carol's real mail leaves from {CAROL_HOST} ({carol_address}); mallory's forgery came from "
+             f"{EVIL_HOST} ({evil_address}). example.com's TXT records in the lab DNS: {shown}.")
+    g_result, g_reason, _ = genuine
+    f_result, _, _ = forged
+    if g_result == "pass" and f_result == "fail":
+        return passed(f"Right: {where} Carol's real mail got spf=pass ({g_reason}), mallory's forgery spf=fail. The "
+                      "final -all is what turns 'not listed' into a fail.", SPF)
+    if g_result == "none":
+        return failed(_why_none(records, published) + " " + where, SPF)
+    if g_result in ("permerror", "temperror"):
+        return failed(f"the receiver could not use your record: spf={g_result} ({g_reason}). {where}", SPF)
+    if g_result != "pass":
+        alice = " (127.0.1.10 is smtp.example.org, Alice's server)" if "127.0.1.10" in shown else ""
+        return failed(f"Carol's real mail got spf={g_result} ({g_reason}): your record does not list the host her mail "
+                      f"leaves from{alice}. {where} Name it with a:{CAROL_HOST}, mx, or ip4:{carol_address}.", SPF)
+    if f_result == "pass":
+        return failed(f"Carol's mail passes, but so does mallory's forgery: your record lets {evil_address} send for "
+                      f"example.com too. {where} '+all' (or listing mallory's address) allows anyone.", SPF)
+    if f_result == "softfail":
+        return failed(f"Carol's mail passes, and the forgery gets spf=softfail: '~all' says 'probably not allowed', and "
+                      f"most receivers still accept such mail. {where} End the record with -all for a real fail.", SPF)
+    if f_result == "neutral":
+        return failed(f"Carol's mail passes, and the forgery gets spf=neutral: '?all' says 'no opinion'. {where} "
+                      "End the record with -all.", SPF)
+    return failed(f"Carol's mail passes, but the forgery got spf={f_result}, not fail. {where} End with -all.", SPF)
+
+
+def _why_none(records: Any, published: tuple[str, ...]) -> str:
+    names = [str(r[0]) for r in records]
+    if not published:
+        return (f"the receiver found no TXT record at example.com, so spf=none. SPF is looked up at the domain of the "
+                f"MAIL FROM address itself: the name '@' (you used {', '.join(map(repr, names))}).")
+    if any('" "' in r for r in published) and not any(str(r[2]).strip().startswith('"') for r in records):
+        return (f"your TXT data has no double quotes, so the DNS stored each word as a string of its own "
+                f"({published[0].split(' IN TXT ', 1)[-1]}) and the receiver reads them run together: "
+                "'v=spf1a:...'. Write the data as one quoted string: '\"v=spf1 ... -all\"'.")
+    return ("example.com has a TXT record, but none starts with 'v=spf1 ' (version 1 and a space), so the "
+            "receiver found no SPF policy: spf=none.")
+
+
+# --- exercise 4: DMARC passed although DKIM failed ---
+
+def check_alignment(message: Any, carried_by: Any, aligned_domain: Any) -> Feedback:
+    """Which check carried DMARC (spf or dkim), and which domain did it share with the From header?"""
+    if _blank(carried_by) and _blank(aligned_domain):
+        return unanswered("Fill in carried_by (\"spf\" or \"dkim\") and aligned_domain (a domain name).", ALIGNMENT)
+    header = message if isinstance(message, str) else (message.get("Authentication-Results") if message is not None
+                                                        else None)
+    if not header:
+        return failed("the check needs the message with the footer (footer_copy): run the cells of the footer lab "
+                      "first.", ALIGNMENT)
+    results = _results(str(header))
+    spf, dkim, dmarc = results.get("spf", {}), results.get("dkim", {}), results.get("dmarc", {})
+    from_domain = dmarc.get("header.from", "")
+    mailfrom_domain = _domain(spf.get("smtp.mailfrom", ""))
+    d_domain = dkim.get("header.d", "").lower()
+    carriers = {}
+    if spf.get("result") == "pass" and mailfrom_domain and _org(mailfrom_domain) == _org(from_domain):
+        carriers["spf"] = mailfrom_domain
+    if dkim.get("result") == "pass" and d_domain and _org(d_domain) == _org(from_domain):
+        carriers["dkim"] = d_domain
+    quoted = f"The header: {_one_line(header)}"
+    problems = []
+    how = str(carried_by).strip().lower() if isinstance(carried_by, str) else ""
+    if _blank(carried_by):
+        problems.append("carried_by is still empty: \"spf\" or \"dkim\"?")
+    elif how not in ("spf", "dkim"):
+        problems.append(f"carried_by is {carried_by!r}: answer \"spf\" or \"dkim\", the one check that passed and "
+                        "matched the From domain")
+    elif how not in carriers:
+        if how == "dkim" and dkim.get("result") != "pass":
+            problems.append(f"DKIM did not pass here (dkim={dkim.get('result', 'none')}), and a failed check counts "
+                            "for nothing in DMARC. The footer was added after signing, so the body no longer matches "
+                            "the bh= hash in the signature")
+        elif how == "spf" and spf.get("result") != "pass":
+            problems.append(f"SPF did not pass here (spf={spf.get('result', 'none')})")
+        else:
+            problems.append(f"{how.upper()} passed, but for another domain than the From header's ({from_domain})")
+    domain = _domain(str(aligned_domain)) if isinstance(aligned_domain, str) else ""
+    expected = set(carriers.values()) | ({from_domain} if carriers else set())
+    if _blank(aligned_domain):
+        problems.append("aligned_domain is still empty: which domain do header.from and the passing check share?")
+    elif domain not in expected:
+        if domain == results["authserv"]["id"]:
+            problems.append(f"{domain} is the server that wrote the header (the first word, the authserv-id), not a "
+                            "domain that was checked")
+        elif domain.count(".") > 1 and _org(domain) == _org(from_domain):
+            problems.append(f"{domain} is a host name. SPF checked that host's address, but DMARC compares domains: "
+                            f"the domain of smtp.mailfrom ({mailfrom_domain}) with header.from ({from_domain})")
+        elif _org(domain) == "example.net":
+            problems.append(f"{domain} is Bob's side, the receiver; the domains compared are the sender's")
+        else:
+            problems.append(f"{domain!r} is neither in smtp.mailfrom nor in header.from")
+    if problems:
+        return failed("Not yet: " + "; ".join(problems) + ". " + quoted, ALIGNMENT)
+    assert how in carriers
+    return passed(f"Right: DMARC passes when at least one of SPF and DKIM passes AND is aligned, i.e. its domain "
+                  f"matches the From header. Here spf={spf.get('result')} for smtp.mailfrom="
+                  f"{spf.get('smtp.mailfrom')} ({mailfrom_domain}) matches header.from={from_domain}, so "
+                  f"dmarc={dmarc.get('result')} although dkim={dkim.get('result')}. Had the footer been added by a "
+                  "server outside example.org's SPF record (a mailing list, a forwarder), both would fail, and "
+                  "p=reject would refuse Alice's genuine mail.", ALIGNMENT)
