@@ -335,7 +335,9 @@ class LabSMTP(SMTP):
         # A pipelining client (nc, swaks --pipe) may close its sending side right after its last
         # command. aiosmtpd would drop every command still waiting behind a slow one (a DNS lookup);
         # a real server answers them all (RFC 2920), then closes. So: no cancel here, just end of input.
-        return asyncio.StreamReaderProtocol.eof_received(self)
+        asyncio.StreamReaderProtocol.eof_received(self)
+        # Over TLS a half-close means nothing (asyncio warns on True); on plain TCP keep the write side.
+        return self._tls_protocol is None
 
     async def handle_exception(self, error: Exception) -> str:
         if isinstance(error, asyncio.IncompleteReadError):  # the client's input ended: the session is over

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import smtplib
 import socket
 import ssl
@@ -163,3 +164,17 @@ def test_replies_carry_enhanced_status_codes(lab: smtplab.Lab) -> None:
     assert "meaning" not in unknown.meaning and unknown.meaning
     session.quit()
     assert session.closed
+
+
+def test_a_normal_day_logs_no_warnings(caplog: pytest.LogCaptureFixture) -> None:
+    # Anything asyncio or aiosmtpd logs lands as a red stderr box under a learner's notebook cell.
+    caplog.set_level(logging.WARNING)
+    with smtplab.start() as lab:
+        lab.send("alice@example.org", "bob@example.net", "quiet", "please")
+        lab.imap("bob@example.net").logout()
+        s = lab.session("smtp.example.org")
+        s.ehlo()
+        s.starttls()
+        s.quit()
+    noisy = [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not noisy
