@@ -125,7 +125,8 @@ class AuthVerdict:
         """The Authentication-Results header field value (RFC 8601)."""
         parts = [self.authserv_id]
         spf_property = f"smtp.mailfrom={self.spf_identity}" if self.spf_identity else ""
-        parts.append(f"spf={self.spf} ({self.spf_reason}) {spf_property}".replace("  ", " ").strip())
+        reason = f" ({self.spf_reason})" if self.spf_reason else ""
+        parts.append(f"spf={self.spf}{reason} {spf_property}".strip())
         if self.dkim == "none":
             parts.append("dkim=none (no signature)")
         else:

@@ -80,6 +80,12 @@ def _provider_lines(provider: ProviderSpec, addresses: Mapping[str, str], dkim: 
             senders = sorted({addresses[h.name] for h in provider.hosts if "submission" in h.services})
             spf = "v=spf1 " + " ".join(f"ip4:{a}" for a in senders) + " -all"
         lines.append(f"@ IN TXT {_txt(spf)}")
+    if security.get("spf") == "auto":
+        # Bounces travel with MAIL FROM:<>, so SPF checks the HELO name instead (RFC 7208 section 2.3):
+        # each sending host says that its own address may send for its name.
+        for host in provider.hosts:
+            if "submission" in host.services:
+                lines.append(f'{host.name}. IN TXT "v=spf1 a -all"')
     if security.get("dmarc"):
         lines.append(f"_dmarc IN TXT {_txt(security['dmarc'])}")
     if dkim is not None:

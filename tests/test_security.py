@@ -187,3 +187,12 @@ def test_smuggling_variants_are_refused(lab: smtplab.Lab, ending: bytes) -> None
     assert s.send("NOOP").code == 250, "the server keeps serving"
     s.quit()
     assert lab.messages("bob@example.net") == []
+
+
+def test_bounces_survive_a_reject_policy() -> None:
+    # A DSN comes from MAIL FROM:<> and MAILER-DAEMON@smtp.example.org: SPF checks the HELO name.
+    with smtplab.start(scenario=smtplab.Scenario.security(policy="reject")) as lab:
+        lab.send("alice@example.org", "nobody@example.net", "lost", "who?")
+        [dsn] = lab.messages("alice@example.org")
+        assert dsn.get_content_type() == "multipart/report"
+        assert "spf=pass" in dsn["Authentication-Results"] and "dmarc=pass" in dsn["Authentication-Results"]

@@ -1,5 +1,5 @@
-"""Exercises of notebook 05 (security): a password read off the wire, DMARC quarantine, an SPF record of
-your own, and DMARC alignment.
+"""Exercises of notebook 05 (security): a password read off the wire, an SPF record of your own, DMARC
+alignment, and what p=quarantine does to a forgery.
 
 Each check asks the real lab: the bytes an eavesdropper saw on an SMTP connection, a forgery sent from
 mallory's host to a fresh lab with the policy in question, a lab started from the learner's own scenario,
@@ -25,9 +25,9 @@ __all__ = ["check_stolen_password", "QUARANTINE_CHOICES", "check_quarantine_pred
            "check_alignment"]
 
 PASSWORD = "Exercise 1 · read a password off the wire"
-QUARANTINE = "Exercise 2 · predict p=quarantine"
-SPF = "Exercise 3 · an SPF record for example.com"
-ALIGNMENT = "Exercise 4 · why did DMARC pass?"
+SPF = "Exercise 2 · an SPF record for example.com"
+ALIGNMENT = "Exercise 3 · why did DMARC pass?"
+QUARANTINE = "Exercise 4 · predict p=quarantine"
 
 ALICE = "alice@example.org"
 BOB = "bob@example.net"
@@ -124,7 +124,8 @@ def _clear_logins(lab: Any) -> list[tuple[str, str, str, str]]:
             except (binascii.Error, ValueError):
                 continue
             if len(fields) == 3:
-                found.append((conn, token, fields[1].decode("utf-8", "replace"), fields[2].decode("utf-8", "replace")))
+                login, password = (f.decode("utf-8", "replace") for f in fields[1:])
+                found.append((conn, token, login, password))
     return found
 
 
@@ -136,8 +137,9 @@ def check_stolen_password(lab: Any, answer: Any) -> Feedback:
     captures = _clear_logins(lab)
     if not captures:
         return failed("no password crossed any SMTP connection of this lab in clear text, so there is nothing to "
-                      "read yet. Run the cell where Bob logs in to smtp.example.net without STARTTLS first.",
-                      PASSWORD)
+                      "read yet. Run the cell where Bob logs in to smtp.example.net without STARTTLS first. (If "
+                      "you have gone on to a later section, `lab` is already a newer lab: run the notebook from "
+                      "the top.)", PASSWORD)
     was_bytes = isinstance(answer, (bytes, bytearray))
     if was_bytes:
         text = bytes(answer).decode("utf-8", "replace")
@@ -188,7 +190,7 @@ def check_stolen_password(lab: Any, answer: Any) -> Feedback:
                   PASSWORD)
 
 
-# --- exercise 2: predict what p=quarantine does to mallory's forgery ---
+# --- exercise 4: predict what p=quarantine does to mallory's forgery ---
 
 QUARANTINE_CHOICES: dict[str, str] = {
     "A": "mx1 answers 250 and Bob finds the forgery in his INBOX, as with p=none",
@@ -203,7 +205,9 @@ _QUARANTINE_SUBJECT = "Invoice 7731: payment overdue"
 
 def _quarantine_outcome() -> tuple[str, str]:
     """Forge alice's mail in a fresh lab with p=quarantine; return (choice letter, what happened)."""
-    with Lab(Scenario.security(policy="quarantine")).start() as lab:
+    scenario = Scenario.security(policy="quarantine").to_dict()
+    scenario["providers"][1]["security"]["spam"] = "score"  # as in the notebook: only DMARC decides
+    with Lab(scenario).start() as lab:
         rcpt, data = _forge(lab, ALICE, f"Alice <{ALICE}>", _QUARANTINE_SUBJECT)
         lab.wait_for_delivery()
         if rcpt.code != 250:
@@ -229,8 +233,9 @@ _WHY_NOT = {
          "message and keeps it away from the INBOX instead.",
     "D": "at RCPT TO the MX has not seen the message yet, so it cannot know the From header that DMARC is about; "
          "the DMARC decision comes after the final dot. (Refusing at RCPT is what a blocklist does.)",
-    "E": "a receiver never bounces a DMARC failure to the envelope sender: that address is forged, so the bounce "
-         "would hit innocent Alice (backscatter). It answers 250 and keeps the message away from the INBOX.",
+    "E": "once it has accepted a message, a receiver does not bounce it for a DMARC failure: the envelope sender "
+         "is forged, so the bounce would hit innocent Alice (backscatter). With p=quarantine it answers 250 and "
+         "keeps the message away from the INBOX.",
 }
 
 
@@ -253,7 +258,7 @@ def check_quarantine_prediction(prediction: Any) -> Feedback:
                   f"lab with p=quarantine: {said}.", QUARANTINE)
 
 
-# --- exercise 3: an SPF record for example.com ---
+# --- exercise 2: an SPF record for example.com ---
 
 _GENUINE_SUBJECT = "Lunch next week? (from Carol)"
 _FORGED_SUBJECT = "Carol's new bank account"
@@ -268,10 +273,6 @@ def _spf_of(folder_message: tuple[str, Message | None], reply: Any) -> tuple[str
     text = getattr(reply, "text", "") or ""
     match = re.search(r"spf=(\w+)", text)
     return (match.group(1) if match else "unknown"), text, "refused"
-
-
-def _records_of(provider: Mapping[str, Any]) -> Any:
-    return provider.get("records")
 
 
 def check_spf_record(scenario: Any) -> Feedback:
@@ -289,7 +290,7 @@ def check_spf_record(scenario: Any) -> Feedback:
                      and str(p.get("domain", "")).lower() == CAROL_DOMAIN), None)
     if provider is None:
         return failed("the scenario has no provider example.com any more: run the cell that appends it again.", SPF)
-    records = _records_of(provider)
+    records = provider.get("records")
     if _blank(records) or (isinstance(records, list) and (not records or any(_blank(r) for r in records))):
         return unanswered(hint, SPF)
     if not isinstance(records, (list, tuple)) or not all(isinstance(r, (list, tuple)) and len(r) == 3
@@ -320,7 +321,7 @@ def check_spf_record(scenario: Any) -> Feedback:
     finally:
         lab.stop()
     shown = "; ".join(r.split(" IN TXT ", 1)[-1] for r in published) or "nothing"
-    where = (f"carol's real mail leaves from {CAROL_HOST} ({carol_address}); mallory's forgery came from "
+    where = (f"Carol's real mail leaves from {CAROL_HOST} ({carol_address}); mallory's forgery came from "
              f"{EVIL_HOST} ({evil_address}). example.com's TXT records in the lab DNS: {shown}.")
     g_result, g_reason, _ = genuine
     f_result, _, _ = forged
@@ -337,7 +338,8 @@ def check_spf_record(scenario: Any) -> Feedback:
                       f"leaves from{alice}. {where} Name it with a:{CAROL_HOST}, mx, or ip4:{carol_address}.", SPF)
     if f_result == "pass":
         return failed(f"Carol's mail passes, but so does mallory's forgery: your record lets {evil_address} send for "
-                      f"example.com too. {where} '+all' (or listing mallory's address) allows anyone.", SPF)
+                      f"example.com too. {where} List only the hosts that really send example.com's mail "
+                      "('+all' would allow anyone).", SPF)
     if f_result == "softfail":
         return failed(f"Carol's mail passes, and the forgery gets spf=softfail: '~all' says 'probably not allowed', and "
                       f"most receivers still accept such mail. {where} End the record with -all for a real fail.", SPF)
@@ -360,7 +362,7 @@ def _why_none(records: Any, published: tuple[str, ...]) -> str:
             "receiver found no SPF policy: spf=none.")
 
 
-# --- exercise 4: DMARC passed although DKIM failed ---
+# --- exercise 3: DMARC passed although DKIM failed ---
 
 def check_alignment(message: Any, carried_by: Any, aligned_domain: Any) -> Feedback:
     """Which check carried DMARC (spf or dkim), and which domain did it share with the From header?"""
@@ -402,6 +404,9 @@ def check_alignment(message: Any, carried_by: Any, aligned_domain: Any) -> Feedb
     expected = set(carriers.values()) | ({from_domain} if carriers else set())
     if _blank(aligned_domain):
         problems.append("aligned_domain is still empty: which domain do header.from and the passing check share?")
+    elif not isinstance(aligned_domain, str):
+        problems.append(f"aligned_domain must be a domain name as text, like \"example.com\" (you gave "
+                        f"{aligned_domain!r})")
     elif domain not in expected:
         if domain == results["authserv"]["id"]:
             problems.append(f"{domain} is the server that wrote the header (the first word, the authserv-id), not a "
@@ -419,6 +424,6 @@ def check_alignment(message: Any, carried_by: Any, aligned_domain: Any) -> Feedb
     return passed(f"Right: DMARC passes when at least one of SPF and DKIM passes AND is aligned, i.e. its domain "
                   f"matches the From header. Here spf={spf.get('result')} for smtp.mailfrom="
                   f"{spf.get('smtp.mailfrom')} ({mailfrom_domain}) matches header.from={from_domain}, so "
-                  f"dmarc={dmarc.get('result')} although dkim={dkim.get('result')}. Had the footer been added by a "
-                  "server outside example.org's SPF record (a mailing list, a forwarder), both would fail, and "
-                  "p=reject would refuse Alice's genuine mail.", ALIGNMENT)
+                  f"dmarc={dmarc.get('result')} although dkim={dkim.get('result')}. Had a mailing list or a forwarder "
+                  "added the footer and sent the message on from its own server, SPF would no longer pass for "
+                  "example.org either: DMARC would fail, and p=reject would refuse Alice's genuine mail.", ALIGNMENT)
