@@ -29,7 +29,7 @@ from .faults import Fault, FaultTable
 from .mailauth import LabDns
 from .imap import ImapService
 from .labdns import DigResult, DnsServer, MXRecord, build_zones, dig_async, lab_resolver, lookup_mx_async
-from .relay import QueueItem, Relay
+from .relay import MAX_CONCURRENT_ATTEMPTS, QueueItem, Relay
 from .scenario import WELL_KNOWN_PORTS, Scenario
 from .handlers import InboundHandler, SubmissionHandler, header_value
 from .smtp import LabSMTP, new_queue_id
@@ -141,6 +141,9 @@ class _LoopThread:
         # every other session. Apart from the default executor, which the relay's SMTP clients fill
         # while they wait for the very MX that needs a disk thread to answer them.
         self.disk = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix=f"{name}-disk")
+        # The relay's SMTP clients (smtplib, blocking) get threads of their own too: they wait for MX
+        # hosts on this very loop, which may need the default executor (policy checks) to answer them.
+        self.smtp = concurrent.futures.ThreadPoolExecutor(MAX_CONCURRENT_ATTEMPTS, thread_name_prefix=f"{name}-smtp")
         self.thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
         self.thread.start()
 
@@ -162,6 +165,7 @@ class _LoopThread:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(30)
         self.disk.shutdown(wait=True)
+        self.smtp.shutdown(wait=True)
         self.loop.close()
 
 
@@ -265,6 +269,7 @@ class Lab:
             host_address=lambda name: self.hosts[name].address,
             smtp_port=self._smtp_port, client_context=self._client_context,
             deliver_bounce=self._deliver_bounce, disk=self._loop.disk if self._loop is not None else None,
+            smtp_pool=self._loop.smtp if self._loop is not None else None,
         )
         for provider in self.scenario.providers:
             imap_hosts = [h for h in provider.hosts if "imap" in h.services]

@@ -116,6 +116,7 @@ class Relay:
         client_context: ssl.SSLContext,
         deliver_bounce: Callable[[str, str, bytes], None],
         disk: concurrent.futures.Executor | None = None,
+        smtp_pool: concurrent.futures.Executor | None = None,
     ) -> None:
         self.spool = spool
         spool.mkdir(parents=True, exist_ok=True)
@@ -127,6 +128,7 @@ class Relay:
         self._tls = client_context
         self._deliver_bounce = deliver_bounce
         self._disk = disk  # spool writes from the loop go there (None: the loop's default executor)
+        self._smtp_pool = smtp_pool  # where the blocking SMTP client runs (None: the default executor)
         self._entries: dict[str, _Entry] = {}
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -304,7 +306,7 @@ class Relay:
             if self._busy == 1 and self._idle:  # the last attempt in flight: nothing will reuse them
                 idle = [c for clients in self._idle.values() for c in clients]
                 self._idle.clear()
-                await asyncio.get_running_loop().run_in_executor(None, _quit_all, idle)
+                await asyncio.get_running_loop().run_in_executor(self._smtp_pool, _quit_all, idle)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # never lose a message to a bug: defer it instead
@@ -428,7 +430,7 @@ class Relay:
         keep = self._busy > 1  # more messages in flight: keep the connection open for the next one
         loop = asyncio.get_running_loop()
         outcome, kept = await loop.run_in_executor(
-            None, _smtp_deliver, exchange, address, port, source, entry.host, self._tls,
+            self._smtp_pool, _smtp_deliver, exchange, address, port, source, entry.host, self._tls,
             entry.sender, rcpts, content, client, keep,
         )
         if kept is not None:

@@ -1,0 +1,343 @@
+"""Run every smtplab benchmark, print one table, and write benchmarks/results.json.
+
+    python benchmarks/run_all.py              # everything (a few minutes)
+    python benchmarks/run_all.py --quick      # fewer rounds and messages, for a first look
+    python benchmarks/run_all.py --skip notebooks --skip memory
+
+Measures, side by side in one run (see README.md for how each is taken):
+- lab start/stop, submit, submit -> visible over IMAP (bench_lab.py);
+- MX intake: one load client (loadgen.py) against a bare aiosmtpd server, aiosmtpd with its Maildir
+  handler, the lab's MX and Postfix's smtp-sink, in alternating rounds; the lab/bare ratio;
+- relay throughput: 50 clients submit over STARTTLS + AUTH, the relay carries every message to the
+  MX, which writes it to a Maildir; messages per second end to end;
+- memory: RSS a lab adds in a fresh interpreter, and RSS, PSS and USS of 30 labs in 30 processes;
+- the course: every notebooks/*.ipynb executed top to bottom with nbclient.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))  # bench_lab, next to this file
+
+import bench_lab  # noqa: E402
+
+import smtplab  # noqa: E402
+
+TARGETS = {
+    "start_ms": 150.0,  # median, at most
+    "submit_to_imap_ms": 60.0,  # median, at most
+    "intake_ratio": 0.8,  # lab MX / bare aiosmtpd, at least
+    "memory_per_lab_mb": 40.0,  # RSS per lab with 30 labs in 30 processes, at most
+    "notebooks_s": 60.0,  # the whole course, at most
+}
+INTAKE_SERVERS = ("bare", "maildir", "lab", "sink")
+
+
+# --- MX intake -------------------------------------------------------------------------------------
+
+def start_server(kind: str) -> tuple[subprocess.Popen[str], str, int, int] | None:
+    server = subprocess.Popen([sys.executable, str(HERE / "serve.py"), kind], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    assert server.stdout is not None
+    line = server.stdout.readline().split()
+    if not line or line[0] != "READY":
+        stop_server(server)
+        return None
+    return server, line[1], int(line[2]), int(line[3])
+
+
+def stop_server(server: subprocess.Popen[str]) -> None:
+    assert server.stdin is not None
+    server.stdin.close()
+    try:
+        server.wait(30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
+def intake_round(kind: str, messages: int, sessions: int) -> dict[str, float] | None:
+    started = start_server(kind)
+    if started is None:
+        return None
+    server, address, port, pid = started
+    try:
+        cpu_before = cpu_seconds(pid)
+        done = subprocess.run([sys.executable, str(HERE / "loadgen.py"), address, str(port), "--messages",
+                               str(messages), "--sessions", str(sessions)], capture_output=True, text=True,
+                              timeout=900)
+        cpu = cpu_seconds(pid) - cpu_before
+        result = json.loads(done.stdout)
+        if "error" in result:
+            raise RuntimeError(f"{kind}: {result['error']}")
+        return {"per_second": result["per_second"], "cpu_us_per_message": cpu / result["messages"] * 1e6}
+    finally:
+        stop_server(server)
+
+
+def measure_intake(rounds: int, messages: int, sessions: int) -> dict[str, Any]:
+    """Alternate the servers round by round, so they share whatever else the machine is doing."""
+    samples: dict[str, list[dict[str, float]]] = {kind: [] for kind in INTAKE_SERVERS}
+    installed = {kind: True for kind in INTAKE_SERVERS}
+    for number in range(rounds):
+        for kind in INTAKE_SERVERS:
+            if not installed[kind]:
+                continue
+            result = intake_round(kind, messages, sessions)
+            if result is None:
+                installed[kind] = False
+                continue
+            samples[kind].append(result)
+            print(f"  intake round {number + 1}/{rounds} {kind:8} {result['per_second']:8.0f} msg/s "
+                  f"{result['cpu_us_per_message']:8.0f} us CPU/msg", flush=True)
+    out: dict[str, Any] = {"messages": messages, "sessions": sessions, "rounds": rounds, "servers": {}}
+    for kind in INTAKE_SERVERS:
+        if not samples[kind]:
+            out["servers"][kind] = "not installed"
+            continue
+        rates = [s["per_second"] for s in samples[kind]]
+        cpu = [s["cpu_us_per_message"] for s in samples[kind]]
+        out["servers"][kind] = {"per_second_median": statistics.median(rates), "per_second": rates,
+                                "cpu_us_per_message_median": statistics.median(cpu), "cpu_us_per_message": cpu}
+    servers = out["servers"]
+    lab, bare, maildir = servers["lab"], servers["bare"], servers["maildir"]
+    out["ratio_lab_to_bare"] = lab["per_second_median"] / bare["per_second_median"]
+    out["ratio_lab_to_aiosmtpd_maildir"] = lab["per_second_median"] / maildir["per_second_median"]
+    return out
+
+
+# --- relay throughput ------------------------------------------------------------------------------
+
+def measure_relay(clients: int, per_client: int) -> dict[str, Any]:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_load import CLIENT_PROGRAM  # the same submission clients as the load test
+
+    with smtplab.start() as lab:
+        host = lab.host("smtp.example.org")
+        args = [host.address, str(host.ports["submission"]), lab.users["alice@example.org"].password, lab.ca_file,
+                str(clients), str(per_client)]
+        began = time.perf_counter()
+        done = subprocess.run([sys.executable, "-c", CLIENT_PROGRAM, *args], capture_output=True, text=True,
+                              timeout=900)
+        submitted = time.perf_counter() - began
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr[-2000:])
+        assert lab.wait_for_delivery(timeout=900)
+        total = time.perf_counter() - began
+        delivered = sum(r.state == "delivered" for item in lab.queue for r in item.recipients)
+    messages = clients * per_client
+    return {"clients": clients, "messages": messages, "delivered": delivered, "submit_seconds": submitted,
+            "end_to_end_seconds": total, "submitted_per_second": messages / submitted,
+            "delivered_per_second": delivered / total}
+
+
+# --- memory ----------------------------------------------------------------------------------------
+
+MEMORY_PROBE = r"""
+import os, sys, psutil
+me = psutil.Process()
+def rss(): return me.memory_info().rss
+bare = rss()
+import smtplab
+imported = rss()
+lab = smtplab.start()
+started = rss()
+lab.send("alice@example.org", "bob@example.net", "memory", "one message through the whole lab")
+imap = lab.imap("bob@example.net"); imap.select("INBOX"); imap.logout()
+used = rss()
+if sys.argv[1] == "report":
+    print(bare, imported, started, used, flush=True)
+    lab.stop()
+else:
+    print("READY", flush=True)
+    sys.stdin.read()
+    lab.stop()
+"""
+
+
+def measure_memory(labs: int) -> dict[str, Any]:
+    done = subprocess.run([sys.executable, "-c", MEMORY_PROBE, "report"], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT)
+    bare, imported, started, used = (int(x) for x in done.stdout.split())
+    mb = 1024 * 1024
+    one = {"interpreter_mb": bare / mb, "import_adds_mb": (imported - bare) / mb,
+           "start_adds_mb": (started - imported) / mb, "after_one_message_mb": used / mb,
+           "lab_adds_mb": (used - imported) / mb}
+
+    processes = [subprocess.Popen([sys.executable, "-c", MEMORY_PROBE, "hold"], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True, cwd=ROOT) for _ in range(labs)]
+    try:
+        for process in processes:
+            assert process.stdout is not None
+            if process.stdout.readline().strip() != "READY":
+                raise RuntimeError("a lab process did not start")
+        infos = [psutil.Process(p.pid).memory_full_info() for p in processes]
+    finally:
+        for process in processes:
+            assert process.stdin is not None
+            process.stdin.close()
+        for process in processes:
+            process.wait(60)
+    rss = sum(i.rss for i in infos)
+    pss = sum(getattr(i, "pss", i.rss) for i in infos)
+    uss = sum(getattr(i, "uss", i.rss) for i in infos)
+    many = {"labs": labs, "rss_total_mb": rss / mb, "rss_per_lab_mb": rss / labs / mb,
+            "pss_per_lab_mb": pss / labs / mb, "uss_per_lab_mb": uss / labs / mb}
+    return {"one_lab": one, "many_labs": many}
+
+
+# --- notebooks -------------------------------------------------------------------------------------
+
+def measure_notebooks() -> dict[str, Any]:
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    results: dict[str, Any] = {}
+    began = time.perf_counter()
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        notebook = nbformat.read(path, as_version=4)
+        client = NotebookClient(notebook, timeout=300, kernel_name="python3",
+                                resources={"metadata": {"path": str(path.parent)}})
+        start = time.perf_counter()
+        error = ""
+        try:
+            client.execute()
+        except CellExecutionError as exc:
+            error = str(exc).splitlines()[0][:200]
+        results[path.name] = {"seconds": time.perf_counter() - start, "error": error}
+        print(f"  {path.name:32} {results[path.name]['seconds']:6.1f} s {error}", flush=True)
+    return {"notebooks": results, "total_seconds": time.perf_counter() - began,
+            "failed": [name for name, r in results.items() if r["error"]]}
+
+
+# --- the table -------------------------------------------------------------------------------------
+
+def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(measure, value, target, verdict) for the one table."""
+    out: list[tuple[str, str, str, str]] = []
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "MISSED"
+
+    lab = results.get("lab")
+    if lab:
+        r = lab["results_ms"]
+        out.append(("lab start, median (IQR)", f"{r['start']['median']:.1f} ms ({r['start']['q1']:.1f}-"
+                    f"{r['start']['q3']:.1f})", "<= 150 ms", verdict(r["start"]["median"] <= TARGETS["start_ms"])))
+        out.append(("lab stop, median", f"{r['stop']['median']:.1f} ms", "", ""))
+        out.append(("submit (STARTTLS + AUTH), median", f"{r['submit']['median']:.1f} ms", "", ""))
+        out.append(("submit -> visible over IMAP, median", f"{r['submit_to_imap']['median']:.1f} ms", "<= 60 ms",
+                    verdict(r["submit_to_imap"]["median"] <= TARGETS["submit_to_imap_ms"])))
+    intake = results.get("intake")
+    if intake:
+        for kind, label in (("bare", "bare aiosmtpd (drops mail)"), ("maildir", "aiosmtpd + its Maildir handler"),
+                            ("lab", "the lab's MX (trace + fsync'd Maildir)"), ("sink", "Postfix smtp-sink (C)")):
+            server = intake["servers"][kind]
+            value = "not installed" if server == "not installed" else (
+                f"{server['per_second_median']:.0f} msg/s, {server['cpu_us_per_message_median']:.0f} us CPU/msg")
+            out.append((f"MX intake: {label}", value, "", ""))
+        ratio = intake["ratio_lab_to_bare"]
+        out.append(("MX intake ratio lab / bare aiosmtpd", f"{ratio:.2f}", ">= 0.8", verdict(ratio >= 0.8)))
+        out.append(("MX intake ratio lab / aiosmtpd + Maildir", f"{intake['ratio_lab_to_aiosmtpd_maildir']:.2f}",
+                    "", ""))
+    relay = results.get("relay")
+    if relay:
+        out.append((f"relay: {relay['messages']} msgs, submission -> MX -> Maildir",
+                    f"{relay['delivered_per_second']:.0f} msg/s ({relay['submitted_per_second']:.0f} msg/s submitted)",
+                    "", ""))
+    memory = results.get("memory")
+    if memory:
+        one, many = memory["one_lab"], memory["many_labs"]
+        out.append(("memory: RSS a lab adds (fresh interpreter)",
+                    f"{one['lab_adds_mb']:.1f} MB (+{one['import_adds_mb']:.1f} MB imports)", "", ""))
+        per_lab = many["rss_per_lab_mb"]
+        out.append((f"memory: {many['labs']} labs in {many['labs']} processes, per lab",
+                    f"RSS {per_lab:.1f} MB, PSS {many['pss_per_lab_mb']:.1f}, USS {many['uss_per_lab_mb']:.1f}",
+                    "<= 40 MB", verdict(per_lab <= TARGETS["memory_per_lab_mb"])))
+    notebooks = results.get("notebooks")
+    if notebooks:
+        failed = f", {len(notebooks['failed'])} failed" if notebooks["failed"] else ""
+        out.append((f"course: {len(notebooks['notebooks'])} notebooks executed (nbclient)",
+                    f"{notebooks['total_seconds']:.1f} s{failed}", "<= 60 s",
+                    verdict(notebooks["total_seconds"] <= TARGETS["notebooks_s"] and not notebooks["failed"])))
+    return out
+
+
+def table(results: dict[str, Any]) -> str:
+    body = rows(results)
+    widths = [max(len(r[i]) for r in body + [("measure", "value", "target", "")]) for i in range(4)]
+    line = "  ".join(f"{{:{w}}}" for w in widths)
+    text = [line.format("measure", "value", "target", ""), line.format(*("-" * w for w in widths))]
+    text += [line.format(*r) for r in body]
+    return "\n".join(t.rstrip() for t in text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds and messages")
+    parser.add_argument("--skip", action="append", default=[],
+                        choices=["lab", "intake", "relay", "memory", "notebooks"], help="leave a part out")
+    parser.add_argument("--output", type=Path, default=HERE / "results.json")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    results: dict[str, Any] = {}
+    began = time.perf_counter()
+
+    if "lab" not in args.skip:
+        print("lab start/stop and submit -> IMAP ...", flush=True)
+        runs = 10 if quick else 20
+        cold, starts, stops = bench_lab.measure_start_stop(runs)
+        submits, visible = bench_lab.measure_submit_to_imap(runs, bench_lab.POLL_INTERVAL)
+        results["lab"] = {"runs": runs, "first_start_ms": cold * 1000, "results_ms": {
+            "start": bench_lab.stats(starts), "stop": bench_lab.stats(stops), "submit": bench_lab.stats(submits),
+            "submit_to_imap": bench_lab.stats(visible)}}
+    if "intake" not in args.skip:
+        print("MX intake ...", flush=True)
+        results["intake"] = measure_intake(rounds=2 if quick else 5, messages=1000 if quick else 3000, sessions=20)
+    if "relay" not in args.skip:
+        print("relay throughput ...", flush=True)
+        results["relay"] = measure_relay(clients=50, per_client=10 if quick else 40)
+    if "memory" not in args.skip:
+        print("memory ...", flush=True)
+        results["memory"] = measure_memory(labs=10 if quick else 30)
+    if "notebooks" not in args.skip:
+        print("notebooks ...", flush=True)
+        results["notebooks"] = measure_notebooks()
+
+    info = bench_lab.machine()
+    info["load_average"] = list(os.getloadavg())
+    info["memory_total_mb"] = psutil.virtual_memory().total / 1024 / 1024
+    print()
+    print(f"smtplab benchmarks: Python {info['python']} on {info['platform']}, {info['cpu_count']} CPUs, "
+          f"load average {info['load_average'][0]:.1f}; {time.perf_counter() - began:.0f} s")
+    print(table(results))
+    document = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": info, "quick": quick,
+                "targets": TARGETS, "table": [dict(zip(("measure", "value", "target", "verdict"), r, strict=True))
+                                              for r in rows(results)], **results}
+    args.output.write_text(json.dumps(document, indent=1) + "\n")
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

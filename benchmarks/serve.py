@@ -1,0 +1,115 @@
+"""Run one SMTP server for the intake benchmark, in its own process, until stdin closes.
+
+    python benchmarks/serve.py bare      # aiosmtpd with a handler that accepts and drops every message
+    python benchmarks/serve.py maildir   # aiosmtpd with its own Mailbox handler (stdlib Maildir)
+    python benchmarks/serve.py lab       # a whole smtplab lab; the server is mx1.example.net's MX
+    python benchmarks/serve.py lab-tmpfs # the same, with the lab directory on tmpfs (/dev/shm)
+    python benchmarks/serve.py sink      # Postfix's smtp-sink (C), when installed
+
+Prints one line `READY <address> <port> <pid>` (the pid of the process that serves) when the server
+accepts connections, then serves until its stdin is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+from typing import Any
+
+SMTP_SINK = "/usr/sbin/smtp-sink"
+
+
+class DropHandler:
+    """Accept everything, keep nothing: the fastest a handler can be."""
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        return "250 2.0.0 OK"
+
+
+def serve_aiosmtpd(handler: Any) -> None:
+    from aiosmtpd.smtp import SMTP
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        # Same settings as the lab's MX where they apply: loopback, a server name, the size limit.
+        server = await loop.create_server(
+            lambda: SMTP(handler, hostname="bare.test", data_size_limit=10 * 1024 * 1024, timeout=300),
+            host="127.0.0.1", port=0,
+        )
+        port = server.sockets[0].getsockname()[1]
+        print(f"READY 127.0.0.1 {port} {os.getpid()}", flush=True)
+        await loop.run_in_executor(None, sys.stdin.read)  # until the benchmark closes our stdin
+        server.close()
+
+    asyncio.run(main())
+
+
+def serve_lab(directory: str | None = None) -> None:
+    import smtplab
+
+    with smtplab.start(directory=directory) as lab:
+        mx = lab.host("mx1.example.net")
+        print(f"READY {mx.address} {mx.ports['smtp']} {os.getpid()}", flush=True)
+        sys.stdin.read()
+
+
+def serve_sink() -> None:
+    if not os.path.exists(SMTP_SINK):
+        print("NOT-INSTALLED", flush=True)
+        return
+    with socket.socket() as probe:  # find a free port; smtp-sink needs one on its command line
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    user = ["-u", "nobody"] if os.geteuid() == 0 else []
+    sink = subprocess.Popen([SMTP_SINK, *user, f"127.0.0.1:{port}", "256"], stdin=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                threading.Event().wait(0.05)
+        print(f"READY 127.0.0.1 {port} {sink.pid}", flush=True)
+        sys.stdin.read()
+    finally:
+        sink.terminate()
+        sink.wait(10)
+
+
+def main() -> None:
+    kind = sys.argv[1]
+    if kind == "bare":
+        serve_aiosmtpd(DropHandler())
+    elif kind == "maildir":
+        from aiosmtpd.handlers import Mailbox
+
+        directory = tempfile.mkdtemp(prefix="bench-maildir-")
+        try:
+            serve_aiosmtpd(Mailbox(os.path.join(directory, "Maildir")))
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+    elif kind == "lab":
+        serve_lab()
+    elif kind == "lab-tmpfs":  # the same, with the lab directory (mailboxes, queue) in memory
+        if not os.path.isdir("/dev/shm"):
+            print("NOT-AVAILABLE", flush=True)
+            return
+        directory = tempfile.mkdtemp(prefix="bench-lab-", dir="/dev/shm")
+        try:
+            serve_lab(directory)
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+    elif kind == "sink":
+        serve_sink()
+    else:
+        raise SystemExit(f"unknown server kind {kind!r}: bare, maildir, lab, lab-tmpfs or sink")
+
+
+if __name__ == "__main__":
+    main()
