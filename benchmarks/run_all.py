@@ -7,9 +7,10 @@
 Measures, side by side in one run (see README.md for how each is taken):
 - lab start/stop, submit, submit -> visible over IMAP (bench_lab.py);
 - MX intake: one load client (loadgen.py) against a bare aiosmtpd server, aiosmtpd with its Maildir
-  handler, the lab's MX and Postfix's smtp-sink, in alternating rounds; the lab/bare ratio;
+  handler, the lab's MX (default lab; security checks off; checks off with the mailboxes on tmpfs) and
+  Postfix's smtp-sink, each in its own process, in alternating rounds; the lab/bare ratios;
 - relay throughput: 50 clients submit over STARTTLS + AUTH, the relay carries every message to the
-  MX, which writes it to a Maildir; messages per second end to end;
+  MX, which writes it to a Maildir; messages per second end to end (default lab and checks off);
 - memory: RSS a lab adds in a fresh interpreter, and RSS, PSS and USS of 30 labs in 30 processes;
 - the course: every notebooks/*.ipynb executed top to bottom with nbclient.
 """
@@ -34,6 +35,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))  # bench_lab, next to this file
 
 import bench_lab  # noqa: E402
+from serve import plain_scenario  # noqa: E402
 
 import smtplab  # noqa: E402
 
@@ -44,7 +46,7 @@ TARGETS = {
     "memory_per_lab_mb": 40.0,  # RSS per lab with 30 labs in 30 processes, at most
     "notebooks_s": 60.0,  # the whole course, at most
 }
-INTAKE_SERVERS = ("bare", "maildir", "lab", "sink")
+INTAKE_SERVERS = ("bare", "maildir", "lab-tmpfs", "lab-plain", "lab", "sink")
 
 
 # --- MX intake -------------------------------------------------------------------------------------
@@ -119,19 +121,23 @@ def measure_intake(rounds: int, messages: int, sessions: int) -> dict[str, Any]:
         out["servers"][kind] = {"per_second_median": statistics.median(rates), "per_second": rates,
                                 "cpu_us_per_message_median": statistics.median(cpu), "cpu_us_per_message": cpu}
     servers = out["servers"]
-    lab, bare, maildir = servers["lab"], servers["bare"], servers["maildir"]
-    out["ratio_lab_to_bare"] = lab["per_second_median"] / bare["per_second_median"]
-    out["ratio_lab_to_aiosmtpd_maildir"] = lab["per_second_median"] / maildir["per_second_median"]
+    bare, maildir = servers["bare"]["per_second_median"], servers["maildir"]["per_second_median"]
+    for kind in ("lab", "lab-plain", "lab-tmpfs"):
+        if servers[kind] == "not installed":
+            continue
+        rate = servers[kind]["per_second_median"]
+        out[f"ratio_{kind.replace('-', '_')}_to_bare"] = rate / bare
+        out[f"ratio_{kind.replace('-', '_')}_to_aiosmtpd_maildir"] = rate / maildir
     return out
 
 
 # --- relay throughput ------------------------------------------------------------------------------
 
-def measure_relay(clients: int, per_client: int) -> dict[str, Any]:
+def measure_relay(clients: int, per_client: int, scenario: dict[str, Any] | None = None) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT / "tests"))
     from test_load import CLIENT_PROGRAM  # the same submission clients as the load test
 
-    with smtplab.start() as lab:
+    with smtplab.start(scenario) as lab:
         host = lab.host("smtp.example.org")
         args = [host.address, str(host.ports["submission"]), lab.users["alice@example.org"].password, lab.ca_file,
                 str(clients), str(per_client)]
@@ -251,20 +257,26 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     intake = results.get("intake")
     if intake:
         for kind, label in (("bare", "bare aiosmtpd (drops mail)"), ("maildir", "aiosmtpd + its Maildir handler"),
-                            ("lab", "the lab's MX (trace + fsync'd Maildir)"), ("sink", "Postfix smtp-sink (C)")):
+                            ("lab-tmpfs", "lab MX, checks off, mailboxes on tmpfs"),
+                            ("lab-plain", "lab MX, security checks off"), ("lab", "lab MX, default (SPF/DKIM/DMARC...)"),
+                            ("sink", "Postfix smtp-sink (C)")):
             server = intake["servers"][kind]
             value = "not installed" if server == "not installed" else (
                 f"{server['per_second_median']:.0f} msg/s, {server['cpu_us_per_message_median']:.0f} us CPU/msg")
             out.append((f"MX intake: {label}", value, "", ""))
-        ratio = intake["ratio_lab_to_bare"]
-        out.append(("MX intake ratio lab / bare aiosmtpd", f"{ratio:.2f}", ">= 0.8", verdict(ratio >= 0.8)))
-        out.append(("MX intake ratio lab / aiosmtpd + Maildir", f"{intake['ratio_lab_to_aiosmtpd_maildir']:.2f}",
-                    "", ""))
-    relay = results.get("relay")
-    if relay:
-        out.append((f"relay: {relay['messages']} msgs, submission -> MX -> Maildir",
-                    f"{relay['delivered_per_second']:.0f} msg/s ({relay['submitted_per_second']:.0f} msg/s submitted)",
-                    "", ""))
+        for kind, label in (("lab_tmpfs", "lab MX (checks off, tmpfs)"), ("lab_plain", "lab MX (checks off)"),
+                            ("lab", "lab MX (default)")):
+            if f"ratio_{kind}_to_bare" not in intake:
+                continue
+            ratio = intake[f"ratio_{kind}_to_bare"]
+            out.append((f"MX intake ratio {label} / bare aiosmtpd", f"{ratio:.2f} (/ aiosmtpd + Maildir: "
+                        f"{intake[f'ratio_{kind}_to_aiosmtpd_maildir']:.2f})", ">= 0.8", verdict(ratio >= 0.8)))
+    for key, label in (("relay_plain", "checks off"), ("relay", "default")):
+        relay = results.get(key)
+        if relay:
+            out.append((f"relay ({label}): {relay['messages']} msgs, submission -> MX -> Maildir",
+                        f"{relay['delivered_per_second']:.0f} msg/s ({relay['submitted_per_second']:.0f} msg/s "
+                        "submitted)", "", ""))
     memory = results.get("memory")
     if memory:
         one, many = memory["one_lab"], memory["many_labs"]
@@ -316,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         results["intake"] = measure_intake(rounds=2 if quick else 5, messages=1000 if quick else 3000, sessions=20)
     if "relay" not in args.skip:
         print("relay throughput ...", flush=True)
+        results["relay_plain"] = measure_relay(clients=50, per_client=10 if quick else 40, scenario=plain_scenario())
         results["relay"] = measure_relay(clients=50, per_client=10 if quick else 40)
     if "memory" not in args.skip:
         print("memory ...", flush=True)

@@ -3,7 +3,8 @@
     python benchmarks/serve.py bare      # aiosmtpd with a handler that accepts and drops every message
     python benchmarks/serve.py maildir   # aiosmtpd with its own Mailbox handler (stdlib Maildir)
     python benchmarks/serve.py lab       # a whole smtplab lab; the server is mx1.example.net's MX
-    python benchmarks/serve.py lab-tmpfs # the same, with the lab directory on tmpfs (/dev/shm)
+    python benchmarks/serve.py lab-plain # the same without the security checks (SPF/DKIM/DMARC, DNSBL, spam)
+    python benchmarks/serve.py lab-tmpfs # lab-plain with the lab directory on tmpfs (/dev/shm)
     python benchmarks/serve.py sink      # Postfix's smtp-sink (C), when installed
 
 Prints one line `READY <address> <port> <pid>` (the pid of the process that serves) when the server
@@ -23,6 +24,18 @@ import threading
 from typing import Any
 
 SMTP_SINK = "/usr/sbin/smtp-sink"
+# What the providers of the default lab publish and check, all switched off: the bare mail path.
+PLAIN_SECURITY = {"spf": None, "dkim": False, "dmarc": None, "verify": False, "dnsbl": [], "spam": None}
+
+
+def plain_scenario() -> dict[str, Any]:
+    """The default lab without SPF, DKIM, DMARC, blocklist and spam checks."""
+    import smtplab
+
+    scenario = smtplab.Scenario.default().to_dict()
+    for provider in scenario["providers"]:
+        provider["security"] = dict(PLAIN_SECURITY)
+    return scenario
 
 
 class DropHandler:
@@ -50,10 +63,10 @@ def serve_aiosmtpd(handler: Any) -> None:
     asyncio.run(main())
 
 
-def serve_lab(directory: str | None = None) -> None:
+def serve_lab(directory: str | None = None, scenario: dict[str, Any] | None = None) -> None:
     import smtplab
 
-    with smtplab.start(directory=directory) as lab:
+    with smtplab.start(scenario, directory=directory) as lab:
         mx = lab.host("mx1.example.net")
         print(f"READY {mx.address} {mx.ports['smtp']} {os.getpid()}", flush=True)
         sys.stdin.read()
@@ -96,19 +109,21 @@ def main() -> None:
             shutil.rmtree(directory, ignore_errors=True)
     elif kind == "lab":
         serve_lab()
+    elif kind == "lab-plain":
+        serve_lab(scenario=plain_scenario())
     elif kind == "lab-tmpfs":  # the same, with the lab directory (mailboxes, queue) in memory
         if not os.path.isdir("/dev/shm"):
             print("NOT-AVAILABLE", flush=True)
             return
         directory = tempfile.mkdtemp(prefix="bench-lab-", dir="/dev/shm")
         try:
-            serve_lab(directory)
+            serve_lab(directory, plain_scenario())
         finally:
             shutil.rmtree(directory, ignore_errors=True)
     elif kind == "sink":
         serve_sink()
     else:
-        raise SystemExit(f"unknown server kind {kind!r}: bare, maildir, lab, lab-tmpfs or sink")
+        raise SystemExit(f"unknown server kind {kind!r}: bare, maildir, lab, lab-plain, lab-tmpfs or sink")
 
 
 if __name__ == "__main__":
