@@ -90,6 +90,10 @@ class _BaseHandler:
     async def handle_NOOP(self, server: LabSMTP, session: Session, envelope: Envelope, arg: str) -> str:
         return replies.OK
 
+    async def _refusal_at_end_of_data(self, server: LabSMTP, envelope: Envelope) -> str | None:
+        """An injected fault, or content no MTA should pass on: the reply instead of accepting, or None."""
+        return await server.fault_point("end-of-data") or self._bad_content(envelope)
+
     def _bad_content(self, envelope: Envelope) -> str | None:
         """Return the refusal for content no MTA should pass on (bare CR/LF, NUL), or None."""
         content = envelope.original_content or b""
@@ -152,10 +156,7 @@ class SubmissionHandler(_BaseHandler):
         return replies.OK_RECIPIENT
 
     async def handle_DATA(self, server: LabSMTP, session: Session, envelope: Envelope) -> str:
-        fault = await server.fault_point("end-of-data")
-        if fault:
-            return fault
-        refusal = self._bad_content(envelope)
+        refusal = await self._refusal_at_end_of_data(server, envelope)
         if refusal:
             return refusal
         queue_id = new_queue_id()
@@ -214,10 +215,7 @@ class InboundHandler(_BaseHandler):
         return replies.OK_RECIPIENT
 
     async def handle_DATA(self, server: LabSMTP, session: Session, envelope: Envelope) -> str:
-        fault = await server.fault_point("end-of-data")
-        if fault:
-            return fault
-        refusal = self._bad_content(envelope)
+        refusal = await self._refusal_at_end_of_data(server, envelope)
         if refusal:
             return refusal
         queue_id = new_queue_id()

@@ -25,7 +25,7 @@ from .faults import Fault
 from .trace import Trace
 from .wire import TapProtocol, WireTap
 
-__all__ = ["LabSMTP", "SubmissionHandler", "InboundHandler", "new_queue_id", "Postmaster"]
+__all__ = ["LabSMTP", "new_queue_id", "Postmaster"]
 
 # aiosmtpd logs a deprecation notice about `login_data` on every AUTH; the lab's trace is the log.
 logging.getLogger("mail.log").setLevel(logging.ERROR)
