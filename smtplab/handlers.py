@@ -129,10 +129,7 @@ class SubmissionHandler(_BaseHandler):
             return replies.NULL_SENDER_SUBMISSION
         if address.lower() != user:
             return replies.SENDER_NOT_OWNED.format(user=user)
-        envelope.mail_from = address
-        envelope.mail_options.extend(mail_options)
-        _start_transaction(server)
-        return replies.OK_SENDER
+        return _accept_sender(server, envelope, address, mail_options)
 
     async def handle_RCPT(self, server: LabSMTP, session: Session, envelope: Envelope, address: str,
                           rcpt_options: list[str]) -> str:
@@ -151,9 +148,7 @@ class SubmissionHandler(_BaseHandler):
         domain = domain.lower()
         if domain in self.domains and not self.lab.user_exists(address):
             return replies.USER_UNKNOWN.format(address=address)
-        envelope.rcpt_tos.append(address)
-        envelope.rcpt_options.extend(rcpt_options)
-        return replies.OK_RECIPIENT
+        return _accept_recipient(envelope, address, rcpt_options)
 
     async def handle_DATA(self, server: LabSMTP, session: Session, envelope: Envelope) -> str:
         refusal = await self._refusal_at_end_of_data(server, envelope)
@@ -187,10 +182,7 @@ class InboundHandler(_BaseHandler):
         if fault:
             return fault
         # Keep "<>" as is: aiosmtpd treats an empty mail_from as "no MAIL yet" (503 at RCPT).
-        envelope.mail_from = address
-        envelope.mail_options.extend(mail_options)
-        _start_transaction(server)
-        return replies.OK_SENDER
+        return _accept_sender(server, envelope, address, mail_options)
 
     async def handle_RCPT(self, server: LabSMTP, session: Session, envelope: Envelope, address: str,
                           rcpt_options: list[str]) -> str:
@@ -210,9 +202,7 @@ class InboundHandler(_BaseHandler):
         listing = await self._blocklisted(server, session)
         if listing is not None:
             return listing
-        envelope.rcpt_tos.append(address)
-        envelope.rcpt_options.extend(rcpt_options)
-        return replies.OK_RECIPIENT
+        return _accept_recipient(envelope, address, rcpt_options)
 
     async def handle_DATA(self, server: LabSMTP, session: Session, envelope: Envelope) -> str:
         refusal = await self._refusal_at_end_of_data(server, envelope)
@@ -279,6 +269,19 @@ def _unique(addresses: list[str]) -> list[str]:
     for address in addresses:
         seen.setdefault(address.lower(), address)
     return list(seen.values())
+
+
+def _accept_sender(server: LabSMTP, envelope: Envelope, address: str, options: list[str]) -> str:
+    envelope.mail_from = address
+    envelope.mail_options.extend(options)
+    _start_transaction(server)
+    return replies.OK_SENDER
+
+
+def _accept_recipient(envelope: Envelope, address: str, options: list[str]) -> str:
+    envelope.rcpt_tos.append(address)
+    envelope.rcpt_options.extend(options)
+    return replies.OK_RECIPIENT
 
 
 def _start_transaction(server: LabSMTP) -> None:
