@@ -27,7 +27,7 @@ from .clock import VirtualClock
 from .errors import LabNotRunning, ScenarioError, UnknownHost, UnknownUser
 from .faults import Fault, FaultTable
 from .mailauth import LabDns
-from .imap import ImapService
+from .imap import ImapService, mailbox_changed
 from .labdns import DigResult, DnsServer, MXRecord, build_zones, dig_async, lab_resolver, lookup_mx_async
 from .relay import MAX_CONCURRENT_ATTEMPTS, QueueItem, Relay
 from .scenario import WELL_KNOWN_PORTS, Scenario
@@ -279,6 +279,7 @@ class Lab:
                                       self.ca.server_context(host.name, host.address), self.trace, self.peer_name)
                 self._imap[host.name] = service
             if imap_hosts:
+                self._stores[provider.domain].on_delivered = self._mailbox_changed
                 service = self._imap[imap_hosts[0].name]
                 for address, _ in provider.users:
                     await service.add_user(address, self.users[address].password, address.rsplit("@", 1)[0])
@@ -558,6 +559,15 @@ class Lab:
 
     def peer_name(self, address: str) -> str:
         return self._by_address.get(address, "client")
+
+    def _mailbox_changed(self, path: str) -> None:
+        """A message landed in the Maildir folder at `path` (any thread): wake IMAP clients idling there."""
+        loop = self._loop.loop if self._loop is not None else None
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(mailbox_changed, path)
+            except RuntimeError:  # the lab stopped meanwhile: nobody is idling any more
+                pass
 
     def deliver_local(self, domain: str, address: str, content: bytes, folder: str = "INBOX") -> None:
         self._stores[domain].deliver(address, content, folder)

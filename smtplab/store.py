@@ -12,6 +12,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -33,6 +34,8 @@ class MailStore:
         self._lock = threading.Lock()
         self._counter = 0
         self._roots: dict[tuple[str, str], str] = {}  # Maildir folders already created
+        # Told the folder's path after each delivery (from the delivering thread): wakes IMAP IDLE.
+        self.on_delivered: Callable[[str], None] | None = None
         directory.mkdir(parents=True, exist_ok=True)
 
     def add_user(self, address: str) -> Path:
@@ -70,13 +73,15 @@ class MailStore:
         with self._lock:
             self._counter += 1
             now = time.time()
-            name = f"{int(now)}.M{int(now * 1e6) % 1_000_000}P{os.getpid()}Q{self._counter}.{_HOSTNAME}"
+            name = f"{int(now)}.M{int(now * 1e6) % 1_000_000:06d}P{os.getpid()}Q{self._counter:06d}.{_HOSTNAME}"
         tmp = os.path.join(root, "tmp", name)
         with open(tmp, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())  # accepted mail must survive a crash (RFC 5321 section 6.1)
         os.rename(tmp, os.path.join(root, "new", name))
+        if self.on_delivered is not None:
+            self.on_delivered(root)
         return name
 
     def messages(self, address: str, folder: str = "INBOX") -> list[EmailMessage]:

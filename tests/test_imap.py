@@ -101,3 +101,78 @@ def test_fetched_messages_use_crlf(lab: smtplab.Lab) -> None:
         assert raw.count(b"\n") == raw.count(b"\r\n"), "no bare LF inside IMAP literals (RFC 3501 2.2)"
     finally:
         imap.logout()
+
+
+def _idle(imap: imaplib.IMAP4) -> bytes:
+    """Start IDLE (RFC 2177) on imaplib's connection; return the tag to finish it with."""
+    tag = imap._new_tag()
+    imap.send(tag + b" IDLE\r\n")
+    assert imap.readline().startswith(b"+ ")
+    return tag
+
+
+def _done(imap: imaplib.IMAP4, tag: bytes) -> None:
+    imap.send(b"DONE\r\n")
+    while not (line := imap.readline()).startswith(tag):
+        assert line, "the server closed the connection during IDLE"
+    assert line.startswith(tag + b" OK")
+
+
+def test_idle_announces_a_delivery_at_once(lab: smtplab.Lab, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # Without a delivery the server would look again only after this long: the test ends long before.
+    monkeypatch.setattr(smtplab.imap, "_IDLE_CHECK", 600.0)
+    imap = lab.imap("bob@example.net")
+    try:
+        assert imap.select("INBOX")[1] == [b"0"]
+        for number in (1, 2):
+            tag = _idle(imap)
+            result = lab.send("alice@example.org", "bob@example.net", f"Push {number}", "IDLE wakes up.", wait=False)
+            assert imap.readline() == f"* {number} EXISTS\r\n".encode()  # socket timeout: 10 s
+            _done(imap, tag)
+            typ, data = imap.fetch(str(number), "(BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
+            assert result.message_id.encode() in data[0][1]
+    finally:
+        imap.logout()
+
+
+def test_idle_still_sees_a_message_put_in_the_maildir_by_hand(lab: smtplab.Lab, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(smtplab.imap, "_IDLE_CHECK", 0.05)
+    maildir = lab._stores["example.net"].user_path("bob@example.net")
+    imap = lab.imap("bob@example.net")
+    try:
+        imap.select("INBOX")
+        tag = _idle(imap)
+        (maildir / "tmp" / "by-hand").write_bytes(b"Subject: by hand\r\n\r\nhi\r\n")
+        (maildir / "tmp" / "by-hand").rename(maildir / "new" / "by-hand")
+        assert imap.readline() == b"* 1 EXISTS\r\n"
+        _done(imap, tag)
+    finally:
+        imap.logout()
+
+
+def test_two_sessions_see_each_others_flags_and_hand_deletions(lab: smtplab.Lab) -> None:
+    for number in range(3):
+        lab.send("alice@example.org", "bob@example.net", f"Note {number}", "flags")
+    first, second = lab.imap("bob@example.net"), lab.imap("bob@example.net")
+    try:
+        assert first.select("INBOX")[1] == [b"3"] and second.select("INBOX")[1] == [b"3"]
+        for number in range(3):  # UIDs follow arrival order (RFC 3501 2.3.1.1)
+            subject = first.fetch(str(number + 1), "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")[1][0][1]
+            assert f"Note {number}".encode() in subject
+        first.store("2", "+FLAGS", "\\Flagged \\Seen")
+        second.noop()
+        assert b"\\Flagged" in second.fetch("2", "(FLAGS)")[1][0]
+        assert second.search(None, "UNSEEN")[1] == [b"1 3"]
+        # A learner deletes a message file by hand: both sessions are told it is gone.
+        maildir = lab._stores["example.net"].user_path("bob@example.net")
+        victim = next(p for p in (maildir / "cur").iterdir() if "Note 1" in p.read_text(errors="replace"))
+        victim.unlink()
+        second.noop()
+        assert second.untagged_responses.get("EXPUNGE") == [b"2"]
+        assert second.search(None, "ALL")[1] == [b"1 2"]
+        assert b"Note 2" in second.fetch("2", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")[1][0][1]
+        first.noop()
+        assert first.search(None, "ALL")[1] == [b"1 2"]
+    finally:
+        first.logout()
+        second.logout()
