@@ -5,7 +5,7 @@
     python benchmarks/run_all.py --skip notebooks --skip memory
 
 Measures, side by side in one run (see README.md for how each is taken):
-- lab start/stop, submit, submit -> visible over IMAP (bench_lab.py);
+- lab start/stop, submit, submit -> visible over IMAP: IDLE push, and polling (bench_lab.py);
 - MX intake: one load client (loadgen.py) against a bare aiosmtpd server, aiosmtpd with its Maildir
   handler, the lab's MX (default lab; security checks off; checks off with the mailboxes on tmpfs) and
   Postfix's smtp-sink, each in its own process, in alternating rounds; the lab/bare ratios;
@@ -252,8 +252,11 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                     f"{r['start']['q3']:.1f})", "<= 150 ms", verdict(r["start"]["median"] <= TARGETS["start_ms"])))
         out.append(("lab stop, median", f"{r['stop']['median']:.1f} ms", "", ""))
         out.append(("submit (STARTTLS + AUTH), median", f"{r['submit']['median']:.1f} ms", "", ""))
-        out.append(("submit -> visible over IMAP, median", f"{r['submit_to_imap']['median']:.1f} ms", "<= 60 ms",
-                    verdict(r["submit_to_imap"]["median"] <= TARGETS["submit_to_imap_ms"])))
+        out.append(("submit -> visible over IMAP (IDLE push + FETCH), median", f"{r['submit_to_imap']['median']:.1f} ms",
+                    "<= 60 ms", verdict(r["submit_to_imap"]["median"] <= TARGETS["submit_to_imap_ms"])))
+        if "submit_to_imap_poll" in r:
+            out.append(("submit -> seen by polling (NOOP+SEARCH every 2 ms), median",
+                        f"{r['submit_to_imap_poll']['median']:.1f} ms", "", ""))
     intake = results.get("intake")
     if intake:
         for kind, label in (("bare", "bare aiosmtpd (drops mail)"), ("maildir", "aiosmtpd + its Maildir handler"),
@@ -319,10 +322,11 @@ def main(argv: list[str] | None = None) -> int:
         print("lab start/stop and submit -> IMAP ...", flush=True)
         runs = 10 if quick else 20
         cold, starts, stops = bench_lab.measure_start_stop(runs)
-        submits, visible = bench_lab.measure_submit_to_imap(runs, bench_lab.POLL_INTERVAL)
+        pushed = bench_lab.measure_submit_to_idle(runs)
+        submits, polled = bench_lab.measure_submit_to_imap(runs, bench_lab.POLL_INTERVAL)
         results["lab"] = {"runs": runs, "first_start_ms": cold * 1000, "results_ms": {
             "start": bench_lab.stats(starts), "stop": bench_lab.stats(stops), "submit": bench_lab.stats(submits),
-            "submit_to_imap": bench_lab.stats(visible)}}
+            "submit_to_imap": bench_lab.stats(pushed), "submit_to_imap_poll": bench_lab.stats(polled)}}
     if "intake" not in args.skip:
         print("MX intake ...", flush=True)
         results["intake"] = measure_intake(rounds=2 if quick else 5, messages=1000 if quick else 3000, sessions=20)
