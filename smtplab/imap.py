@@ -8,6 +8,7 @@ users file, which the lab writes from the scenario.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import re
 from argparse import Namespace
@@ -33,7 +34,7 @@ from pysasl.hashing import BuiltinHash
 
 from .trace import Trace
 
-__all__ = ["ImapService", "mailbox_changed"]
+__all__ = ["ImapService", "has_idlers", "mailbox_changed"]
 
 # The lab's passwords are shown to learners anyway; a modest PBKDF2 cost keeps start-up fast.
 _HASH_ROUNDS = 2000
@@ -207,9 +208,19 @@ _changed: dict[str, Any] = {}  # real path of a Maildir folder -> pymap Event se
 _IDLE_CHECK = 1.0  # seconds between looks while idle even without a delivery (changes made by hand)
 
 
-def mailbox_changed(path: str | os.PathLike[str]) -> None:
+@functools.lru_cache(maxsize=1024)
+def _real(path: str) -> str:
+    return os.path.realpath(path)
+
+
+def has_idlers(path: str) -> bool:
+    """Whether an IMAP session is idling on the Maildir folder at `path` (any thread may ask)."""
+    return _real(path) in _changed
+
+
+def mailbox_changed(path: str) -> None:
     """Wake the IMAP sessions idling on the Maildir folder at `path`. Call on the lab's loop."""
-    event = _changed.pop(os.path.realpath(path), None)
+    event = _changed.pop(_real(path), None)
     if event is not None:
         event.set()
 
@@ -217,11 +228,15 @@ def mailbox_changed(path: str | os.PathLike[str]) -> None:
 async def _update_selected_woken(self: Any, selected: Any, *, wait_on: Any = None) -> Any:
     """pymap's `MailboxData.update_selected`, woken by a delivery instead of polling once a second."""
     if wait_on is not None:
-        real = self.__dict__.get("_lab_real") or self.__dict__.setdefault("_lab_real", os.path.realpath(self._path))
+        real = _real(self._path)
         changed = _changed.get(real)
         if changed is None:
             changed = _changed[real] = subsystem.get().new_event()
-        await wait_on.or_event(changed).wait(timeout=_IDLE_CHECK)
+        # A message delivered since pymap last looked, but before the event above was there to be set,
+        # must not wait for the next look: wait only when every file in the Maildir already has a UID.
+        known = {rec.key for rec in (await _read_uid_list(self._path)).records}
+        if all(key in known for key in await self._get_keys()):
+            await wait_on.or_event(changed).wait(timeout=_IDLE_CHECK)
         await self.reset()  # number the messages that arrived while waiting
     selected.set_messages([msg async for msg in self.messages()])
     return selected

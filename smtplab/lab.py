@@ -27,7 +27,7 @@ from .clock import VirtualClock
 from .errors import LabNotRunning, ScenarioError, UnknownHost, UnknownUser
 from .faults import Fault, FaultTable
 from .mailauth import LabDns
-from .imap import ImapService, mailbox_changed
+from .imap import ImapService, has_idlers, mailbox_changed
 from .labdns import DigResult, DnsServer, MXRecord, build_zones, dig_async, lab_resolver, lookup_mx_async
 from .relay import MAX_CONCURRENT_ATTEMPTS, QueueItem, Relay
 from .scenario import WELL_KNOWN_PORTS, Scenario
@@ -209,6 +209,7 @@ class Lab:
         self._by_address: dict[str, str] = {}
         self._loop: _LoopThread | None = None
         self._dns_server: DnsServer | None = None
+        self._lab_dns: LabDns | None = None
         self._relay: Relay | None = None
         # Seconds an SMTP server waits for a client's next command before it says 421 and hangs up;
         # read when a connection opens, so changing it on a running lab affects new connections.
@@ -354,6 +355,9 @@ class Lab:
                 loop.call(shutdown(), timeout=30)
             finally:
                 loop.close()
+        if self._lab_dns is not None:
+            self._lab_dns.close()
+            self._lab_dns = None
         self.running = False
         with _start_lock:
             if _current is self:
@@ -549,7 +553,10 @@ class Lab:
         return self._dkim.get(domain)
 
     def lab_dns(self) -> LabDns:
-        return LabDns(self.dns.address, self.dns.port)
+        """The synchronous stub resolver the MX hosts' checks (SPF, DKIM, DMARC) ask the lab DNS with."""
+        if self._lab_dns is None:
+            self._lab_dns = LabDns(self.dns.address, self.dns.port)
+        return self._lab_dns
 
     def dns_resolver(self) -> Any:
         return lab_resolver(self.dns.address, self.dns.port)
@@ -563,7 +570,7 @@ class Lab:
     def _mailbox_changed(self, path: str) -> None:
         """A message landed in the Maildir folder at `path` (any thread): wake IMAP clients idling there."""
         loop = self._loop.loop if self._loop is not None else None
-        if loop is not None and not loop.is_closed():
+        if loop is not None and not loop.is_closed() and has_idlers(path):
             try:
                 loop.call_soon_threadsafe(mailbox_changed, path)
             except RuntimeError:  # the lab stopped meanwhile: nobody is idling any more

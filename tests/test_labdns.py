@@ -80,6 +80,8 @@ def test_txt_and_cname_from_a_scenario() -> None:
         kinds = [rrset.rdtype for rrset in cname.answer]
         assert kinds == [dns.rdatatype.CNAME, dns.rdatatype.A]
         assert cname.answer[1][0].address == lab.host("mx1").address
+        # The MX checks' stub resolver follows the CNAME too.
+        assert [r.address for r in lab.lab_dns()._answer("mail.example.net", "A")] == [lab.host("mx1").address]
 
 
 def test_null_mx_and_no_mx(lab: smtplab.Lab) -> None:
@@ -133,3 +135,40 @@ def test_dns_queries_are_traced(lab: smtplab.Lab) -> None:
     assert [e.kind for e in events[:2]] == ["query", "answer"]
     assert events[0].text.startswith("example.net. MX?")
     assert "mx1.example.net" in events[1].text
+
+
+def test_a_repeated_question_gets_its_own_id_back_and_is_traced_each_time(lab: smtplab.Lab) -> None:
+    mark = lab.mark()
+    answers = []
+    for qid in (1, 2, 65535):
+        query = dns.message.make_query("example.net", "MX")
+        query.id = qid
+        answers.append(dns.query.udp(query, lab.dns.address, port=lab.dns.port, timeout=3))
+    assert [a.id for a in answers] == [1, 2, 65535]
+    assert all(a.answer == answers[0].answer and a.additional == answers[0].additional for a in answers)
+    other = ask(lab, "example.org", "MX")  # a different question is not answered from the first one
+    assert {r.exchange.to_text() for r in other.answer[0]} != {r.exchange.to_text() for r in answers[0].answer[0]}
+    queries = [e for e in lab.trace.since(mark) if e.protocol == "dns" and e.kind == "query"]
+    answered = [e for e in lab.trace.since(mark) if e.protocol == "dns" and e.kind == "answer"]
+    assert [e.text for e in queries] == ["example.net. MX? over udp"] * 3 + ["example.org. MX? over udp"]
+    assert len(answered) == 4 and answered[0].text == answered[2].text
+
+
+def test_the_mx_checks_stub_resolver(lab: smtplab.Lab) -> None:
+    """The resolver SPF, DKIM and DMARC checks use: records, CNAMEs followed, nothing for NXDOMAIN or
+    REFUSED, and a temporary error (never a wrong answer) when the DNS does not answer."""
+    import spf
+
+    from smtplab.mailauth import LabDns
+
+    stub = lab.lab_dns()
+    assert stub.txt("_dmarc.example.org") == ["v=DMARC1; p=none"]
+    assert stub.txt("nothing-here.example.org") == []
+    assert stub.txt("gmail.com") == []  # outside the lab's zones: REFUSED
+    assert [r.address for r in stub._answer("mx1.example.net", "A")] == [lab.host("mx1").address]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:  # a "DNS server" that never answers
+        silent.bind(("127.0.0.1", 0))
+        mute = LabDns("127.0.0.1", silent.getsockname()[1], timeout=0.2)
+        with pytest.raises(spf.TempError):
+            mute.txt("example.org")
+        mute.close()
