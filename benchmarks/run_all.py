@@ -11,7 +11,8 @@ Measures, side by side in one run (see README.md for how each is taken):
   Postfix's smtp-sink, each in its own process, in alternating rounds; the lab/bare ratios;
 - relay throughput: 50 clients submit over STARTTLS + AUTH, the relay carries every message to the
   MX, which writes it to a Maildir; messages per second end to end (default lab and checks off);
-- memory: RSS a lab adds in a fresh interpreter, and RSS, PSS and USS of 30 labs in 30 processes;
+- memory: RSS a lab adds in a fresh interpreter, RSS, PSS and USS of 30 labs in 30 processes, and what a
+  lab adds to each of 30 running Jupyter kernels;
 - the course: every notebooks/*.ipynb executed top to bottom with nbclient.
 """
 
@@ -211,6 +212,47 @@ def measure_memory(labs: int) -> dict[str, Any]:
     return {"one_lab": one, "many_labs": many}
 
 
+KERNEL_LAB = """
+import smtplab
+lab = smtplab.start()
+lab.send("alice@example.org", "bob@example.net", "memory", "one message through the whole lab")
+imap = lab.imap("bob@example.net"); imap.select("INBOX"); imap.logout()
+"""
+
+
+def measure_kernel_memory(kernels: int) -> dict[str, Any]:
+    """What a lab adds to the Jupyter kernels learners run it in: `kernels` IPython kernels held together,
+    each measured before and after it starts a lab and sends one message (RSS, PSS, USS per kernel)."""
+    from jupyter_client.manager import start_new_kernel
+
+    managers, clients = [], []
+    mb = 1024 * 1024
+    try:
+        for _ in range(kernels):
+            manager, client = start_new_kernel(kernel_name="python3", cwd=str(ROOT))
+            managers.append(manager)
+            clients.append(client)
+        processes = [psutil.Process(m.provisioner.process.pid) for m in managers]
+        before = [p.memory_full_info() for p in processes]
+        for client in clients:
+            reply = client.execute_interactive(KERNEL_LAB, timeout=120, output_hook=lambda msg: None)
+            if reply["content"]["status"] != "ok":
+                raise RuntimeError(f"a kernel could not start a lab: {reply['content']}")
+        after = [p.memory_full_info() for p in processes]
+    finally:
+        for client in clients:
+            client.stop_channels()
+        for manager in managers:
+            manager.shutdown_kernel(now=True)
+
+    def added(field: str) -> float:
+        return sum(getattr(a, field) - getattr(b, field) for a, b in zip(after, before)) / kernels / mb
+
+    return {"kernels": kernels, "kernel_rss_before_mb": sum(b.rss for b in before) / kernels / mb,
+            "rss_added_per_lab_mb": added("rss"), "pss_added_per_lab_mb": added("pss"),
+            "uss_added_per_lab_mb": added("uss")}
+
+
 # --- notebooks -------------------------------------------------------------------------------------
 
 def measure_notebooks() -> dict[str, Any]:
@@ -289,6 +331,13 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         out.append((f"memory: {many['labs']} labs in {many['labs']} processes, per lab",
                     f"RSS {per_lab:.1f} MB, PSS {many['pss_per_lab_mb']:.1f}, USS {many['uss_per_lab_mb']:.1f}",
                     "<= 40 MB", verdict(per_lab <= TARGETS["memory_per_lab_mb"])))
+        kernel = memory.get("kernels")
+        if kernel:
+            added = kernel["rss_added_per_lab_mb"]
+            out.append((f"memory: a lab in each of {kernel['kernels']} Jupyter kernels, added per kernel",
+                        f"RSS {added:.1f} MB, PSS {kernel['pss_added_per_lab_mb']:.1f}, USS "
+                        f"{kernel['uss_added_per_lab_mb']:.1f} (kernel alone {kernel['kernel_rss_before_mb']:.0f})",
+                        "<= 40 MB", verdict(added <= TARGETS["memory_per_lab_mb"])))
     notebooks = results.get("notebooks")
     if notebooks:
         failed = f", {len(notebooks['failed'])} failed" if notebooks["failed"] else ""
@@ -337,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     if "memory" not in args.skip:
         print("memory ...", flush=True)
         results["memory"] = measure_memory(labs=10 if quick else 30)
+        results["memory"]["kernels"] = measure_kernel_memory(kernels=5 if quick else 30)
     if "notebooks" not in args.skip:
         print("notebooks ...", flush=True)
         results["notebooks"] = measure_notebooks()
