@@ -7,6 +7,7 @@ mailbox from the server, so they see exactly what any mail client of that user w
 from __future__ import annotations
 
 import re
+import threading
 import time
 from email import message_from_bytes, policy
 from typing import Any
@@ -26,16 +27,29 @@ _META_FLAGS_FIRST = re.compile(rb"^(\d+) \(.*?FLAGS \(([^)]*)\).*?UID (\d+)", re
 def settle(lab: Any, timeout: float = 1.0) -> bool:
     """Wait until the IMAP trace holds the server's answer to every command it has recorded.
 
-    The lab's IMAP server notes each line in the trace just after sending it, so a client that has
-    its answer may look at the trace a moment too early. Returns False if `timeout` passed first.
+    A client does not wait for every answer: imaplib sends LOGOUT and closes without reading the
+    server's BYE, so a notebook that looks at the trace right after `logout()` may look before the
+    server has written its last lines. Woken by each new IMAP event; returns False if `timeout`
+    passed first.
     """
-    deadline = time.monotonic() + timeout
-    while True:
-        if _answered(lab.trace.filter(protocol="imap")):
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.002)
+    changed = threading.Event()
+
+    def on_event(event: Any) -> None:
+        if event.protocol == "imap":
+            changed.set()
+
+    lab.trace.subscribe(on_event)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            changed.clear()  # before looking: an event recorded after the look wakes the wait below
+            if _answered(lab.trace.filter(protocol="imap")):
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not changed.wait(remaining):
+                return _answered(lab.trace.filter(protocol="imap"))
+    finally:
+        lab.trace.unsubscribe(on_event)
 
 
 def _answered(events: list[Any]) -> bool:
