@@ -16,6 +16,7 @@ import heapq
 import ipaddress
 import itertools
 import json
+import os
 import random
 import smtplib
 import socket
@@ -200,8 +201,15 @@ class Relay:
         return _Entry(queue_id, host, sender, [RecipientStatus(r) for r in recipients], now, now, message_id)
 
     def _write_spool(self, entry: _Entry, content: bytes) -> None:
-        (self.spool / f"{entry.queue_id}.eml").write_bytes(content)
-        self._save(entry)
+        """Put a new message in the queue durably: the 250 that follows promises the message survives
+        a crash (RFC 5321 section 6.1). The message, then its envelope, each fsync'd; then the folder."""
+        _write_durably(self.spool / f"{entry.queue_id}.eml", content)
+        _write_durably(self.spool / f"{entry.queue_id}.json", self._state_bytes(entry))
+        fd = os.open(self.spool, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def _register(self, entry: _Entry) -> None:
         host, sender, queue_id = entry.host, entry.sender, entry.queue_id
@@ -498,11 +506,16 @@ class Relay:
         self._trace.record("queue", "queue", entry.host, text, message_ids=ids, peer=entry.host)
 
     # --- spool ---
-    def _save(self, entry: _Entry) -> None:
+    def _state_bytes(self, entry: _Entry) -> bytes:
         data = {k: v for k, v in asdict(entry).items() if k not in ("running", "started")}
+        return json.dumps(data, indent=1).encode()
+
+    def _save(self, entry: _Entry) -> None:
+        """Record a queued message's progress (not fsync'd: after a crash an older state only means the
+        relay tries again, and a recipient may get the message twice, as SMTP allows)."""
         path = self.spool / f"{entry.queue_id}.json"
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1))
+        tmp.write_bytes(self._state_bytes(entry))
         tmp.replace(path)
 
     def _load(self, path: Path) -> _Entry | None:
@@ -519,6 +532,16 @@ class Relay:
         entry.recipients = [replace(r, state="queued") if r.state in ("mx-lookup", "connecting") else r
                             for r in entry.recipients]
         return entry
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    """Write `path` through a temporary file beside it, fsync'd before the rename: never half a file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
 
 
 def _duration(seconds: float) -> str:
