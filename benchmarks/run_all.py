@@ -229,7 +229,8 @@ def measure_kernel_memory(kernels: int) -> dict[str, Any]:
     mb = 1024 * 1024
     try:
         for _ in range(kernels):
-            manager, client = start_new_kernel(kernel_name="python3", cwd=str(ROOT))
+            # The kernel's own stderr (a warning about its local TCP ports) would drown the table.
+            manager, client = start_new_kernel(kernel_name="python3", cwd=str(ROOT), stderr=subprocess.DEVNULL)
             managers.append(manager)
             clients.append(client)
         processes = [psutil.Process(m.provisioner.process.pid) for m in managers]

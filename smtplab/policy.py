@@ -50,12 +50,17 @@ async def screen(lab: Any, host: str, domain: str, content: bytes, *, client_ip:
                  helo: str) -> Screening:
     """Decide about one received message for a provider's users (blocking checks run off the loop)."""
     security = lab.security_of(domain)
-    verdict = None
-    if security.get("verify"):
-        loop = asyncio.get_running_loop()
-        verdict = await loop.run_in_executor(None, lambda: mailauth.evaluate(
-            content, client_ip=client_ip, mail_from=mail_from, helo=helo, authserv_id=host, lab_dns=lab.lab_dns()))
-    report = spam.score(content, verdict) if security.get("spam") else None
+
+    def check() -> tuple[mailauth.AuthVerdict | None, spam.SpamReport | None]:
+        verdict = mailauth.evaluate(content, client_ip=client_ip, mail_from=mail_from, helo=helo, authserv_id=host,
+                                    lab_dns=lab.lab_dns()) if security.get("verify") else None
+        return verdict, (spam.score(content, verdict) if security.get("spam") else None)
+
+    verdict: mailauth.AuthVerdict | None = None
+    report: spam.SpamReport | None = None
+    if security.get("verify") or security.get("spam"):
+        # DNS questions and header parsing: off the loop, which serves every other session meanwhile.
+        verdict, report = await asyncio.get_running_loop().run_in_executor(None, check)
     headers = b""
     if verdict is not None:
         headers += f"Authentication-Results: {verdict.header}\r\n".encode()
