@@ -484,6 +484,11 @@ class ImapService:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._server.wait_closed()
         self._server = None
+        under = _real(str(self.base_dir)) + os.sep
+        for path in [p for p in _changed if p.startswith(under)]:  # nobody idles here any more
+            del _changed[path]
+        for path in [p for p in _uid_lists if _real(p).startswith(under)]:
+            del _uid_lists[path]
 
     @property
     def running(self) -> bool:

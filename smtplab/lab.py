@@ -268,7 +268,7 @@ class Lab:
             self.directory / "queue", trace=self.trace, now=self.clock.now,
             resolver=lambda: lab_resolver(self.dns.address, self.dns.port),
             host_address=lambda name: self.hosts[name].address,
-            smtp_port=self._smtp_port, client_context=self._client_context,
+            smtp_port=self._smtp_port, client_context=self.ca.relay_context(),
             deliver_bounce=self._deliver_bounce, disk=self._loop.disk if self._loop is not None else None,
             smtp_pool=self._loop.smtp if self._loop is not None else None,
         )

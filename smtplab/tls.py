@@ -53,3 +53,17 @@ class LabCA:
     def client_context(self) -> ssl.SSLContext:
         """Return a client context that trusts exactly this lab's CA and checks host names."""
         return ssl.create_default_context(cafile=str(self.ca_file))
+
+    def relay_context(self) -> ssl.SSLContext:
+        """Return the context MTAs use towards an MX: opportunistic TLS (RFC 3207, RFC 7435).
+
+        Encrypt whenever the MX offers STARTTLS, but do not insist on a certificate naming the host
+        connected to, as Postfix's default (`smtp_tls_security_level = may`) and every MTA without
+        MTA-STS (RFC 8461) or DANE (RFC 7672) does: an MX reached by its domain's address (implicit
+        MX) or under another name still gets the mail, encrypted. (Such TLS stops an eavesdropper,
+        not an active attacker who strips STARTTLS: that is what MTA-STS and DANE are for.)
+        """
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 
 import pytest
 
@@ -210,3 +211,21 @@ def test_a_bounce_is_never_bounced(lab: smtplab.Lab) -> None:
     assert len(bounces) == 1 and bounces[0].recipients[0].state == "bounced"
     assert len(lab.queue) == 2, "no bounce of the bounce"
     assert any("bounce of a bounce" in e.text for e in lab.trace.filter(protocol="queue"))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs one loopback address per host (Linux)")
+def test_implicit_mx_on_a_differently_named_host_still_gets_tls() -> None:
+    """MTAs encrypt opportunistically (RFC 7435): the MX's certificate names mail.tiny.test, the relay
+    connected to 'tiny.test' (implicit MX, RFC 5321 5.1); the mail goes through, over TLS."""
+    scenario = smtplab.Scenario.default().to_dict()
+    scenario["providers"].append({
+        "domain": "tiny.test", "hosts": {"mail.tiny.test": ["smtp", "imap"]}, "mx": [], "users": ["dan"],
+        "records": [["@", "A", "127.0.3.10"]],  # the third provider's first host (see Lab addresses)
+    })
+    with smtplab.start(scenario=scenario) as lab:
+        assert lab.host("mail.tiny.test").address == "127.0.3.10"
+        mark = lab.mark()
+        lab.send("alice@example.org", "dan@tiny.test", "implicit", "MX on another name")
+        assert len(lab.messages("dan@tiny.test")) == 1
+        tls = [e for e in lab.trace.since(mark) if e.kind == "tls" and e.host == "mail.tiny.test"]
+        assert tls, "the relay should have used STARTTLS with the MX"
