@@ -96,6 +96,13 @@ def _note(text: str) -> tuple[str, ...]:
     return tuple(textwrap.wrap(text, NOTE_WIDTH, break_long_words=True, break_on_hyphens=False)[:6])
 
 
+_WARNINGS = ("policy: refused", "policy: filed in Junk", "open relay", "teaching toggle")
+
+
+def _is_warning(text: str) -> bool:
+    return text.startswith(_WARNINGS) or " is listed in " in text
+
+
 class _Builder:
     """Walk the events once, collecting lifelines (in order of first appearance) and steps."""
 
@@ -173,6 +180,9 @@ class _Builder:
             self.add(Step("tls", client, server, (_short(event.text),), "tls", True, seq))
         elif kind in ("fault", "error"):
             self.add(Step("note", server, "", _note(event.text), "fail", seq=seq))
+        elif kind == "state":  # what the server decided: DKIM signing, the MX's policy verdict, a listing
+            self.add(Step("note", server, "", _note(event.text), "fail" if _is_warning(event.text) else "note",
+                          seq=seq))
         elif kind == "query":
             self.add(Step("arrow", client, server, (_short(event.text.replace(" over ", " (") + ")"),), "dns", seq=seq))
         elif kind == "answer":

@@ -57,12 +57,16 @@ def zone_lines(listed: Mapping[str, str], zone: str) -> list[str]:
     return lines
 
 
-async def check(address: str, zones: Iterable[str], resolver: dns.asyncresolver.Resolver) -> Listing | None:
-    """Return the first listing of `address` in `zones`, or None when it is clean (or the list is unreachable)."""
+async def check(address: str, zones: Iterable[str], resolver: dns.asyncresolver.Resolver,
+                source: str | None = None) -> Listing | None:
+    """Return the first listing of `address` in `zones`, or None when it is clean (or the list is unreachable).
+
+    `source` is the address the questions are sent from (the asking MX's own).
+    """
     for zone in zones:
         name = reversed_name(address, zone)
         try:
-            answer = await resolver.resolve(name, "A")
+            answer = await resolver.resolve(name, "A", source=source)
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer, dns.resolver.NoNameservers, dns.exception.Timeout):
             continue
         codes = [r.address for r in answer if r.address.startswith("127.")]
@@ -70,7 +74,7 @@ async def check(address: str, zones: Iterable[str], resolver: dns.asyncresolver.
             continue
         reason = "listed"
         try:
-            txt = await resolver.resolve(name, "TXT")
+            txt = await resolver.resolve(name, "TXT", source=source)
             reason = b"".join(txt[0].strings).decode("utf-8", "replace")
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer, dns.resolver.NoNameservers, dns.exception.Timeout):
             pass

@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import re
 from email.utils import format_datetime, make_msgid
+from collections.abc import Callable
 from typing import Any
 
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
-from . import policy, replies
+from . import dnsbl, policy, replies
+from .trace import TraceEvent
 from .smtp import _CONTROL, _UNPRINTABLE, MAX_RECIPIENTS, LabSMTP, Postmaster, new_queue_id
 
 __all__ = ["SubmissionHandler", "InboundHandler", "header_value"]
@@ -169,7 +171,7 @@ class SubmissionHandler(_BaseHandler):
         content = header + content
         # Written to the spool before the 250 (RFC 5321 section 6.1), from a disk thread.
         await self.lab.enqueue_async(self.host_name, envelope.mail_from or "", recipients, content, queue_id)
-        _link_transaction(server, queue_id, content)
+        _link_transaction(server, session, queue_id, content)
         return replies.OK_QUEUED.format(queue_id=queue_id)
 
 
@@ -218,11 +220,15 @@ class InboundHandler(_BaseHandler):
         outside = [r for r in recipients if r not in local]
         folder, checks = "INBOX", b""
         if local:
+            mark = server._trace.last_seq
             screening = await policy.screen(self.lab, self.host_name, self.domains[0], original,
                                             client_ip=session.peer[0], mail_from=sender,
                                             helo=session.host_name or "unknown")
+            if screening.dns_client:  # the SPF, DKIM and DMARC questions belong to this message
+                _remember_dns(server, session, mark, lambda e: e.client == screening.dns_client)
             server.note(f"policy: {screening.summary()}")
             if screening.reply:
+                _link_transaction(server, session, None, original)  # a refused message has a trace too
                 return screening.reply
             folder, checks = screening.folder, screening.headers
         content = received + checks + original
@@ -233,7 +239,7 @@ class InboundHandler(_BaseHandler):
         if outside:  # only an open relay gets here: it passes the message on to anyone, for anyone
             server.note(f"open relay: passing the message on for {', '.join(outside)}")
             await self.lab.enqueue_async(self.host_name, sender, outside, content, queue_id)
-        _link_transaction(server, queue_id, content)
+        _link_transaction(server, session, queue_id, content)
         return replies.OK_DELIVERED.format(queue_id=queue_id)
 
     def _open_relay(self) -> bool:
@@ -243,7 +249,12 @@ class InboundHandler(_BaseHandler):
         """Ask the blocklists about the client once per connection (RFC 5782), as Postfix does at RCPT."""
         cached = getattr(session, "smtplab_listing", None)
         if cached is None:
-            listing = await policy.check_client(self.lab, self.domains[0], session.peer[0])
+            mark = server._trace.last_seq
+            source = self.lab.hosts[self.host_name].address
+            listing = await policy.check_client(self.lab, self.domains[0], session.peer[0], source)
+            asked = dnsbl.reversed_name(session.peer[0], "")  # "d.c.b.a." + zone
+            _remember_dns(server, session, mark,
+                          lambda e: e.client.startswith(source + ":") and e.text.startswith(asked))
             cached = listing.reply() if listing is not None else ""
             session.smtplab_listing = cached
             if listing is not None:
@@ -290,14 +301,26 @@ def _start_transaction(server: LabSMTP) -> None:
     server.txn_count += 1
 
 
-def _link_transaction(server: LabSMTP, queue_id: str, content: bytes) -> None:
-    """Tie this transaction's trace span to the queue id and the Message-ID."""
+def _remember_dns(server: LabSMTP, session: Session, mark: int, asked_here: Callable[[TraceEvent], bool]) -> None:
+    """Note the DNS questions this server just asked for the session (blocklist, SPF, DKIM, DMARC), so the
+    message they were about shows them in its trace, ladder and journey."""
+    pending: list[str] = session.__dict__.setdefault("smtplab_dns", [])
+    for event in server._trace.since(mark):
+        if event.protocol == "dns" and event.kind == "query" and asked_here(event) and event.conn not in pending:
+            pending.append(event.conn)
+
+
+def _link_transaction(server: LabSMTP, session: Session, queue_id: str | None, content: bytes) -> None:
+    """Tie this transaction's trace span, and the DNS questions asked for it, to the queue id and Message-ID."""
     first = server.txn_first_seq or 1
-    last = server._trace.last_seq + 1  # include the 250 reply about to be pushed
-    server._trace.link(queue_id, server.conn_id, first, last)
+    last = server._trace.last_seq + 1  # include the reply about to be pushed
     message_id = header_value(content, b"message-id")
-    if message_id:
-        server._trace.link(message_id, server.conn_id, first, last)
+    keys = [k for k in (queue_id, message_id) if k]
+    dns_conns = session.__dict__.pop("smtplab_dns", [])
+    for key in keys:
+        server._trace.link(key, server.conn_id, first, last)
+        for conn in dns_conns:
+            server._trace.link(key, conn, 0, last)
 
 
 def header_value(content: bytes, name: bytes) -> str:

@@ -253,7 +253,10 @@ def legs(events: Iterable[TraceEvent], lab: Any = None) -> list[Leg]:
         if first.protocol == "dns":
             answers = [e.text for e in conn_events if e.kind == "answer"]
             detail = answers[-1] if answers else "no answer"
-            result.append(Leg(source, first.host, "dns", detail.startswith("NOERROR"), detail, seq))
+            ok = detail.startswith("NOERROR")
+            if _blocklist_query(first.text, lab) and detail.startswith("NXDOMAIN"):
+                ok, detail = True, "NXDOMAIN: not on the blocklist"  # RFC 5782: no record means not listed
+            result.append(Leg(source, first.host, "dns", ok, detail, seq))
         elif first.protocol == "imap":
             fetched = [e.text for e in conn_events if e.direction == "S" and e.message_ids]
             replies = [e.text for e in conn_events if e.direction == "S"]
@@ -263,6 +266,17 @@ def legs(events: Iterable[TraceEvent], lab: Any = None) -> list[Leg]:
             ok, detail = _smtp_outcome(conn_events)
             result.append(Leg(source, first.host, "smtp", ok, detail, seq))
     return result
+
+
+def _blocklist_query(query: str, lab: Any) -> bool:
+    """Is this DNS question ("d.c.b.a.bl.lab. A? over udp") one to a blocklist the lab's providers use?"""
+    scenario = getattr(lab, "scenario", None)
+    name = query.split(" ", 1)[0].rstrip(".").lower()
+    for provider in getattr(scenario, "providers", ()):
+        for zone in provider.security.get("dnsbl") or ():
+            if name.endswith("." + zone.rstrip(".").lower()):
+                return True
+    return False
 
 
 def _smtp_outcome(events: list[TraceEvent]) -> tuple[bool, str]:

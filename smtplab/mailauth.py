@@ -10,11 +10,13 @@ the domain wants done otherwise (RFC 7489). The verdict is written as an Authent
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import socket
 import threading
 from dataclasses import dataclass
 from email.utils import getaddresses, parseaddr
+from collections.abc import Iterator
 from typing import Any
 
 import dkim
@@ -107,15 +109,31 @@ class LabDns:
         self._lock = threading.Lock()
 
     def _socket(self) -> socket.socket:
-        sock = getattr(self._local, "sock", None)
+        source = getattr(self._local, "source", "")
+        sockets: dict[str, socket.socket] = self._local.__dict__.setdefault("sockets", {})
+        sock = sockets.get(source)
         if sock is None:
             family = socket.AF_INET6 if ":" in self.address else socket.AF_INET
             sock = socket.socket(family, socket.SOCK_DGRAM)
             sock.setblocking(False)
+            if source:
+                sock.bind((source, 0))
             with self._lock:
                 self._sockets.append(sock)
-            self._local.sock = sock
+            sockets[source] = sock
         return sock
+
+    @contextlib.contextmanager
+    def asking_from(self, address: str) -> Iterator[str]:
+        """Send this thread's questions from `address`, the asking host's own, as a real MX's resolver
+        would; yields the socket's "address:port", the client the DNS server's trace shows."""
+        previous = getattr(self._local, "source", "")
+        self._local.source = address
+        try:
+            host, port = self._socket().getsockname()[:2]
+            yield f"{host}:{port}"
+        finally:
+            self._local.source = previous
 
     def close(self) -> None:
         with self._lock:

@@ -26,6 +26,7 @@ class Screening:
     headers: bytes  # trace fields to prepend (Authentication-Results, X-Spam-*)
     verdict: mailauth.AuthVerdict | None
     report: spam.SpamReport | None
+    dns_client: str = ""  # "address:port" the checks' DNS questions came from (to find them in the trace)
 
     def summary(self) -> str:
         parts = []
@@ -38,12 +39,12 @@ class Screening:
         return f"{outcome}: " + ", ".join(parts) if parts else outcome
 
 
-async def check_client(lab: Any, domain: str, client_ip: str) -> dnsbl.Listing | None:
-    """Ask the blocklists this provider uses about the connecting address."""
+async def check_client(lab: Any, domain: str, client_ip: str, source: str | None = None) -> dnsbl.Listing | None:
+    """Ask the blocklists this provider uses about the connecting address (from `source`, the MX's)."""
     zones = lab.security_of(domain).get("dnsbl") or []
     if not zones:
         return None
-    return await dnsbl.check(client_ip, zones, lab.dns_resolver())
+    return await dnsbl.check(client_ip, zones, lab.dns_resolver(), source=source)
 
 
 async def screen(lab: Any, host: str, domain: str, content: bytes, *, client_ip: str, mail_from: str,
@@ -51,16 +52,21 @@ async def screen(lab: Any, host: str, domain: str, content: bytes, *, client_ip:
     """Decide about one received message for a provider's users (blocking checks run off the loop)."""
     security = lab.security_of(domain)
 
-    def check() -> tuple[mailauth.AuthVerdict | None, spam.SpamReport | None]:
-        verdict = mailauth.evaluate(content, client_ip=client_ip, mail_from=mail_from, helo=helo, authserv_id=host,
-                                    lab_dns=lab.lab_dns()) if security.get("verify") else None
-        return verdict, (spam.score(content, verdict) if security.get("spam") else None)
+    def check() -> tuple[mailauth.AuthVerdict | None, spam.SpamReport | None, str]:
+        verdict, client = None, ""
+        if security.get("verify"):
+            lab_dns = lab.lab_dns()
+            with lab_dns.asking_from(lab.hosts[host].address) as client:
+                verdict = mailauth.evaluate(content, client_ip=client_ip, mail_from=mail_from, helo=helo,
+                                            authserv_id=host, lab_dns=lab_dns)
+        return verdict, (spam.score(content, verdict) if security.get("spam") else None), client
 
     verdict: mailauth.AuthVerdict | None = None
     report: spam.SpamReport | None = None
+    dns_client = ""
     if security.get("verify") or security.get("spam"):
         # DNS questions and header parsing: off the loop, which serves every other session meanwhile.
-        verdict, report = await asyncio.get_running_loop().run_in_executor(None, check)
+        verdict, report, dns_client = await asyncio.get_running_loop().run_in_executor(None, check)
     headers = b""
     if verdict is not None:
         headers += f"Authentication-Results: {verdict.header}\r\n".encode()
@@ -77,7 +83,7 @@ async def screen(lab: Any, host: str, domain: str, content: bytes, *, client_ip:
     elif (verdict is not None and verdict.disposition == "quarantine") or (
             report is not None and security.get("spam") == "filter" and report.verdict == "junk"):
         folder = "Junk"
-    return Screening(reply, folder, headers, verdict, report)
+    return Screening(reply, folder, headers, verdict, report, dns_client)
 
 
 def sign(lab: Any, domain: str, content: bytes) -> bytes:

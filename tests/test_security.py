@@ -196,3 +196,36 @@ def test_bounces_survive_a_reject_policy() -> None:
         [dsn] = lab.messages("alice@example.org")
         assert dsn.get_content_type() == "multipart/report"
         assert "spf=pass" in dsn["Authentication-Results"] and "dmarc=pass" in dsn["Authentication-Results"]
+
+
+def test_a_messages_trace_holds_the_questions_the_mx_asked_about_it(secure_lab: smtplab.Lab) -> None:
+    """The blocklist, SPF, DKIM and DMARC lookups are part of the message's story: in its trace, its
+    ladder (as arrows from the MX to the DNS, and the verdict as a note) and its journey."""
+    from smtplab import conversation, journey
+
+    result = secure_lab.send("alice@example.org", "bob@example.net", "Lunch?", "Friday at noon?")
+    events = secure_lab.trace.for_message(result.message_id)
+    asked = [e.text for e in events if e.protocol == "dns" and e.kind == "query"]
+    assert asked == ["example.net. MX? over udp",  # the relay at example.org finds the MX
+                     "10.1.0.127.bl.lab. A? over udp",  # the MX: is the relay blocklisted? (at RCPT)
+                     "example.org. TXT? over udp",  # SPF for the MAIL FROM domain
+                     "lab._domainkey.example.org. TXT? over udp",  # the key of the DKIM signature
+                     "_dmarc.example.org. TXT? over udp"]  # the From domain's DMARC policy
+    mx_address = secure_lab.host("mx1.example.net").address
+    assert all(e.client.startswith(mx_address + ":") and e.peer == "mx1.example.net"
+               for e in events if e.protocol == "dns" and e.kind == "query" and "MX?" not in e.text)
+    _, steps = conversation.steps(events, secure_lab)
+    assert any(s.kind == "note" and s.source == "mx1.example.net" and "spf=pass" in " ".join(s.lines)
+               for s in steps)
+    legs = journey.legs(events, secure_lab)
+    blocklist = [leg for leg in legs if leg.protocol == "dns" and leg.source == "mx1.example.net"][0]
+    assert blocklist.ok and "not on the blocklist" in blocklist.detail
+
+
+def test_a_refused_message_keeps_its_trace(secure_lab: smtplab.Lab) -> None:
+    policy = secure_lab.scenario.provider_of("example.org").security["dmarc"].split("p=")[1]
+    forge(secure_lab)
+    events = secure_lab.trace.for_message("<forged@evil.example>")
+    replies = [e.text for e in events if e.protocol == "smtp" and e.direction == "S"]
+    assert replies[-1].startswith("550 5.7.1" if policy == "reject" else "250 ")
+    assert [e.text for e in events if e.protocol == "dns" and e.kind == "query"][-1] == "_dmarc.example.org. TXT? over udp"
