@@ -56,7 +56,7 @@ EXPECTED = {
     "02-mx-lookup": {"widgets": 1, "diagrams": 1},
     "03-relay-and-delivery": {"widgets": 1, "diagrams": 2},
     "04-imap": {"widgets": 1, "diagrams": 0},
-    "05-security": {"widgets": 0, "diagrams": 2},
+    "05-security": {"widgets": 0, "diagrams": 3},
     "06-capstone": {"widgets": 0, "diagrams": 2},
 }
 
