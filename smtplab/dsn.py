@@ -21,7 +21,6 @@ def build_dsn(
     arrival: float, now: float, queue_id: str, action: str = "failed",
 ) -> bytes:
     """Return the bytes of a DSN telling `original_sender` which recipients failed and why."""
-    domain = reporting_host.split(".", 1)[-1]
     report = EmailMessage()
     report["From"] = f"Mail Delivery System <MAILER-DAEMON@{reporting_host}>"
     report["To"] = original_sender

@@ -9,8 +9,6 @@ delivers into the users' Maildirs (or Junk). Both refuse bare LF / CR in DATA (S
 
 from __future__ import annotations
 
-import asyncio
-import re
 from email.utils import format_datetime, make_msgid
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +17,7 @@ from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
 from . import dnsbl, policy, replies
 from .trace import TraceEvent
-from .smtp import _CONTROL, _UNPRINTABLE, MAX_RECIPIENTS, LabSMTP, Postmaster, new_queue_id
+from .smtp import _CONTROL, MAX_RECIPIENTS, LabSMTP, Postmaster, new_queue_id
 
 __all__ = ["SubmissionHandler", "InboundHandler", "header_value"]
 
