@@ -21,6 +21,7 @@ import random
 import smtplib
 import socket
 import ssl
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -100,6 +101,7 @@ class _Outcome:
     replies: dict[str, tuple[int, str]]
     connected: bool
     error: str = ""
+    client: str = ""  # "address:port" of the relay's end of the connection, once connected
 
 
 class Relay:
@@ -422,6 +424,16 @@ class Relay:
                     if key:
                         self._trace.link(key, event.conn, event.seq, event.seq)
 
+    def _link_attempt(self, entry: _Entry, mark: int, client: str, *, closed: bool) -> None:
+        """Tie the MX's side of this attempt to the message, also when it never reached DATA (a refusal
+        or a temporary error at RCPT): the message's trace and ladder show every try, not only the last."""
+        conns = {e.conn for e in self._trace.since(mark) if e.protocol == "smtp" and e.client == client}
+        last = sys.maxsize if closed else self._trace.last_seq  # a closed connection: its close event too
+        for conn in conns:
+            for key in (entry.queue_id, entry.message_id):
+                if key:
+                    self._trace.link(key, conn, mark + 1, last)
+
     async def _try_mx(self, entry: _Entry, exchange: str, address: str, rcpts: list[str],
                       content: bytes) -> _Outcome:
         port = self._smtp_port(exchange, address) if address and _is_loopback(address) else None
@@ -437,12 +449,15 @@ class Relay:
         self._event(entry, f"{verb} {exchange} [{address}]:{port} from {source}")
         keep = self._busy > 1  # more messages in flight: keep the connection open for the next one
         loop = asyncio.get_running_loop()
+        mark = self._trace.last_seq
         outcome, kept = await loop.run_in_executor(
             self._smtp_pool, _smtp_deliver, exchange, address, port, source, entry.host, self._tls,
             entry.sender, rcpts, content, client, keep,
         )
         if kept is not None:
             self._idle.setdefault(key, []).append(kept)
+        if outcome.client:
+            self._link_attempt(entry, mark, outcome.client, closed=kept is None)
         if not outcome.connected:
             self._event(entry, f"{exchange} [{address}]:{port}: {outcome.error}")
         return outcome
@@ -587,11 +602,30 @@ def _smtp_deliver(exchange: str, address: str, port: int, source: str, helo: str
 
     `client` is a connection an earlier delivery left open to the same MX (past EHLO and STARTTLS).
     With `keep`, the connection is returned open, ready for the next MAIL, instead of closed by QUIT.
+    The outcome names the relay's end of the connection, so the MX's side of it can be found in the trace.
     """
+    local: list[str] = []
+    outcome, kept = _smtp_attempt(exchange, address, port, source, helo, context, sender, rcpts, content, client,
+                                  keep, local)
+    return (replace(outcome, client=local[-1]) if local else outcome), kept
+
+
+def _endpoint(client: smtplib.SMTP) -> str:
+    try:
+        host, port = client.sock.getsockname()[:2]  # type: ignore[union-attr]
+    except (AttributeError, OSError):
+        return ""
+    return f"{host}:{port}"
+
+
+def _smtp_attempt(exchange: str, address: str, port: int, source: str, helo: str, context: ssl.SSLContext,
+                  sender: str, rcpts: list[str], content: bytes, client: smtplib.SMTP | None, keep: bool,
+                  local: list[str]) -> tuple[_Outcome, smtplib.SMTP | None]:
     replies: dict[str, tuple[int, str]] = {}
     kept: smtplib.SMTP | None = None
     try:
         if client is not None:
+            local.append(_endpoint(client))
             try:
                 code, msg = client.mail(sender)
             except (smtplib.SMTPServerDisconnected, OSError):
@@ -599,7 +633,7 @@ def _smtp_deliver(exchange: str, address: str, port: int, source: str, helo: str
                 client = None
         if client is None:
             client = smtplib.SMTP(local_hostname=helo, timeout=20, source_address=(source, 0))
-            failure = _open(client, exchange, address, port, context, rcpts)
+            failure = _open(client, exchange, address, port, context, rcpts, local)
             if failure is not None:
                 client.close()
                 return failure, None
@@ -649,9 +683,10 @@ def _smtp_deliver(exchange: str, address: str, port: int, source: str, helo: str
 
 
 def _open(client: smtplib.SMTP, exchange: str, address: str, port: int, context: ssl.SSLContext,
-          rcpts: list[str]) -> _Outcome | None:
+          rcpts: list[str], local: list[str]) -> _Outcome | None:
     """Connect, EHLO (or HELO) and STARTTLS when offered; return the refusal as an outcome, if any."""
     code, msg = client.connect(address, port)
+    local.append(_endpoint(client))
     client._host = exchange  # type: ignore[attr-defined]  # name checked in the MX's certificate
     if code != 220:
         return _Outcome({r: (code, msg.decode("utf-8", "replace")) for r in rcpts}, True)

@@ -229,3 +229,16 @@ def test_implicit_mx_on_a_differently_named_host_still_gets_tls() -> None:
         assert len(lab.messages("dan@tiny.test")) == 1
         tls = [e for e in lab.trace.since(mark) if e.kind == "tls" and e.host == "mail.tiny.test"]
         assert tls, "the relay should have used STARTTLS with the MX"
+
+
+def test_a_messages_trace_shows_every_attempt_also_those_refused_before_data(lab: smtplab.Lab) -> None:
+    lab.host("mx1").inject("RCPT", "451 4.7.1 Greylisted, try again later")
+    result = lab.send("alice@example.org", "bob@example.net", "Greylisted", "first mx1, then mx2")
+    events = lab.trace.for_message(result.message_id)
+    conversations = {e.host for e in events if e.protocol == "smtp" and e.kind == "connect"}
+    assert conversations == {"smtp.example.org", "mx1.example.net", "mx2.example.net"}
+    mx1 = [e.text for e in events if e.host == "mx1.example.net" and e.direction == "S"]
+    assert mx1[-2:] == ["451 4.7.1 Greylisted, try again later", "221 2.0.0 Bye"]
+    assert any(e.host == "mx1.example.net" and e.kind == "close" for e in events)
+    # The ladder of the message draws both tries.
+    assert "451 4.7.1 Greylisted" in lab.ladder(result.message_id).text
