@@ -238,6 +238,13 @@ class Lab:
         self.ca_file = str(self.ca.ca_file)
         dns_address = "127.0.0.2" if distinct else "127.0.0.1"
         self._dns_address = dns_address
+        by_address = [p.domain for p in self.scenario.providers if p.security.get("spf") or p.security.get("dnsbl")]
+        if not distinct and by_address:
+            warnings.warn(
+                "this system gives the lab only 127.0.0.1 (Linux has all of 127.0.0.0/8), so every host shares "
+                f"one address: SPF and blocklist checks ({', '.join(by_address)}) cannot tell the hosts apart "
+                "and their results will not match the lessons. Run the course on Linux, Binder or JupyterHub "
+                "for those.", RuntimeWarning, stacklevel=4)
         for p_index, provider in enumerate(self.scenario.providers, start=1):
             store = MailStore(self.directory / "mail" / provider.domain, provider.domain)
             self._stores[provider.domain] = store

@@ -143,3 +143,18 @@ def test_persistent_lab_keeps_its_ca(lab_dir) -> None:  # type: ignore[no-untype
     with smtplab.start(directory=lab_dir) as lab:
         assert open(lab.ca_file, "rb").read() == first
         lab.send("alice@example.org", "bob@example.net", "same CA", "still trusted")
+
+
+def test_one_shared_address_warns_that_spf_and_blocklists_cannot_work(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """macOS and Windows route only 127.0.0.1: the lab still runs there, and says what it cannot show."""
+    import smtplab.lab
+
+    monkeypatch.setattr(smtplab.lab, "_distinct_loopback_supported", lambda: False)
+    with pytest.warns(RuntimeWarning, match="SPF and blocklist checks"):
+        lab = smtplab.start(scenario=smtplab.Scenario.security())
+    try:
+        assert {h.address for h in lab.hosts.values()} == {"127.0.0.1"}
+        lab.send("alice@example.org", "bob@example.net", "one address", "still delivered")
+        assert len(lab.messages("bob@example.net")) == 1
+    finally:
+        lab.stop()
