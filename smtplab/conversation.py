@@ -14,7 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .journey import CANNOT_CONNECT, CONNECT_FAILED, CONNECTING, client_key, host_labels, participant_labels
+from .journey import (CANNOT_CONNECT, CONNECT_FAILED, CONNECTING, blocklist_query, client_key, host_labels,
+                      participant_labels)
 from .scenario import WELL_KNOWN_PORTS
 from .trace import TraceEvent
 
@@ -114,6 +115,7 @@ class _Builder:
         self.order: dict[str, Participant] = {}
         self.late: dict[str, Participant] = {}  # only in notes: placed after the others
         self.steps: list[Step] = []
+        self.queries: dict[str, str] = {}  # DNS connection -> its question
 
     def participant(self, key: str, *, late: bool = False, role: str = "server") -> str:
         if key in self.order or (late and key in self.late):
@@ -184,9 +186,15 @@ class _Builder:
             self.add(Step("note", server, "", _note(event.text), "fail" if _is_warning(event.text) else "note",
                           seq=seq))
         elif kind == "query":
+            self.queries[event.conn] = event.text
             self.add(Step("arrow", client, server, (_short(event.text.replace(" over ", " (") + ")"),), "dns", seq=seq))
         elif kind == "answer":
             lines, tone = _dns_answer(event.text)
+            if blocklist_query(self.queries.get(event.conn, ""), self.lab):  # RFC 5782: a record means listed
+                if event.text.startswith("NXDOMAIN"):
+                    lines, tone = ("NXDOMAIN", "not on the blocklist"), "dns"
+                elif event.text.startswith("NOERROR") and len(lines) > 1:
+                    lines, tone = (*lines, "LISTED on the blocklist"), "5"
             self.add(Step("arrow", server, client, lines, tone, seq=seq))
         elif kind == "data":
             lines = [event.summary]

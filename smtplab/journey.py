@@ -254,7 +254,7 @@ def legs(events: Iterable[TraceEvent], lab: Any = None) -> list[Leg]:
             answers = [e.text for e in conn_events if e.kind == "answer"]
             detail = answers[-1] if answers else "no answer"
             ok = detail.startswith("NOERROR")
-            if _blocklist_query(first.text, lab) and detail.startswith("NXDOMAIN"):
+            if blocklist_query(first.text, lab) and detail.startswith("NXDOMAIN"):
                 ok, detail = True, "NXDOMAIN: not on the blocklist"  # RFC 5782: no record means not listed
             result.append(Leg(source, first.host, "dns", ok, detail, seq))
         elif first.protocol == "imap":
@@ -268,7 +268,7 @@ def legs(events: Iterable[TraceEvent], lab: Any = None) -> list[Leg]:
     return result
 
 
-def _blocklist_query(query: str, lab: Any) -> bool:
+def blocklist_query(query: str, lab: Any) -> bool:
     """Is this DNS question ("d.c.b.a.bl.lab. A? over udp") one to a blocklist the lab's providers use?"""
     scenario = getattr(lab, "scenario", None)
     name = query.split(" ", 1)[0].rstrip(".").lower()

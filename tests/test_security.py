@@ -217,6 +217,7 @@ def test_a_messages_trace_holds_the_questions_the_mx_asked_about_it(secure_lab: 
     _, steps = conversation.steps(events, secure_lab)
     assert any(s.kind == "note" and s.source == "mx1.example.net" and "spf=pass" in " ".join(s.lines)
                for s in steps)
+    assert any(s.lines == ("NXDOMAIN", "not on the blocklist") and s.tone == "dns" for s in steps)
     legs = journey.legs(events, secure_lab)
     blocklist = [leg for leg in legs if leg.protocol == "dns" and leg.source == "mx1.example.net"][0]
     assert blocklist.ok and "not on the blocklist" in blocklist.detail
