@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import concurrent.futures
 import json
 import secrets
 import shutil
@@ -18,7 +17,6 @@ import threading
 import warnings
 import weakref
 from collections.abc import Coroutine, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,9 +27,11 @@ from .faults import Fault, FaultTable
 from .mailauth import LabDns
 from .imap import ImapService, has_idlers, mailbox_changed
 from .labdns import DigResult, DnsServer, MXRecord, build_zones, dig_async, lab_resolver, lookup_mx_async
-from .relay import MAX_CONCURRENT_ATTEMPTS, QueueItem, Relay
-from .scenario import WELL_KNOWN_PORTS, Scenario
+from .relay import QueueItem, Relay
+from .scenario import Scenario
 from .handlers import InboundHandler, SubmissionHandler, header_value
+from .hosts import DnsInfo, Host, User
+from .loop import LoopThread
 from .smtp import LabSMTP, new_queue_id
 from .wire import WireTap
 from .store import MailStore
@@ -48,125 +48,6 @@ _all_labs: weakref.WeakSet[Lab] = weakref.WeakSet()
 _start_lock = threading.Lock()
 # RFC 5321 section 4.5.3.2.7: a server should wait at least 5 minutes for the next command.
 SMTP_IDLE_TIMEOUT = 300.0
-
-
-@dataclass(frozen=True)
-class User:
-    """A mailbox owner. Log in to SMTP AUTH and IMAP with the full address."""
-
-    address: str
-    password: str
-    domain: str
-
-    @property
-    def login(self) -> str:
-        return self.address
-
-
-@dataclass(frozen=True)
-class DnsInfo:
-    name: str
-    address: str
-    port: int
-
-    def dig(self, name: str, rdtype: str = "MX") -> str:
-        """Return the dig command a learner can paste into a terminal."""
-        return f"dig @{self.address} -p {self.port} {name} {rdtype}"
-
-
-@dataclass(eq=False)
-class Host:
-    """A machine of the lab: a name, a loopback address and the ports of its services."""
-
-    name: str
-    address: str
-    domain: str
-    services: tuple[str, ...]
-    options: tuple[str, ...] = ()  # deliberate misconfigurations: "open_relay", "plaintext_auth"
-    ports: dict[str, int] = field(default_factory=dict)
-    _lab: Any = field(default=None, repr=False)
-    _servers: list[Any] = field(default_factory=list, repr=False)
-    _protocols: weakref.WeakSet[Any] = field(default_factory=weakref.WeakSet, repr=False)
-    is_up: bool = True
-
-    def down(self) -> None:
-        """Stop every service of this host (connections are refused until `up()`)."""
-        self._lab._call(self._lab._host_down(self))
-
-    def up(self) -> None:
-        """Start this host's services again on the same address and ports."""
-        self._lab._call(self._lab._host_up(self))
-
-    def inject(self, stage: str, reply: str = "", *, drop: bool = False, delay: float = 0.0,
-               probability: float = 1.0, recipient: str = "") -> Fault:
-        """Make this host misbehave at an SMTP stage until the fault is removed.
-
-        `stage` is one of connect, EHLO, MAIL, RCPT, DATA, body, end-of-data. Give the `reply` to
-        answer instead (e.g. "451 4.7.1 Greylisted, try again later"), or `drop=True` to hang up,
-        or a `delay` in seconds; `probability` below 1 makes it fire only sometimes.
-        """
-        fault = self._lab.faults.add(self.name, stage, reply, drop=drop, delay=delay,
-                                     probability=probability, recipient=recipient)
-        self._lab.trace.record("lab", "state", self.name, f"fault set: {fault.describe()}", peer=self.name)
-        return fault
-
-    @property
-    def faults(self) -> tuple[Fault, ...]:
-        """The faults injected into this host that are still active."""
-        return self._lab.faults.active(self.name)
-
-    def clear_faults(self) -> None:
-        """Remove every fault of this host: it behaves normally again."""
-        if self.faults:
-            self._lab.faults.clear(self.name)
-            self._lab.trace.record("lab", "state", self.name, f"faults of {self.name} removed", peer=self.name)
-
-    @property
-    def well_known_ports(self) -> dict[str, int]:
-        """The port each service would use on the internet (25, 587, 143)."""
-        return {s: WELL_KNOWN_PORTS[s] for s in self.ports}
-
-    def __repr__(self) -> str:
-        state = "" if self.is_up else ", DOWN"
-        return f"<Host {self.name} {self.address} {self.ports}{state}>"
-
-
-class _LoopThread:
-    """An asyncio loop running in a daemon thread."""
-
-    def __init__(self, name: str) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix=f"{name}-io"))
-        # Mailbox writes (file creation + fsync) run here, not on the loop: one slow disk must not stall
-        # every other session. Apart from the default executor, which the relay's SMTP clients fill
-        # while they wait for the very MX that needs a disk thread to answer them.
-        self.disk = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix=f"{name}-disk")
-        # The relay's SMTP clients (smtplib, blocking) get threads of their own too: they wait for MX
-        # hosts on this very loop, which may need the default executor (policy checks) to answer them.
-        self.smtp = concurrent.futures.ThreadPoolExecutor(MAX_CONCURRENT_ATTEMPTS, thread_name_prefix=f"{name}-smtp")
-        self.thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
-        self.thread.start()
-
-    def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = 60) -> T:
-        if threading.current_thread() is self.thread:
-            raise RuntimeError("blocking lab call made from the lab's own loop")
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def close(self) -> None:
-        async def shutdown() -> None:
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await self.loop.shutdown_default_executor()
-
-        if self.loop.is_running():
-            asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(30)
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(30)
-        self.disk.shutdown(wait=True)
-        self.smtp.shutdown(wait=True)
-        self.loop.close()
 
 
 def _distinct_loopback_supported() -> bool:
@@ -207,7 +88,7 @@ class Lab:
         self._stores: dict[str, MailStore] = {}
         self._imap: dict[str, ImapService] = {}
         self._by_address: dict[str, str] = {}
-        self._loop: _LoopThread | None = None
+        self._loop: LoopThread | None = None
         self._dns_server: DnsServer | None = None
         self._lab_dns: LabDns | None = None
         self._relay: Relay | None = None
@@ -217,7 +98,7 @@ class Lab:
 
     # --- start / stop ---
     def start(self) -> Lab:
-        self._loop = _LoopThread(f"smtplab-{id(self):x}")
+        self._loop = LoopThread(f"smtplab-{id(self):x}")
         try:
             self._prepare()
             self._call(self._start_services())

@@ -1,0 +1,53 @@
+"""The thread the lab's servers run in: one asyncio loop, and the thread pools its blocking work uses."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from .relay import MAX_CONCURRENT_ATTEMPTS
+
+__all__ = ["LoopThread"]
+
+T = TypeVar("T")
+
+
+class LoopThread:
+    """An asyncio loop running in a daemon thread."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix=f"{name}-io"))
+        # Mailbox writes (file creation + fsync) run here, not on the loop: one slow disk must not stall
+        # every other session. Apart from the default executor, which the relay's SMTP clients fill
+        # while they wait for the very MX that needs a disk thread to answer them.
+        self.disk = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix=f"{name}-disk")
+        # The relay's SMTP clients (smtplib, blocking) get threads of their own too: they wait for MX
+        # hosts on this very loop, which may need the default executor (policy checks) to answer them.
+        self.smtp = concurrent.futures.ThreadPoolExecutor(MAX_CONCURRENT_ATTEMPTS, thread_name_prefix=f"{name}-smtp")
+        self.thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self.thread.start()
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = 60) -> T:
+        if threading.current_thread() is self.thread:
+            raise RuntimeError("blocking lab call made from the lab's own loop")
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        async def shutdown() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.loop.shutdown_default_executor()
+
+        if self.loop.is_running():
+            asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(30)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(30)
+        self.disk.shutdown(wait=True)
+        self.smtp.shutdown(wait=True)
+        self.loop.close()
