@@ -33,6 +33,7 @@ import dns.asyncresolver
 from .dsn import build_dsn
 from .errors import DnsLookupError
 from .labdns import MXRecord, lookup_mx_async, resolve_a
+from .store import fsync_directory
 from .trace import Trace
 
 __all__ = ["Relay", "QueueItem", "RecipientStatus", "RETRY_SCHEDULE", "MAX_QUEUE_LIFETIME"]
@@ -207,11 +208,7 @@ class Relay:
         a crash (RFC 5321 section 6.1). The message, then its envelope, each fsync'd; then the folder."""
         _write_durably(self.spool / f"{entry.queue_id}.eml", content)
         _write_durably(self.spool / f"{entry.queue_id}.json", self._state_bytes(entry))
-        fd = os.open(self.spool, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_directory(self.spool)
 
     def _register(self, entry: _Entry) -> None:
         host, sender, queue_id = entry.host, entry.sender, entry.queue_id

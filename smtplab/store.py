@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .errors import UnknownUser
 
-__all__ = ["MailStore"]
+__all__ = ["MailStore", "fsync_directory"]
 
 _HOSTNAME = socket.gethostname().replace("/", "_").replace(":", "_") or "smtplab"
 
@@ -80,6 +80,7 @@ class MailStore:
             handle.flush()
             os.fsync(handle.fileno())  # accepted mail must survive a crash (RFC 5321 section 6.1)
         os.rename(tmp, os.path.join(root, "new", name))
+        fsync_directory(os.path.join(root, "new"))  # the rename itself must survive a crash too
         if self.on_delivered is not None:
             self.on_delivered(root)
         return name
@@ -122,3 +123,17 @@ class MailStore:
             if not create:
                 return None
             return root.add_folder(folder)
+
+
+def fsync_directory(path: str | os.PathLike[str]) -> None:
+    """Make a directory's entries durable (a rename into it), where the system allows it."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # e.g. Windows: directories cannot be opened; NTFS journals renames itself
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
