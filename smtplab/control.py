@@ -28,7 +28,8 @@ class ControlServer:
 
     def __init__(self, lab: Any) -> None:
         self.lab = lab
-        self.token = secrets.token_urlsafe(16)
+        # Hex: a token is typed on command lines, where one starting with '-' would read as an option.
+        self.token = secrets.token_hex(16)
         self.address = "127.0.0.1"
         self.port = 0
         self._server: asyncio.base_events.Server | None = None
