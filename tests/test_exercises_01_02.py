@@ -15,27 +15,11 @@ import nbformat
 import pytest
 
 import smtplab
-from smtplab.exercises import Feedback, nb01, nb02
+from smtplab.exercises import nb01, nb02
+
+from feedback_checks import assert_failed, assert_passed, assert_unanswered
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-
-
-def assert_passed(feedback: Feedback, *fragments: str) -> None:
-    assert feedback.ok and feedback.answered, str(feedback)
-    for fragment in fragments:
-        assert fragment in feedback.message, str(feedback)
-
-
-def assert_failed(feedback: Feedback, *fragments: str) -> None:
-    assert not feedback.ok and feedback.answered, str(feedback)
-    assert str(feedback).startswith("✘"), str(feedback)
-    for fragment in fragments:
-        assert fragment in feedback.message, str(feedback)
-
-
-def assert_unanswered(feedback: Feedback) -> None:
-    assert not feedback.ok and not feedback.answered, str(feedback)
-    assert "not answered yet" in feedback.message
 
 
 # --- notebook 01, exercise 1: the lone dot -------------------------------------------------------

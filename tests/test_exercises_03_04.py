@@ -13,30 +13,13 @@ from typing import Any
 import pytest
 
 import smtplab
-from smtplab.exercises import Feedback, nb03, nb04
+from smtplab.exercises import nb03, nb04
+
+from feedback_checks import assert_failed, assert_passed, assert_unanswered
 
 BOB = "bob@example.net"
 ALICE = "alice@example.org"
 SUBJECTS = ("Lunch on Friday?", "Project report", "Photos from the trip")
-
-
-def assert_unanswered(feedback: Feedback) -> None:
-    assert not feedback.ok and not feedback.answered, feedback
-    assert str(feedback).startswith("…"), feedback
-
-
-def assert_failed(feedback: Feedback, *phrases: str) -> None:
-    assert not feedback.ok and feedback.answered, feedback
-    assert str(feedback).startswith("✘"), feedback
-    for phrase in phrases:
-        assert phrase in feedback.message, f"{phrase!r} not in: {feedback.message}"
-
-
-def assert_passed(feedback: Feedback, *phrases: str) -> None:
-    assert feedback.ok, feedback
-    assert str(feedback).startswith("✔"), feedback
-    for phrase in phrases:
-        assert phrase in feedback.message, f"{phrase!r} not in: {feedback.message}"
 
 
 # --- notebook 03, exercise 1: which host delivers with mx1 down ---

@@ -16,30 +16,13 @@ from typing import Any
 import pytest
 
 import smtplab
-from smtplab.exercises import Feedback, nb05
+from smtplab.exercises import nb05
+
+from feedback_checks import assert_failed, assert_passed, assert_unanswered
 
 BOB = "bob@example.net"
 ALICE = "alice@example.org"
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "05-security.ipynb"
-
-
-def assert_unanswered(feedback: Feedback) -> None:
-    assert not feedback.ok and not feedback.answered, feedback
-    assert str(feedback).startswith("…"), feedback
-
-
-def assert_failed(feedback: Feedback, *phrases: str) -> None:
-    assert not feedback.ok and feedback.answered, feedback
-    assert str(feedback).startswith("✘"), feedback
-    for phrase in phrases:
-        assert phrase in feedback.message, f"{phrase!r} not in: {feedback.message}"
-
-
-def assert_passed(feedback: Feedback, *phrases: str) -> None:
-    assert feedback.ok, feedback
-    assert str(feedback).startswith("✔"), feedback
-    for phrase in phrases:
-        assert phrase in feedback.message, f"{phrase!r} not in: {feedback.message}"
 
 
 # --- exercise 1: read the password off the wire ---
