@@ -1,7 +1,8 @@
 """Fixes to pymap 0.36.7's maildir backend, applied when smtplab.imap is imported.
 
 pymap is pinned and dormant; each fix below names what pymap does and why the lab changes it. A pymap
-upgrade must re-check every one of them (tests/test_imap.py exercises each).
+upgrade must re-check every one of them: tests/test_imap.py exercises each (the UID-list cache at
+scale in tests/test_load.py).
 
 - Literals keep the stored CRLF line ends (pymap re-serialised each message with bare LF).
 - A mailbox's UID list is parsed again only when its file changed (pymap re-read it per message).

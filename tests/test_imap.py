@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import imaplib
+import os
+import shutil
+import tempfile
 
 import pytest
 
@@ -176,3 +179,23 @@ def test_two_sessions_see_each_others_flags_and_hand_deletions(lab: smtplab.Lab)
     finally:
         first.logout()
         second.logout()
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm") or os.stat("/dev/shm").st_dev == os.stat(tempfile.gettempdir()).st_dev,
+                    reason="needs /dev/shm on another file system than the temporary directory (Linux)")
+def test_a_lab_on_another_file_system_keeps_imap_state() -> None:
+    """pymap wrote its state files (UID list, flags) in the system's temporary directory and renamed them
+    into the mailbox: EXDEV when the lab lives on another file system, e.g. a home volume."""
+    directory = tempfile.mkdtemp(prefix="smtplab-test-", dir="/dev/shm")
+    try:
+        with smtplab.start(directory=directory) as lab:
+            lab.send("alice@example.org", "bob@example.net", "Elsewhere", "on tmpfs")
+            imap = lab.imap("bob@example.net")
+            try:
+                assert imap.select("INBOX")[1] == [b"1"]
+                assert imap.store("1", "+FLAGS", "\\Flagged")[0] == "OK"
+                assert b"\\Flagged" in imap.fetch("1", "(FLAGS)")[1][0]
+            finally:
+                imap.logout()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
