@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import functools
 import json
 import secrets
 import shutil
@@ -470,8 +471,9 @@ class Lab:
     async def store_local(self, domain: str, address: str, content: bytes, folder: str = "INBOX") -> None:
         """Deliver into a local mailbox from a disk thread; returns once the message is on disk."""
         assert self._loop is not None
-        await asyncio.get_running_loop().run_in_executor(self._loop.disk, self.deliver_local, domain, address,
-                                                         content, folder)
+        disk = self._loop.disk
+        await disk.run(functools.partial(self._stores[domain].deliver, fsync_folder=disk.fsync_later),
+                       address, content, folder)
 
     def enqueue(self, host: str, sender: str, recipients: list[str], content: bytes, queue_id: str) -> None:
         self._require_relay().enqueue(host, sender, recipients, content, queue_id, header_value(content, b"message-id"))

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from .disk import DiskThread
 from .relay import MAX_CONCURRENT_ATTEMPTS
 
 __all__ = ["LoopThread"]
@@ -21,10 +22,10 @@ class LoopThread:
     def __init__(self, name: str) -> None:
         self.loop = asyncio.new_event_loop()
         self.loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix=f"{name}-io"))
-        # Mailbox writes (file creation + fsync) run here, not on the loop: one slow disk must not stall
-        # every other session. Apart from the default executor, which the relay's SMTP clients fill
-        # while they wait for the very MX that needs a disk thread to answer them.
-        self.disk = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix=f"{name}-disk")
+        # Mailbox and spool writes (file creation + fsync) run on a thread of their own, not on the loop:
+        # one slow disk must not stall every other session; nor in the default executor, which the relay's
+        # SMTP clients fill while they wait for the very MX that needs the disk to answer them.
+        self.disk = DiskThread(f"{name}-disk")
         # The relay's SMTP clients (smtplib, blocking) get threads of their own too: they wait for MX
         # hosts on this very loop, which may need the default executor (policy checks) to answer them.
         self.smtp = concurrent.futures.ThreadPoolExecutor(MAX_CONCURRENT_ATTEMPTS, thread_name_prefix=f"{name}-smtp")
@@ -48,6 +49,6 @@ class LoopThread:
             asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(30)
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(30)
-        self.disk.shutdown(wait=True)
+        self.disk.close()
         self.smtp.shutdown(wait=True)
         self.loop.close()

@@ -30,10 +30,10 @@ from typing import Any
 
 import dns.asyncresolver
 
+from .disk import DiskThread, fsync_directory
 from .dsn import build_dsn
 from .errors import DnsLookupError
 from .labdns import MXRecord, lookup_mx_async, resolve_a
-from .store import fsync_directory
 from .trace import Trace
 
 __all__ = ["Relay", "QueueItem", "RecipientStatus", "RETRY_SCHEDULE", "MAX_QUEUE_LIFETIME"]
@@ -119,7 +119,7 @@ class Relay:
         smtp_port: Callable[[str, str], int | None],
         client_context: ssl.SSLContext,
         deliver_bounce: Callable[[str, str, bytes], None],
-        disk: concurrent.futures.Executor | None = None,
+        disk: DiskThread | None = None,
         smtp_pool: concurrent.futures.Executor | None = None,
     ) -> None:
         self.spool = spool
@@ -196,19 +196,23 @@ class Relay:
                             message_id: str = "") -> None:
         """Queue a message, writing the spool from a disk thread; returns once it is written."""
         entry = self._new_entry(host, sender, recipients, queue_id, message_id)
-        await asyncio.get_running_loop().run_in_executor(self._disk, self._write_spool, entry, content)
+        if self._disk is not None:
+            await self._disk.run(self._write_spool, entry, content, self._disk.fsync_later)
+        else:
+            await asyncio.get_running_loop().run_in_executor(None, self._write_spool, entry, content)
         self._register(entry)
 
     def _new_entry(self, host: str, sender: str, recipients: list[str], queue_id: str, message_id: str) -> _Entry:
         now = self._now()
         return _Entry(queue_id, host, sender, [RecipientStatus(r) for r in recipients], now, now, message_id)
 
-    def _write_spool(self, entry: _Entry, content: bytes) -> None:
+    def _write_spool(self, entry: _Entry, content: bytes,
+                     fsync_folder: Callable[[Path], None] = fsync_directory) -> None:
         """Put a new message in the queue durably: the 250 that follows promises the message survives
         a crash (RFC 5321 section 6.1). The message, then its envelope, each fsync'd; then the folder."""
         _write_durably(self.spool / f"{entry.queue_id}.eml", content)
         _write_durably(self.spool / f"{entry.queue_id}.json", self._state_bytes(entry))
-        fsync_directory(self.spool)
+        fsync_folder(self.spool)
 
     def _register(self, entry: _Entry) -> None:
         host, sender, queue_id = entry.host, entry.sender, entry.queue_id
@@ -308,7 +312,10 @@ class Relay:
             assert self._slots is not None
             async with self._slots:
                 await self._deliver(entry)
-            await asyncio.get_running_loop().run_in_executor(self._disk, self._save, entry)
+            if self._disk is not None:
+                await self._disk.run(self._save, entry)
+            else:
+                await asyncio.get_running_loop().run_in_executor(None, self._save, entry)
             saved = True
             if self._busy == 1 and self._idle:  # the last attempt in flight: nothing will reuse them
                 idle = [c for clients in self._idle.values() for c in clients]

@@ -17,6 +17,7 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
 
+from .disk import fsync_directory
 from .errors import UnknownUser
 
 __all__ = ["MailStore", "fsync_directory"]
@@ -53,12 +54,14 @@ class MailStore:
         local = address.lower().rsplit("@", 1)[0]
         return self.directory / local
 
-    def deliver(self, address: str, content: bytes, folder: str = "INBOX") -> str:
+    def deliver(self, address: str, content: bytes, folder: str = "INBOX", *,
+                fsync_folder: Callable[[str], None] = fsync_directory) -> str:
         """Store one message and return its Maildir file name.
 
         Written into tmp/ then renamed into new/ (the Maildir protocol: readers never see half a
         message). Lines keep CRLF: pymap serves the file as is, and IMAP literals need CRLF
-        (RFC 3501 section 2.2); the stdlib Maildir.add would turn them into bare LF.
+        (RFC 3501 section 2.2); the stdlib Maildir.add would turn them into bare LF. `fsync_folder`
+        makes the rename durable: at once by default, or at the end of the disk thread's batch.
         """
         if not self.has_user(address):
             raise UnknownUser(f"{address} has no mailbox at {self.domain}")
@@ -80,7 +83,7 @@ class MailStore:
             handle.flush()
             os.fsync(handle.fileno())  # accepted mail must survive a crash (RFC 5321 section 6.1)
         os.rename(tmp, os.path.join(root, "new", name))
-        fsync_directory(os.path.join(root, "new"))  # the rename itself must survive a crash too
+        fsync_folder(os.path.join(root, "new"))  # the rename itself must survive a crash too
         if self.on_delivered is not None:
             self.on_delivered(root)
         return name
@@ -123,17 +126,3 @@ class MailStore:
             if not create:
                 return None
             return root.add_folder(folder)
-
-
-def fsync_directory(path: str | os.PathLike[str]) -> None:
-    """Make a directory's entries durable (a rename into it), where the system allows it."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # e.g. Windows: directories cannot be opened; NTFS journals renames itself
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -1,0 +1,122 @@
+"""The lab's disk thread: durable writes off the event loop, committed in groups.
+
+Accepted mail must be on disk before the 250 (RFC 5321 section 6.1): the message file is fsync'd, then
+renamed into place, then its folder is fsync'd so the rename survives a crash too. Doing that on the
+loop would stall every session behind one slow disk, so one thread does it. Under load, every write
+waiting when the thread looks is done in one batch and each folder is fsync'd once for the whole batch,
+then the loop is woken once: a group commit, as databases and mail servers do. A message alone still
+goes straight through (a batch of one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+__all__ = ["DiskThread", "fsync_directory"]
+
+T = TypeVar("T")
+
+
+def fsync_directory(path: str | os.PathLike[str]) -> None:
+    """Make a directory's entries durable (a rename into it), where the system allows it."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # e.g. Windows: directories cannot be opened; NTFS journals renames itself
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+_Job = tuple[Callable[..., Any], tuple[Any, ...], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
+
+
+class DiskThread:
+    """One thread that runs file writes for an asyncio loop and fsyncs folders once per batch.
+
+    `await disk.run(fn, *args)` runs `fn(*args)` on the thread and returns its result once the folders
+    it asked for with `fsync_later` are durable too.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._folders: dict[str, None] = {}  # folders to fsync at the end of the current batch
+        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
+        self._thread.start()
+
+    async def run(self, fn: Callable[..., T], /, *args: Any) -> T:
+        if not self._thread.is_alive():
+            raise RuntimeError("the lab's disk thread has stopped (the lab is stopping)")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put((fn, args, loop, future))
+        return await future
+
+    def fsync_later(self, folder: str | os.PathLike[str]) -> None:
+        """From a job on this thread: fsync `folder` before the batch's callers are answered."""
+        if threading.current_thread() is not self._thread:
+            raise RuntimeError("fsync_later is for jobs running on the disk thread")
+        self._folders[os.fspath(folder)] = None
+
+    def close(self) -> None:
+        """Finish the writes already asked for, then stop the thread."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join(30)
+
+    def _work(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while True:  # everything already waiting joins this commit
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    stopping = True
+                    break
+                batch.append(job)
+            outcomes: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], Any, BaseException | None]] = []
+            for fn, args, loop, future in batch:
+                try:
+                    outcomes.append((loop, future, fn(*args), None))
+                except BaseException as exc:  # handed to the caller, who says what went wrong
+                    outcomes.append((loop, future, None, exc))
+            folders, self._folders = self._folders, {}
+            for folder in folders:
+                fsync_directory(folder)
+            _answer(outcomes)
+
+
+def _answer(outcomes: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    """Wake each loop once for the whole batch."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]] = {}
+    for loop, future, result, error in outcomes:
+        by_loop.setdefault(loop, []).append((future, result, error))
+    for loop, results in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle, results)
+        except RuntimeError:  # that loop is closed: nobody waits for these any more
+            pass
+
+
+def _settle(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, result, error in results:
+        if future.cancelled():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
