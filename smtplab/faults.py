@@ -98,6 +98,8 @@ class FaultTable:
 
     def pick(self, host: str, stage: str, recipient: str = "") -> Fault | None:
         """Return the fault that fires now at this point, if any (probabilities are rolled here)."""
+        if not self._faults:  # the usual case, asked at every stage of every message: no lock needed
+            return None
         with self._lock:
             for fault in self._faults.values():
                 if fault.host != host or fault.stage != stage:

@@ -9,8 +9,9 @@ delivers into the users' Maildirs (or Junk). Both refuse bare LF / CR in DATA (S
 
 from __future__ import annotations
 
-from email.utils import format_datetime, make_msgid
 from collections.abc import Callable
+from datetime import datetime, timezone
+from email.utils import format_datetime, make_msgid
 from typing import Any
 
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
@@ -35,15 +36,21 @@ def _received(server: LabSMTP, session: Session, queue_id: str, recipients: list
     rcpt = f"\r\n\tfor <{recipients[0]}>" if len(recipients) == 1 else ""
     value = (
         f"from {helo} ({reverse} [{address}])\r\n\tby {server.hostname} (smtplab) with {protocol} id {queue_id}"
-        f"{rcpt}; {format_datetime(_aware(now))}"
+        f"{rcpt}; {_date(now)}"
     )
     return f"Received: {value}\r\n".encode()
 
 
-def _aware(ts: float) -> Any:
-    from datetime import datetime, timezone
+_last_date: tuple[int, str] = (-1, "")
 
-    return datetime.fromtimestamp(ts, tz=timezone.utc).astimezone()
+
+def _date(ts: float) -> str:
+    """RFC 5322 date-time in local time, for Received and Date headers (remembered for the second)."""
+    global _last_date
+    second = int(ts)
+    if _last_date[0] != second:
+        _last_date = (second, format_datetime(datetime.fromtimestamp(second, tz=timezone.utc).astimezone()))
+    return _last_date[1]
 
 
 def _ehlo_responses(server: LabSMTP, responses: list[str]) -> list[str]:
@@ -334,7 +341,7 @@ def _complete_headers(content: bytes, now: float, host_name: str) -> bytes:
     """Add Date and Message-ID when the client left them out (RFC 6409 §8.2-8.3)."""
     extra = b""
     if not header_value(content, b"date"):
-        extra += f"Date: {format_datetime(_aware(now))}\r\n".encode()
+        extra += f"Date: {_date(now)}\r\n".encode()
     if not header_value(content, b"message-id"):
         extra += f"Message-ID: {make_msgid(domain=host_name)}\r\n".encode()
     return extra + content

@@ -212,7 +212,9 @@ class LabSMTP(SMTP):
             return  # the connection was dropped (e.g. an injected fault): nobody to answer
         line = status.decode("utf-8", "replace") if isinstance(status, bytes) else str(status)
         # Replies echo client input (commands, addresses): never send control characters or 8-bit back.
-        line = _UNPRINTABLE.sub("?", replies.enhance(line))
+        line = replies.enhance(line)
+        if not (line.isascii() and line.isprintable()):
+            line = _UNPRINTABLE.sub("?", line)
         if line.startswith("502 5.5.1 Too many unrecognized commands"):
             line = replies.TOO_MANY_BOGUS  # RFC 5321 section 3.8: only a 421 may close the channel
         elif self._greeted and not self._hello and line[3:4] == " " and line[:1] in "245" \

@@ -78,10 +78,14 @@ class MailStore:
             now = time.time()
             name = f"{int(now)}.M{int(now * 1e6) % 1_000_000:06d}P{os.getpid()}Q{self._counter:06d}.{_HOSTNAME}"
         tmp = os.path.join(root, "tmp", name)
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())  # accepted mail must survive a crash (RFC 5321 section 6.1)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)  # accepted mail must survive a crash (RFC 5321 section 6.1)
+        finally:
+            os.close(fd)
         os.rename(tmp, os.path.join(root, "new", name))
         fsync_folder(os.path.join(root, "new"))  # the rename itself must survive a crash too
         if self.on_delivered is not None:

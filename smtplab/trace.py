@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import NamedTuple
 
 __all__ = ["TraceEvent", "Trace", "format_transcript"]
 
@@ -22,9 +23,8 @@ __all__ = ["TraceEvent", "Trace", "format_transcript"]
 KINDS = ("connect", "line", "data", "tls", "close", "error", "fault", "query", "answer", "queue", "state")
 
 
-@dataclass(frozen=True)
-class TraceEvent:
-    """One thing that happened on the lab network."""
+class TraceEvent(NamedTuple):
+    """One thing that happened on the lab network (immutable: a named tuple, cheap to make on every line)."""
 
     seq: int
     time: float  # lab clock (virtual) POSIX timestamp
@@ -111,7 +111,7 @@ class Trace:
         self._seq = itertools.count(1)
         self._conn_ids = itertools.count(1)
         self._links: dict[str, list[_Link]] = {}
-        self._listeners: list[Callable[[TraceEvent], None]] = []
+        self._listeners: tuple[Callable[[TraceEvent], None], ...] = ()  # replaced, never changed in place
 
     # --- recording (called by the lab's servers) ---
     def new_conn_id(self, protocol: str) -> str:
@@ -119,13 +119,10 @@ class Trace:
 
     def record(self, protocol: str, kind: str, host: str, text: str = "", **fields: object) -> TraceEvent:
         with self._lock:
-            event = TraceEvent(
-                seq=next(self._seq), time=self._clock(), protocol=protocol, kind=kind, host=host,
-                text=text, **fields,  # type: ignore[arg-type]
-            )
+            event = TraceEvent(next(self._seq), self._clock(), protocol, kind, host, text=text,
+                               **fields)  # type: ignore[arg-type]
             self._events.append(event)
-            listeners = list(self._listeners)
-        for listener in listeners:
+        for listener in self._listeners:
             listener(event)
         return event
 
@@ -137,12 +134,11 @@ class Trace:
     def subscribe(self, listener: Callable[[TraceEvent], None]) -> None:
         """Call `listener(event)` for every new event (from the lab's thread: keep it quick)."""
         with self._lock:
-            self._listeners.append(listener)
+            self._listeners = (*self._listeners, listener)
 
     def unsubscribe(self, listener: Callable[[TraceEvent], None]) -> None:
         with self._lock:
-            if listener in self._listeners:
-                self._listeners.remove(listener)
+            self._listeners = tuple(x for x in self._listeners if x is not listener)
 
     # --- reading ---
     @property
