@@ -25,15 +25,30 @@ from .lab import DnsInfo, Host, Lab, User, current, start
 from .hops import Hop, received_hops
 from .journey import message_events
 from .labdns import DigResult, MXRecord, lookup_mx
-from .ladder_diagram import ladder
 from .relay import QueueItem, RecipientStatus
-from .render import Diagram, RenderError
 from .replies import Reply, explain
 from .scenario import Scenario
-from .topology_diagram import topology
 from .trace import Trace, TraceEvent
 
 __version__ = "0.1.0"
+
+# The drawing layer (Graphviz) loads on first use: a lab that only carries mail never pays for it.
+_LAZY = {"ladder": "ladder_diagram", "topology": "topology_diagram", "Diagram": "render", "RenderError": "render"}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'smtplab' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 __all__ = [
     "start",
