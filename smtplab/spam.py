@@ -102,9 +102,21 @@ def _name_spoof(value: str) -> bool:
     return bool(shown) and shown.group(0).lower() != match.group(2).strip().lower()
 
 
+class _ScoredMessage(EmailMessage):
+    """The message as the rules see it: each header parsed once, however many rules read it."""
+
+    def get(self, name: str, failobj: Any = None) -> Any:
+        cache = self.__dict__.setdefault("_smtplab_headers", {})
+        key = name.lower()
+        if key not in cache:
+            cache[key] = super().get(name)
+        value = cache[key]
+        return failobj if value is None else value
+
+
 def score(content: bytes, verdict: Any = None, rules: tuple[Rule, ...] = RULES) -> SpamReport:
     """Score one message; `verdict` is the AuthVerdict from sender authentication, if any."""
-    message = message_from_bytes(content, policy=policy.default)
+    message = message_from_bytes(content, _class=_ScoredMessage, policy=policy.default)
     assert isinstance(message, EmailMessage)
     text = _text(message)
     hits = tuple(Hit(r.name, r.points, r.description) for r in rules if _safe(r, message, text, verdict))
