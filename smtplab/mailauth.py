@@ -30,6 +30,7 @@ import authheaders
 import authheaders.dmarc_lookup
 from authheaders import dmarc_per_from
 from authheaders.dmarc_lookup import DMARCException
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
@@ -89,10 +90,42 @@ def _rsa_sign(digest: Any, private_key: dict[str, int]) -> bytes:
     return key.sign(digest.digest(), padding.PKCS1v15(), Prehashed(algorithm()))
 
 
-# dkimpy imports the signing function by name into its package; replace it there only when it is still
-# the pure-Python one this module was written against (dkimpy is pinned; a test compares the bytes).
+_PURE_PYTHON_RSA_VERIFY = dkim.crypto.RSASSA_PKCS1_v1_5_verify
+
+
+@functools.lru_cache(maxsize=64)
+def _openssl_public_key(modulus: int, public_exponent: int) -> rsa.RSAPublicKey:
+    return rsa.RSAPublicNumbers(public_exponent, modulus).public_key()
+
+
+def _rsa_verify(digest: Any, signature: bytes, public_key: dict[str, int]) -> bool:
+    """RSASSA-PKCS1-v1_5 verification (RFC 8017 8.2.2) through OpenSSL: the same verdict as dkimpy's.
+
+    dkimpy's pure-Python version spends ~1 ms per message turning big integers into bytes a byte at a
+    time. Anything OpenSSL would judge differently from dkimpy (a signature shorter than the key, a
+    key OpenSSL will not load, a hash it does not know) goes to dkimpy's own code, as before.
+    """
+    algorithm = _HASHES.get(digest.name.lower())
+    modulus = public_key["modulus"]
+    if algorithm is None or len(signature) != (modulus.bit_length() + 7) // 8:
+        return bool(_PURE_PYTHON_RSA_VERIFY(digest, signature, public_key))
+    try:
+        key = _openssl_public_key(modulus, public_key["publicExponent"])
+    except ValueError:
+        return bool(_PURE_PYTHON_RSA_VERIFY(digest, signature, public_key))
+    try:
+        key.verify(bytes(signature), digest.digest(), padding.PKCS1v15(), Prehashed(algorithm()))
+    except InvalidSignature:
+        return False
+    return True
+
+
+# dkimpy imports the RSA functions by name into its package; replace them there only when they are still
+# the pure-Python ones this module was written against (dkimpy is pinned; tests compare the results).
 if dkim.RSASSA_PKCS1_v1_5_sign is _PURE_PYTHON_RSA_SIGN:
     dkim.RSASSA_PKCS1_v1_5_sign = _rsa_sign
+if dkim.RSASSA_PKCS1_v1_5_verify is _PURE_PYTHON_RSA_VERIFY:
+    dkim.RSASSA_PKCS1_v1_5_verify = _rsa_verify
 
 
 class LabDns:
