@@ -8,11 +8,12 @@ Measures, side by side in one run (see README.md for how each is taken):
 - lab start/stop, submit, submit -> visible over IMAP: IDLE push, and polling (bench_lab.py);
 - MX intake: one load client (loadgen.py) against a bare aiosmtpd server, aiosmtpd with its Maildir
   handler, the lab's MX (default lab; security checks off; checks off with the mailboxes on tmpfs) and
-  Postfix's smtp-sink, each in its own process, in alternating rounds; the lab/bare ratios;
+  Postfix's smtp-sink, each in its own process, in alternating rounds; the lab/bare ratios per round;
+  the CPU one Maildir delivery costs on disk and on tmpfs;
 - relay throughput: 50 clients submit over STARTTLS + AUTH, the relay carries every message to the
   MX, which writes it to a Maildir; messages per second end to end (default lab and checks off);
-- memory: RSS a lab adds in a fresh interpreter, RSS, PSS and USS of 30 labs in 30 processes, and what a
-  lab adds to each of 30 running Jupyter kernels;
+- memory: RSS a lab adds in a fresh interpreter, the RSS of its libraries alone, RSS, PSS and USS of 30
+  labs in 30 processes, and what a lab adds to each of 30 running Jupyter kernels;
 - the course: every notebooks/*.ipynb executed top to bottom with nbclient.
 """
 
