@@ -163,6 +163,7 @@ class SubmissionHandler(_BaseHandler):
             return refusal
         queue_id = new_queue_id()
         content = _complete_headers(envelope.original_content or b"", self.lab.now(), self.host_name)
+        await self.lab.keys_ready()  # right after the lab starts, its DKIM key may still be being made
         signed = policy.sign(self.lab, self.domains[0], content)  # DKIM (RFC 6376), before it leaves
         if signed is not content:
             server.note(f"signed with DKIM for {self.domains[0]} (selector lab)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import functools
 import json
 import secrets
@@ -93,6 +94,10 @@ class Lab:
         self._dns_server: DnsServer | None = None
         self._lab_dns: LabDns | None = None
         self._relay: Relay | None = None
+        self._dkim: dict[str, DkimKey] = {}
+        self._keygen: concurrent.futures.ThreadPoolExecutor | None = None
+        self._dkim_pending: dict[str, concurrent.futures.Future[DkimKey]] = {}
+        self._keys_published: asyncio.Future[None] | None = None
         # Seconds an SMTP server waits for a client's next command before it says 421 and hangs up;
         # read when a connection opens, so changing it on a running lab affects new connections.
         self.smtp_idle_timeout = SMTP_IDLE_TIMEOUT
@@ -112,6 +117,13 @@ class Lab:
         return self
 
     def _prepare(self) -> None:
+        # A new RSA-2048 key takes 25-200 ms (OpenSSL, which lets go of the GIL): the keys of the providers
+        # that sign are made on threads of their own while the lab sets up and its servers start.
+        keys = DkimKeys(self.directory / "tls")
+        signing = [p.domain for p in self.scenario.providers if p.security.get("dkim")]
+        if signing:
+            self._keygen = concurrent.futures.ThreadPoolExecutor(len(signing), thread_name_prefix="smtplab-keys")
+            self._dkim_pending = {domain: self._keygen.submit(keys.get, domain) for domain in signing}
         distinct = _distinct_loopback_supported()
         state_file = self.directory / "lab.json"
         saved: dict[str, Any] = json.loads(state_file.read_text()) if state_file.exists() else {}
@@ -140,19 +152,11 @@ class Lab:
                 password = fixed or passwords.get(address) or _new_password()
                 self.users[address] = User(address, password, provider.domain)
                 store.add_user(address)
-        keys = DkimKeys(self.directory / "tls")
-        self._dkim = {p.domain: keys.get(p.domain) for p in self.scenario.providers if p.security.get("dkim")}
         state_file.write_text(json.dumps({"scenario": self.scenario.to_dict(),
                                           "passwords": {a: u.password for a, u in self.users.items()}}, indent=1))
         self._client_context = self.ca.client_context()
 
     async def _start_services(self) -> None:
-        addresses = {name: host.address for name, host in self.hosts.items()}
-        addresses[self.scenario.dns_name] = self._dns_address
-        zones = build_zones(zone_lines(self.scenario, addresses, self._dkim), addresses, self.scenario.dns_name)
-        self._dns_server = DnsServer(zones, self._dns_address, self.trace, self.scenario.dns_name, self.peer_name)
-        await self._dns_server.start()
-        self.dns = DnsInfo(self.scenario.dns_name, self._dns_address, self._dns_server.port)
         self._relay = Relay(
             self.directory / "queue", trace=self.trace, now=self.clock.now,
             resolver=lambda: lab_resolver(self.dns.address, self.dns.port),
@@ -174,7 +178,51 @@ class Lab:
                 for address, _ in provider.users:
                     await service.add_user(address, self.users[address].password, address.rsplit("@", 1)[0])
         await asyncio.gather(*(self._host_up(host) for host in self.hosts.values()))
+        # The zones without the DKIM keys, built now: a scenario's bad record stops the start, as it should.
+        addresses = self._zone_addresses()
+        plain = build_zones(zone_lines(self.scenario, addresses, {}), addresses, self.scenario.dns_name)
+        self._dns_server = DnsServer(None if self._dkim_pending else plain, self._dns_address, self.trace,
+                                     self.scenario.dns_name, self.peer_name)
+        await self._dns_server.start()
+        self.dns = DnsInfo(self.scenario.dns_name, self._dns_address, self._dns_server.port)
         await self._relay.start()
+        # The zones publish the DKIM keys. The lab is ready without waiting for them: a DNS question that
+        # comes before they are made is answered as soon as they are, and a message waits for its signature.
+        if self._dkim_pending:
+            self._keys_published = asyncio.ensure_future(self._publish_zones(plain))
+
+    def _zone_addresses(self) -> dict[str, str]:
+        addresses = {name: host.address for name, host in self.hosts.items()}
+        addresses[self.scenario.dns_name] = self._dns_address
+        return addresses
+
+    async def _publish_zones(self, plain: dict[Any, Any]) -> None:
+        """Once the DKIM keys are made, publish the zones with them (the DNS holds questions until then)."""
+        assert self._dns_server is not None
+        zones = plain
+        try:
+            keys: dict[str, DkimKey] = {}
+            for domain, future in self._dkim_pending.items():
+                try:
+                    keys[domain] = await asyncio.wrap_future(future)
+                except Exception as exc:  # OpenSSL could not make a key: that provider sends unsigned mail
+                    self.trace.record("lab", "state", domain, f"no DKIM key for {domain} ({exc}): mail goes unsigned")
+            self._dkim = keys
+            addresses = self._zone_addresses()
+            zones = build_zones(zone_lines(self.scenario, addresses, keys), addresses, self.scenario.dns_name)
+        finally:  # whatever happened, the DNS answers from here on
+            self._stop_keygen()
+            self._dns_server.zones = zones
+
+    async def keys_ready(self) -> None:
+        """On the lab's loop: return once the DKIM keys exist and the DNS publishes them."""
+        if self._keys_published is not None and not self._keys_published.done():
+            await asyncio.shield(self._keys_published)
+
+    def _stop_keygen(self, wait: bool = False) -> None:
+        keygen, self._keygen, self._dkim_pending = self._keygen, None, {}
+        if keygen is not None:
+            keygen.shutdown(wait=wait, cancel_futures=True)
 
     async def _host_up(self, host: Host) -> None:
         if host._servers:
@@ -231,6 +279,7 @@ class Lab:
         """Stop every server and thread of the lab; remove its directory if it was temporary."""
         global _current
         self.clock.unsubscribe(self._on_clock)
+        self._stop_keygen(wait=True)  # a key still being made is written into the lab directory: wait for it
         loop, self._loop = self._loop, None
         if loop is not None:
             async def shutdown() -> None:
@@ -439,6 +488,12 @@ class Lab:
         return provider.security if provider is not None else {}
 
     def dkim_key(self, domain: str) -> DkimKey | None:
+        """The DKIM key `domain` signs with (None if it does not sign); waits the moment it takes to be made
+        right after the start (on the lab's loop, `await keys_ready()` first)."""
+        pending = self._keys_published
+        if pending is not None and not pending.done() and self._loop is not None \
+                and threading.current_thread() is not self._loop.thread:
+            self._call(self.keys_ready())
         return self._dkim.get(domain)
 
     def lab_dns(self) -> LabDns:

@@ -98,6 +98,12 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self.server.zones is None:  # the zones are not published yet: answered as soon as they are
+            self.server._held.append((self, data, addr))
+            return
+        self.reply(data, addr)
+
+    def reply(self, data: bytes, addr: tuple[str, int]) -> None:
         reply = self.server.answer(data, addr, "udp")
         if reply is not None and self.transport is not None:
             self.transport.sendto(reply, addr)
@@ -108,13 +114,16 @@ class DnsServer:
 
     def __init__(
         self,
-        zones: dict[dns.name.Name, dns.zone.Zone],
+        zones: dict[dns.name.Name, dns.zone.Zone] | None,
         address: str,
         trace: Trace,
         host_name: str,
         peer_name: Callable[[str], str] = lambda addr: "client",
     ) -> None:
         self._replies = {}
+        self._held: list[tuple[_UdpProtocol, bytes, tuple[str, int]]] = []  # UDP queries before the zones
+        self._published: asyncio.Event | None = None
+        self._zones: dict[dns.name.Name, dns.zone.Zone] | None = None
         self.zones = zones
         self.address = address
         self.port = 0
@@ -130,16 +139,29 @@ class DnsServer:
         self._replies: dict[tuple[str, bytes], tuple[str, str, bytes]] = {}
 
     @property
-    def zones(self) -> dict[dns.name.Name, dns.zone.Zone]:
+    def zones(self) -> dict[dns.name.Name, dns.zone.Zone] | None:
         return self._zones
 
     @zones.setter
-    def zones(self, zones: dict[dns.name.Name, dns.zone.Zone]) -> None:
+    def zones(self, zones: dict[dns.name.Name, dns.zone.Zone] | None) -> None:
+        """Publish `zones` (None: not yet; the server may start listening first and hold the questions
+        that arrive until the zones are published, e.g. while the lab's DKIM keys are being made).
+        Set from the server's loop once it runs."""
         self._zones = zones
         self._replies = {}
+        if zones is None:
+            return
+        if self._published is not None:
+            self._published.set()
+        held, self._held = self._held, []
+        for protocol, data, addr in held:
+            protocol.reply(data, addr)
 
     async def start(self, port: int = 0) -> None:
         loop = asyncio.get_running_loop()
+        self._published = asyncio.Event()
+        if self._zones is not None:
+            self._published.set()
         # UDP and TCP must share one port number; retry if TCP finds the UDP port taken.
         for _ in range(20):
             udp, _proto = await loop.create_datagram_endpoint(
@@ -180,6 +202,8 @@ class DnsServer:
                     wire = await asyncio.wait_for(reader.readexactly(length), timeout=self.tcp_timeout)
                 except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError):
                     return
+                assert self._published is not None
+                await self._published.wait()  # a question before the zones are published waits for them
                 reply = self.answer(wire, peer, "tcp")
                 if reply is None:
                     return
@@ -283,7 +307,7 @@ class DnsServer:
 
     def _zone_for(self, name: dns.name.Name) -> dns.zone.Zone | None:
         best = None
-        for origin, zone in self.zones.items():
+        for origin, zone in (self.zones or {}).items():
             if name.is_subdomain(origin) and (best is None or len(origin) > len(best.origin)):
                 best = zone
         return best

@@ -34,7 +34,7 @@ class DkimKey:
 class DkimKeys:
     """DKIM keys per domain: kept in the lab directory, and reused within one process.
 
-    An RSA-2048 key takes ~50 ms to make; a notebook that restarts its lab should not pay that each time.
+    An RSA-2048 key takes 25-200 ms to make; a notebook that restarts its lab should not pay that each time.
     """
 
     _process_cache: dict[str, bytes] = {}
@@ -49,9 +49,10 @@ class DkimKeys:
             return DkimKey(domain, path.read_bytes())
         with self._lock:
             pem = self._process_cache.get(domain)
-            if pem is None:
-                pem = new_dkim_key()
-                self._process_cache[domain] = pem
+        if pem is None:  # made outside the lock: the keys of two domains are made at the same time
+            made = new_dkim_key()
+            with self._lock:
+                pem = self._process_cache.setdefault(domain, made)
         self.directory.mkdir(parents=True, exist_ok=True)
         path.write_bytes(pem)
         path.chmod(0o600)

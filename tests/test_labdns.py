@@ -172,3 +172,37 @@ def test_the_mx_checks_stub_resolver(lab: smtplab.Lab) -> None:
         with pytest.raises(spf.TempError):
             mute.txt("example.org")
         mute.close()
+
+
+def test_the_lab_is_ready_before_its_dkim_keys_and_nothing_waits_wrongly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The DKIM keys are made beside the start: questions and messages that come first wait for them."""
+    import concurrent.futures
+    import threading
+
+    from smtplab import zones
+
+    release = threading.Event()
+    real = zones.new_dkim_key
+
+    def slow_key(bits: int = 2048) -> bytes:
+        release.wait(30)  # OpenSSL taking its time over the primes
+        return real(bits)
+
+    monkeypatch.setattr(zones, "new_dkim_key", slow_key)
+    monkeypatch.setattr(zones.DkimKeys, "_process_cache", {})
+    with smtplab.start() as lab:  # returns although no key exists yet
+        assert not release.is_set()
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            over_udp = pool.submit(ask, lab, "lab._domainkey.example.org", "TXT")
+            over_tcp = pool.submit(ask, lab, "lab._domainkey.example.org", "TXT", True)
+            sent = pool.submit(lab.send, "alice@example.org", "bob@example.net", "early", "sent at once")
+            concurrent.futures.wait([over_udp, over_tcp, sent], timeout=0.3)
+            assert not (over_udp.done() or over_tcp.done() or sent.done())  # held, not refused or lost
+            release.set()
+            for answered in (over_udp.result(10), over_tcp.result(10)):
+                assert answered.rcode() == dns.rcode.NOERROR
+                assert b"".join(answered.answer[0][0].strings).startswith(b"v=DKIM1; k=rsa; p=")
+            assert sent.result(10).queue_id
+        assert lab.wait_for_delivery(timeout=10)
+        (message,) = lab.messages("bob@example.net")
+        assert "dkim=pass header.d=example.org" in str(message["Authentication-Results"])
