@@ -120,9 +120,9 @@ def intake_round(kind: str, messages: int, sessions: int) -> dict[str, float] | 
         return {"per_second": result["per_second"], "cpu_us_per_message": cpu / result["messages"] * 1e6}
     finally:
         stop_server(server)
-        # Flush what this server wrote and deleted before the next one starts: ext4 passes over inodes
-        # deleted moments ago while their table block is dirty, so file creation right after another
-        # server removed 3,000 files costs up to ~0.8 ms of CPU instead of ~10 us (measured here).
+        # Flush what this server wrote and deleted before the next one starts: on this machine's ext4,
+        # creating a file soon after thousands were created or deleted cost up to ~0.8 ms of CPU instead
+        # of ~10 us (measured), which would charge one server for the one before it.
         os.sync()
 
 
