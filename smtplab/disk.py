@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-__all__ = ["DiskThread", "fsync_directory"]
+__all__ = ["DiskThread", "fsync_directory", "remove_quietly"]
 
 T = TypeVar("T")
 
@@ -34,6 +34,14 @@ def fsync_directory(path: str | os.PathLike[str]) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def remove_quietly(path: str | os.PathLike[str]) -> None:
+    """Remove a file a failed write left behind, if it is there (cleaning up must not hide the failure)."""
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 _Job = tuple[Callable[..., Any], tuple[Any, ...], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]

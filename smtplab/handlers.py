@@ -9,6 +9,7 @@ delivers into the users' Maildirs (or Junk). Both refuse bare LF / CR in DATA (S
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
 from datetime import datetime, timezone
 from email.utils import format_datetime, make_msgid
@@ -21,6 +22,9 @@ from .trace import TraceEvent
 from .smtp import _CONTROL, MAX_RECIPIENTS, LabSMTP, Postmaster, new_queue_id
 
 __all__ = ["SubmissionHandler", "InboundHandler", "header_value"]
+
+# The disk (or the user's quota) is full: RFC 5321 section 4.2.2's 452, RFC 3463's X.3.1 "mail system full".
+_STORAGE_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 def _received(server: LabSMTP, session: Session, queue_id: str, recipients: list[str], now: float,
               peer_name: str) -> bytes:
@@ -91,6 +95,10 @@ class _BaseHandler:
             return "454 4.7.0 TLS handshake failed"
         if isinstance(error, ValueError) and "limit" in str(error):  # asyncio's line limit, e.g. an AUTH answer
             return replies.LINE_TOO_LONG
+        if isinstance(error, OSError) and error.errno in _STORAGE_FULL:  # nothing kept: the client retries
+            return replies.STORAGE_FULL
+        if isinstance(error, OSError) and error.errno == errno.EFBIG:  # larger than a file may be here
+            return replies.TOO_BIG_FOR_SYSTEM
         text = f"{type(error).__name__}: {error}".encode("ascii", "replace").decode()
         return f"451 4.3.0 Local error in processing ({text})"
 

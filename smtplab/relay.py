@@ -30,7 +30,7 @@ from typing import Any
 
 import dns.asyncresolver
 
-from .disk import DiskThread, fsync_directory
+from .disk import DiskThread, fsync_directory, remove_quietly
 from .dsn import build_dsn
 from .errors import DnsLookupError
 from .labdns import MXRecord, lookup_mx_async, resolve_a
@@ -210,8 +210,13 @@ class Relay:
                      fsync_folder: Callable[[Path], None] = fsync_directory) -> None:
         """Put a new message in the queue durably: the 250 that follows promises the message survives
         a crash (RFC 5321 section 6.1). The message, then its envelope, each fsync'd; then the folder."""
-        _write_durably(self.spool / f"{entry.queue_id}.eml", content)
-        _write_durably(self.spool / f"{entry.queue_id}.json", self._state_bytes(entry))
+        message = self.spool / f"{entry.queue_id}.eml"
+        _write_durably(message, content)
+        try:
+            _write_durably(self.spool / f"{entry.queue_id}.json", self._state_bytes(entry))
+        except BaseException:  # without its envelope the message is not queued: nothing half-queued stays
+            remove_quietly(message)
+            raise
         fsync_folder(self.spool)
 
     def _register(self, entry: _Entry) -> None:
@@ -556,11 +561,15 @@ class Relay:
 def _write_durably(path: Path, data: bytes) -> None:
     """Write `path` through a temporary file beside it, fsync'd before the rename: never half a file."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # e.g. the disk is full: no half file left in the spool
+        remove_quietly(tmp)
+        raise
 
 
 def _duration(seconds: float) -> str:

@@ -35,6 +35,8 @@ TLS_ALREADY_ACTIVE = "503 5.5.1 TLS is already active (RFC 3207 section 4.2: STA
 LINE_TOO_LONG = "500 5.5.2 Line too long (RFC 5321 section 4.5.3.1: 512 octets for commands, 1000 for text)"
 TOO_MANY_BOGUS = "421 4.7.0 Too many unrecognized commands, closing connection"
 TIMEOUT = "421 4.4.2 {host} Error: timeout exceeded, closing connection"
+STORAGE_FULL = "452 4.3.1 Insufficient system storage: the server's disk is full, try again later"
+TOO_BIG_FOR_SYSTEM = "552 5.3.4 Message too big for system: the server cannot store a file this large"
 
 # aiosmtpd's built-in replies, rewritten with enhanced status codes (matched by prefix).
 _STOCK = [

@@ -17,7 +17,7 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
 
-from .disk import fsync_directory
+from .disk import fsync_directory, remove_quietly
 from .errors import UnknownUser
 
 __all__ = ["MailStore", "fsync_directory"]
@@ -80,13 +80,17 @@ class MailStore:
         tmp = os.path.join(root, "tmp", name)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)  # accepted mail must survive a crash (RFC 5321 section 6.1)
-        finally:
-            os.close(fd)
-        os.rename(tmp, os.path.join(root, "new", name))
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)  # accepted mail must survive a crash (RFC 5321 section 6.1)
+            finally:
+                os.close(fd)
+            os.rename(tmp, os.path.join(root, "new", name))
+        except BaseException:  # e.g. the disk is full: no half message left behind in tmp/
+            remove_quietly(tmp)
+            raise
         fsync_folder(os.path.join(root, "new"))  # the rename itself must survive a crash too
         if self.on_delivered is not None:
             self.on_delivered(root)

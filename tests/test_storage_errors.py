@@ -1,0 +1,72 @@
+"""When the disk refuses a write, the servers (MX and submission) say so with the right reply, keep nothing
+half-written, and go on serving: a full disk is a temporary failure (452 4.3.1, the sender retries), a message larger
+than a file may be is a permanent one (552 5.3.4)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import subprocess
+import sys
+
+import pytest
+
+from smtplab import replies
+from smtplab.handlers import InboundHandler
+
+# A lab in a process whose files may not grow past 256 KB (RLIMIT_FSIZE: the kernel answers a write
+# past it with EFBIG, as a file system's size limit would). A 400 KB message to mx1, then a small one.
+LIMITED = r"""
+import json, os, resource, smtplib
+import smtplab
+
+resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, resource.RLIM_INFINITY))
+head = ("From: Dora <dora@example.test>\r\nTo: bob@example.net\r\nDate: Sat, 28 Nov 2026 12:00:00 +0000\r\n"
+        "Message-ID: <{0}@example.test>\r\nSubject: {0}\r\n\r\n")
+out = {}
+with smtplab.start() as lab:
+    mx = lab.host("mx1.example.net")
+    with smtplib.SMTP(mx.address, mx.ports["smtp"], timeout=30) as client:
+        try:
+            client.sendmail("dora@example.test", ["bob@example.net"], head.format("big") + ("x" * 78 + "\r\n") * 5000)
+        except smtplib.SMTPDataError as exc:
+            out["big"] = [exc.smtp_code, exc.smtp_error.decode()]
+        client.sendmail("dora@example.test", ["bob@example.net"], head.format("small") + "fits\r\n")
+        out["small"] = "accepted"
+    try:  # through submission: the queue's spool file cannot hold it either
+        lab.send("alice@example.org", "bob@example.net", "big", "y" * 300_000)
+    except smtplab.SendError as exc:
+        out["submitted"] = str(exc)
+    out["spool"] = sorted(os.listdir(os.path.join(lab.directory, "queue")))
+    root = os.path.join(lab.directory, "mail", "example.net", "bob")
+    out["tmp"] = os.listdir(os.path.join(root, "tmp"))
+    out["subjects"] = [m["Subject"] for m in lab.messages("bob@example.net")]
+print(json.dumps(out))
+"""
+
+
+def test_a_message_larger_than_a_file_may_be_is_refused_whole_and_the_mx_goes_on() -> None:
+    done = subprocess.run([sys.executable, "-c", LIMITED], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["big"] == [552, replies.TOO_BIG_FOR_SYSTEM[4:]]
+    assert out["small"] == "accepted"
+    assert out["tmp"] == []  # the refused message's partial file is gone from tmp/
+    assert out["subjects"] == ["small"]  # and only the accepted one is in the mailbox
+    assert "552 5.3.4 Message too big for system" in out["submitted"]
+    assert out["spool"] == []  # nothing half-queued: no partial file, no message without its envelope
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)])
+def test_a_full_disk_or_quota_is_a_temporary_452(code: int) -> None:
+    import asyncio
+
+    reply = asyncio.run(InboundHandler.handle_exception(None, OSError(code, "No space left on device")))  # type: ignore[arg-type]
+    assert reply == replies.STORAGE_FULL and reply.startswith("452 4.3.1 ")
+
+
+def test_other_local_errors_stay_a_temporary_451() -> None:
+    import asyncio
+
+    reply = asyncio.run(InboundHandler.handle_exception(None, OSError(errno.EIO, "Input/output error")))  # type: ignore[arg-type]
+    assert reply.startswith("451 4.3.0 Local error in processing (OSError: [Errno 5] Input/output error)")
