@@ -26,6 +26,7 @@ __all__ = ["SubmissionHandler", "InboundHandler", "header_value"]
 # The disk (or the user's quota) is full: RFC 5321 section 4.2.2's 452, RFC 3463's X.3.1 "mail system full".
 _STORAGE_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
+
 def _received(server: LabSMTP, session: Session, queue_id: str, recipients: list[str], now: float,
               peer_name: str) -> bytes:
     """Build the RFC 5321 §4.4 trace header, with the RFC 3848 protocol keyword."""
@@ -247,9 +248,8 @@ class InboundHandler(_BaseHandler):
             folder, checks = screening.folder, screening.headers
         content = received + checks + original
         return_path = f"Return-Path: <{sender}>\r\n".encode()  # RFC 5321 section 4.4
-        for rcpt in local:
-            # The 250 goes out only once the message is safely on disk (RFC 5321 section 6.1).
-            await self.lab.store_local(rcpt.rpartition("@")[2].lower(), rcpt, return_path + content, folder)
+        if local:  # the 250 goes out only once the message is safely on disk (RFC 5321 section 6.1)
+            await self.lab.store_local(local, return_path + content, folder)
         if outside:  # only an open relay gets here: it passes the message on to anyone, for anyone
             server.note(f"open relay: passing the message on for {', '.join(outside)}")
             await self.lab.enqueue_async(self.host_name, sender, outside, content, queue_id)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
-import functools
 import json
 import secrets
 import shutil
@@ -523,12 +522,26 @@ class Lab:
     def deliver_local(self, domain: str, address: str, content: bytes, folder: str = "INBOX") -> None:
         self._stores[domain].deliver(address, content, folder)
 
-    async def store_local(self, domain: str, address: str, content: bytes, folder: str = "INBOX") -> None:
-        """Deliver into a local mailbox from a disk thread; returns once the message is on disk."""
+    async def store_local(self, recipients: list[str], content: bytes, folder: str = "INBOX") -> None:
+        """Deliver one message into local mailboxes from the disk thread; returns once it is on disk for
+        every recipient. All or none: if one copy cannot be written (a full disk), the copies already
+        written are taken back before the error goes to the client, whose retry then makes no duplicate."""
         assert self._loop is not None
         disk = self._loop.disk
-        await disk.run(functools.partial(self._stores[domain].deliver, fsync_folder=disk.fsync_later),
-                       address, content, folder)
+
+        def deliver_all() -> None:
+            written: list[tuple[MailStore, str, str]] = []
+            try:
+                for address in recipients:
+                    store = self._stores[address.rpartition("@")[2].lower()]
+                    written.append((store, address, store.deliver(address, content, folder,
+                                                                  fsync_folder=disk.fsync_later)))
+            except BaseException:
+                for store, address, name in written:
+                    store.withdraw(address, name, folder)
+                raise
+
+        await disk.run(deliver_all)
 
     def enqueue(self, host: str, sender: str, recipients: list[str], content: bytes, queue_id: str) -> None:
         self._require_relay().enqueue(host, sender, recipients, content, queue_id, header_value(content, b"message-id"))

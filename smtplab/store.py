@@ -66,7 +66,7 @@ class MailStore:
         if not self.has_user(address):
             raise UnknownUser(f"{address} has no mailbox at {self.domain}")
         data = content if b"\r\n" in content else content.replace(b"\n", b"\r\n")
-        key = (address.lower(), folder.upper() if folder.upper() == "INBOX" else folder)
+        key = _folder_key(address, folder)
         root = self._roots.get(key)
         if root is None:  # open (and create) the folder once, not for every message
             box = self._maildir(address, folder, create=True)
@@ -95,6 +95,12 @@ class MailStore:
         if self.on_delivered is not None:
             self.on_delivered(root)
         return name
+
+    def withdraw(self, address: str, name: str, folder: str = "INBOX") -> None:
+        """Take back a message `deliver` just stored (its transaction failed for another recipient)."""
+        root = self._roots.get(_folder_key(address, folder))
+        if root is not None:
+            remove_quietly(os.path.join(root, "new", name))
 
     def messages(self, address: str, folder: str = "INBOX") -> list[EmailMessage]:
         """Return the messages in one folder of a user's mailbox (oldest first)."""
@@ -134,3 +140,7 @@ class MailStore:
             if not create:
                 return None
             return root.add_folder(folder)
+
+
+def _folder_key(address: str, folder: str) -> tuple[str, str]:
+    return address.lower(), "INBOX" if folder.upper() == "INBOX" else folder

@@ -70,3 +70,41 @@ def test_other_local_errors_stay_a_temporary_451() -> None:
 
     reply = asyncio.run(InboundHandler.handle_exception(None, OSError(errno.EIO, "Input/output error")))  # type: ignore[arg-type]
     assert reply.startswith("451 4.3.0 Local error in processing (OSError: [Errno 5] Input/output error)")
+
+
+@pytest.fixture
+def two_users():  # type: ignore[no-untyped-def]
+    """The default lab with a second mailbox at example.net."""
+    import smtplab
+
+    scenario = smtplab.Scenario.default().to_dict()
+    for provider in scenario["providers"]:
+        if provider["domain"] == "example.net":
+            provider["users"]["carol@example.net"] = None
+    with smtplab.start(scenario) as running:
+        yield running
+
+
+def test_a_message_for_two_mailboxes_is_stored_for_both_or_for_neither(two_users) -> None:  # type: ignore[no-untyped-def]
+    """Carol's Maildir cannot take a file (its tmp/ is not a folder: a real ENOTDIR from the kernel), so the
+    MX refuses the message with a temporary error and takes Bob's copy back: the retry makes no duplicate."""
+    import smtplib
+    from pathlib import Path
+
+    lab = two_users
+    carol_tmp = Path(lab.directory) / "mail" / "example.net" / "carol" / "tmp"
+    carol_tmp.rmdir()
+    carol_tmp.write_text("not a folder")
+    message = ("From: Dora <dora@example.test>\r\nTo: bob@example.net, carol@example.net\r\nSubject: both\r\n"
+               "Date: Sat, 28 Nov 2026 12:00:00 +0000\r\nMessage-ID: <both@example.test>\r\n\r\nfor you two\r\n")
+    mx = lab.host("mx1.example.net")
+    with smtplib.SMTP(mx.address, mx.ports["smtp"], timeout=30) as client:
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            client.sendmail("dora@example.test", ["bob@example.net", "carol@example.net"], message)
+        assert refused.value.smtp_code == 451 and b"4.3.0" in refused.value.smtp_error
+        assert lab.messages("bob@example.net") == []  # taken back
+        carol_tmp.unlink()
+        carol_tmp.mkdir()
+        client.sendmail("dora@example.test", ["bob@example.net", "carol@example.net"], message)  # the retry
+    for address in ("bob@example.net", "carol@example.net"):
+        assert [m["Subject"] for m in lab.messages(address)] == ["both"], address
