@@ -535,11 +535,13 @@ class Lab:
                 for address in recipients:
                     store = self._stores[address.rpartition("@")[2].lower()]
                     written.append((store, address, store.deliver(address, content, folder,
-                                                                  fsync_folder=disk.fsync_later)))
+                                                                  fsync_folder=disk.fsync_later, announce=False)))
             except BaseException:
                 for store, address, name in written:
                     store.withdraw(address, name, folder)
                 raise
+            for store, address, _name in written:  # IMAP hears of the copies once they all stand
+                store.announce(address, folder)
 
         await disk.run(deliver_all)
 

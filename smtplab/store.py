@@ -55,13 +55,14 @@ class MailStore:
         return self.directory / local
 
     def deliver(self, address: str, content: bytes, folder: str = "INBOX", *,
-                fsync_folder: Callable[[str], None] = fsync_directory) -> str:
+                fsync_folder: Callable[[str], None] = fsync_directory, announce: bool = True) -> str:
         """Store one message and return its Maildir file name.
 
         Written into tmp/ then renamed into new/ (the Maildir protocol: readers never see half a
         message). Lines keep CRLF: pymap serves the file as is, and IMAP literals need CRLF
         (RFC 3501 section 2.2); the stdlib Maildir.add would turn them into bare LF. `fsync_folder`
         makes the rename durable: at once by default, or at the end of the disk thread's batch.
+        `announce=False` leaves telling IMAP (`announce`) to the caller, once its whole delivery stands.
         """
         if not self.has_user(address):
             raise UnknownUser(f"{address} has no mailbox at {self.domain}")
@@ -92,9 +93,15 @@ class MailStore:
             remove_quietly(tmp)
             raise
         fsync_folder(os.path.join(root, "new"))  # the rename itself must survive a crash too
-        if self.on_delivered is not None:
-            self.on_delivered(root)
+        if announce:
+            self.announce(address, folder)
         return name
+
+    def announce(self, address: str, folder: str = "INBOX") -> None:
+        """Tell whoever listens (IMAP IDLE) that a message landed in this folder."""
+        root = self._roots.get(_folder_key(address, folder))
+        if self.on_delivered is not None and root is not None:
+            self.on_delivered(root)
 
     def withdraw(self, address: str, name: str, folder: str = "INBOX") -> None:
         """Take back a message `deliver` just stored (its transaction failed for another recipient)."""
