@@ -2,6 +2,7 @@
 
     python benchmarks/serve.py bare      # aiosmtpd with a handler that accepts and drops every message
     python benchmarks/serve.py maildir   # aiosmtpd with its own Mailbox handler (stdlib Maildir)
+    python benchmarks/serve.py durable   # aiosmtpd storing each message as the lab does (fsync'd Maildir)
     python benchmarks/serve.py lab       # a whole smtplab lab; the server is mx1.example.net's MX
     python benchmarks/serve.py lab-plain # the same without the security checks (SPF/DKIM/DMARC, DNSBL, spam)
     python benchmarks/serve.py lab-tmpfs # lab-plain with the lab directory on tmpfs (/dev/shm)
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from typing import Any
 
 SMTP_SINK = "/usr/sbin/smtp-sink"
@@ -43,6 +45,38 @@ class DropHandler:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         return "250 2.0.0 OK"
+
+
+class DurableMaildirHandler:
+    """Store each message as the lab's MX does, in a few lines: into tmp/, fsync, rename into new/, fsync
+    new/, before the 250 (RFC 5321 section 6.1), in a thread of the default executor."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.count = 0
+        for sub in ("tmp", "new", "cur"):
+            os.makedirs(os.path.join(root, sub), exist_ok=True)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.count += 1
+        await asyncio.get_running_loop().run_in_executor(None, self.write, envelope.original_content, self.count)
+        return "250 2.0.0 OK"
+
+    def write(self, data: bytes, number: int) -> None:
+        name = f"{time.time():.6f}.P{os.getpid()}Q{number}.bench"
+        tmp = os.path.join(self.root, "tmp", name)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, os.path.join(self.root, "new", name))
+        folder = os.open(os.path.join(self.root, "new"), os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
 
 
 def serve_aiosmtpd(handler: Any) -> None:
@@ -107,6 +141,12 @@ def main() -> None:
             serve_aiosmtpd(Mailbox(os.path.join(directory, "Maildir")))
         finally:
             shutil.rmtree(directory, ignore_errors=True)
+    elif kind == "durable":
+        directory = tempfile.mkdtemp(prefix="bench-durable-")
+        try:
+            serve_aiosmtpd(DurableMaildirHandler(os.path.join(directory, "Maildir")))
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
     elif kind == "lab":
         serve_lab()
     elif kind == "lab-plain":
@@ -123,7 +163,7 @@ def main() -> None:
     elif kind == "sink":
         serve_sink()
     else:
-        raise SystemExit(f"unknown server kind {kind!r}: bare, maildir, lab, lab-plain, lab-tmpfs or sink")
+        raise SystemExit(f"unknown server kind {kind!r}: bare, maildir, durable, lab, lab-plain, lab-tmpfs or sink")
 
 
 if __name__ == "__main__":
