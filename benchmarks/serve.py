@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 SMTP_SINK = "/usr/sbin/smtp-sink"
@@ -49,7 +50,8 @@ class DropHandler:
 
 class DurableMaildirHandler:
     """Store each message as the lab's MX does, in a few lines: into tmp/, fsync, rename into new/, fsync
-    new/, before the 250 (RFC 5321 section 6.1), in a thread of the default executor."""
+    new/, before the 250 (RFC 5321 section 6.1), in a thread of the default executor. Written with the
+    standard library only, on purpose: the baseline must not share smtplab's code."""
 
     def __init__(self, root: str) -> None:
         self.root = root
@@ -129,6 +131,15 @@ def serve_sink() -> None:
         sink.wait(10)
 
 
+def serve_into_maildir(handler: Callable[[str], Any]) -> None:
+    """Serve aiosmtpd with `handler(maildir)` storing into a Maildir in a temporary folder (removed after)."""
+    directory = tempfile.mkdtemp(prefix="bench-maildir-")
+    try:
+        serve_aiosmtpd(handler(os.path.join(directory, "Maildir")))
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def main() -> None:
     kind = sys.argv[1]
     if kind == "bare":
@@ -136,17 +147,9 @@ def main() -> None:
     elif kind == "maildir":
         from aiosmtpd.handlers import Mailbox
 
-        directory = tempfile.mkdtemp(prefix="bench-maildir-")
-        try:
-            serve_aiosmtpd(Mailbox(os.path.join(directory, "Maildir")))
-        finally:
-            shutil.rmtree(directory, ignore_errors=True)
+        serve_into_maildir(Mailbox)
     elif kind == "durable":
-        directory = tempfile.mkdtemp(prefix="bench-durable-")
-        try:
-            serve_aiosmtpd(DurableMaildirHandler(os.path.join(directory, "Maildir")))
-        finally:
-            shutil.rmtree(directory, ignore_errors=True)
+        serve_into_maildir(DurableMaildirHandler)
     elif kind == "lab":
         serve_lab()
     elif kind == "lab-plain":

@@ -156,13 +156,13 @@ class Lab:
         self._client_context = self.ca.client_context()
 
     async def _start_services(self) -> None:
+        assert self._loop is not None
         self._relay = Relay(
             self.directory / "queue", trace=self.trace, now=self.clock.now,
             resolver=lambda: lab_resolver(self.dns.address, self.dns.port),
             host_address=lambda name: self.hosts[name].address,
             smtp_port=self._smtp_port, client_context=self.ca.relay_context(),
-            deliver_bounce=self._deliver_bounce, disk=self._loop.disk if self._loop is not None else None,
-            smtp_pool=self._loop.smtp if self._loop is not None else None,
+            deliver_bounce=self._deliver_bounce, disk=self._loop.disk, smtp_pool=self._loop.smtp,
         )
         for provider in self.scenario.providers:
             imap_hosts = [h for h in provider.hosts if "imap" in h.services]
@@ -518,9 +518,6 @@ class Lab:
                 loop.call_soon_threadsafe(mailbox_changed, path)
             except RuntimeError:  # the lab stopped meanwhile: nobody is idling any more
                 pass
-
-    def deliver_local(self, domain: str, address: str, content: bytes, folder: str = "INBOX") -> None:
-        self._stores[domain].deliver(address, content, folder)
 
     async def store_local(self, recipients: list[str], content: bytes, folder: str = "INBOX") -> None:
         """Deliver one message into local mailboxes from the disk thread; returns once it is on disk for

@@ -119,7 +119,7 @@ class Relay:
         smtp_port: Callable[[str, str], int | None],
         client_context: ssl.SSLContext,
         deliver_bounce: Callable[[str, str, bytes], None],
-        disk: DiskThread | None = None,
+        disk: DiskThread,
         smtp_pool: concurrent.futures.Executor | None = None,
     ) -> None:
         self.spool = spool
@@ -131,7 +131,7 @@ class Relay:
         self._smtp_port = smtp_port
         self._tls = client_context
         self._deliver_bounce = deliver_bounce
-        self._disk = disk  # spool writes from the loop go there (None: the loop's default executor)
+        self._disk = disk  # spool writes from the loop go there
         self._smtp_pool = smtp_pool  # where the blocking SMTP client runs (None: the default executor)
         self._entries: dict[str, _Entry] = {}
         self._lock = threading.Lock()
@@ -196,10 +196,7 @@ class Relay:
                             message_id: str = "") -> None:
         """Queue a message, writing the spool from a disk thread; returns once it is written."""
         entry = self._new_entry(host, sender, recipients, queue_id, message_id)
-        if self._disk is not None:
-            await self._disk.run(self._write_spool, entry, content, self._disk.fsync_later)
-        else:
-            await asyncio.get_running_loop().run_in_executor(None, self._write_spool, entry, content)
+        await self._disk.run(self._write_spool, entry, content, self._disk.fsync_later)
         self._register(entry)
 
     def _new_entry(self, host: str, sender: str, recipients: list[str], queue_id: str, message_id: str) -> _Entry:
@@ -317,10 +314,7 @@ class Relay:
             assert self._slots is not None
             async with self._slots:
                 await self._deliver(entry)
-            if self._disk is not None:
-                await self._disk.run(self._save, entry)
-            else:
-                await asyncio.get_running_loop().run_in_executor(None, self._save, entry)
+            await self._disk.run(self._save, entry)
             saved = True
             if self._busy == 1 and self._idle:  # the last attempt in flight: nothing will reuse them
                 idle = [c for clients in self._idle.values() for c in clients]

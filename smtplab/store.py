@@ -1,7 +1,8 @@
 """Mailboxes: one Maildir per user, shared by the inbound MX hosts (writers) and IMAP (reader).
 
-Delivery uses the stdlib `mailbox.Maildir`, which writes into tmp/ and renames into new/ (the
-Maildir protocol), so a reader never sees half a message. Folders follow the Maildir++ layout that
+Delivery follows the Maildir protocol: the message is written into tmp/, fsync'd, then renamed into
+new/ (and new/ fsync'd), so a reader never sees half a message and a 250 survives a crash. The stdlib
+`mailbox.Maildir` creates the folders and reads them back. Folders follow the Maildir++ layout that
 pymap (and Dovecot) read: INBOX is the user's directory, `Junk` is `.Junk/`.
 """
 
