@@ -10,6 +10,7 @@ scale in tests/test_load.py).
 - New messages get their UIDs in arrival order, not directory order.
 - IDLE is woken by a delivery instead of looking once a second.
 - State files are written beside their target, never renamed across file systems.
+- A mailbox name is a name, never a path: "." or "/" once reached the provider's directory.
 """
 
 from __future__ import annotations
@@ -22,11 +23,14 @@ from tempfile import NamedTemporaryFile
 from typing import Any
 
 from pymap.backend.maildir.io import FileWriteable
+from pymap.backend.maildir.layout import _BaseLayout
 from pymap.backend.maildir.mailbox import LoadedMessage, MailboxData
 from pymap.backend.maildir.mailbox import Message as _MaildirMessage
 from pymap.backend.maildir.uidlist import Record, UidList
 from pymap.context import subsystem
+from pymap.exceptions import MailboxError
 from pymap.mime import MessageContent
+from pymap.parsing.response import ResponseCode
 from pymap.parsing.specials.fetchattr import FetchRequirement
 
 __all__ = ["has_idlers", "mailbox_changed", "forget"]
@@ -262,3 +266,47 @@ def forget(directory: str | os.PathLike[str]) -> None:
         del _changed[path]
     for path in [p for p in _uid_lists if _real(p).startswith(under)]:
         del _uid_lists[path]
+
+
+# A folder name part becomes one directory entry `.part` of the user's Maildir (Maildir++). 255 bytes is
+# the usual file-name limit; the whole name keeps well under it.
+_MAX_NAME_BYTES = 200
+_FORBIDDEN = frozenset("\\\0") | frozenset(chr(c) for c in range(32)) | {"\x7f"}
+
+
+class InvalidMailboxName(MailboxError):
+    """A mailbox name that is not a name (empty parts, a path, control characters): a tagged NO [CANNOT]."""
+
+    def __init__(self, name: str, why: str) -> None:
+        super().__init__(name, f"Invalid mailbox name: {why}.".encode(), ResponseCode.of(b"CANNOT"))
+
+
+def check_mailbox_name(name: str, delimiter: str) -> list[str]:
+    """The parts of folder `name` split at `delimiter` ("/"), or InvalidMailboxName.
+
+    pymap 0.36.7 joined the parts into a path unchecked: with the Maildir++ layout (".Part.Sub" on
+    disk) the name "." became "..", the provider's directory (DELETE "." removed every user's mail and
+    the password files). RFC 3501 5.1 leaves names to the server; this one refuses an empty level
+    ("", "/", "a//b"), a "." in a level (on disk it is Maildir++'s own separator, so "." and ".."
+    would leave the Maildir and "a.b" would be read back as "a/b"), a backslash, control characters
+    (RFC 9051 5.1 asks servers to refuse them) and a name over 200 bytes.
+    """
+    if name == "INBOX":
+        return []
+    if len(name.encode("utf-8", "surrogateescape")) > _MAX_NAME_BYTES:
+        raise InvalidMailboxName(name[:40], f"longer than {_MAX_NAME_BYTES} bytes")
+    parts = name.split(delimiter)
+    if any(not part for part in parts):
+        raise InvalidMailboxName(name, f"an empty level between {delimiter!r} separators")
+    if any(ch in _FORBIDDEN for ch in name):
+        raise InvalidMailboxName(name, "no backslash or control character in a folder name")
+    if any("." in part for part in parts):
+        raise InvalidMailboxName(name, f"no '.' in a folder name (folders nest with {delimiter!r})")
+    return parts
+
+
+def _split_checked(cls: Any, name: str, delimiter: str) -> list[str]:
+    return check_mailbox_name(name, delimiter)
+
+
+_BaseLayout._split = classmethod(_split_checked)  # type: ignore[method-assign,assignment]
