@@ -10,6 +10,7 @@ scale in tests/test_load.py).
 - New messages get their UIDs in arrival order, not directory order.
 - IDLE is woken by a delivery instead of looking once a second.
 - State files are written beside their target, never renamed across file systems.
+- COPY copies the message, not only its flags (pymap wrote an empty file: copy-then-delete lost mail).
 - A mailbox name is a name, never a path: "." or "/" once reached the provider's directory.
 """
 
@@ -28,6 +29,9 @@ from pymap.backend.maildir.mailbox import LoadedMessage, MailboxData
 from pymap.backend.maildir.mailbox import Message as _MaildirMessage
 from pymap.backend.maildir.uidlist import Record, UidList
 from pymap.context import subsystem
+
+from .disk import fsync_directory
+from .store import write_message_file
 from pymap.exceptions import MailboxError
 from pymap.mime import MessageContent
 from pymap.parsing.response import ResponseCode
@@ -310,3 +314,32 @@ def _split_checked(cls: Any, name: str, delimiter: str) -> list[str]:
 
 
 _BaseLayout._split = classmethod(_split_checked)  # type: ignore[method-assign,assignment]
+
+
+async def _copy_with_content(self: Any, uid: int, destination: MailboxData, *, recent: bool = False) -> int | None:
+    """pymap's `MailboxData.copy`, writing the message's bytes too (RFC 3501 6.4.7: COPY copies the message).
+
+    pymap 0.36.7 built the copy from the message's metadata alone, so the new file was empty: in mutt,
+    "save to folder" (COPY, then delete the original) destroyed the message. The copy keeps the
+    original's bytes, flags and internal date (its file's mtime), and is durable before the OK.
+    """
+    try:
+        record, maildir_msg = await self._get_maildir_msg(uid)
+        async with self.messages_lock.read_lock():
+            raw = self._maildir.get_bytes(record.key)
+    except (KeyError, FileNotFoundError):
+        return None
+    dest_maildir = destination._maildir
+    subdir = "new" if recent else "cur"
+    info = maildir_msg.get_info() or "2,"  # pymap names copies key + ":" + info
+    async with destination.messages_lock.write_lock():
+        dest_filename = write_message_file(dest_maildir._path, subdir, raw, info, maildir_msg.get_date())
+        fsync_directory(os.path.join(dest_maildir._path, subdir))
+    async with UidList.with_write(destination._path) as uidl:
+        new_rec = Record(uidl.next_uid, record.fields, dest_filename)
+        uidl.next_uid += 1
+        uidl.set(new_rec)
+    return new_rec.uid
+
+
+MailboxData.copy = _copy_with_content  # type: ignore[method-assign]

@@ -8,6 +8,7 @@ pymap (and Dovecot) read: INBOX is the user's directory, `Junk` is `.Junk/`.
 
 from __future__ import annotations
 
+import itertools
 import mailbox
 import os
 import socket
@@ -21,9 +22,39 @@ from pathlib import Path
 from .disk import fsync_directory, remove_quietly
 from .errors import UnknownUser
 
-__all__ = ["MailStore", "fsync_directory"]
+__all__ = ["MailStore", "fsync_directory", "write_message_file"]
 
 _HOSTNAME = socket.gethostname().replace("/", "_").replace(":", "_") or "smtplab"
+_names = itertools.count(1)  # next() on it is atomic in CPython: unique names across threads
+
+
+def write_message_file(root: str, subdir: str, data: bytes, info: str = "", mtime: float | None = None) -> str:
+    """Write one message file into the Maildir folder `root` (tmp/, fsync, rename into `subdir`).
+
+    Returns the file's name in `subdir` (its key, plus ":" and `info` when flags are given). The bytes
+    are written exactly as given. The folder itself is not fsync'd: the caller does (at once or in a
+    batch). A failed write leaves nothing behind in tmp/.
+    """
+    now = time.time()
+    key = f"{int(now)}.M{int(now * 1e6) % 1_000_000:06d}P{os.getpid()}Q{next(_names):06d}.{_HOSTNAME}"
+    name = f"{key}:{info}" if info else key
+    tmp = os.path.join(root, "tmp", key)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)  # accepted mail must survive a crash (RFC 5321 section 6.1)
+        finally:
+            os.close(fd)
+        if mtime is not None:  # a Maildir message's date is its file's mtime
+            os.utime(tmp, (mtime, mtime))
+        os.rename(tmp, os.path.join(root, subdir, name))
+    except BaseException:  # e.g. the disk is full: no half message left behind in tmp/
+        remove_quietly(tmp)
+        raise
+    return name
 
 
 class MailStore:
@@ -34,7 +65,6 @@ class MailStore:
         self.domain = domain
         self._users: set[str] = set()
         self._lock = threading.Lock()
-        self._counter = 0
         self._roots: dict[tuple[str, str], str] = {}  # Maildir folders already created
         # Told the folder's path after each delivery (from the delivering thread): wakes IMAP IDLE.
         self.on_delivered: Callable[[str], None] | None = None
@@ -75,24 +105,7 @@ class MailStore:
             assert box is not None
             root = self._roots[key] = box._path  # type: ignore[attr-defined]
             box.close()
-        with self._lock:
-            self._counter += 1
-            now = time.time()
-            name = f"{int(now)}.M{int(now * 1e6) % 1_000_000:06d}P{os.getpid()}Q{self._counter:06d}.{_HOSTNAME}"
-        tmp = os.path.join(root, "tmp", name)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-        try:
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)  # accepted mail must survive a crash (RFC 5321 section 6.1)
-            finally:
-                os.close(fd)
-            os.rename(tmp, os.path.join(root, "new", name))
-        except BaseException:  # e.g. the disk is full: no half message left behind in tmp/
-            remove_quietly(tmp)
-            raise
+        name = write_message_file(root, "new", data)
         fsync_folder(os.path.join(root, "new"))  # the rename itself must survive a crash too
         if announce:
             self.announce(address, folder)

@@ -199,3 +199,31 @@ def test_a_lab_on_another_file_system_keeps_imap_state() -> None:
                 imap.logout()
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_copy_keeps_the_whole_message_byte_for_byte(lab: smtplab.Lab) -> None:
+    """COPY and UID COPY write the message itself (pymap 0.36.7 wrote an empty file: mutt's "save" lost mail)."""
+    lab.send("alice@example.org", "bob@example.net", "Keep me", "Every byte of this body must be copied.\r\n" * 50)
+    imap = lab.imap("bob@example.net")
+    try:
+        assert imap.create("Archive")[0] == "OK"
+        assert imap.create("Saved")[0] == "OK"
+        imap.select("INBOX")
+        original = imap.fetch("1", "(BODY.PEEK[] FLAGS)")[1][0][1]
+        imap.store("1", "+FLAGS", "(\\Flagged)")
+        assert imap.copy("1", "Archive")[0] == "OK"
+        assert imap.uid("COPY", "1", "Saved")[0] == "OK"
+        for folder in ("Archive", "Saved"):
+            assert imap.select(folder) == ("OK", [b"1"])
+            assert imap.fetch("1", "(BODY.PEEK[])")[1][0][1] == original
+            typ, data = imap.fetch("1", "(FLAGS RFC822.SIZE)")
+            assert f"RFC822.SIZE {len(original)}".encode() in data[0]
+            assert b"\\Flagged" in data[0]  # flags are copied too (RFC 3501 6.4.7)
+        # Copy, then delete the original (mutt's "save to folder"): the copy is what is left.
+        imap.select("INBOX")
+        imap.store("1", "+FLAGS", "(\\Deleted)")
+        imap.expunge()
+    finally:
+        imap.logout()
+    assert [m["Subject"] for m in lab.messages("bob@example.net", "Archive")] == ["Keep me"]
+    assert "Every byte of this body" in lab.messages("bob@example.net", "Archive")[0].get_content()
