@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from .client import SendResult, SmtpSession, open_imap, open_session, send_from_lab
 from .clock import VirtualClock
 from .errors import LabNotRunning, ScenarioError, UnknownHost, UnknownUser
+from .events import LabChange
 from .faults import Fault, FaultTable
 from .mailauth import LabDns
 from .imap import ImapService, has_idlers, mailbox_changed
@@ -205,7 +206,8 @@ class Lab:
                 try:
                     keys[domain] = await asyncio.wrap_future(future)
                 except Exception as exc:  # OpenSSL could not make a key: that provider sends unsigned mail
-                    self.trace.record("lab", "state", domain, f"no DKIM key for {domain} ({exc}): mail goes unsigned")
+                    self.trace.record("lab", "state", domain, f"no DKIM key for {domain} ({exc}): mail goes unsigned",
+                                      payload=LabChange("key", domain))
             self._dkim = keys
             addresses = self._zone_addresses()
             zones = build_zones(zone_lines(self.scenario, addresses, keys), addresses, self.scenario.dns_name)
@@ -267,12 +269,13 @@ class Lab:
             host._servers.append(server)
         host.is_up = True
         if self.running:
-            self.trace.record("lab", "state", host.name, f"{host.name} is up again", peer=host.name)
+            self.trace.record("lab", "state", host.name, f"{host.name} is up again", peer=host.name,
+                              payload=LabChange("up", host.name))
 
     async def _host_down(self, host: Host) -> None:
         await self._host_down_quiet(host)
         self.trace.record("lab", "state", host.name, f"{host.name} is down: connections are refused",
-                          peer=host.name)
+                          peer=host.name, payload=LabChange("down", host.name))
 
     def stop(self) -> None:
         """Stop every server and thread of the lab; remove its directory if it was temporary."""
@@ -585,7 +588,9 @@ class Lab:
                                       header_value(content, b"message-id"))
 
     def _on_clock(self) -> None:
-        self.trace.record("lab", "state", "clock", f"clock advanced: lab time is now {self.clock.datetime():%Y-%m-%d %H:%M:%S} UTC")
+        self.trace.record("lab", "state", "clock",
+                          f"clock advanced: lab time is now {self.clock.datetime():%Y-%m-%d %H:%M:%S} UTC",
+                          payload=LabChange("clock", f"{self.clock.now():.0f}"))
         if self._relay is not None:
             self._relay.clock_advanced()
 
