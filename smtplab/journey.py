@@ -174,9 +174,12 @@ def message_events(trace: Trace, message: Any, extra: Iterable[TraceEvent] = ())
             chosen[event.seq] = event
 
     if chosen:
+        # The lab's own changes meanwhile that concern this message's path: the clock, its hosts.
         first, last = min(chosen), max(chosen)
+        hosts = {e.host for e in chosen.values()} | {"clock"}
+        hosts |= {e.payload.mx for e in chosen.values() if isinstance(e.payload, QueueChange) and e.payload.mx}
         for event in all_events:
-            if event.protocol == "lab" and first <= event.seq <= last:
+            if event.protocol == "lab" and first <= event.seq <= last and event.host in hosts:
                 chosen[event.seq] = event
     for event in extra:
         chosen[event.seq] = event

@@ -248,7 +248,10 @@ class LabSMTP(SMTP):
     def _transaction_starts(self) -> None:
         """A MAIL command: a new unit of work when the last one finished or the client announced another."""
         announced = self._trace.claim(("conn", self._client))
-        if self._txn_done or (announced and announced != self._parent):
+        if announced and not self._parent and not self._txn_done:  # the first transaction owns the greeting
+            self._parent = announced
+            self._trace.link(announced, self.corr)
+        elif self._txn_done or (announced and announced != self._parent):
             self._parent = announced or ""
             self.corr = self._trace.new_correlation("smtp", self._parent)
             self._txn_done = False
