@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from .client import SendResult, SmtpSession, open_imap, open_session, send_from_lab
 from .clock import VirtualClock
-from .errors import LabNotRunning, ScenarioError, UnknownHost, UnknownUser
+from .errors import LabNotRunning, ScenarioError, UnknownConnection, UnknownHost, UnknownMessage, UnknownUser
 from .events import LabChange
 from .faults import Fault, FaultTable
 from .mailauth import LabDns
@@ -379,7 +379,9 @@ class Lab:
         """Return the queue entry of one message (by the id in '250 ... queued as ID')."""
         item = self._require_relay().get(queue_id)
         if item is None:
-            raise KeyError(f"no message {queue_id!r} in the queue; ids: {[i.queue_id for i in self.queue]}")
+            raise UnknownMessage(f"no message {queue_id!r} in the queue; the ids are in lab.queue "
+                                 f"({', '.join(i.queue_id for i in self.queue) or 'empty'}), and in the "
+                                 "'queued as ID' of the reply to DATA")
         return item
 
     def wait_for_delivery(self, queue_id: str | None = None, timeout: float = 30.0) -> bool:
@@ -398,6 +400,7 @@ class Lab:
 
     def messages(self, address: str, folder: str = "INBOX") -> list[Any]:
         """Read a user's mailbox straight from disk (no IMAP): a list of email.message.EmailMessage."""
+        self._require_running()  # a stopped temporary lab has no mailboxes left to read
         user = self.user(address)
         return self._stores[user.domain].messages(user.address, folder)
 
@@ -559,8 +562,8 @@ class Lab:
         try:
             return self._wires[conn]
         except KeyError:
-            raise KeyError(f"no SMTP connection {conn!r} (kept: the last {WIRE_KEEP}); "
-                           f"ids are in lab.trace.connections('smtp')") from None
+            raise UnknownConnection(f"no SMTP connection {conn!r} (kept: the last {WIRE_KEEP}); "
+                                    f"ids are in lab.trace.connections('smtp')") from None
 
     def _keep_wire(self, tap: WireTap) -> None:
         self._wires[tap.conn] = tap
