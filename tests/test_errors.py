@@ -88,3 +88,29 @@ def test_a_timed_out_call_is_cancelled() -> None:
         assert stopped.wait(30), "the coroutine was cancelled on the loop"
     finally:
         loop.close()
+
+
+def test_no_library_hook_is_set_at_import() -> None:
+    """pyspf, authheaders and dkimpy are left alone by `import smtplab`; the lab sets their hooks on first use."""
+    import subprocess
+    import sys
+
+    code = ("import spf, dkim, authheaders, authheaders.dmarc_lookup as d; "
+            "before = (spf.DNSLookup, d.get_org_domain, authheaders.get_org_domain, dkim.RSASSA_PKCS1_v1_5_sign, "
+            "dkim.RSASSA_PKCS1_v1_5_verify); import smtplab, smtplab.lab, smtplab.mailauth; "
+            "after = (spf.DNSLookup, d.get_org_domain, authheaders.get_org_domain, dkim.RSASSA_PKCS1_v1_5_sign, "
+            "dkim.RSASSA_PKCS1_v1_5_verify); print(all(a is b for a, b in zip(before, after)))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "True", result.stderr
+
+
+def test_a_library_hook_that_is_not_the_expected_function_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    import spf
+
+    from smtplab import mailauth
+    from smtplab.errors import LibraryMismatch
+
+    monkeypatch.setattr(mailauth, "_hooks_set", False)
+    monkeypatch.setattr(spf, "DNSLookup", lambda *a, **k: [])  # someone else's patch
+    with pytest.raises(LibraryMismatch, match="spf.DNSLookup"):
+        mailauth._set_hooks()
