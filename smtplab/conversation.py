@@ -219,12 +219,12 @@ class _Builder:
                     lines, tone = (*lines, "LISTED on the blocklist"), "5"
             self.add(Step("arrow", server, client, lines, tone, seq=seq))
         elif kind == "data":
-            lines = [event.summary]
+            body = [event.summary]
             following = self.events[i] if i < len(self.events) else None
             if following is not None and following.conn == event.conn and isinstance(following.payload, SmtpDataEnd):
-                lines.append(". (end of data)")
+                body.append(". (end of data)")
                 i += 1
-            self.add(Step("arrow", client, server, tuple(lines), "command", tls, seq))
+            self.add(Step("arrow", client, server, tuple(body), "command", tls, seq))
         elif event.direction == "C":
             self.add(Step("arrow", client, server, (_short(event.text),), "command", tls, seq))
         elif event.direction == "S":

@@ -245,7 +245,7 @@ def legs(events: Iterable[TraceEvent], lab: Any = None) -> list[Leg]:
         if first.protocol == "dns":
             answers = [e for e in conn_events if isinstance(e.payload, DnsAnswer)]
             detail = answers[-1].text if answers else "no answer"
-            rcode = answers[-1].payload.rcode if answers else ""  # type: ignore[union-attr]
+            rcode = answers[-1].payload.rcode if answers else ""  # type: ignore[attr-defined]
             ok = rcode == "NOERROR"
             question = first.payload
             if isinstance(question, DnsQuery) and blocklist_query(question.qname, lab) and rcode == "NXDOMAIN":

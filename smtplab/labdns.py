@@ -234,7 +234,7 @@ class DnsServer:
         if cached is not None:
             qtext, question, summary, answer, reply = cached
             self._trace.record("dns", "query", self.host_name, f"{qtext} over {transport}", direction="C",
-                               payload=DnsQuery(*question, qid, transport, asker), **fields)
+                               payload=DnsQuery(question[0], question[1], qid, transport, asker), **fields)
             self._trace.record("dns", "answer", self.host_name, summary, direction="S", payload=answer, **fields)
             return wire[:2] + reply[2:]
         try:
@@ -254,7 +254,7 @@ class DnsServer:
         question = (q.name.to_text(), dns.rdatatype.to_text(q.rdtype)) if q is not None else ("", "")
         qtext = f"{question[0]} {question[1]}?" if q is not None else "(no question)"
         self._trace.record("dns", "query", self.host_name, f"{qtext} over {transport}", direction="C",
-                           payload=DnsQuery(*question, qid, transport, asker), **fields)
+                           payload=DnsQuery(question[0], question[1], qid, transport, asker), **fields)
         response = self._respond(query)
         summary = _summary(response)
         answer = _answer_of(response)

@@ -264,7 +264,7 @@ class LabSMTP(SMTP):
         fault = self._faults(self._host_name, "body", "") if self._faults else None
         if fault is not None and fault.drop and self.transport is not None:
             self._record("fault", f"injected fault fires: {fault.describe()}", payload=FaultFired(fault.describe()))
-            self.transport.abort()  # hang up in the middle of the message
+            self.transport.abort()  # type: ignore[attr-defined]  # hang up in the middle of the message
             raise asyncio.CancelledError
 
     def _body_line(self, line: bytes) -> None:

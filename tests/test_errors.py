@@ -11,8 +11,15 @@ import pytest
 import smtplab
 from smtplab import widgets
 from smtplab.clock import VirtualClock, parse_duration
-from smtplab.errors import (BadDuration, HostUnreachable, LabNotRunning, LabTimeout, SmtpLabError, UnknownConnection,
-                            UnknownMessage)
+from smtplab.errors import (
+    BadDuration,
+    HostUnreachable,
+    LabNotRunning,
+    LabTimeout,
+    SmtpLabError,
+    UnknownConnection,
+    UnknownMessage,
+)
 from smtplab.loop import LoopThread
 
 

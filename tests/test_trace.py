@@ -67,7 +67,7 @@ def test_data_collapses_to_a_summary(lab: smtplab.Lab) -> None:
 
 def test_the_trace_is_a_ring_with_a_marker_where_it_dropped() -> None:
     from smtplab.events import Dropped
-    from smtplab.trace import MAX_EVENTS, Trace
+    from smtplab.trace import MAX_EVENTS
 
     seen: list[smtplab.TraceEvent] = []
     trace = smtplab.Trace(lambda: 0.0, max_events=100)
@@ -87,8 +87,15 @@ def test_the_trace_is_a_ring_with_a_marker_where_it_dropped() -> None:
 
 
 def test_reply_and_command_lines_are_parsed_from_the_wire_text() -> None:
-    from smtplab.events import (ImapCommand, ImapResponse, SmtpCommand, SmtpReply, parse_imap_line,
-                                parse_smtp_command, parse_smtp_reply)
+    from smtplab.events import (
+        ImapCommand,
+        ImapResponse,
+        SmtpCommand,
+        SmtpReply,
+        parse_imap_line,
+        parse_smtp_command,
+        parse_smtp_reply,
+    )
 
     assert parse_smtp_reply("250-2.1.0 Sender OK") == SmtpReply(250, "2.1.0", "Sender OK", True)
     assert parse_smtp_reply("250 mx1.example.net") == SmtpReply(250, "", "mx1.example.net", False)
