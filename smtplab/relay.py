@@ -35,7 +35,7 @@ from .dsn import build_dsn
 from .errors import DnsLookupError
 from .events import QueueChange
 from .labdns import MXRecord, lookup_mx_async, resolve_a
-from .trace import Trace, announce_connection, correlated
+from .trace import Trace, announce_connection, correlated, withdraw_connection
 
 __all__ = ["Relay", "QueueItem", "RecipientStatus", "RETRY_SCHEDULE", "MAX_QUEUE_LIFETIME"]
 
@@ -723,7 +723,11 @@ class _LabClient(smtplib.SMTP):
             sock.bind(self.source_address or ("", 0))
             local = sock.getsockname()
             announce_connection(f"{local[0]}:{local[1]}")
-            sock.connect((host, port))
+            try:
+                sock.connect((host, port))
+            except BaseException:
+                withdraw_connection(f"{local[0]}:{local[1]}")
+                raise
         except BaseException:
             sock.close()
             raise

@@ -108,7 +108,12 @@ class _TracedReader:
 
     async def readline(self) -> bytes:
         self._protocol._enter()
-        line = await self._inner.readline()  # an AUTH answer (RFC 4954 §4)
+        try:
+            line = await self._inner.readline()  # an AUTH answer (RFC 4954 §4)
+        except ValueError:  # longer than the reader's limit: asyncio discarded it
+            text = "<an answer longer than the line limit>"
+            self._protocol._record("line", text, "C", payload=ClientLine(text, complete=False))
+            raise
         if line:
             self._protocol._record("line", _show(line), "C", payload=ClientLine(_show(line), line.endswith(b"\n")))
         return line

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 from .events import Dropped, SmtpData, payload_of_line
 
 __all__ = ["TraceEvent", "Trace", "format_transcript", "correlated", "current_correlation", "announce_connection",
-           "announce_dns_question", "MAX_EVENTS"]
+           "announce_dns_question", "withdraw_connection", "MAX_EVENTS"]
 
 class TraceEvent(NamedTuple):
     """One thing that happened on the lab network (immutable: a named tuple, cheap to make on every line).
@@ -150,6 +150,14 @@ def announce_connection(client: str) -> None:
     current = _CURRENT.get()
     if current is not None:
         current[0].announce(("conn", client), current[1])
+
+
+def withdraw_connection(client: str) -> None:
+    """Take back an announcement for `client` whose connection never came about (a refused connect), so
+    that a later connection from the same port cannot claim it."""
+    current = _CURRENT.get()
+    if current is not None:
+        current[0].claim(("conn", client))
 
 
 def announce_dns_question(client: str, query_id: int) -> None:
