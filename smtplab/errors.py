@@ -50,7 +50,14 @@ class UnknownUser(SmtpLabError, KeyError):
 
 
 class DnsLookupError(SmtpLabError, LookupError):
-    """A DNS lookup failed: the name does not exist, or no server answered."""
+    """A DNS lookup failed: the name does not exist, or no server answered.
+
+    `rcode` is the answer's RCODE when a server gave one ("NXDOMAIN", "REFUSED", "SERVFAIL"), else "".
+    """
+
+    def __init__(self, message: str, rcode: str = "") -> None:
+        super().__init__(message)
+        self.rcode = rcode
 
 
 class SendError(SmtpLabError):

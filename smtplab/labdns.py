@@ -469,13 +469,15 @@ async def lookup_mx_async(
     try:
         answer = await resolver.resolve(domain, "MX", source=source, raise_on_no_answer=False)
     except dns.resolver.NXDOMAIN:
-        raise DnsLookupError(f"{domain} does not exist (NXDOMAIN): no mail can be delivered there") from None
+        raise DnsLookupError(f"{domain} does not exist (NXDOMAIN): no mail can be delivered there",
+                             "NXDOMAIN") from None
     except dns.resolver.NoNameservers as exc:
-        if "REFUSED" in str(exc):
+        rcode = _rcode_of(exc)
+        if rcode == "REFUSED":
             # An authoritative-only server (the lab's) refuses names outside its zones.
             raise DnsLookupError(f"the DNS server refused to answer for {domain} (REFUSED): "
-                                 "it is not a domain this DNS server knows") from None
-        raise DnsLookupError(f"the DNS server refused or failed to answer for {domain}: {exc}") from None
+                                 "it is not a domain this DNS server knows", rcode) from None
+        raise DnsLookupError(f"the DNS server refused or failed to answer for {domain}: {exc}", rcode) from None
     except (dns.exception.Timeout, dns.resolver.LifetimeTimeout):
         raise DnsLookupError(
             f"no DNS server answered for {domain} within {resolver.lifetime:g} s. "
@@ -496,6 +498,15 @@ async def lookup_mx_async(
             addresses = await resolve_a(exchange, resolver, source=source)
         records.append(MXRecord(rdata.preference, exchange, tuple(addresses)))
     return sorted(records, key=lambda r: (r.preference, r.exchange))
+
+
+def _rcode_of(error: dns.resolver.NoNameservers) -> str:
+    """The RCODE a server answered with (dnspython keeps each server's response beside its error)."""
+    for attempt in error.kwargs.get("errors") or ():
+        response = attempt[-1] if attempt else None
+        if isinstance(response, dns.message.Message):
+            return str(dns.rcode.to_text(response.rcode()))
+    return ""
 
 
 async def resolve_a(name: str, resolver: dns.asyncresolver.Resolver, *, source: str | None = None) -> list[str]:

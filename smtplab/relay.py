@@ -368,7 +368,7 @@ class Relay:
                 text = str(exc)
                 # The lab DNS is authoritative for the whole lab world: a name it does not know
                 # (NXDOMAIN) or refuses (REFUSED: outside its zones, e.g. gmail.com) will not appear later.
-                if "NXDOMAIN" in text or "does not exist" in text or "(REFUSED)" in text:
+                if exc.rcode in ("NXDOMAIN", "REFUSED"):
                     bounced += self._bounce(entry, addresses, f"550 5.1.2 {domain}: {text}", "5.1.2", "")
                 else:
                     bounced += self._defer(entry, addresses, f"451 4.4.3 {text}", "")

@@ -121,3 +121,14 @@ def test_a_library_hook_that_is_not_the_expected_function_is_refused(monkeypatch
     monkeypatch.setattr(spf, "DNSLookup", lambda *a, **k: [])  # someone else's patch
     with pytest.raises(LibraryMismatch, match="spf.DNSLookup"):
         mailauth._set_hooks()
+
+
+def test_dns_errors_carry_the_rcode_not_only_a_sentence(lab: smtplab.Lab) -> None:
+    from smtplab.errors import DnsLookupError
+
+    with pytest.raises(DnsLookupError) as refused:
+        lab.lookup_mx("gmail.com")
+    assert refused.value.rcode == "REFUSED"
+    with pytest.raises(DnsLookupError) as missing:
+        lab.lookup_mx("nowhere.example.net")
+    assert missing.value.rcode == "NXDOMAIN"
