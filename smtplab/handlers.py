@@ -18,7 +18,7 @@ from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
 from . import policy, replies
 from .events import Note, PolicyVerdict
-from .smtp import _CONTROL, MAX_RECIPIENTS, LabSMTP, Postmaster, new_queue_id
+from .smtp import _CONTROL, MAX_RECIPIENTS, LabSMTP, LineTooLong, Postmaster, new_queue_id
 
 __all__ = ["SubmissionHandler", "InboundHandler", "header_value"]
 
@@ -93,7 +93,7 @@ class _BaseHandler:
         # Answer with a proper reply instead of a traceback on stderr; the trace shows it.
         if type(error).__name__ == "TLSSetupException":
             return "454 4.7.0 TLS handshake failed"
-        if isinstance(error, ValueError) and "limit" in str(error):  # asyncio's line limit, e.g. an AUTH answer
+        if isinstance(error, LineTooLong):  # over the line limit, e.g. an AUTH answer
             return replies.LINE_TOO_LONG
         if isinstance(error, OSError) and error.errno in _STORAGE_FULL:  # nothing kept: the client retries
             return replies.STORAGE_FULL

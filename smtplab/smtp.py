@@ -24,7 +24,7 @@ from .faults import Fault
 from .trace import Trace, enter_correlation
 from .wire import TapProtocol, WireTap
 
-__all__ = ["LabSMTP", "new_queue_id", "Postmaster"]
+__all__ = ["LabSMTP", "LineTooLong", "new_queue_id", "Postmaster"]
 
 # aiosmtpd logs a deprecation notice about `login_data` on every AUTH; the lab's trace is the log.
 logging.getLogger("mail.log").setLevel(logging.ERROR)
@@ -60,6 +60,11 @@ class Postmaster(Protocol):
                             queue_id: str) -> None: ...
     def fault_for(self, host: str, stage: str, recipient: str = "") -> Fault | None: ...
     async def keys_ready(self) -> None: ...
+
+
+class LineTooLong(ValueError):
+    """A client line longer than the server reads (RFC 5321 §4.5.3.1.4-6); raised instead of asyncio's
+    ValueError, so the handler can tell it from any other error by its type."""
 
 
 class _TracedReader:
@@ -110,10 +115,10 @@ class _TracedReader:
         self._protocol._enter()
         try:
             line = await self._inner.readline()  # an AUTH answer (RFC 4954 §4)
-        except ValueError:  # longer than the reader's limit: asyncio discarded it
+        except ValueError as error:  # longer than the reader's limit: asyncio discarded it
             text = "<an answer longer than the line limit>"
             self._protocol._record("line", text, "C", payload=ClientLine(text, complete=False))
-            raise
+            raise LineTooLong(str(error)) from error
         if line:
             self._protocol._record("line", _show(line), "C", payload=ClientLine(_show(line), line.endswith(b"\n")))
         return line

@@ -74,3 +74,22 @@ def test_input_that_ends_mid_line_is_traced(lab: smtplab.Lab) -> None:
     lab.trace.filter(host="mx1.example.net")
     unfinished = [e for e in lab.trace.filter(host="mx1.example.net") if isinstance(e.payload, ClientLine)]
     assert [(e.payload.text, e.payload.complete) for e in unfinished] == [("HELO half", False)]
+
+
+def test_an_auth_answer_over_the_line_limit_is_refused_by_its_type(lab: smtplab.Lab) -> None:
+    """The reader raises LineTooLong (not asyncio's bare ValueError), which the handler answers by type."""
+    import smtplib
+
+    from smtplab import replies
+
+    host = lab.host("smtp.example.org")
+    with smtplib.SMTP(host.address, host.ports["submission"], timeout=30) as client:
+        client.starttls(context=lab._client_context)
+        client.ehlo()
+        code, _ = client.docmd("AUTH", "LOGIN")
+        assert code == 334
+        code, message = client.docmd("A" * 3000)
+    assert f"{code} {message.decode()}" == replies.LINE_TOO_LONG
+    too_long = [e for e in lab.trace.filter(host="smtp.example.org")
+                if isinstance(e.payload, ClientLine) and not e.payload.complete]
+    assert len(too_long) == 1
