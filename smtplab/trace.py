@@ -1,8 +1,14 @@
-"""One ordered record of everything that crossed the lab's wires.
+"""One ordered record of everything that crossed the lab's wires, each event tied to the work it was for.
 
-Servers record both directions of every SMTP and IMAP connection (what the client sent, what the
-server answered), the DNS server records every question and answer, and the relay queue records its
-state changes. Events are immutable; the trace is append-only and safe to read from any thread.
+Servers record both directions of every SMTP and IMAP connection (what the client sent, as the server
+read it, and what the server answered), the DNS server records every question and answer, and the relay
+queue records its state changes. Each event carries typed fields (`payload`, see smtplab.events) beside
+the sentence a learner reads, and a correlation id (`corr`) set where its unit of work started: an SMTP
+transaction, a relay attempt, an IMAP session, a DNS question asked on someone's behalf. Work started
+for a message is linked to it there and then (`Trace.link`), and a lab client says which work its next
+connection or DNS question is for (`announce_connection`, `announce_dns_question`) before sending it,
+so the server that receives it claims that work exactly: `for_message` never guesses from addresses or
+time windows. Events are immutable; the trace is a bounded ring, safe to read from any thread.
 """
 
 from __future__ import annotations
