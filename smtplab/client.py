@@ -12,7 +12,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from typing import Any
 
-from .errors import SendError, SessionError
+from .errors import HostUnreachable, SendError, SessionError
 from .replies import Reply
 
 __all__ = ["SendResult", "SmtpSession", "submit"]
@@ -67,7 +67,19 @@ def submit(address: str, port: int, context: ssl.SSLContext, login: str, passwor
     if isinstance(message, EmailMessage):
         message_id = str(message.get("Message-ID", ""))
     refused: dict[str, Reply] = {}
-    with smtplib.SMTP(address, port, local_hostname=CLIENT_NAME, timeout=30) as client:
+    try:
+        connected = smtplib.SMTP(address, port, local_hostname=CLIENT_NAME, timeout=30)
+    except (ConnectionRefusedError, TimeoutError) as exc:  # TimeoutError is socket.timeout too
+        raise HostUnreachable(
+            f"nothing answered on {address}:{port} ({type(exc).__name__}): the submission host is down or not "
+            "listening; start it again with lab.host(name).up() (lab.hosts shows which hosts are down)") from None
+    except smtplib.SMTPConnectError as exc:  # a greeting other than 220 (RFC 5321 §3.1: 554 or 421)
+        reply = _reply(exc.smtp_code, exc.smtp_error)
+        raise SendError(f"the server refused the session: {reply.code} {reply.enhanced} {reply.text}", reply) from None
+    except smtplib.SMTPServerDisconnected:
+        raise HostUnreachable(f"{address}:{port} closed the connection before greeting; is a fault injected "
+                              "there? (lab.host(name).faults)") from None
+    with connected as client:
         client.ehlo()
         client.starttls(context=context)
         client.ehlo()

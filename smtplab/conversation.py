@@ -4,7 +4,8 @@ Each protocol line becomes an arrow from the side that sent it; a reply of many 
 answer, an IMAP SELECT) becomes one arrow whose label keeps what matters (extensions announced,
 EXISTS, FETCH, the tagged result). A DATA body collapses to its size. The relay's "connecting to ..."
 becomes the connection that follows, or a failed attempt; other queue changes, injected faults and
-lab changes become notes; the lab clock moving is a break across the whole diagram.
+lab changes become notes; the lab clock moving is a break across the whole diagram. Every decision
+here reads the events' typed payloads (smtplab.events), never their prose.
 """
 
 from __future__ import annotations
@@ -14,8 +15,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .journey import (CANNOT_CONNECT, CONNECT_FAILED, CONNECTING, blocklist_query, client_key, host_labels,
-                      participant_labels)
+from .events import (
+    DnsAnswer,
+    DnsQuery,
+    ImapResponse,
+    LabChange,
+    Note,
+    PolicyVerdict,
+    QueueChange,
+    SmtpDataEnd,
+    SmtpReply,
+)
+from .journey import blocklist_query, client_key, host_labels, participant_labels
 from .scenario import WELL_KNOWN_PORTS
 from .trace import TraceEvent
 
@@ -23,7 +34,6 @@ __all__ = ["Participant", "Step", "steps"]
 
 MAX_LINE = 56  # characters of one arrow label line
 NOTE_WIDTH = 34
-LOOKAHEAD = 200  # events after the relay's "connecting to" in which its connection must show up
 
 
 @dataclass(frozen=True)
@@ -64,19 +74,22 @@ def _pack(items: list[str], width: int) -> list[str]:
     return lines
 
 
-def _reply_lines(protocol: str, texts: list[str]) -> tuple[tuple[str, ...], str]:
+def _reply_lines(protocol: str, events: list[TraceEvent]) -> tuple[tuple[str, ...], str]:
     """Condense one server reply (maybe many lines) to a label, and pick its tone."""
+    texts = [e.text for e in events]
+    last_payload = events[-1].payload
     if protocol == "smtp":
-        tone = texts[-1][:1] if texts[-1][:1] in "2345" else "command"
+        code = last_payload.code if isinstance(last_payload, SmtpReply) else 0
+        tone = str(code // 100) if 200 <= code < 600 else "command"
         if len(texts) == 1:
             return (_short(texts[0]),), tone
         # A multiline reply (EHLO): the greeting line, then the extensions it announces.
         return (_short(texts[0]), *_pack([t[4:] for t in texts[1:]], 44)), tone
     last = texts[-1]
-    status = last.split()[1].upper() if len(last.split()) > 1 else ""
-    if last.startswith("+"):
+    if isinstance(last_payload, ImapResponse) and last_payload.tag == "+":
         tone = "3"
     else:
+        status = last_payload.status if isinstance(last_payload, ImapResponse) else ""
         tone = {"OK": "2", "NO": "4", "BAD": "5", "BYE": "4", "PREAUTH": "2"}.get(status, "command")
     if len(texts) <= 3:
         return tuple(_short(t) for t in texts), tone
@@ -86,9 +99,12 @@ def _reply_lines(protocol: str, texts: list[str]) -> tuple[tuple[str, ...], str]
     return (*lines, _short(last)), tone
 
 
-def _dns_answer(text: str) -> tuple[tuple[str, ...], str]:
-    head, _, rest = text.partition(": ")
-    records = [r.strip() for r in rest.split("; ") if r.strip()]
+def _dns_answer(answer: DnsAnswer) -> tuple[tuple[str, ...], str]:
+    head, records = answer.rcode, list(answer.records)
+    if not records and answer.authority_soa:
+        records = ["(no answer; SOA in authority)"]
+    if answer.truncated:
+        records.append("(truncated)")
     tone = "dns" if head == "NOERROR" else "5" if head in ("NXDOMAIN", "REFUSED") else "4"
     return (head, *[_short(r) for r in records[:6]], *(["…"] if len(records) > 6 else [])), tone
 
@@ -97,11 +113,10 @@ def _note(text: str) -> tuple[str, ...]:
     return tuple(textwrap.wrap(text, NOTE_WIDTH, break_long_words=True, break_on_hyphens=False)[:6])
 
 
-_WARNINGS = ("policy: refused", "policy: filed in Junk", "open relay", "teaching toggle")
-
-
-def _is_warning(text: str) -> bool:
-    return text.startswith(_WARNINGS) or " is listed in " in text
+def _is_warning(payload: object) -> bool:
+    if isinstance(payload, PolicyVerdict):
+        return payload.verdict in ("refused", "junk", "listed")
+    return isinstance(payload, Note) and payload.warning
 
 
 class _Builder:
@@ -115,7 +130,7 @@ class _Builder:
         self.order: dict[str, Participant] = {}
         self.late: dict[str, Participant] = {}  # only in notes: placed after the others
         self.steps: list[Step] = []
-        self.queries: dict[str, str] = {}  # DNS connection -> its question
+        self.queries: dict[str, str] = {}  # DNS connection -> the name it asked about
 
     def participant(self, key: str, *, late: bool = False, role: str = "server") -> str:
         if key in self.order or (late and key in self.late):
@@ -159,10 +174,11 @@ class _Builder:
             elif event.protocol == "queue":
                 self.queue(event, i)
             elif event.protocol == "lab":
-                if event.host == "clock":
+                change = event.payload
+                if isinstance(change, LabChange) and change.what == "clock":
                     self.add(Step("break", "", "", (_short(event.text, 70),), "note", seq=event.seq))
                 else:
-                    tone = "fail" if "down" in event.text or "fault set" in event.text else "note"
+                    tone = "fail" if isinstance(change, LabChange) and change.what in ("down", "fault") else "note"
                     self.add(Step("note", self.participant(event.host, late=True), "", _note(event.text), tone,
                                   seq=event.seq))
         return list(self.order.values()) + list(self.late.values()), self.steps
@@ -183,60 +199,71 @@ class _Builder:
         elif kind in ("fault", "error"):
             self.add(Step("note", server, "", _note(event.text), "fail", seq=seq))
         elif kind == "state":  # what the server decided: DKIM signing, the MX's policy verdict, a listing
-            self.add(Step("note", server, "", _note(event.text), "fail" if _is_warning(event.text) else "note",
+            self.add(Step("note", server, "", _note(event.text), "fail" if _is_warning(event.payload) else "note",
                           seq=seq))
         elif kind == "query":
-            self.queries[event.conn] = event.text
-            self.add(Step("arrow", client, server, (_short(event.text.replace(" over ", " (") + ")"),), "dns", seq=seq))
-        elif kind == "answer":
-            lines, tone = _dns_answer(event.text)
+            question = event.payload
+            if isinstance(question, DnsQuery):
+                self.queries[event.conn] = question.qname
+                label = f"{question.qname} {question.qtype}? ({question.transport})"
+            else:
+                label = event.text
+            self.add(Step("arrow", client, server, (_short(label),), "dns", seq=seq))
+        elif kind == "answer" and isinstance(event.payload, DnsAnswer):
+            answer = event.payload
+            lines, tone = _dns_answer(answer)
             if blocklist_query(self.queries.get(event.conn, ""), self.lab):  # RFC 5782: a record means listed
-                if event.text.startswith("NXDOMAIN"):
+                if answer.rcode == "NXDOMAIN":
                     lines, tone = ("NXDOMAIN", "not on the blocklist"), "dns"
-                elif event.text.startswith("NOERROR") and len(lines) > 1:
+                elif answer.rcode == "NOERROR" and answer.records:
                     lines, tone = (*lines, "LISTED on the blocklist"), "5"
             self.add(Step("arrow", server, client, lines, tone, seq=seq))
         elif kind == "data":
-            lines = [event.summary]
+            body = [event.summary]
             following = self.events[i] if i < len(self.events) else None
-            if following is not None and following.conn == event.conn and following.text == ".":
-                lines.append(". (end of data)")
+            if following is not None and following.conn == event.conn and isinstance(following.payload, SmtpDataEnd):
+                body.append(". (end of data)")
                 i += 1
-            self.add(Step("arrow", client, server, tuple(lines), "command", tls, seq))
+            self.add(Step("arrow", client, server, tuple(body), "command", tls, seq))
         elif event.direction == "C":
             self.add(Step("arrow", client, server, (_short(event.text),), "command", tls, seq))
         elif event.direction == "S":
-            texts = [event.text]
+            group = [event]
             while (i < len(self.events) and self.events[i].conn == event.conn and self.events[i].direction == "S"
-                   and self.events[i].kind == "line" and self._continues(event.protocol, texts)):
-                texts.append(self.events[i].text)
+                   and self.events[i].kind == "line" and self._continues(group[-1])):
+                group.append(self.events[i])
                 i += 1
-            lines, tone = _reply_lines(event.protocol, texts)
+            lines, tone = _reply_lines(event.protocol, group)
             self.add(Step("arrow", server, client, lines, tone, tls, seq))
         return i
 
     @staticmethod
-    def _continues(protocol: str, texts: list[str]) -> bool:
-        last = texts[-1]
-        if protocol == "smtp":  # "250-..." announces more lines of the same reply (RFC 5321 §4.2.1)
-            return len(last) > 3 and last[3] == "-"
-        return last.startswith("*") or last.startswith(" ")  # untagged data runs up to the tagged reply
+    def _continues(last: TraceEvent) -> bool:
+        payload = last.payload
+        if isinstance(payload, SmtpReply):  # "250-..." announces more lines of the same reply (RFC 5321 §4.2.1)
+            return payload.more
+        if isinstance(payload, ImapResponse):  # untagged data runs up to the tagged reply
+            return payload.tag == "*"
+        return last.protocol == "imap" and last.text.startswith(" ")
 
     def queue(self, event: TraceEvent, i: int) -> None:
         relay = self.participant(event.host)
-        if CONNECTING.match(event.text):
-            target = CONNECTING.match(event.text)["host"]  # type: ignore[index]
-            # Drawn by what follows (soon after): the real connection arrow, or the failed attempt.
-            if any(e.protocol == "smtp" and e.kind == "connect" and e.host == target or
-                   e.protocol == "queue" and e.text.startswith(target + " [") for e in self.events[i:i + LOOKAHEAD]):
+        change = event.payload
+        state = change.state if isinstance(change, QueueChange) else ""
+        if state == "connecting" and isinstance(change, QueueChange):
+            # Drawn by what follows: the attempt's connection (same correlation), or the failed attempt.
+            server = f"{change.address}:{change.port}"
+            if any(e.protocol == "smtp" and e.kind == "connect" and e.host == change.mx and e.server == server
+                   or e.corr == event.corr and isinstance(e.payload, QueueChange)
+                   and e.payload.state == "connect-failed" and e.payload.mx == change.mx
+                   for e in self.events[i:]):
                 return
-        failed = CONNECT_FAILED.match(event.text) or CANNOT_CONNECT.match(event.text)
-        if failed and failed["host"] != relay:
-            target = self.participant(failed["host"])
-            self.add(Step("failed", relay, target, (f"connect to {_short(failed['host'], 30)}:",
-                                                    _short(failed["error"])), "fail", seq=event.seq))
+        if state == "connect-failed" and isinstance(change, QueueChange) and change.mx != relay:
+            target = self.participant(change.mx)
+            self.add(Step("failed", relay, target, (f"connect to {_short(change.mx, 30)}:",
+                                                    _short(change.reply)), "fail", seq=event.seq))
             return
-        tone = "fail" if event.text.startswith(("bounced", "deferred")) else "note"
+        tone = "fail" if state in ("bounced", "deferred") else "note"
         self.add(Step("note", relay, "", _note(event.text), tone, seq=event.seq))
 
 

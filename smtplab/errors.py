@@ -14,6 +14,12 @@ __all__ = [
     "DnsLookupError",
     "SendError",
     "SessionError",
+    "UnknownMessage",
+    "UnknownConnection",
+    "BadDuration",
+    "HostUnreachable",
+    "LabTimeout",
+    "LibraryMismatch",
 ]
 
 
@@ -44,7 +50,14 @@ class UnknownUser(SmtpLabError, KeyError):
 
 
 class DnsLookupError(SmtpLabError, LookupError):
-    """A DNS lookup failed: the name does not exist, or no server answered."""
+    """A DNS lookup failed: the name does not exist, or no server answered.
+
+    `rcode` is the answer's RCODE when a server gave one ("NXDOMAIN", "REFUSED", "SERVFAIL"), else "".
+    """
+
+    def __init__(self, message: str, rcode: str = "") -> None:
+        super().__init__(message)
+        self.rcode = rcode
 
 
 class SendError(SmtpLabError):
@@ -57,3 +70,33 @@ class SendError(SmtpLabError):
 
 class SessionError(SmtpLabError):
     """A stepping session cannot do what was asked (e.g. it is closed)."""
+
+
+class UnknownMessage(SmtpLabError, KeyError):
+    """No message with that id is in the queue (or the trace)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class UnknownConnection(SmtpLabError, KeyError):
+    """No connection with that id was kept."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class BadDuration(SmtpLabError, ValueError):
+    """A duration the lab clock cannot read (give seconds, a timedelta, or text like "5m", "1h30m", "2d")."""
+
+
+class HostUnreachable(SmtpLabError, ConnectionError):
+    """A lab host did not accept the connection (it is down, or its service is not running)."""
+
+
+class LabTimeout(SmtpLabError, TimeoutError):
+    """The lab did not finish what was asked in time; the work was cancelled."""
+
+
+class LibraryMismatch(SmtpLabError, RuntimeError):
+    """An installed library is not the version smtplab was written against."""

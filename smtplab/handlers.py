@@ -10,16 +10,15 @@ delivers into the users' Maildirs (or Junk). Both refuse bare LF / CR in DATA (S
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable
 from datetime import datetime, timezone
 from email.utils import format_datetime, make_msgid
 from typing import Any
 
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
-from . import dnsbl, policy, replies
-from .trace import TraceEvent
-from .smtp import _CONTROL, MAX_RECIPIENTS, LabSMTP, Postmaster, new_queue_id
+from . import policy, replies
+from .events import Note, PolicyVerdict
+from .smtp import _CONTROL, MAX_RECIPIENTS, LabSMTP, LineTooLong, Postmaster, new_queue_id
 
 __all__ = ["SubmissionHandler", "InboundHandler", "header_value"]
 
@@ -94,7 +93,7 @@ class _BaseHandler:
         # Answer with a proper reply instead of a traceback on stderr; the trace shows it.
         if type(error).__name__ == "TLSSetupException":
             return "454 4.7.0 TLS handshake failed"
-        if isinstance(error, ValueError) and "limit" in str(error):  # asyncio's line limit, e.g. an AUTH answer
+        if isinstance(error, LineTooLong):  # over the line limit, e.g. an AUTH answer
             return replies.LINE_TOO_LONG
         if isinstance(error, OSError) and error.errno in _STORAGE_FULL:  # nothing kept: the client retries
             return replies.STORAGE_FULL
@@ -175,11 +174,12 @@ class SubmissionHandler(_BaseHandler):
         await self.lab.keys_ready()  # right after the lab starts, its DKIM key may still be being made
         signed = policy.sign(self.lab, self.domains[0], content)  # DKIM (RFC 6376), before it leaves
         if signed is not content:
-            server.note(f"signed with DKIM for {self.domains[0]} (selector lab)")
+            server.note(f"signed with DKIM for {self.domains[0]} (selector lab)", Note())
         content = signed
         if "append_footer" in self.lab.host_options(self.host_name):
             content = content.rstrip(b"\r\n") + f"\r\n\r\n-- \r\nfooter added by {self.host_name}\r\n".encode()
-            server.note("teaching toggle: footer appended after DKIM signing (the signature will not verify)")
+            server.note("teaching toggle: footer appended after DKIM signing (the signature will not verify)",
+                        Note(warning=True))
         recipients = _unique(envelope.rcpt_tos)
         header = _received(server, session, queue_id, recipients, self.lab.now(),
                            self.lab.peer_name(session.peer[0]))
@@ -235,13 +235,12 @@ class InboundHandler(_BaseHandler):
         outside = [r for r in recipients if r not in local]
         folder, checks = "INBOX", b""
         if local:
-            mark = server._trace.last_seq
             screening = await policy.screen(self.lab, self.host_name, self.domains[0], original,
                                             client_ip=session.peer[0], mail_from=sender,
                                             helo=session.host_name or "unknown")
-            if screening.dns_client:  # the SPF, DKIM and DMARC questions belong to this message
-                _remember_dns(server, session, mark, lambda e: e.client == screening.dns_client)
-            server.note(f"policy: {screening.summary()}")
+            outcome = "refused" if screening.reply else "junk" if screening.folder == "Junk" else "accepted"
+            server.note(f"policy: {screening.summary()}",
+                        PolicyVerdict(outcome, screening.summary(), screening.reply or ""))
             if screening.reply:
                 _link_transaction(server, session, None, original)  # a refused message has a trace too
                 return screening.reply
@@ -251,7 +250,7 @@ class InboundHandler(_BaseHandler):
         if local:  # the 250 goes out only once the message is safely on disk (RFC 5321 section 6.1)
             await self.lab.store_local(local, return_path + content, folder)
         if outside:  # only an open relay gets here: it passes the message on to anyone, for anyone
-            server.note(f"open relay: passing the message on for {', '.join(outside)}")
+            server.note(f"open relay: passing the message on for {', '.join(outside)}", Note(warning=True))
             await self.lab.enqueue_async(self.host_name, sender, outside, content, queue_id)
         _link_transaction(server, session, queue_id, content)
         return replies.OK_DELIVERED.format(queue_id=queue_id)
@@ -263,16 +262,13 @@ class InboundHandler(_BaseHandler):
         """Ask the blocklists about the client once per connection (RFC 5782), as Postfix does at RCPT."""
         cached = getattr(session, "smtplab_listing", None)
         if cached is None:
-            mark = server._trace.last_seq
             source = self.lab.hosts[self.host_name].address
             listing = await policy.check_client(self.lab, self.domains[0], session.peer[0], source)
-            asked = dnsbl.reversed_name(session.peer[0], "")  # "d.c.b.a." + zone
-            _remember_dns(server, session, mark,
-                          lambda e: e.client.startswith(source + ":") and e.text.startswith(asked))
             cached = listing.reply() if listing is not None else ""
             session.smtplab_listing = cached
             if listing is not None:
-                server.note(f"{session.peer[0]} is listed in {listing.zone}: {listing.reason}")
+                server.note(f"{session.peer[0]} is listed in {listing.zone}: {listing.reason}",
+                            PolicyVerdict("listed", f"{listing.zone}: {listing.reason}", cached))
         return cached or None
 
 
@@ -299,7 +295,6 @@ def _unique(addresses: list[str]) -> list[str]:
 def _accept_sender(server: LabSMTP, envelope: Envelope, address: str, options: list[str]) -> str:
     envelope.mail_from = address
     envelope.mail_options.extend(options)
-    _start_transaction(server)
     return replies.OK_SENDER
 
 
@@ -309,32 +304,10 @@ def _accept_recipient(envelope: Envelope, address: str, options: list[str]) -> s
     return replies.OK_RECIPIENT
 
 
-def _start_transaction(server: LabSMTP) -> None:
-    # The first transaction of a connection owns its greeting, EHLO and STARTTLS too.
-    server.txn_first_seq = server.conn_first_seq if server.txn_count == 0 else server._trace.last_seq
-    server.txn_count += 1
-
-
-def _remember_dns(server: LabSMTP, session: Session, mark: int, asked_here: Callable[[TraceEvent], bool]) -> None:
-    """Note the DNS questions this server just asked for the session (blocklist, SPF, DKIM, DMARC), so the
-    message they were about shows them in its trace, ladder and journey."""
-    pending: list[str] = session.__dict__.setdefault("smtplab_dns", [])
-    for event in server._trace.since(mark):
-        if event.protocol == "dns" and event.kind == "query" and asked_here(event) and event.conn not in pending:
-            pending.append(event.conn)
-
-
 def _link_transaction(server: LabSMTP, session: Session, queue_id: str | None, content: bytes) -> None:
-    """Tie this transaction's trace span, and the DNS questions asked for it, to the queue id and Message-ID."""
-    first = server.txn_first_seq or 1
-    last = server._trace.last_seq + 1  # include the reply about to be pushed
-    message_id = header_value(content, b"message-id")
-    keys = [k for k in (queue_id, message_id) if k]
-    dns_conns = session.__dict__.pop("smtplab_dns", [])
-    for key in keys:
-        server._trace.link(key, server.conn_id, first, last)
-        for conn in dns_conns:
-            server._trace.link(key, conn, 0, last)
+    """Say that this transaction (and so the DNS questions asked for it) was done for the queue id and
+    the Message-ID: the correlation was set where the transaction started (smtplab.trace)."""
+    server.belongs_to(queue_id or "", header_value(content, b"message-id"))
 
 
 def header_value(content: bytes, name: bytes) -> str:

@@ -6,6 +6,7 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
+from .events import LabChange
 from .faults import Fault
 from .scenario import WELL_KNOWN_PORTS
 
@@ -69,7 +70,8 @@ class Host:
         """
         fault = self._lab.faults.add(self.name, stage, reply, drop=drop, delay=delay,
                                      probability=probability, recipient=recipient)
-        self._lab.trace.record("lab", "state", self.name, f"fault set: {fault.describe()}", peer=self.name)
+        self._lab.trace.record("lab", "state", self.name, f"fault set: {fault.describe()}", peer=self.name,
+                               payload=LabChange("fault", fault.describe()))
         return fault
 
     @property
@@ -81,7 +83,8 @@ class Host:
         """Remove every fault of this host: it behaves normally again."""
         if self.faults:
             self._lab.faults.clear(self.name)
-            self._lab.trace.record("lab", "state", self.name, f"faults of {self.name} removed", peer=self.name)
+            self._lab.trace.record("lab", "state", self.name, f"faults of {self.name} removed", peer=self.name,
+                                   payload=LabChange("fault-removed", self.name))
 
     @property
     def well_known_ports(self) -> dict[str, int]:

@@ -22,6 +22,7 @@ from proxyprotocol.reader import ProxyProtocolReader
 from pysasl.hashing import BuiltinHash
 
 from . import maildir_fixes
+from .events import Close, Connect, TlsStarted
 from .maildir_fixes import has_idlers, mailbox_changed
 from .trace import Trace
 
@@ -200,6 +201,7 @@ class ImapService:
             fields = dict(
                 conn=conn, client=f"{peer[0]}:{peer[1]}", server=f"{self.address}:{self.port}",
                 peer=self._peer_name(peer[0]), port_name="imap",
+                corr=self._trace.new_correlation("imap"),  # one unit of work per session
             )
             tls = {"on": False}
 
@@ -213,12 +215,15 @@ class ImapService:
             async def start_tls(context: Any, **kw: Any) -> None:
                 await original_start_tls(context, **kw)
                 tls["on"] = True
+                cipher = writer.get_extra_info("cipher")
                 self._trace.record("imap", "tls", self.host_name, "TLS handshake done: the wire is encrypted from here",
-                                   tls=True, **fields)
+                                   tls=True, payload=TlsStarted(cipher[1] if cipher else "TLS",
+                                                                cipher[0] if cipher else ""), **fields)
 
             traced_writer.start_tls = start_tls  # type: ignore[attr-defined]
             self._writers.add(writer)
-            self._trace.record("imap", "connect", self.host_name, f"connection from {peer[0]}:{peer[1]}", **fields)
+            self._trace.record("imap", "connect", self.host_name, f"connection from {peer[0]}:{peer[1]}",
+                               payload=Connect(fields["client"], fields["server"]), **fields)
             try:
                 # pymap trusts loopback clients with plaintext LOGIN; in the lab every client is on
                 # loopback, so treat them as the remote clients they stand for (LOGINDISABLED until TLS).
@@ -228,10 +233,12 @@ class ImapService:
                 reader = _TracedReader(reader, record, bye)  # type: ignore[assignment]
                 await server(reader, traced_writer, _Remote(sock_info))  # type: ignore[arg-type]
             except Exception as exc:  # a pymap bug ends this connection only: in the trace, not on stderr
-                self._trace.record("imap", "error", self.host_name, f"connection failed: {exc!r}", **fields)
+                self._trace.record("imap", "error", self.host_name, f"connection failed: {exc!r}",
+                                   payload=Close(repr(exc)), **fields)
             finally:
                 self._writers.discard(writer)
-                self._trace.record("imap", "close", self.host_name, "connection closed", tls=tls["on"], **fields)
+                self._trace.record("imap", "close", self.host_name, "connection closed", tls=tls["on"],
+                                   payload=Close(), **fields)
                 if task is not None:
                     self._tasks.discard(task)
 

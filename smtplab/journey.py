@@ -1,31 +1,38 @@
 """Who talked to whom: the participants of trace events, and one message's journey through the lab.
 
-A message leaves a trail in several places: its submission and relay transactions are linked to it by
-the SMTP servers, the relay's DNS lookups and queue changes carry its ids, an IMAP FETCH that returned
-its headers carries its Message-ID, and a relay attempt that never got an answer is only a queue event.
-`message_events` gathers all of that; `legs` condenses it to one line per connection, for the topology.
+A message's trail is correlated where the work was done (smtplab.trace): its submission and relay
+transactions, the DNS questions asked for it, the MX's side of every relay attempt and the queue's
+changes all carry it; an IMAP FETCH that returned its headers carries its Message-ID. `message_events`
+gathers that; `legs` condenses it to one line per connection, for the topology. Everything here reads
+the events' typed payloads (smtplab.events), never their prose.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .events import (
+    ClientLine,
+    DnsAnswer,
+    DnsQuery,
+    FaultFired,
+    ImapCommand,
+    ImapResponse,
+    QueueChange,
+    SmtpCommand,
+    SmtpDataEnd,
+    SmtpReply,
+)
 from .trace import Trace, TraceEvent
 
 __all__ = ["Leg", "message_events", "legs", "client_key", "participant_labels", "message_key"]
 
-# What the relay writes in its queue events (relay.py); a change there only loses the extra detail.
-CONNECTING = re.compile(r"^connecting to (?P<host>\S+) \[(?P<address>[^\]]*)\]:(?P<port>\d+) from (?P<source>\S+)")
-CONNECT_FAILED = re.compile(r"^(?P<host>\S+) \[(?P<address>[^\]]*)\]:(?P<port>\d+): (?P<error>.+)$")
-CANNOT_CONNECT = re.compile(r"^cannot connect to (?P<host>\S+): (?P<error>.+)$")
 # IMAP commands that act on particular messages: kept in a message's view only when about that message.
-_PER_MESSAGE = {"FETCH", "STORE", "COPY", "MOVE"}
-_MAIL_FROM = re.compile(r"^mail from:", re.IGNORECASE)
+_PER_MESSAGE = {"FETCH", "STORE", "COPY", "MOVE", "UID FETCH", "UID STORE", "UID COPY", "UID MOVE"}
 
 
 @dataclass(frozen=True)
@@ -75,20 +82,29 @@ def _login_of(event: TraceEvent, previous: TraceEvent | None) -> str:
     """Return the user name a client line logs in as (IMAP LOGIN, AUTH PLAIN, MAIL FROM), or ''."""
     if event.direction != "C" or event.kind != "line":
         return ""
-    words = event.text.split()
-    upper = [w.upper() for w in words]
-    if event.protocol == "imap" and len(words) >= 3 and upper[1] == "LOGIN":
-        return words[2].strip('"')
-    if event.protocol == "smtp" and _MAIL_FROM.match(event.text):
-        return event.text.split(":", 1)[1].strip().strip("<>").split(">")[0]
+    payload = event.payload
     encoded = ""
-    if len(upper) >= 3 and upper[:2] == ["AUTH", "PLAIN"]:
-        encoded = words[2]
-    elif len(upper) >= 4 and upper[1:3] == ["AUTHENTICATE", "PLAIN"]:
-        encoded = words[3]
-    elif previous is not None and previous.direction == "C" and len(words) == 1 and \
-            previous.text.upper().split()[-2:] in (["AUTH", "PLAIN"], ["AUTHENTICATE", "PLAIN"]):
-        encoded = words[0]
+    if isinstance(payload, ImapCommand):
+        words = payload.arguments.split()
+        if payload.command == "LOGIN" and words:
+            return words[0].strip('"')
+        if payload.command == "AUTHENTICATE" and len(words) >= 2 and words[0].upper() == "PLAIN":
+            encoded = words[1]
+    elif isinstance(payload, SmtpCommand):
+        if payload.verb == "MAIL" and payload.argument[:5].upper() == "FROM:":
+            return payload.argument[5:].strip().strip("<>").split(">")[0]
+        words = payload.argument.split()
+        if payload.verb == "AUTH" and len(words) >= 2 and words[0].upper() == "PLAIN":
+            encoded = words[1]
+    if isinstance(payload, ClientLine) or (event.protocol == "imap" and isinstance(payload, ImapCommand)
+                                           and not payload.command):
+        before = previous.payload if previous is not None else None
+        asked = (isinstance(before, SmtpCommand) and before.verb == "AUTH"
+                 and before.argument.upper().split() == ["PLAIN"]) or \
+                (isinstance(before, ImapCommand) and before.command == "AUTHENTICATE"
+                 and before.arguments.upper().split() == ["PLAIN"])
+        if asked:
+            encoded = event.text.strip()
     if encoded:
         try:
             parts = base64.b64decode(encoded, validate=True).split(b"\0")
@@ -135,46 +151,20 @@ def _related_ids(trace: Trace, key: str) -> set[str]:
 def message_events(trace: Trace, message: Any, extra: Iterable[TraceEvent] = ()) -> list[TraceEvent]:
     """Return every event of one message, end to end: submission, DNS, relay attempts, IMAP reads.
 
-    `message` is a queue id, a Message-ID or a SendResult. Lab events (a host going down, the clock
-    moving) that happened meanwhile are included too; `extra` events are added as given.
+    `message` is a queue id, a Message-ID or a SendResult. The events are those done for the message
+    (`Trace.for_message` of its queue ids and Message-ID), the IMAP exchanges about it, and the lab's own
+    changes (a host going down, the clock moving) meanwhile; `extra` events are added as given.
     """
     ids = _related_ids(trace, message_key(message))
-    all_events = trace.events()
     chosen: dict[int, TraceEvent] = {}
     for key in ids:
         for event in trace.for_message(key):
             chosen[event.seq] = event
+    all_events = trace.events()
     by_conn: dict[str, list[TraceEvent]] = {}
     for event in all_events:
-        if event.conn:
+        if event.protocol == "imap" and event.conn:
             by_conn.setdefault(event.conn, []).append(event)
-
-    # A linked SMTP transaction ends at its reply to DATA; the rest of its connection (QUIT, close)
-    # belongs to it too, unless another transaction follows.
-    for conn in {e.conn for e in chosen.values() if e.protocol == "smtp" and e.conn}:
-        last = max(e.seq for e in chosen.values() if e.conn == conn)
-        for event in by_conn.get(conn, ()):
-            if event.seq <= last:
-                continue
-            if event.direction == "C" and _MAIL_FROM.match(event.text):
-                break
-            chosen[event.seq] = event
-
-    # Relay attempts that got no 250 are not linked by the MX: find them from the queue's "connecting to".
-    claimed: set[str] = set()
-    for event in sorted(chosen.values(), key=lambda e: e.seq):
-        match = CONNECTING.match(event.text) if event.protocol == "queue" else None
-        if not match:
-            continue
-        server = f"{match['address']}:{match['port']}"
-        for candidate in all_events:
-            if (candidate.seq > event.seq and candidate.kind == "connect" and candidate.protocol == "smtp"
-                    and candidate.host == match["host"] and candidate.server == server
-                    and candidate.client.startswith(match["source"] + ":") and candidate.conn not in claimed):
-                claimed.add(candidate.conn)
-                for attempt in by_conn[candidate.conn]:
-                    chosen[attempt.seq] = attempt
-                break
 
     # IMAP sessions that read it: the session around the exchanges about this message.
     bare = {i.strip("<>") for i in ids}
@@ -184,9 +174,12 @@ def message_events(trace: Trace, message: Any, extra: Iterable[TraceEvent] = ())
             chosen[event.seq] = event
 
     if chosen:
+        # The lab's own changes meanwhile that concern this message's path: the clock, its hosts.
         first, last = min(chosen), max(chosen)
+        hosts = {e.host for e in chosen.values()} | {"clock"}
+        hosts |= {e.payload.mx for e in chosen.values() if isinstance(e.payload, QueueChange) and e.payload.mx}
         for event in all_events:
-            if event.protocol == "lab" and first <= event.seq <= last:
+            if event.protocol == "lab" and first <= event.seq <= last and event.host in hosts:
                 chosen[event.seq] = event
     for event in extra:
         chosen[event.seq] = event
@@ -211,16 +204,15 @@ def _session_about(events: list[TraceEvent], bare_ids: set[str]) -> list[TraceEv
         exchange.clear()
 
     for event in events:
-        if event.direction == "C" and event.kind == "line" and not event.text.startswith("<literal"):
+        payload = event.payload
+        if event.direction == "C" and event.kind == "line" and isinstance(payload, ImapCommand) \
+                and not event.text.startswith("<literal"):
             close_exchange()
-            words = event.text.split()
-            tag = words[0] if words else ""
-            upper = [w.upper() for w in words[1:3]]
-            command = upper[1] if upper[:1] == ["UID"] and len(upper) > 1 else (upper[0] if upper else "")
+            tag, command = payload.tag, payload.command
             exchange.append(event)
         elif exchange:
             exchange.append(event)
-            if event.direction == "S" and tag and event.text.startswith(tag + " "):
+            if isinstance(payload, ImapResponse) and tag and payload.tag == tag:
                 close_exchange()
                 tag = command = ""
         else:
@@ -239,22 +231,24 @@ def legs(events: Iterable[TraceEvent], lab: Any = None) -> list[Leg]:
             if event.conn not in conns:
                 order.append((event.seq, event.conn))
             conns.setdefault(event.conn, []).append(event)
-        elif event.protocol == "queue" and (CONNECT_FAILED.match(event.text) or CANNOT_CONNECT.match(event.text)):
+        elif isinstance(event.payload, QueueChange) and event.payload.state == "connect-failed":
             order.append((event.seq, event))
     for seq, item in sorted(order, key=lambda pair: pair[0]):
         if isinstance(item, TraceEvent):
-            match = CONNECT_FAILED.match(item.text) or CANNOT_CONNECT.match(item.text)
-            assert match is not None
-            result.append(Leg(item.host, match["host"], "smtp", False, match["error"], seq))
+            failed = item.payload
+            assert isinstance(failed, QueueChange)
+            result.append(Leg(item.host, failed.mx, "smtp", False, failed.reply, seq))
             continue
         conn_events = conns[item]
         first = conn_events[0]
         source = client_key(first, lab)
         if first.protocol == "dns":
-            answers = [e.text for e in conn_events if e.kind == "answer"]
-            detail = answers[-1] if answers else "no answer"
-            ok = detail.startswith("NOERROR")
-            if blocklist_query(first.text, lab) and detail.startswith("NXDOMAIN"):
+            answers = [e for e in conn_events if isinstance(e.payload, DnsAnswer)]
+            detail = answers[-1].text if answers else "no answer"
+            rcode = answers[-1].payload.rcode if answers else ""  # type: ignore[attr-defined]
+            ok = rcode == "NOERROR"
+            question = first.payload
+            if isinstance(question, DnsQuery) and blocklist_query(question.qname, lab) and rcode == "NXDOMAIN":
                 ok, detail = True, "NXDOMAIN: not on the blocklist"  # RFC 5782: no record means not listed
             result.append(Leg(source, first.host, "dns", ok, detail, seq))
         elif first.protocol == "imap":
@@ -268,10 +262,10 @@ def legs(events: Iterable[TraceEvent], lab: Any = None) -> list[Leg]:
     return result
 
 
-def blocklist_query(query: str, lab: Any) -> bool:
-    """Is this DNS question ("d.c.b.a.bl.lab. A? over udp") one to a blocklist the lab's providers use?"""
+def blocklist_query(qname: str, lab: Any) -> bool:
+    """Is a DNS question about `qname` ("d.c.b.a.bl.lab.") one to a blocklist the lab's providers use?"""
     scenario = getattr(lab, "scenario", None)
-    name = query.split(" ", 1)[0].rstrip(".").lower()
+    name = qname.rstrip(".").lower()
     for provider in getattr(scenario, "providers", ()):
         for zone in provider.security.get("dnsbl") or ():
             if name.endswith("." + zone.rstrip(".").lower()):
@@ -284,14 +278,15 @@ def _smtp_outcome(events: list[TraceEvent]) -> tuple[bool, str]:
     after_dot = False
     refusal = ""
     for event in events:
-        if event.direction == "C" and event.text == ".":
+        payload = event.payload
+        if isinstance(payload, SmtpDataEnd):
             after_dot = True
-        elif event.direction == "S" and event.text[:3].isdigit():
+        elif event.direction == "S" and isinstance(payload, SmtpReply):
             if after_dot:
-                return event.text.startswith("2"), event.text
-            if event.text[0] in "45":
+                return 200 <= payload.code < 300, event.text
+            if payload.code >= 400:
                 refusal = event.text
-    faults = [e.text for e in events if e.kind in ("fault", "error")]
+    faults = [e.text for e in events if isinstance(e.payload, FaultFired) or e.kind == "error"]
     return False, refusal or (faults[-1] if faults else "the connection ended before the message was sent")
 
 

@@ -23,7 +23,8 @@ from typing import Any, TypeVar
 
 from .client import SendResult, SmtpSession, open_imap, open_session, send_from_lab
 from .clock import VirtualClock
-from .errors import LabNotRunning, ScenarioError, UnknownHost, UnknownUser
+from .errors import LabNotRunning, ScenarioError, UnknownConnection, UnknownHost, UnknownMessage, UnknownUser
+from .events import LabChange
 from .faults import Fault, FaultTable
 from .mailauth import LabDns
 from .imap import ImapService, has_idlers, mailbox_changed
@@ -205,7 +206,8 @@ class Lab:
                 try:
                     keys[domain] = await asyncio.wrap_future(future)
                 except Exception as exc:  # OpenSSL could not make a key: that provider sends unsigned mail
-                    self.trace.record("lab", "state", domain, f"no DKIM key for {domain} ({exc}): mail goes unsigned")
+                    self.trace.record("lab", "state", domain, f"no DKIM key for {domain} ({exc}): mail goes unsigned",
+                                      payload=LabChange("key", domain))
             self._dkim = keys
             addresses = self._zone_addresses()
             zones = build_zones(zone_lines(self.scenario, addresses, keys), addresses, self.scenario.dns_name)
@@ -267,12 +269,13 @@ class Lab:
             host._servers.append(server)
         host.is_up = True
         if self.running:
-            self.trace.record("lab", "state", host.name, f"{host.name} is up again", peer=host.name)
+            self.trace.record("lab", "state", host.name, f"{host.name} is up again", peer=host.name,
+                              payload=LabChange("up", host.name))
 
     async def _host_down(self, host: Host) -> None:
         await self._host_down_quiet(host)
         self.trace.record("lab", "state", host.name, f"{host.name} is down: connections are refused",
-                          peer=host.name)
+                          peer=host.name, payload=LabChange("down", host.name))
 
     def stop(self) -> None:
         """Stop every server and thread of the lab; remove its directory if it was temporary."""
@@ -376,7 +379,9 @@ class Lab:
         """Return the queue entry of one message (by the id in '250 ... queued as ID')."""
         item = self._require_relay().get(queue_id)
         if item is None:
-            raise KeyError(f"no message {queue_id!r} in the queue; ids: {[i.queue_id for i in self.queue]}")
+            raise UnknownMessage(f"no message {queue_id!r} in the queue; the ids are in lab.queue "
+                                 f"({', '.join(i.queue_id for i in self.queue) or 'empty'}), and in the "
+                                 "'queued as ID' of the reply to DATA")
         return item
 
     def wait_for_delivery(self, queue_id: str | None = None, timeout: float = 30.0) -> bool:
@@ -395,6 +400,7 @@ class Lab:
 
     def messages(self, address: str, folder: str = "INBOX") -> list[Any]:
         """Read a user's mailbox straight from disk (no IMAP): a list of email.message.EmailMessage."""
+        self._require_running()  # a stopped temporary lab has no mailboxes left to read
         user = self.user(address)
         return self._stores[user.domain].messages(user.address, folder)
 
@@ -556,8 +562,8 @@ class Lab:
         try:
             return self._wires[conn]
         except KeyError:
-            raise KeyError(f"no SMTP connection {conn!r} (kept: the last {WIRE_KEEP}); "
-                           f"ids are in lab.trace.connections('smtp')") from None
+            raise UnknownConnection(f"no SMTP connection {conn!r} (kept: the last {WIRE_KEEP}); "
+                                    f"ids are in lab.trace.connections('smtp')") from None
 
     def _keep_wire(self, tap: WireTap) -> None:
         self._wires[tap.conn] = tap
@@ -585,7 +591,9 @@ class Lab:
                                       header_value(content, b"message-id"))
 
     def _on_clock(self) -> None:
-        self.trace.record("lab", "state", "clock", f"clock advanced: lab time is now {self.clock.datetime():%Y-%m-%d %H:%M:%S} UTC")
+        self.trace.record("lab", "state", "clock",
+                          f"clock advanced: lab time is now {self.clock.datetime():%Y-%m-%d %H:%M:%S} UTC",
+                          payload=LabChange("clock", f"{self.clock.now():.0f}"))
         if self._relay is not None:
             self._relay.clock_advanced()
 

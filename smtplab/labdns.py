@@ -11,7 +11,9 @@ import asyncio
 import struct
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
+import dns.asyncbackend
 import dns.asyncresolver
 import dns.exception
 import dns.flags
@@ -26,7 +28,8 @@ import dns.rrset
 import dns.zone
 
 from .errors import DnsLookupError
-from .trace import Trace
+from .events import DnsAnswer, DnsError, DnsQuery
+from .trace import Trace, announce_dns_question, current_correlation
 
 __all__ = ["MXRecord", "DigResult", "DnsServer", "build_zones", "lookup_mx", "lookup_mx_async", "lab_resolver",
            "dig_async"]
@@ -136,7 +139,7 @@ class DnsServer:
         self.tcp_timeout = 10.0  # seconds a TCP client may take to send its next query
         # Replies by (transport, query bytes after the 2-byte id): the zones never change while the
         # server runs, so the same question always gets the same answer. Every query is still traced.
-        self._replies: dict[tuple[str, bytes], tuple[str, str, bytes]] = {}
+        self._replies: dict[tuple[str, bytes], tuple[str, tuple[str, str], str, DnsAnswer, bytes]] = {}
 
     @property
     def zones(self) -> dict[dns.name.Name, dns.zone.Zone] | None:
@@ -217,35 +220,45 @@ class DnsServer:
     def answer(self, wire: bytes, peer: tuple[str, int], transport: str) -> bytes | None:
         """Return the wire reply to one query (None to stay silent on garbage)."""
         conn = self._trace.new_conn_id("dns")
+        client = f"{peer[0]}:{peer[1]}"
+        qid = int.from_bytes(wire[:2], "big") if len(wire) >= 2 else 0
+        # A lab component that asked announced the question by its id and endpoint: the question belongs
+        # to that work (a relay attempt, an MX's checks of a message), exactly, whatever else is asked.
+        asker = self._trace.claim(("dns", client, qid))
+        corr = self._trace.new_correlation("dns", asker)
         fields = dict(
-            conn=conn, client=f"{peer[0]}:{peer[1]}", server=f"{self.address}:{self.port}",
-            peer=self._peer_name(peer[0]), port_name="dns",
+            conn=conn, client=client, server=f"{self.address}:{self.port}",
+            peer=self._peer_name(peer[0]), port_name="dns", corr=corr,
         )
         cached = self._replies.get((transport, wire[2:]))
         if cached is not None:
-            qtext, summary, reply = cached
-            self._trace.record("dns", "query", self.host_name, f"{qtext} over {transport}", direction="C", **fields)
-            self._trace.record("dns", "answer", self.host_name, summary, direction="S", **fields)
+            qtext, question, summary, answer, reply = cached
+            self._trace.record("dns", "query", self.host_name, f"{qtext} over {transport}", direction="C",
+                               payload=DnsQuery(question[0], question[1], qid, transport, asker), **fields)
+            self._trace.record("dns", "answer", self.host_name, summary, direction="S", payload=answer, **fields)
             return wire[:2] + reply[2:]
         try:
             query = dns.message.from_wire(wire)
         except Exception as exc:  # malformed packet: FORMERR if we can at least echo the id
-            self._trace.record("dns", "error", self.host_name, f"malformed query over {transport}: {exc}", **fields)
+            self._trace.record("dns", "error", self.host_name, f"malformed query over {transport}: {exc}",
+                               payload=DnsError(f"malformed: {exc}"), **fields)
             if len(wire) < 12:
                 return None
-            (qid,) = struct.unpack("!H", wire[:2])
             flags = dns.flags.QR | (dns.rcode.FORMERR & 0xF)
             return struct.pack("!HHHHHH", qid, flags, 0, 0, 0, 0)
         if query.flags & dns.flags.QR:  # a response, not a query: answering it could start a loop
             self._trace.record("dns", "error", self.host_name, f"ignored a response sent as a query over {transport}",
-                               **fields)
+                               payload=DnsError("a response sent as a query"), **fields)
             return None
-        question = query.question[0] if query.question else None
-        qtext = f"{question.name} {dns.rdatatype.to_text(question.rdtype)}?" if question is not None else "(no question)"
-        self._trace.record("dns", "query", self.host_name, f"{qtext} over {transport}", direction="C", **fields)
+        q = query.question[0] if query.question else None
+        question = (q.name.to_text(), dns.rdatatype.to_text(q.rdtype)) if q is not None else ("", "")
+        qtext = f"{question[0]} {question[1]}?" if q is not None else "(no question)"
+        self._trace.record("dns", "query", self.host_name, f"{qtext} over {transport}", direction="C",
+                           payload=DnsQuery(question[0], question[1], qid, transport, asker), **fields)
         response = self._respond(query)
         summary = _summary(response)
-        self._trace.record("dns", "answer", self.host_name, summary, direction="S", **fields)
+        answer = _answer_of(response)
+        self._trace.record("dns", "answer", self.host_name, summary, direction="S", payload=answer, **fields)
         max_size = 65535 if transport == "tcp" else max(512, query.payload if query.edns >= 0 else 512)
         try:
             reply = response.to_wire(max_size=max_size)
@@ -255,7 +268,7 @@ class DnsServer:
             reply = truncated.to_wire()
         if len(self._replies) >= 4096:  # a client sending endless different questions: start over
             self._replies.clear()
-        self._replies[(transport, wire[2:])] = (qtext, summary, reply)
+        self._replies[(transport, wire[2:])] = (qtext, question, summary, answer, reply)
         return reply
 
     def _respond(self, query: dns.message.Message) -> dns.message.Message:
@@ -338,6 +351,13 @@ def _summary(response: dns.message.Message) -> str:
     return rcode + (": " + "; ".join(parts) if parts else "")
 
 
+def _answer_of(response: dns.message.Message) -> DnsAnswer:
+    records = tuple(f"{rrset.name} {dns.rdatatype.to_text(rrset.rdtype)} {rdata}"
+                    for rrset in response.answer for rdata in rrset)
+    return DnsAnswer(dns.rcode.to_text(response.rcode()), records, bool(response.flags & dns.flags.TC),
+                     not records and bool(response.authority))
+
+
 # --- MX lookups -------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -372,9 +392,61 @@ async def dig_async(name: str, rdtype: str, address: str, port: int, *, timeout:
                      f"{address}:{port}")
 
 
+class _AnnouncingSocket:
+    """A dnspython socket that announces each question it sends for the current work (smtplab.trace)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    async def __aenter__(self) -> _AnnouncingSocket:
+        await self._inner.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> Any:
+        return await self._inner.__aexit__(*exc)
+
+    async def _announce(self, query_id: bytes) -> None:
+        if current_correlation():
+            host, port = (await self._inner.getsockname())[:2]
+            announce_dns_question(f"{host}:{port}", int.from_bytes(query_id, "big"))
+
+    async def sendto(self, what: bytes, destination: Any, timeout: float | None) -> int:
+        await self._announce(what[:2])
+        return int(await self._inner.sendto(what, destination, timeout))
+
+    async def sendall(self, what: bytes, timeout: float | None) -> None:
+        await self._announce(what[2:4])  # after the two-byte length (RFC 1035 §4.2.2)
+        await self._inner.sendall(what, timeout)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class _AnnouncingBackend:
+    """dnspython's asyncio backend, its sockets wrapped in _AnnouncingSocket."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    async def make_socket(self, *args: Any, **kwargs: Any) -> _AnnouncingSocket:
+        return _AnnouncingSocket(await self._inner.make_socket(*args, **kwargs))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class _LabResolver(dns.asyncresolver.Resolver):
+    """An async resolver whose questions the lab DNS can tie to the work that asked them."""
+
+    async def resolve(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        if kwargs.get("backend") is None:
+            kwargs["backend"] = _AnnouncingBackend(dns.asyncbackend.get_default_backend())
+        return await super().resolve(*args, **kwargs)
+
+
 def lab_resolver(address: str, port: int, timeout: float = 2.0) -> dns.asyncresolver.Resolver:
     """Return an async resolver that asks only the lab DNS (never /etc/resolv.conf)."""
-    resolver = dns.asyncresolver.Resolver(configure=False)
+    resolver = _LabResolver(configure=False)
     resolver.nameservers = [address]
     resolver.port = port
     resolver.lifetime = timeout
@@ -397,13 +469,15 @@ async def lookup_mx_async(
     try:
         answer = await resolver.resolve(domain, "MX", source=source, raise_on_no_answer=False)
     except dns.resolver.NXDOMAIN:
-        raise DnsLookupError(f"{domain} does not exist (NXDOMAIN): no mail can be delivered there") from None
+        raise DnsLookupError(f"{domain} does not exist (NXDOMAIN): no mail can be delivered there",
+                             "NXDOMAIN") from None
     except dns.resolver.NoNameservers as exc:
-        if "REFUSED" in str(exc):
+        rcode = _rcode_of(exc)
+        if rcode == "REFUSED":
             # An authoritative-only server (the lab's) refuses names outside its zones.
             raise DnsLookupError(f"the DNS server refused to answer for {domain} (REFUSED): "
-                                 "it is not a domain this DNS server knows") from None
-        raise DnsLookupError(f"the DNS server refused or failed to answer for {domain}: {exc}") from None
+                                 "it is not a domain this DNS server knows", rcode) from None
+        raise DnsLookupError(f"the DNS server refused or failed to answer for {domain}: {exc}", rcode) from None
     except (dns.exception.Timeout, dns.resolver.LifetimeTimeout):
         raise DnsLookupError(
             f"no DNS server answered for {domain} within {resolver.lifetime:g} s. "
@@ -424,6 +498,15 @@ async def lookup_mx_async(
             addresses = await resolve_a(exchange, resolver, source=source)
         records.append(MXRecord(rdata.preference, exchange, tuple(addresses)))
     return sorted(records, key=lambda r: (r.preference, r.exchange))
+
+
+def _rcode_of(error: dns.resolver.NoNameservers) -> str:
+    """The RCODE a server answered with (dnspython keeps each server's response beside its error)."""
+    for attempt in error.kwargs.get("errors") or ():
+        response = attempt[-1] if attempt else None
+        if isinstance(response, dns.message.Message):
+            return str(dns.rcode.to_text(response.rcode()))
+    return ""
 
 
 async def resolve_a(name: str, resolver: dns.asyncresolver.Resolver, *, source: str | None = None) -> list[str]:

@@ -9,6 +9,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from .disk import DiskThread
+from .errors import LabTimeout
 from .relay import MAX_CONCURRENT_ATTEMPTS
 
 __all__ = ["LoopThread"]
@@ -33,9 +34,19 @@ class LoopThread:
         self.thread.start()
 
     def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = 60) -> T:
+        """Run `coro` on the loop and return its result; after `timeout` seconds it is cancelled."""
         if threading.current_thread() is self.thread:
+            coro.close()
             raise RuntimeError("blocking lab call made from the lab's own loop")
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()  # the work stops on the loop too, instead of running on unseen
+            raise LabTimeout(
+                f"the lab did not finish within {timeout:g} s and the work was cancelled; if a host has a "
+                "fault with a delay, remove it (host.clear_faults()), else try again or restart the lab"
+            ) from None
 
     def close(self) -> None:
         async def shutdown() -> None:

@@ -35,6 +35,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
+from .errors import LibraryMismatch
+from .trace import announce_dns_question, current_correlation
+
 __all__ = ["LabDns", "AuthVerdict", "evaluate", "dkim_sign", "new_dkim_key", "public_record"]
 
 _local = threading.local()
@@ -48,8 +51,6 @@ def _spf_lookup(name: str, qtype: str, strict: bool = True, timeout: float = 20)
     return lab_dns.spf_records(name, qtype)
 
 
-spf.DNSLookup = _spf_lookup  # pyspf looks records up through this module-level hook
-
 
 @functools.lru_cache(maxsize=1024)
 def _org_domain(domain: str) -> str:
@@ -59,8 +60,6 @@ def _org_domain(domain: str) -> str:
 # authheaders re-reads the whole public suffix list (~60 ms) for every organizational-domain question;
 # the answer for a name never changes while the lab runs.
 _original_org_domain = authheaders.dmarc_lookup.get_org_domain
-authheaders.dmarc_lookup.get_org_domain = _org_domain
-authheaders.get_org_domain = _org_domain
 
 
 _PURE_PYTHON_RSA_SIGN = dkim.crypto.RSASSA_PKCS1_v1_5_sign
@@ -120,12 +119,36 @@ def _rsa_verify(digest: Any, signature: bytes, public_key: dict[str, int]) -> bo
     return True
 
 
-# dkimpy imports the RSA functions by name into its package; replace them there only when they are still
-# the pure-Python ones this module was written against (dkimpy is pinned; tests compare the results).
-if dkim.RSASSA_PKCS1_v1_5_sign is _PURE_PYTHON_RSA_SIGN:
-    dkim.RSASSA_PKCS1_v1_5_sign = _rsa_sign
-if dkim.RSASSA_PKCS1_v1_5_verify is _PURE_PYTHON_RSA_VERIFY:
-    dkim.RSASSA_PKCS1_v1_5_verify = _rsa_verify
+_hooks_lock = threading.Lock()
+_hooks_set = False
+
+
+def _set_hooks() -> None:
+    """Point pyspf, authheaders and dkimpy at the lab's functions, on first use (never at import).
+
+    None of them takes these as parameters: pyspf looks records up through its module-level DNSLookup,
+    authheaders calls its module-level get_org_domain, and dkimpy imports the RSA functions by name into
+    its package. Each is replaced only when it is still the very function this module was written
+    against; anything else means another version or another patch, and the lab says so.
+    """
+    global _hooks_set
+    with _hooks_lock:
+        if _hooks_set:
+            return
+        expected = ((spf, "DNSLookup", _system_spf_lookup, _spf_lookup),
+                    (authheaders.dmarc_lookup, "get_org_domain", _original_org_domain, _org_domain),
+                    (authheaders, "get_org_domain", _original_org_domain, _org_domain),
+                    (dkim, "RSASSA_PKCS1_v1_5_sign", _PURE_PYTHON_RSA_SIGN, _rsa_sign),
+                    (dkim, "RSASSA_PKCS1_v1_5_verify", _PURE_PYTHON_RSA_VERIFY, _rsa_verify))
+        for module, name, original, ours in expected:
+            if getattr(module, name) not in (original, ours):
+                raise LibraryMismatch(
+                    f"{module.__name__}.{name} is not the function smtplab was written against (another "
+                    f"version of {module.__name__.split('.')[0]}, or another patch): install the versions "
+                    "in smtplab's requirements.txt")
+        for module, name, _original, ours in expected:
+            setattr(module, name, ours)
+        _hooks_set = True
 
 
 class LabDns:
@@ -176,8 +199,12 @@ class LabDns:
 
     def _answer(self, name: str, qtype: str) -> list[Any]:
         query = dns.message.make_query(name, qtype)
+        sock = self._socket()
+        if current_correlation():  # the lab DNS ties the question to the message being checked
+            host, port = sock.getsockname()[:2]
+            announce_dns_question(f"{host}:{port}", query.id)
         try:
-            response = dns.query.udp(query, self.address, timeout=self.timeout, port=self.port, sock=self._socket(),
+            response = dns.query.udp(query, self.address, timeout=self.timeout, port=self.port, sock=sock,
                                      ignore_unexpected=True)
             if response.flags & dns.flags.TC:  # too big for UDP: ask again over TCP (RFC 7766)
                 response = dns.query.tcp(query, self.address, timeout=self.timeout, port=self.port)
@@ -264,6 +291,7 @@ class AuthVerdict:
 def evaluate(content: bytes, *, client_ip: str, mail_from: str, helo: str, authserv_id: str,
              lab_dns: LabDns) -> AuthVerdict:
     """Run SPF, DKIM and DMARC for one received message (blocking: run it off the event loop)."""
+    _set_hooks()
     _local.dns = lab_dns
     try:
         sender = mail_from if mail_from and mail_from != "<>" else f"postmaster@{helo}"
@@ -352,6 +380,7 @@ def public_record(private_pem: bytes) -> str:
 
 def dkim_sign(content: bytes, *, domain: str, selector: str, private_key: bytes) -> bytes:
     """Return `content` with a DKIM-Signature header prepended (relaxed/relaxed, rsa-sha256)."""
+    _set_hooks()
     headers = [b"from", b"to", b"subject", b"date", b"message-id", b"mime-version", b"content-type"]
     signature = dkim.sign(content, selector.encode(), domain.encode(), private_key,
                           include_headers=headers, canonicalize=(b"relaxed", b"relaxed"))

@@ -9,6 +9,7 @@ submission host signs what its users send (DKIM). Every decision is also written
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,7 +67,9 @@ async def screen(lab: Any, host: str, domain: str, content: bytes, *, client_ip:
     dns_client = ""
     if security.get("verify") or security.get("spam"):
         # DNS questions and header parsing: off the loop, which serves every other session meanwhile.
-        verdict, report, dns_client = await asyncio.get_running_loop().run_in_executor(None, check)
+        # In a copy of this task's context: the questions belong to the transaction (smtplab.trace).
+        verdict, report, dns_client = await asyncio.get_running_loop().run_in_executor(
+            None, contextvars.copy_context().run, check)
     headers = b""
     if verdict is not None:
         headers += f"Authentication-Results: {verdict.header}\r\n".encode()

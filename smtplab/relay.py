@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import heapq
 import ipaddress
 import itertools
@@ -21,7 +22,6 @@ import random
 import smtplib
 import socket
 import ssl
-import sys
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -33,8 +33,9 @@ import dns.asyncresolver
 from .disk import DiskThread, fsync_directory, remove_quietly
 from .dsn import build_dsn
 from .errors import DnsLookupError
+from .events import QueueChange
 from .labdns import MXRecord, lookup_mx_async, resolve_a
-from .trace import Trace
+from .trace import Trace, announce_connection, correlated, withdraw_connection
 
 __all__ = ["Relay", "QueueItem", "RecipientStatus", "RETRY_SCHEDULE", "MAX_QUEUE_LIFETIME"]
 
@@ -149,6 +150,7 @@ class Relay:
         # Open connections to MX hosts between two messages, by (sending host, address, port): under
         # load one connection carries many messages, as Postfix's connection cache does.
         self._idle: dict[tuple[str, str, int], list[smtplib.SMTP]] = {}
+        self._corrs: dict[str, str] = {}  # queue id -> correlation id of its attempt in progress
         self.concurrency = MAX_CONCURRENT_ATTEMPTS
         self._stopping = False
         self._settled = threading.Condition(self._lock)
@@ -167,7 +169,7 @@ class Relay:
                 with self._lock:
                     self._entries[entry.queue_id] = entry
                     self._wait_until(entry)
-                self._event(entry, f"resumed from the spool ({path.name})")
+                self._event(entry, f"resumed from the spool ({path.name})", "resumed")
         self._scheduler = asyncio.create_task(self._run_scheduler())
 
     async def stop(self) -> None:
@@ -222,7 +224,8 @@ class Relay:
         with self._lock:
             self._entries[queue_id] = entry
             self._wait_until(entry)
-        self._event(entry, f"queued on {host}: from <{sender}> to {', '.join(recipients)}")
+        self._event(entry, f"queued on {host}: from <{sender}> to {', '.join(recipients)}", "queued",
+                    recipients=tuple(recipients))
         self._poke()
 
     # --- reading ---
@@ -313,7 +316,15 @@ class Relay:
         try:
             assert self._slots is not None
             async with self._slots:
-                await self._deliver(entry)
+                # One unit of work per attempt, done for this message: its DNS questions, its connections
+                # and the MX's side of them carry it (smtplab.trace), so they are this message's exactly.
+                corr = self._trace.new_correlation("relay", entry.queue_id, entry.message_id)
+                self._corrs[entry.queue_id] = corr
+                try:
+                    with correlated(self._trace, corr):
+                        await self._deliver(entry)
+                finally:
+                    self._corrs.pop(entry.queue_id, None)
             await self._disk.run(self._save, entry)
             saved = True
             if self._busy == 1 and self._idle:  # the last attempt in flight: nothing will reuse them
@@ -357,7 +368,7 @@ class Relay:
                 text = str(exc)
                 # The lab DNS is authoritative for the whole lab world: a name it does not know
                 # (NXDOMAIN) or refuses (REFUSED: outside its zones, e.g. gmail.com) will not appear later.
-                if "NXDOMAIN" in text or "does not exist" in text or "(REFUSED)" in text:
+                if exc.rcode in ("NXDOMAIN", "REFUSED"):
                     bounced += self._bounce(entry, addresses, f"550 5.1.2 {domain}: {text}", "5.1.2", "")
                 else:
                     bounced += self._defer(entry, addresses, f"451 4.4.3 {text}", "")
@@ -381,7 +392,8 @@ class Relay:
                     reply = f"{code} {text}"
                     if 200 <= code < 300:
                         self._set(entry, [rcpt], state="delivered", last_reply=reply, via=exchange)
-                        self._event(entry, f"delivered to {rcpt} by {exchange}: {reply}")
+                        self._event(entry, f"delivered to {rcpt} by {exchange}: {reply}", "delivered",
+                                    recipients=(rcpt,), mx=exchange, reply=reply)
                     elif 500 <= code < 600:
                         bounced += self._bounce(entry, [rcpt], reply, _status_of(text, "5.0.0"), exchange)
                     else:
@@ -397,45 +409,26 @@ class Relay:
     async def _targets(self, entry: _Entry, domain: str) -> list[tuple[str, str]] | str:
         """Return (exchange, address) pairs in the order to try, or a reason to bounce now."""
         source = self._host_address(entry.host)
-        mark = self._trace.last_seq
         resolver = self._resolver()
-        try:
-            records = await lookup_mx_async(domain, resolver, source=source)
-            if not records:  # RFC 5321 §5.1: no MX, use the domain's address (implicit MX)
-                addresses = await resolve_a(domain, resolver, source=source)
-                records = [MXRecord(0, domain, tuple(addresses))] if addresses else []
-        finally:
-            self._link_dns(entry, mark, source)
+        records = await lookup_mx_async(domain, resolver, source=source)
+        if not records:  # RFC 5321 §5.1: no MX, use the domain's address (implicit MX)
+            addresses = await resolve_a(domain, resolver, source=source)
+            records = [MXRecord(0, domain, tuple(addresses))] if addresses else []
         if any(r.is_null for r in records):
-            self._event(entry, f"MX lookup {domain}: Null MX (RFC 7505): the domain accepts no mail")
+            self._event(entry, f"MX lookup {domain}: Null MX (RFC 7505): the domain accepts no mail", "mx-lookup",
+                        exchanges=((".", 0),))
             return f"556 5.1.10 {domain} publishes a Null MX (RFC 7505): it accepts no mail"
         if not records:
-            self._event(entry, f"MX lookup {domain}: no MX and no address record")
+            self._event(entry, f"MX lookup {domain}: no MX and no address record", "mx-lookup")
             return f"550 5.1.2 {domain} has no MX and no address: mail cannot be routed"
         ordered: list[MXRecord] = []
         for pref in sorted({r.preference for r in records}):
             same = [r for r in records if r.preference == pref]
             random.shuffle(same)  # RFC 5321 §5.1: spread load over equal preferences
             ordered += same
-        self._event(entry, f"MX lookup {domain}: " + ", ".join(f"{r.exchange} ({r.preference})" for r in ordered))
+        self._event(entry, f"MX lookup {domain}: " + ", ".join(f"{r.exchange} ({r.preference})" for r in ordered),
+                    "mx-lookup", exchanges=tuple((r.exchange, r.preference) for r in ordered))
         return [(r.exchange, a) for r in ordered for a in (r.addresses or ("",))]
-
-    def _link_dns(self, entry: _Entry, mark: int, source: str) -> None:
-        for event in self._trace.since(mark):
-            if event.protocol == "dns" and event.client.startswith(source + ":"):
-                for key in (entry.queue_id, entry.message_id):
-                    if key:
-                        self._trace.link(key, event.conn, event.seq, event.seq)
-
-    def _link_attempt(self, entry: _Entry, mark: int, client: str, *, closed: bool) -> None:
-        """Tie the MX's side of this attempt to the message, also when it never reached DATA (a refusal
-        or a temporary error at RCPT): the message's trace and ladder show every try, not only the last."""
-        conns = {e.conn for e in self._trace.since(mark) if e.protocol == "smtp" and e.client == client}
-        last = sys.maxsize if closed else self._trace.last_seq  # a closed connection: its close event too
-        for conn in conns:
-            for key in (entry.queue_id, entry.message_id):
-                if key:
-                    self._trace.link(key, conn, mark + 1, last)
 
     async def _try_mx(self, entry: _Entry, exchange: str, address: str, rcpts: list[str],
                       content: bytes) -> _Outcome:
@@ -443,26 +436,28 @@ class Relay:
         if port is None:
             # Only lab hosts (all on loopback) are ever connected to: mail never leaves the machine.
             error = f"{exchange} has no address" if not address else f"nothing listens for SMTP on {address}"
-            self._event(entry, f"cannot connect to {exchange}: {error}")
+            self._event(entry, f"cannot connect to {exchange}: {error}", "connect-failed", mx=exchange,
+                        address=address, reply=f"451 4.4.1 {error}")
             return _Outcome({}, False, f"451 4.4.1 {error}")
         source = self._host_address(entry.host)
         key = (entry.host, address, port)
         client = self._idle[key].pop() if self._idle.get(key) else None
         verb = "reusing the open connection to" if client is not None else "connecting to"
-        self._event(entry, f"{verb} {exchange} [{address}]:{port} from {source}")
+        self._event(entry, f"{verb} {exchange} [{address}]:{port} from {source}", "connecting", mx=exchange,
+                    address=address, port=port, source=source, reused=client is not None)
         keep = self._busy > 1  # more messages in flight: keep the connection open for the next one
         loop = asyncio.get_running_loop()
-        mark = self._trace.last_seq
+        # The blocking client runs on a thread in a copy of this attempt's context: it announces its
+        # connection (and each MAIL) for this attempt, and the MX claims them (smtplab.trace).
         outcome, kept = await loop.run_in_executor(
-            self._smtp_pool, _smtp_deliver, exchange, address, port, source, entry.host, self._tls,
-            entry.sender, rcpts, content, client, keep,
+            self._smtp_pool, contextvars.copy_context().run, _smtp_deliver, exchange, address, port, source,
+            entry.host, self._tls, entry.sender, rcpts, content, client, keep,
         )
         if kept is not None:
             self._idle.setdefault(key, []).append(kept)
-        if outcome.client:
-            self._link_attempt(entry, mark, outcome.client, closed=kept is None)
         if not outcome.connected:
-            self._event(entry, f"{exchange} [{address}]:{port}: {outcome.error}")
+            self._event(entry, f"{exchange} [{address}]:{port}: {outcome.error}", "connect-failed", mx=exchange,
+                        address=address, port=port, reply=outcome.error)
         return outcome
 
     # --- state changes ---
@@ -484,7 +479,8 @@ class Relay:
                 if r.address in addresses else r for r in entry.recipients
             ]
         self._event(entry, f"deferred {', '.join(addresses)}: {reply}; next attempt in "
-                           f"{_duration(self.retry_schedule[max(index, 0)])} (lab time)")
+                           f"{_duration(self.retry_schedule[max(index, 0)])} (lab time)", "deferred",
+                    recipients=tuple(addresses), reply=reply)
         if self.delay_warning and not entry.warned and entry.sender and now - entry.created >= self.delay_warning:
             entry.warned = True
             late = [r for r in entry.recipients if r.address in addresses]
@@ -494,7 +490,8 @@ class Relay:
                             arrival=entry.created, now=now, queue_id=entry.queue_id, action="delayed")
             self._deliver_bounce(entry.host, entry.sender, dsn)
             self._event(entry, f"warning sent to <{entry.sender}>: still undelivered after "
-                               f"{_duration(now - entry.created)}, retrying")
+                               f"{_duration(now - entry.created)}, retrying", "warning-sent",
+                        recipients=tuple(addresses))
         return []
 
     def _bounce(self, entry: _Entry, addresses: list[str], reply: str, status: str, via: str) -> list[RecipientStatus]:
@@ -505,23 +502,28 @@ class Relay:
                 if r.address in addresses else r for r in entry.recipients
             ]
             out = [r for r in entry.recipients if r.address in addresses]
-        self._event(entry, f"bounced {', '.join(addresses)}: {reply}")
+        self._event(entry, f"bounced {', '.join(addresses)}: {reply}", "bounced", recipients=tuple(addresses),
+                    mx=via, reply=reply)
         return out
 
     def _send_dsn(self, entry: _Entry, failed: list[RecipientStatus], content: bytes) -> None:
         if not entry.sender:  # RFC 5321 §6.1 / RFC 3464: a bounce is never bounced
-            self._event(entry, "bounce of a bounce (null sender): dropped, as RFC 3464 requires")
+            self._event(entry, "bounce of a bounce (null sender): dropped, as RFC 3464 requires", "bounce-dropped")
             return
         dsn = build_dsn(
             reporting_host=entry.host, original_sender=entry.sender, failed=failed, original=content,
             arrival=entry.created, now=self._now(), queue_id=entry.queue_id,
         )
         self._deliver_bounce(entry.host, entry.sender, dsn)
-        self._event(entry, f"delivery status notification sent to <{entry.sender}> from <> (null sender)")
+        self._event(entry, f"delivery status notification sent to <{entry.sender}> from <> (null sender)",
+                    "dsn-sent", recipients=tuple(r.address for r in failed))
 
-    def _event(self, entry: _Entry, text: str) -> None:
+    def _event(self, entry: _Entry, text: str, state: str, **fields: Any) -> None:
         ids = tuple(i for i in (entry.queue_id, entry.message_id) if i)
-        self._trace.record("queue", "queue", entry.host, text, message_ids=ids, peer=entry.host)
+        # The attempt's correlation, or none: a bounce queued during another message's attempt is its own.
+        self._trace.record("queue", "queue", entry.host, text, message_ids=ids, peer=entry.host,
+                           payload=QueueChange(entry.queue_id, state, **fields),
+                           corr=self._corrs.get(entry.queue_id, ""))
 
     # --- spool ---
     def _state_bytes(self, entry: _Entry) -> bytes:
@@ -639,7 +641,7 @@ def _smtp_attempt(exchange: str, address: str, port: int, source: str, helo: str
                 client.close()  # the MX closed the idle connection meanwhile: open a new one
                 client = None
         if client is None:
-            client = smtplib.SMTP(local_hostname=helo, timeout=20, source_address=(source, 0))
+            client = _LabClient(local_hostname=helo, timeout=20, source_address=(source, 0))
             failure = _open(client, exchange, address, port, context, rcpts, local)
             if failure is not None:
                 client.close()
@@ -707,6 +709,35 @@ def _open(client: smtplib.SMTP, exchange: str, address: str, port: int, context:
         client.starttls(context=context)
         client.ehlo()
     return None
+
+
+class _LabClient(smtplib.SMTP):
+    """smtplib's client, announcing the work it does before it connects and before each MAIL, so the MX
+    that accepts the connection (and reads the MAIL) knows which attempt it serves (smtplab.trace)."""
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout)
+            sock.bind(self.source_address or ("", 0))
+            local = sock.getsockname()
+            announce_connection(f"{local[0]}:{local[1]}")
+            try:
+                sock.connect((host, port))
+            except BaseException:
+                withdraw_connection(f"{local[0]}:{local[1]}")
+                raise
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def mail(self, sender: str, options: Any = ()) -> tuple[int, bytes]:
+        if self.sock is not None:
+            local = self.sock.getsockname()
+            announce_connection(f"{local[0]}:{local[1]}")
+        return super().mail(sender, options)
 
 
 def _quit_all(clients: list[smtplib.SMTP]) -> None:

@@ -16,16 +16,15 @@ import secrets
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from asyncio import sslproto
-
-from aiosmtpd.smtp import SMTP, TLSSetupException, syntax
+from aiosmtpd.smtp import SMTP, syntax
 
 from . import replies
+from .events import ClientLine, Close, Connect, FaultFired, Note, SmtpData, SmtpDataEnd, TlsStarted
 from .faults import Fault
-from .trace import Trace
+from .trace import Trace, enter_correlation
 from .wire import TapProtocol, WireTap
 
-__all__ = ["LabSMTP", "new_queue_id", "Postmaster"]
+__all__ = ["LabSMTP", "LineTooLong", "new_queue_id", "Postmaster"]
 
 # aiosmtpd logs a deprecation notice about `login_data` on every AUTH; the lab's trace is the log.
 logging.getLogger("mail.log").setLevel(logging.ERROR)
@@ -37,7 +36,7 @@ _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
 _ENHANCED = re.compile(r"([245])\d\d[ -]\1\.\d{1,3}\.\d{1,3}(?: |$)")  # "250 2.1.0 ..." (RFC 3463)
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _SIMPLE_PATH = re.compile(rf"<({_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>[ \t]*([^()]*)\Z")
-_TRACE_LINE_CAP = 8192
+_BODY_KEPT = 1_000_000  # bytes of a message body the trace keeps
 
 
 _ids = random.Random(secrets.randbits(64))  # queue ids need to differ, not to be secret
@@ -63,6 +62,72 @@ class Postmaster(Protocol):
     async def keys_ready(self) -> None: ...
 
 
+class LineTooLong(ValueError):
+    """A client line longer than the server reads (RFC 5321 §4.5.3.1.4-6); raised instead of asyncio's
+    ValueError, so the handler can tell it from any other error by its type."""
+
+
+class _TracedReader:
+    """The StreamReader aiosmtpd reads from, recording each line as the server reads it (one parser).
+
+    aiosmtpd reads commands with `readuntil()` (up to LF), the message after its 354 with
+    `readuntil(b"\\r\\n")`, an AUTH answer with `readline()`, and drains an over-long line with
+    `read(n)`. Whatever it read is what the trace shows, so the trace and the server cannot disagree.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, protocol: LabSMTP) -> None:
+        self._inner = reader
+        self._protocol = protocol
+
+    # aiosmtpd swaps the reader's transport after STARTTLS and clears its buffer (RFC 3207 §4.2).
+    @property
+    def _transport(self) -> Any:
+        return self._inner._transport  # type: ignore[attr-defined]
+
+    @_transport.setter
+    def _transport(self, transport: Any) -> None:
+        self._inner._transport = transport  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def readuntil(self, separator: bytes = b"\n") -> bytes:
+        protocol = self._protocol
+        protocol._enter()
+        body = separator == b"\r\n"
+        if body:
+            await protocol._body_starts()
+        try:
+            line = await self._inner.readuntil(separator)
+        except asyncio.LimitOverrunError:
+            protocol._overrun = True
+            raise
+        except asyncio.IncompleteReadError as error:
+            protocol._unfinished(error.partial, body)
+            raise
+        if body:
+            protocol._body_line(line)
+        else:
+            protocol._command_line(line)
+        return line
+
+    async def readline(self) -> bytes:
+        self._protocol._enter()
+        try:
+            line = await self._inner.readline()  # an AUTH answer (RFC 4954 §4)
+        except ValueError as error:  # longer than the reader's limit: asyncio discarded it
+            text = "<an answer longer than the line limit>"
+            self._protocol._record("line", text, "C", payload=ClientLine(text, complete=False))
+            raise LineTooLong(str(error)) from error
+        if line:
+            self._protocol._record("line", _show(line), "C", payload=ClientLine(_show(line), line.endswith(b"\n")))
+        return line
+
+    async def read(self, n: int = -1) -> bytes:
+        data = await self._inner.read(n)
+        return self._protocol._drained(data)
+
+
 class LabSMTP(SMTP):
     """aiosmtpd's SMTP protocol that records every line to the lab trace and adds enhanced codes."""
 
@@ -85,11 +150,8 @@ class LabSMTP(SMTP):
         self._port_name = port_name
         self._peer_name = peer_name
         self._conn = ""
+        self._client = ""
         self._fields: dict[str, str] = {}
-        self._inbuf = b""
-        self._in_data = False
-        self._data_lines: list[bytes] = []
-        self._data_bytes = 0
         self._encrypted = False
         self._faults = faults
         self._wiretap = wiretap
@@ -97,20 +159,41 @@ class LabSMTP(SMTP):
         self.tap: WireTap | None = None
         self._tls_started = False
         self._greeted = False
-        self._body_checked = False
         self._hello = False  # answering EHLO/HELO: those replies carry no enhanced code (RFC 2034)
-        self.txn_first_seq = 0  # first trace seq of the current mail transaction
-        self.conn_first_seq = 0
-        self.txn_count = 0
+        # Correlation: the unit of work the connection is doing now (its first transaction owns the
+        # greeting and EHLO; a new one starts at a MAIL after a finished transaction, or when the lab
+        # client on the other end announced other work), and the work it was announced for.
+        self.corr = ""
+        self._parent = ""
+        self._ctx_corr = ""
+        self._txn_done = False
+        self._after_dot = False
+        # What the server reads of a message body: kept for the trace up to a megabyte, counted beyond.
+        self._body: list[bytes] | None = None
+        self._body_size = 0
+        self._body_lines = 0
+        self._overrun = False  # the reader hit the line limit: the rest of that line is drained
+        self._long: bytearray | None = None  # the start of an over-long command line, while drained
+        self._long_size = 0
         self.handler = handler
 
     # --- trace plumbing ---
-    def _record(self, kind: str, text: str, direction: str = "", **extra: Any) -> int:
+    def _record(self, kind: str, text: str, direction: str = "", *, payload: object = None, **extra: Any) -> int:
         event = self._trace.record(
-            "smtp", kind, self._host_name, text, direction=direction, tls=self._encrypted,
-            **self._fields, **extra,
+            "smtp", kind, self._host_name, text, payload=payload, corr=self.corr, direction=direction,
+            tls=self._encrypted, **self._fields, **extra,
         )
         return event.seq
+
+    def _enter(self) -> None:
+        """Make this connection's work the handler task's current work (its DNS questions inherit it)."""
+        if self._ctx_corr != self.corr:
+            self._ctx_corr = self.corr
+            enter_correlation(self._trace, self.corr)
+
+    def _cb_client_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        super()._cb_client_connected(reader, writer)
+        self._reader = _TracedReader(reader, self)  # type: ignore[assignment]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         starting_tls = self._original_transport is not None
@@ -118,13 +201,18 @@ class LabSMTP(SMTP):
             peer = transport.get_extra_info("peername") or ("?", 0)
             sock = transport.get_extra_info("sockname") or ("?", 0)
             self._conn = self._trace.new_conn_id("smtp")
+            self._client = f"{peer[0]}:{peer[1]}"
             self._fields = dict(
-                conn=self._conn, client=f"{peer[0]}:{peer[1]}", server=f"{sock[0]}:{sock[1]}",
+                conn=self._conn, client=self._client, server=f"{sock[0]}:{sock[1]}",
                 peer=self._peer_name(peer[0]), port_name=self._port_name,
             )
-            self.conn_first_seq = self._record("connect", f"connection from {peer[0]}:{peer[1]}")
+            # A lab client (the relay) announced what this connection is for before connecting.
+            self._parent = self._trace.claim(("conn", self._client))
+            self.corr = self._trace.new_correlation("smtp", self._parent)
+            self._record("connect", f"connection from {peer[0]}:{peer[1]}",
+                         payload=Connect(self._client, self._fields["server"]))
             if self._note:
-                self._record("state", self._note)
+                self._record("state", self._note, payload=Note(warning=True))
             if self._wiretap is not None:
                 self.tap = WireTap(self._conn, self._host_name)
                 self.tap.tap_writes(transport)
@@ -132,80 +220,117 @@ class LabSMTP(SMTP):
         super().connection_made(transport)
         if starting_tls:
             self._encrypted = True
-            self._inbuf = b""
             cipher = transport.get_extra_info("cipher")
             version = cipher[1] if cipher else "TLS"
-            self._record("tls", f"{version} handshake done: the wire is encrypted from here")
+            self._record("tls", f"{version} handshake done: the wire is encrypted from here",
+                         payload=TlsStarted(version, cipher[0] if cipher else ""))
 
     def connection_lost(self, error: Exception | None) -> None:
         if self._conn:
-            if self._inbuf:
-                self._record("line", _show(self._inbuf) + "  (no line end: connection closed)", "C")
-                self._inbuf = b""
+            if self._body is not None:
+                self._flush_body(closed=True)
             # A reset right after QUIT is normal (clients drop TLS without close_notify): not news.
             quiet = error is None or isinstance(error, ConnectionResetError)
-            self._record("close", "connection closed" + ("" if quiet else f" ({error})"))
+            self._record("close", "connection closed" + ("" if quiet else f" ({error})"),
+                         payload=Close("" if quiet else str(error)))
             self._conn = ""
         super().connection_lost(error)
 
     def data_received(self, data: bytes) -> None:
         if self.tap is not None and not self._tls_started:
             self.tap.record("C", data)  # before STARTTLS the wire carries exactly these bytes
-        self._inbuf += data
-        while self._conn:
-            if self._in_data:
-                if not self._body_checked:
-                    self._body_checked = True
-                    fault = self._faults(self._host_name, "body", "") if self._faults else None
-                    if fault is not None and fault.drop and self.transport is not None:
-                        self._record("fault", f"injected fault fires: {fault.describe()}")
-                        self.transport.abort()  # hang up in the middle of the message
-                        self._inbuf = b""
-                        return
-                # Whole lines at a time, up to the lone dot (a line that is just ".", RFC 5321 4.5.2).
-                buffer = self._inbuf
-                if buffer.startswith(b".\r\n"):  # the buffer always starts at a line start here
-                    end = 0
-                else:
-                    end = buffer.find(b"\r\n.\r\n") + 2  # 1 when there is no end yet
-                if end == 1:
-                    end = buffer.rfind(b"\r\n") + 2  # keep the complete lines, wait for the rest
-                    if end < 2:
-                        break
-                    self._keep_data(buffer[:end])
-                    self._inbuf = buffer[end:]
-                    break
-                self._keep_data(buffer[:end])
-                self._inbuf = buffer[end + 3:]
-                self._flush_data()
-                self._record("line", ".", "C")
-                self._in_data = False
-                continue
-            index = self._inbuf.find(b"\n")
-            if index < 0:
-                if len(self._inbuf) > _TRACE_LINE_CAP:
-                    self._record("line", _show(self._inbuf[:200]) + f"... ({len(self._inbuf)} bytes, no line end yet)", "C")
-                    self._inbuf = b""
-                break
-            line, self._inbuf = self._inbuf[: index + 1], self._inbuf[index + 1:]
-            self._record("line", _show(line), "C")
         super().data_received(data)
 
-    def _keep_data(self, lines: bytes) -> None:
-        """Remember message lines for the trace (the first megabyte; the rest is only counted)."""
-        room = 1_000_000 - (self._data_bytes if self._data_bytes < 1_000_000 else 1_000_000)
-        if room > 0 and lines:
-            self._data_lines.append(lines[:room])
-        self._data_bytes += len(lines)
+    # --- what the reader saw (called by _TracedReader) ---
+    def _command_line(self, line: bytes) -> None:
+        if self._long is not None:  # the end of an over-long line aiosmtpd drained: it answers 500
+            size = self._long_size + len(line)
+            head = _show(bytes(self._long))
+            self._long, self._long_size, self._overrun = None, 0, False
+            self._record("line", f"{head}... ({size} bytes: longer than a command line may be)", "C",
+                         payload=ClientLine(head, complete=False))
+            return
+        verb = line[:5].rstrip(b"\r\n").upper()
+        if verb.startswith(b"MAIL") and verb[4:5] in (b"", b" "):
+            self._transaction_starts()
+        self._record("line", _show(line), "C")
 
-    def _flush_data(self) -> None:
-        body = b"".join(self._data_lines)
-        text = body.decode("utf-8", "replace")
-        if self._data_bytes > len(body):
-            text += f"\n... ({self._data_bytes - len(body)} more bytes not kept in the trace)"
-        self._record("data", text.replace("\r\n", "\n").rstrip("\n"), "C", )
-        self._data_lines = []
-        self._data_bytes = 0
+    def _transaction_starts(self) -> None:
+        """A MAIL command: a new unit of work when the last one finished or the client announced another."""
+        announced = self._trace.claim(("conn", self._client))
+        if announced and not self._parent and not self._txn_done:  # the first transaction owns the greeting
+            self._parent = announced
+            self._trace.link(announced, self.corr)
+        elif self._txn_done or (announced and announced != self._parent):
+            self._parent = announced or ""
+            self.corr = self._trace.new_correlation("smtp", self._parent)
+            self._txn_done = False
+            self._enter()
+
+    async def _body_starts(self) -> None:
+        if self._body is not None:
+            return
+        self._body, self._body_size, self._body_lines = [], 0, 0
+        fault = self._faults(self._host_name, "body", "") if self._faults else None
+        if fault is not None and fault.drop and self.transport is not None:
+            self._record("fault", f"injected fault fires: {fault.describe()}", payload=FaultFired(fault.describe()))
+            self.transport.abort()  # type: ignore[attr-defined]  # hang up in the middle of the message
+            raise asyncio.CancelledError
+
+    def _body_line(self, line: bytes) -> None:
+        if line == b".\r\n" and not self._overrun:  # the lone dot (RFC 5321 §4.5.2)
+            self._flush_body()
+            self._record("line", ".", "C", payload=SmtpDataEnd())
+            self._after_dot = True
+            return
+        self._overrun = False
+        self._keep(line)
+        self._body_lines += 1
+
+    def _keep(self, data: bytes) -> None:
+        """Remember message bytes for the trace (the first megabyte; the rest is only counted)."""
+        assert self._body is not None
+        room = _BODY_KEPT - min(self._body_size, _BODY_KEPT)
+        if room > 0 and data:
+            self._body.append(data[:room])
+        self._body_size += len(data)
+
+    def _drained(self, data: bytes) -> bytes:
+        """aiosmtpd drains a line longer than the reader's limit; keep the unfinished line bounded."""
+        if self._body is not None:  # in DATA: aiosmtpd answers 500 at the dot whatever the line held
+            self._keep(data)
+            # Its own buffer of the unfinished line would grow with the line (issue: 128 MB without CRLF
+            # held 128 MB): the line is over the limit already, so it needs none of these bytes.
+            return b""
+        if self._long is None:
+            self._long = bytearray()
+        if len(self._long) < 200:
+            self._long += data[: 200 - len(self._long)]
+        self._long_size += len(data)
+        return data
+
+    def _unfinished(self, partial: bytes, body: bool) -> None:
+        """The client's input ended in the middle of a line (or of a message)."""
+        if body and self._body is not None:
+            if partial:
+                self._keep(partial)
+            self._flush_body(closed=True)
+        elif partial:
+            text = _show(partial)
+            self._record("line", text + "  (no line end: connection closed)", "C",
+                         payload=ClientLine(text, complete=False))
+
+    def _flush_body(self, *, closed: bool = False) -> None:
+        kept = b"".join(self._body or ())
+        text = kept.decode("utf-8", "replace").replace("\r\n", "\n")
+        if text.endswith("\n"):
+            text = text[:-1]
+        if self._body_size > len(kept):
+            text += f"\n... ({self._body_size - len(kept)} more bytes not kept in the trace)"
+        if closed:
+            text += "\n... (the connection closed before the final dot)"
+        self._record("data", text, "C", payload=SmtpData(self._body_size, self._body_lines, len(kept)))
+        self._body = None
 
     async def push(self, status: Any) -> None:
         if self.transport is None or self.transport.is_closing():
@@ -230,6 +355,9 @@ class LabSMTP(SMTP):
                 await super().push(fault)
                 self.transport.close()
                 return
+        if self._after_dot:  # the reply to the final dot ends the transaction, whatever it says
+            self._after_dot = False
+            self._txn_done = True
         self._record("line", line, "S")
         if line.startswith("421"):
             # RFC 5321 section 3.8: 421 means the server closes the channel right after saying so.
@@ -237,19 +365,20 @@ class LabSMTP(SMTP):
             if self.transport is not None:
                 self.transport.close()
             return
-        if line.startswith("354"):
-            self._in_data = True
-            self._body_checked = False
-            self._data_lines = []
-            self._data_bytes = 0
         await super().push(line)
+
+    def belongs_to(self, *keys: str) -> None:
+        """Say that the current transaction was done for a message (its queue id, its Message-ID)."""
+        for key in keys:
+            if key:
+                self._trace.link(key, self.corr)
 
     async def fault_point(self, stage: str, recipient: str = "") -> str | None:
         """Apply an injected fault at `stage`: stall, hang up, or return the reply to give instead."""
         fault = self._faults(self._host_name, stage, recipient) if self._faults else None
         if fault is None:
             return None
-        self._record("fault", f"injected fault fires: {fault.describe()}")
+        self._record("fault", f"injected fault fires: {fault.describe()}", payload=FaultFired(fault.describe()))
         if fault.delay:
             await asyncio.sleep(fault.delay)  # a slow server is the fault being shown
         if fault.drop:
@@ -281,27 +410,25 @@ class LabSMTP(SMTP):
         if self._tls_protocol is not None and not arg:
             await self.push(replies.TLS_ALREADY_ACTIVE)  # aiosmtpd would start a second TLS layer
             return
-        if self.tap is None or arg or not self.tls_context:
+        transport, tap = self.transport, self.tap
+        if tap is None or arg or not self.tls_context or transport is None:
             await super().smtp_STARTTLS(arg)
             return
-        # aiosmtpd 1.4.6's STARTTLS, with a tap between the TCP transport and TLS so the lab can show
-        # the ciphertext an eavesdropper would see.
-        await self.push("220 2.0.0 Ready to start TLS")
-        waiter = self.loop.create_future()
-        self._tls_protocol = sslproto.SSLProtocol(self.loop, self, self.tls_context, waiter, server_side=True)
-        self._original_transport = self.transport
-        assert self._original_transport is not None
-        self._tls_started = True
-        self.tap.encrypted = True
-        self._original_transport.set_protocol(TapProtocol(self._tls_protocol, self.tap))
-        self.transport = self._tls_protocol._app_transport
-        self._tls_protocol.connection_made(self._original_transport)
+        # aiosmtpd puts its TLS protocol on the TCP transport with one set_protocol() call: put a tap
+        # between them for that one call, so the lab can show the ciphertext an eavesdropper would see.
+        plain_set_protocol = transport.set_protocol
+
+        def set_protocol(protocol: asyncio.BaseProtocol) -> None:
+            del transport.set_protocol  # one call only
+            self._tls_started = True
+            tap.encrypted = True
+            plain_set_protocol(TapProtocol(protocol, tap))
+
+        transport.set_protocol = set_protocol  # type: ignore[method-assign]
         try:
-            await waiter
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:
-            raise TLSSetupException() from error
+            await super().smtp_STARTTLS(arg)
+        finally:
+            transport.__dict__.pop("set_protocol", None)
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         # An unclosed "<" or a control character is a malformed address, not something to repair.
@@ -348,9 +475,9 @@ class LabSMTP(SMTP):
             raise asyncio.CancelledError
         return await super().handle_exception(error)
 
-    def note(self, text: str) -> None:
+    def note(self, text: str, payload: object = None) -> None:
         """Write what the server decided (policy, signing) into the trace, beside the protocol lines."""
-        self._record("state", text)
+        self._record("state", text, payload=payload if payload is not None else Note())
 
     @property
     def conn_id(self) -> str:

@@ -9,6 +9,7 @@ import re
 import pytest
 
 import smtplab
+from smtplab.events import SmtpDataEnd
 
 
 @pytest.fixture(params=["reject", "quarantine"])
@@ -227,6 +228,7 @@ def test_a_refused_message_keeps_its_trace(secure_lab: smtplab.Lab) -> None:
     policy = secure_lab.scenario.provider_of("example.org").security["dmarc"].split("p=")[1]
     forge(secure_lab)
     events = secure_lab.trace.for_message("<forged@evil.example>")
-    replies = [e.text for e in events if e.protocol == "smtp" and e.direction == "S"]
-    assert replies[-1].startswith("550 5.7.1" if policy == "reject" else "250 ")
+    dot = next(i for i, e in enumerate(events) if isinstance(e.payload, SmtpDataEnd))
+    final = next(e for e in events[dot:] if e.protocol == "smtp" and e.direction == "S")  # the reply to the dot
+    assert final.text.startswith("550 5.7.1" if policy == "reject" else "250 ")
     assert [e.text for e in events if e.protocol == "dns" and e.kind == "query"][-1] == "_dmarc.example.org. TXT? over udp"

@@ -63,3 +63,49 @@ def test_data_collapses_to_a_summary(lab: smtplab.Lab) -> None:
     data = lab.trace.filter(kind="data")
     assert data and data[0].summary.startswith("<message: ")
     assert "C: ... (" in data[0].to_text(), "long bodies are cut in transcripts"
+
+
+def test_the_trace_is_a_ring_with_a_marker_where_it_dropped() -> None:
+    from smtplab.events import Dropped
+    from smtplab.trace import MAX_EVENTS
+
+    seen: list[smtplab.TraceEvent] = []
+    trace = smtplab.Trace(lambda: 0.0, max_events=100)
+    trace.subscribe(seen.append)
+    for n in range(1, 251):
+        trace.record("smtp", "line", "mx", f"line {n}", direction="C")
+    events = trace.events()
+    assert len(events) <= 101 and len(seen) == 250, "every event was seen live; the trace keeps the newest"
+    marker, *kept = events
+    assert isinstance(marker.payload, Dropped) and marker.kind == "dropped"
+    assert marker.payload.count == trace.dropped == 250 - len(kept)
+    assert "dropped" in marker.text
+    assert [e.text for e in kept] == [f"line {n}" for n in range(251 - len(kept), 251)]
+    assert [e.seq for e in events] == sorted(e.seq for e in events)
+    assert trace.since(marker.seq) == kept
+    assert MAX_EVENTS >= 100 * 759, "far above what the busiest notebook records (759 events, measured)"
+
+
+def test_reply_and_command_lines_are_parsed_from_the_wire_text() -> None:
+    from smtplab.events import (
+        ImapCommand,
+        ImapResponse,
+        SmtpCommand,
+        SmtpReply,
+        parse_imap_line,
+        parse_smtp_command,
+        parse_smtp_reply,
+    )
+
+    assert parse_smtp_reply("250-2.1.0 Sender OK") == SmtpReply(250, "2.1.0", "Sender OK", True)
+    assert parse_smtp_reply("250 mx1.example.net") == SmtpReply(250, "", "mx1.example.net", False)
+    assert parse_smtp_reply("550 4.1.1 odd") == SmtpReply(550, "", "4.1.1 odd", False), "class must match (RFC 3463)"
+    assert parse_smtp_reply("221") == SmtpReply(221, "", "", False)
+    assert parse_smtp_reply("hello") is None and parse_smtp_reply("2500 x") is None
+    assert parse_smtp_command("mail FROM:<a@b>") == SmtpCommand("MAIL", "FROM:<a@b>")
+    assert parse_imap_line("C", "a1 uid fetch 1:* (FLAGS)") == ImapCommand("a1", "UID FETCH", "1:* (FLAGS)")
+    assert parse_imap_line("S", "a1 OK done") == ImapResponse("a1", "OK", "done")
+    assert parse_imap_line("S", "* 3 EXISTS") == ImapResponse("*", "", "3 EXISTS")
+    assert parse_imap_line("S", "+ go ahead") == ImapResponse("+", "", "go ahead")
+    event = smtplab.Trace(lambda: 0.0).record("smtp", "line", "mx", "354 End data", direction="S")
+    assert event.payload == SmtpReply(354, "", "End data")

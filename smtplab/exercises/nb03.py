@@ -9,6 +9,7 @@ from __future__ import annotations
 from email.message import Message
 from typing import Any
 
+from ..events import QueueChange
 from ..hops import received_hops
 from ..replies import explain
 from . import Feedback, failed, passed, unanswered
@@ -140,9 +141,9 @@ def check_deferred_then_delivered(lab: Any, answer: Any) -> Feedback:
         return failed(f"{queue_id} was delivered at the first attempt by {r.via} ({r.last_reply}): it never "
                       "waited in the queue. Before you send, make every MX of example.net unreachable (down() "
                       "both, or inject a 451 at RCPT on both); then repair one and advance the clock.", RETRY)
-    events = [e for e in lab.trace.for_message(queue_id) if e.protocol == "queue"]
-    deferrals = [e.text for e in events if e.text.startswith("deferred")]
-    delivered_at = next((e.time for e in events if e.text.startswith("delivered")), None)
+    events = [e for e in lab.trace.for_message(queue_id) if isinstance(e.payload, QueueChange)]
+    deferrals = [e.text for e in events if e.payload.state == "deferred"]
+    delivered_at = next((e.time for e in events if e.payload.state == "delivered"), None)
     first = f" After attempt 1 the queue noted: \"{deferrals[0]}\"." if deferrals else ""
     waited = (f" It spent {(delivered_at - item.created) / 60:.0f} min of lab time in the queue."
               if delivered_at is not None else "")

@@ -21,6 +21,7 @@ from typing import Any
 
 from ..client import SendResult
 from ..errors import SmtpLabError
+from ..events import QueueChange
 from ..hops import received_hops
 from ..lab import Lab, start
 from ..relay import QueueItem, RecipientStatus
@@ -202,12 +203,14 @@ def _status(item: QueueItem, address: str) -> RecipientStatus:
     return next(r for r in item.recipients if r.address == address)
 
 
-def _relay_notes(lab: Any, queue_id: str) -> list[str]:
-    return [e.text for e in lab.trace.for_message(queue_id) if e.protocol == "queue"]
+def _relay_notes(lab: Any, queue_id: str) -> list[Any]:
+    """The relay's queue changes for one message (events: `.text` to quote, `.payload` to read)."""
+    return [e for e in lab.trace.for_message(queue_id) if isinstance(e.payload, QueueChange)]
 
 
-def _refusal_of(notes: list[str], host: str) -> str:
-    return next((n for n in notes if n.startswith(host) and "refused" in n), "")
+def _refusal_of(notes: list[Any], host: str) -> str:
+    """The relay's note of a connection to `host` that failed, to quote ('' if none)."""
+    return next((n.text for n in notes if n.payload.state == "connect-failed" and n.payload.mx == host), "")
 
 
 def _cause(value: Any, exercise: str, example: str) -> str | Feedback:
@@ -239,13 +242,11 @@ def _codes(text: str) -> tuple[str, str]:
     return (basic.group(1) if basic else "", enhanced.group(1) if enhanced else "")
 
 
-def _first_refusal(notes: list[str], address: str, fallback: str) -> str:
+def _first_refusal(notes: list[Any], address: str, fallback: str) -> str:
     """The reply that first deferred `address`, from the relay's notes (it may be delivered by now)."""
-    pattern = re.compile(rf"^deferred (?:.*, )?{re.escape(address)}(?:, .*)?: (.+?); next attempt")
     for note in notes:
-        match = pattern.match(note)
-        if match:
-            return match.group(1)
+        if note.payload.state == "deferred" and address in note.payload.recipients:
+            return str(note.payload.reply)
     return fallback
 
 

@@ -139,8 +139,8 @@ class HandshakeConsole(w.VBox):
         session = self.session
         if session is None or not session.local_port:
             return ""
-        events = [e for e in self.lab.trace.events() if e.client.endswith(f":{session.local_port}")
-                  and e.protocol == "smtp"]
+        events = [e for e in self.lab.trace.events() if e.protocol == "smtp" and (
+            e.conn == session.conn if session.conn else e.client.endswith(f":{session.local_port}"))]
         ladder = getattr(self.lab, "ladder", None)
         if ladder is None or not events:
             return ""
