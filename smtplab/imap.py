@@ -236,7 +236,7 @@ class ImapService:
                                        f"login failed: answered after {delay:g} s (the delay doubles with each failure)",
                                        tls=tls["on"], payload=Note(warning=True), **fields)
 
-                await server(reader, traced_writer, _Remote(sock_info), login_failed)
+                await server(reader, traced_writer, _Remote(sock_info), login_failed)  # type: ignore[arg-type]
             except Exception as exc:  # a pymap bug ends this connection only: in the trace, not on stderr
                 self._trace.record("imap", "error", self.host_name, f"connection failed: {exc!r}",
                                    payload=Close(repr(exc)), **fields)

@@ -30,8 +30,8 @@ from pysasl.creds.server import ServerCredentials
 
 from .commands import LabCommands
 from .layout import MaildirLayout
-from .maildir import Maildir
 from .mailboxes import MailboxSet
+from .maildir import Maildir
 from .session import Session
 from .users import GroupsFile, PasswordsFile, TokensFile, UsersFile
 

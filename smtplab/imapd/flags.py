@@ -11,8 +11,7 @@ import os.path
 from collections.abc import Iterable, Mapping
 from typing import IO, Self
 
-from pymap.parsing.specials.flag import Flag, Seen, Flagged, Deleted, Draft, \
-    Answered, Wildcard
+from pymap.parsing.specials.flag import Answered, Deleted, Draft, Flag, Flagged, Seen, Wildcard
 
 from .io import FileWriteable
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import os
 import os.path
-from abc import abstractmethod, ABCMeta
+from abc import ABCMeta, abstractmethod
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from tempfile import NamedTemporaryFile
-from typing import TypeVar, Generic, Any, IO, Self
+from typing import IO, Any, Generic, Self, TypeVar
 
 from pymap.concurrent import FileLock
 
@@ -83,7 +83,7 @@ class FileReadable(metaclass=ABCMeta):
     def file_open(cls, path: str) -> Self:
         file_path = cls.get_file(path)
         try:
-            with open(file_path, 'r') as in_file:
+            with open(file_path) as in_file:
                 return cls.open(path, in_file)
         except FileNotFoundError:
             return cls.get_default(path)
@@ -92,7 +92,7 @@ class FileReadable(metaclass=ABCMeta):
     def file_read(cls, path: str) -> Self:
         file_path = cls.get_file(path)
         try:
-            with open(file_path, 'r') as in_file:
+            with open(file_path) as in_file:
                 ret = cls.open(path, in_file)
                 ret.read(in_file)
                 return ret

@@ -22,7 +22,9 @@ __all__ = ["InvalidMailboxName", "check_mailbox_name", "MaildirLayout"]
 # A folder name part becomes one directory entry `.part` of the user's Maildir (Maildir++). 255 bytes is
 # the usual file-name limit; the whole name keeps well under it.
 _MAX_NAME_BYTES = 200
-_FORBIDDEN = frozenset("\\\0") | frozenset(chr(c) for c in range(32)) | {"\x7f"}
+_FORBIDDEN = frozenset("\0") | frozenset(chr(c) for c in range(32)) | {"\x7f"}
+if os.sep != "/" or os.altsep:  # where "\\" separates paths (Windows), "\\cur" would name INBOX's cur/
+    _FORBIDDEN |= frozenset(os.sep + (os.altsep or ""))
 
 
 class InvalidMailboxName(MailboxError):
@@ -37,8 +39,9 @@ def check_mailbox_name(name: str, delimiter: str) -> list[str]:
 
     RFC 3501 5.1 leaves names to the server; this one refuses an empty level ("", "/", "a//b"), a "."
     in a level (on disk it is Maildir++'s own separator, so "." and ".." would leave the Maildir and
-    "a.b" would be read back as "a/b"), a backslash, control characters (RFC 9051 5.1 asks servers
-    to refuse them) and a name over 200 bytes.
+    "a.b" would be read back as "a/b"), control characters (RFC 9051 5.1 asks servers to refuse them),
+    a path separator of the system (a backslash on Windows; on POSIX ``foo\\bar`` is an ordinary
+    name) and a name over 200 bytes.
     """
     if name == "INBOX":
         return []
@@ -48,7 +51,7 @@ def check_mailbox_name(name: str, delimiter: str) -> list[str]:
     if any(not part for part in parts):
         raise InvalidMailboxName(name, f"an empty level between {delimiter!r} separators")
     if any(ch in _FORBIDDEN for ch in name):
-        raise InvalidMailboxName(name, "no backslash or control character in a folder name")
+        raise InvalidMailboxName(name, "no control character or path separator in a folder name")
     if any("." in part for part in parts):
         raise InvalidMailboxName(name, f"no '.' in a folder name (folders nest with {delimiter!r})")
     return parts

@@ -148,7 +148,7 @@ class Listing:
 
 def _metadata(subdir: str, name: str, colon: str, date: float) -> MaildirMessage:
     msg = MaildirMessage()
-    msg.set_subdir(subdir)
+    msg.set_subdir(subdir)  # type: ignore[arg-type]  # "new" or "cur", from the listing
     if colon in name:
         msg.set_info(name.rsplit(colon, 1)[-1])
     msg.set_date(date)

@@ -16,7 +16,7 @@ from typing import Any, Final, Self
 
 from pymap.interfaces.message import CachedMessage
 from pymap.message import BaseLoadedMessage, BaseMessage
-from pymap.mime import MessageContent
+from pymap.mime import MessageBody, MessageContent, MessageHeader
 from pymap.parsing.message import AppendMessage
 from pymap.parsing.response.fetch import (
     BodyStructure,
@@ -32,7 +32,62 @@ from .envelope import Envelope
 from .flags import MaildirFlags
 from .maildir import Maildir
 
-__all__ = ["Message", "LoadedMessage"]
+__all__ = ["Message", "LoadedMessage", "parse_content"]
+
+
+class _Content(MessageContent):
+    """pymap's MIME tree, whose multipart parts end where RFC 2046 5.1.1 says."""
+
+    @classmethod
+    def _parse(cls, data: bytes, view: memoryview, lines: Any) -> MessageContent:
+        header_lines, body_lines = cls._split_lines(data, lines)
+        header = MessageHeader._parse(data, view, header_lines)
+        body = _Body._parse(data, view, body_lines, header.parsed.content_type)
+        return cls(data, header, body)
+
+
+class _Body(MessageBody):
+    """A body whose parts exclude the CRLF before each boundary: RFC 2046 5.1.1 makes it part of the
+    boundary, so ``BODY[1]`` and the BODYSTRUCTURE size of part 1 are the part's own octets (pymap
+    counted the CRLF in both)."""
+
+    def __init__(self, data: bytes, lines: Any, content_type: Any, nested: Any) -> None:
+        super().__init__(data, lines, content_type, nested)
+        if not lines:  # pymap's get_raw returned all of `data` but its last byte for no lines
+            self._raw = memoryview(b"")
+
+    @classmethod
+    def _parse_rfc822(cls, data: bytes, view: memoryview, lines: Any, content_type: Any) -> MessageBody:
+        return cls(data, lines, content_type, [_Content._parse(data, view, lines)])
+
+    @classmethod
+    def _parse_multipart(cls, data: bytes, view: memoryview, lines: Any, content_type: Any,
+                         boundary: bytes) -> MessageBody:
+        parts = cls._find_parts(data, view, lines, boundary)
+        return cls(data, lines, content_type, [_Content._parse(data, view, part) for part in parts])
+
+    @classmethod
+    def _find_parts(cls, data: bytes, view: memoryview, lines: Any, boundary: bytes) -> Any:
+        parts = super()._find_parts(data, view, lines, boundary)
+        trimmed = []
+        for part in parts:
+            if part:
+                start, end, _ = part[-1]
+                part = [*part[:-1], (start, end, end)]  # the line end before "--boundary" is the boundary's
+            trimmed.append(part)
+        return trimmed
+
+
+def parse_content(raw: bytes) -> MessageContent:
+    """The MIME tree of a message (pymap's, with RFC 2046 part boundaries)."""
+    return _Content.parse(raw)
+
+
+def body_lines(body: Any) -> int:
+    """The number of text lines of a body (RFC 3501 7.4.2 body-fld-lines): its line ends, plus a last
+    line without one."""
+    raw = bytes(body)
+    return raw.count(b"\n") + (1 if raw and not raw.endswith(b"\n") else 0)
 
 
 class Message(BaseMessage):
@@ -58,7 +113,7 @@ class Message(BaseMessage):
             return LoadedMessage(self, requirement, None)
         if b"\n" in raw.replace(b"\r\n", b""):  # a file written by hand with bare LF
             raw = raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-        return LoadedMessage(self, requirement, MessageContent.parse(raw))
+        return LoadedMessage(self, requirement, parse_content(raw))
 
     @classmethod
     def copy_expunged(cls, msg: CachedMessage) -> Self:
@@ -118,7 +173,7 @@ class LoadedMessage(BaseLoadedMessage):
         content_id = parsed.content_id
         content_desc = parsed.content_description
         content_encoding = parsed.content_transfer_encoding
-        size, lines = len(msg.body), msg.body.lines
+        size, lines = len(msg.body), body_lines(msg.body)
         if maintype == "message" and subtype == "rfc822" and msg.body.has_nested:
             sub_msg = msg.body.nested[0]
             return MessageBodyStructure(params, disposition, language, location, content_id, content_desc,

@@ -33,8 +33,15 @@ from pymap.imap.state import ConnectionState
 from pymap.interfaces.login import LoginInterface
 from pymap.parsing.command.auth import DeleteCommand, SelectCommand
 from pymap.parsing.command.select import CloseCommand, FetchCommand
-from pymap.parsing.response import CommandResponse, Response, ResponseBad, ResponseBye, ResponseCode, ResponseOk
-from pymap.parsing.response import UntaggedResponse
+from pymap.parsing.response import (
+    CommandResponse,
+    Response,
+    ResponseBad,
+    ResponseBye,
+    ResponseCode,
+    ResponseOk,
+    UntaggedResponse,
+)
 from pymap.parsing.response.code import MailboxId, PermanentFlags, UidNext, UidValidity, Unseen
 from pymap.parsing.response.specials import ExistsResponse, FlagsResponse, RecentResponse
 from pymap.parsing.specials import FetchAttribute
@@ -214,7 +221,8 @@ class LabConnection(IMAPConnection):
 
     def __init__(self, commands: Any, config: Any, reader: Any, writer: Any, sock_info: SocketInfo,
                  limits: Limits, state: LabState) -> None:
-        super().__init__(commands, config, _TimedReader(reader, self._read_literal), writer, sock_info)
+        super().__init__(commands, config, _TimedReader(reader, self._read_literal), writer,  # type: ignore[arg-type]
+                         sock_info)
         self._raw_reader = reader
         self._limits = limits
         self._state = state

@@ -92,8 +92,15 @@ class Session(SessionInterface):
                 list_tree = await self.mailbox_set.list_subscribed()
             else:
                 list_tree = await self.mailbox_set.list_mailboxes()
+            entries = list(list_tree.list_matching(ref_name, filter_))
+            if subscribed:
+                # RFC 3501 6.3.9: LSUB names what is subscribed; a parent that is not is named (as
+                # \Noselect) only when "%" stops the listing above a subscribed child.
+                shown = {entry.name for entry in entries if entry.exists}
+                entries = [entry for entry in entries if entry.exists or (
+                    "%" in filter_ and not any(name.startswith(entry.name + delimiter) for name in shown))]
             ret = [(entry.name, delimiter, [*entry.attributes, *self.mailbox_set.special_use(entry.name)])
-                   for entry in list_tree.list_matching(ref_name, filter_)]
+                   for entry in entries]
         else:
             ret = [("", delimiter, [b"Noselect"])]
         return ret, await self._load_updates(selected, None)
@@ -119,6 +126,7 @@ class Session(SessionInterface):
         return await self._load_updates(selected, None)
 
     async def subscribe(self, name: str, selected: SelectedMailbox | None = None) -> SelectedMailbox | None:
+        await self._get_mailbox(name)  # RFC 3501 6.3.6 lets the server refuse a name that does not exist
         await self.mailbox_set.set_subscribed(name, True)
         return await self._load_updates(selected, None)
 

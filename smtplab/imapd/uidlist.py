@@ -10,7 +10,7 @@ import os.path
 import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import ClassVar, IO, Literal, Self
+from typing import IO, ClassVar, Literal, Self
 
 from pymap.mailbox import MailboxSnapshot
 
@@ -113,7 +113,7 @@ class UidList(FileWriteable):
 
     @classmethod
     def _build_line(cls, rec: Record) -> str:
-        parts = ['%d' % rec.uid]
+        parts = [str(rec.uid)]
         for key, val in sorted(rec.fields.items()):
             if val is not None:
                 parts.append(' ')

@@ -11,7 +11,7 @@ from abc import abstractmethod
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, fields
-from typing import ClassVar, Generic, IO, Protocol, Self, TypeVar
+from typing import IO, ClassVar, Generic, Protocol, Self, TypeVar
 
 from .io import FileWriteable
 
