@@ -49,6 +49,7 @@ from pymap.parsing.specials.flag import Wildcard
 from pymap.selected import SelectedMailbox
 from pysasl.creds.server import ServerCredentials
 
+from . import pymap_patch
 from .commands import EnableCommand, NamespaceCommand, UnselectCommand
 
 __all__ = ["LabImapServer", "LoginThrottle", "Limits"]
@@ -267,6 +268,7 @@ class LabImapServer:
 
     def __init__(self, login: LoginInterface, config: Any, limits: Limits,
                  on_login_failed: Callable[[float], None] | None = None) -> None:
+        pymap_patch.apply()  # on first use, checked: see smtplab.imapd.pymap_patch
         self._login = login
         self._config = config
         self._limits = limits
