@@ -22,7 +22,7 @@ from typing import Any
 
 from ..errors import SmtpLabError
 
-__all__ = ["PymapMismatch", "apply", "decode_mailbox_name"]
+__all__ = ["PymapMismatch", "apply", "check", "decode_mailbox_name"]
 
 PYMAP_VERSION = "0.36.7"
 # sha256 of inspect.getsource(pymap.parsing.modutf7.modutf7_decode) in pymap 0.36.7.
@@ -71,6 +71,16 @@ def _source_digest(function: Any) -> str | None:
         return None
 
 
+def check(version: str, current: Any, original: Any) -> None:
+    """PymapMismatch unless pymap is `PYMAP_VERSION` and `current` is its own, unchanged `original`."""
+    if version != PYMAP_VERSION:
+        raise PymapMismatch(f"smtplab's IMAP server needs pymap {PYMAP_VERSION}, found {version}: "
+                            f"install the pinned version (pip install pymap=={PYMAP_VERSION})")
+    if current is not original or _source_digest(current) != _SOURCE_SHA256:
+        raise PymapMismatch("pymap.parsing.specials.mailbox.modutf7_decode is not pymap 0.36.7's own: "
+                            "reinstall pymap==0.36.7 (pip install --force-reinstall pymap==0.36.7)")
+
+
 def apply() -> None:
     """Install :func:`decode_mailbox_name` in pymap's mailbox-name parser (once; checked)."""
     global _applied
@@ -81,12 +91,6 @@ def apply() -> None:
         from pymap.parsing import modutf7
         from pymap.parsing.specials import mailbox
 
-        if __version__ != PYMAP_VERSION:
-            raise PymapMismatch(f"smtplab's IMAP server needs pymap {PYMAP_VERSION}, found {__version__}: "
-                                f"install the pinned version (pip install pymap=={PYMAP_VERSION})")
-        current = mailbox.modutf7_decode
-        if current is not modutf7.modutf7_decode or _source_digest(current) != _SOURCE_SHA256:
-            raise PymapMismatch("pymap.parsing.specials.mailbox.modutf7_decode is not pymap 0.36.7's own: "
-                                "reinstall pymap==0.36.7 (pip install --force-reinstall pymap==0.36.7)")
+        check(__version__, mailbox.modutf7_decode, modutf7.modutf7_decode)
         mailbox.modutf7_decode = decode_mailbox_name  # type: ignore[assignment]
         _applied = True
