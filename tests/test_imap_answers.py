@@ -48,7 +48,8 @@ PLAIN = [  # (From, To, Cc, Subject, body)
     ("Alice Example <alice@example.org>", "Bob <bob@example.net>", "", "lunch", "Pizza at noon?"),
     ("alice@example.org", "bob@example.net, Carol <carol@example.net>", "dan@example.net", "re: lunch",
      "Sounds good. Mention Alice here."),
-    ("Carol <carol@example.net>", "bob@example.net", "Alice Example <alice@example.org>", "minutes", "Notes."),
+    ("Carol <carol@example.net>", "bob@example.net (Bobby Tables)", "Alice Example <alice@example.org>", "minutes",
+     "Notes."),
 ]
 
 
@@ -163,6 +164,7 @@ def test_search_address_keys_find_every_match(bob: imaplib.IMAP4) -> None:
     assert bob.search(None, "TO", "carol")[1] == [b"2"]
     assert bob.search(None, "TO", "bob@example.net")[1] == [b"1 2 3"]
     assert bob.search(None, "CC", "Alice")[1] == [b"3"]
+    assert bob.search(None, "TO", "bobby")[1] == [b"3"]  # the field as written, comment included
     assert bob.search(None, "OR", "CC", "dan", "FROM", "Carol")[1] == [b"2 3"]
     assert bob.search(None, "SUBJECT", "LUNCH")[1] == [b"1 2"]
     assert bob.search(None, "HEADER", "Cc", '""')[1] == [b"2 3"]
