@@ -153,8 +153,8 @@ def message(subject: str, body: bytes = b"hello\r\n", *, message_id: str | None 
 def stored(lab: smtplab.Lab, subject: str, service: str) -> bytes:
     """The bytes bob's Maildir holds for the message with `subject` sent through `service`."""
     wanted = b"\r\nSubject: " + subject.encode() + b"\r\n"
-    found = [raw for path in lab.directory.glob("mail/example.net/bob/*/*")
-             if wanted in (raw := path.read_bytes()) and (b"by smtp.example.org" in raw) == (service == SUBMISSION)]
+    found = [raw for path in lab.directory.glob("mail/example.net/bob/*/*") if path.is_file()
+             and wanted in (raw := path.read_bytes()) and (b"by smtp.example.org" in raw) == (service == SUBMISSION)]
     assert len(found) == 1, f"{len(found)} messages with subject {subject!r} via {service}"
     return found[0]
 
@@ -626,6 +626,8 @@ def test_imap_literal_promise_not_kept(lab: smtplab.Lab) -> None:
 
 
 def test_imap_ten_wrong_logins_then_the_right_one(lab: smtplab.Lab) -> None:
+    # Each failure waits a doubling delay (tests/test_imap_limits.py): a short one here, the answers are the point.
+    lab._imap["imap.example.net"].limits.login_delay = 0.001
     client = ImapWire(lab)
     try:
         for n in range(10):
