@@ -295,7 +295,7 @@ class MailboxData(MailboxDataInterface[Message]):
             msg = Message.copy_expunged(cached_msg)
             msg.permanent_flags = mode.apply(msg.permanent_flags, flag_set)
             return msg
-        flags = await self._define_keywords(flag_set)
+        flags = self.maildir_flags if mode == FlagOp.DELETE else await self._define_keywords(flag_set)
         new_flags = mode.apply(flags.from_maildir(maildir_msg.get_flags()), flag_set)
         maildir_msg.set_flags(flags.to_maildir(new_flags))
         try:
