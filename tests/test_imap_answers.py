@@ -10,10 +10,16 @@ import re
 from collections.abc import Iterator
 
 import pytest
+from conftest import IN_CI
 
 import smtplab
 
-imapclient = pytest.importorskip("imapclient")  # pip install imapclient==2.3.1 (a test requirement)
+try:
+    import imapclient  # pip install imapclient==2.3.1: a test requirement
+except ImportError:
+    if IN_CI:
+        raise
+    pytest.skip("imapclient is not installed (pip install imapclient==2.3.1)", allow_module_level=True)
 
 GROUPS = (b"From: Alice Example <alice@example.org>\r\n"
           b"Sender:\r\n"
