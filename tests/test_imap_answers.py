@@ -198,6 +198,7 @@ def test_keywords_are_kept_and_listed(lab: smtplab.Lab, bob: imaplib.IMAP4) -> N
     bob.select("INBOX")
     assert b"\\*" in bob.untagged_responses["PERMANENTFLAGS"][-1]
     assert bob.store("1", "+FLAGS", "($Label1 $Junk)")[0] == "OK"
+    assert b"$Label1" in bob.untagged_responses["FLAGS"][-1]  # the new flags announced (RFC 3501 7.2.6)
     assert set(re.search(rb"FLAGS \(([^)]*)\)", _fetch(bob, "(FLAGS)"))[1].split()) == {b"$Junk", b"$Label1", b"\\Recent"}
     other = lab.imap("bob@example.net")  # another session, another SELECT: the keywords are in FLAGS
     try:

@@ -31,8 +31,9 @@ from pymap.exceptions import InvalidAuth
 from pymap.imap import IMAPConnection
 from pymap.imap.state import ConnectionState
 from pymap.interfaces.login import LoginInterface
+from pymap.parsing.command.any import NoOpCommand
 from pymap.parsing.command.auth import DeleteCommand, SelectCommand
-from pymap.parsing.command.select import CloseCommand, FetchCommand
+from pymap.parsing.command.select import CloseCommand, FetchCommand, StoreCommand
 from pymap.parsing.response import (
     CommandResponse,
     Response,
@@ -45,7 +46,7 @@ from pymap.parsing.response import (
 from pymap.parsing.response.code import MailboxId, PermanentFlags, UidNext, UidValidity, Unseen
 from pymap.parsing.response.specials import ExistsResponse, FlagsResponse, RecentResponse
 from pymap.parsing.specials import FetchAttribute
-from pymap.parsing.specials.flag import Wildcard
+from pymap.parsing.specials.flag import Flag, Recent, Wildcard
 from pymap.selected import SelectedMailbox
 from pysasl.creds.server import ServerCredentials
 
@@ -115,6 +116,7 @@ class LabState(ConnectionState):
         self._address = address
         self._failures = 0
         self._on_login_failed = on_login_failed
+        self._flags: frozenset[Flag] = frozenset()  # the folder's flags as this session was last told
 
     @property
     def authenticated(self) -> bool:
@@ -132,9 +134,32 @@ class LabState(ConnectionState):
         self._throttle.succeeded(self._address)
         return response
 
+    async def _announce_flags(self, resp: CommandResponse) -> None:
+        """RFC 3501 7.2.6: when the folder's flags grew (a new keyword), say so with FLAGS (and
+        PERMANENTFLAGS in a read-write session) before the command completes."""
+        if self._selected is None:
+            return
+        flags = await self.session.permanent_flags(self._selected)  # type: ignore[attr-defined]
+        if flags != self._flags:
+            self._flags = flags
+            resp.add_untagged(FlagsResponse((flags - {Wildcard}) | {Recent}))
+            if not self._selected.readonly:
+                resp.add_untagged_ok(b"Flags permitted.", PermanentFlags(flags))
+
+    async def do_store(self, cmd: StoreCommand) -> _Ret:  # type: ignore[override]
+        resp, updates = await super().do_store(cmd)
+        await self._announce_flags(resp)
+        return resp, updates
+
+    async def do_noop(self, cmd: NoOpCommand) -> _Ret:  # type: ignore[override]
+        resp, updates = await super().do_noop(cmd)
+        await self._announce_flags(resp)
+        return resp, updates
+
     async def do_select(self, cmd: SelectCommand) -> _Ret:  # type: ignore[override]
         self._selected = None
         mailbox, updates = await self.session.select_mailbox(cmd.mailbox, cmd.readonly)
+        self._flags = mailbox.permanent_flags
         defined = mailbox.permanent_flags - {Wildcard}
         if updates.readonly:
             resp = ResponseOk(cmd.tag, b"Selected mailbox.", ResponseCode.of(b"READ-ONLY"))
@@ -181,7 +206,9 @@ class LabState(ConnectionState):
     async def do_delete(self, cmd: DeleteCommand) -> _Ret:  # type: ignore[override]
         closed = False
         if self._selected is not None and cmd.mailbox == self._selected.lookup and cmd.mailbox != "INBOX":
-            self._selected, closed = None, True  # leave it first: the session goes on (RFC 3501 6.3.4)
+            # RFC 3501 6.3.4 does not say what becomes of a session whose selected mailbox it deletes:
+            # leave it first, so the session goes on authenticated (Dovecot disconnects instead).
+            self._selected, closed = None, True
         resp, updates = await super().do_delete(cmd)
         if closed:
             resp.add_untagged_ok(b"Selected mailbox deleted: none is selected now.", ResponseCode.of(b"CLOSED"))

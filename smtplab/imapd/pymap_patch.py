@@ -51,7 +51,7 @@ def decode_mailbox_name(data: bytes) -> str:
         parts.append(data[i:amp].decode("latin-1"))
         match = _SHIFTED.match(data, amp)
         if match is None:  # "&" not closed by "-", or not base64 inside: malformed
-            raise NotParseable(data)
+            raise NotParseable(memoryview(data))
         encoded = match.group(1)
         if not encoded:
             parts.append("&")  # "&-"
@@ -59,7 +59,7 @@ def decode_mailbox_name(data: bytes) -> str:
             try:
                 parts.append(("+" + encoded.decode("ascii").replace(",", "/") + "-").encode().decode("utf-7"))
             except UnicodeDecodeError as exc:
-                raise NotParseable(data) from exc
+                raise NotParseable(memoryview(data)) from exc
         i = match.end()
     return "".join(parts)
 

@@ -151,6 +151,10 @@ class Session(SessionInterface):
         snapshot = await mbx.snapshot()
         return snapshot, await mbx.update_selected(selected)
 
+    async def permanent_flags(self, selected: SelectedMailbox) -> frozenset[Flag]:
+        """The flags the selected folder defines now (its keywords grow as clients set new ones)."""
+        return (await self._get_selected(selected)).permanent_flags
+
     async def check_mailbox(self, selected: SelectedMailbox, *, wait_on: Event | None = None,
                             housekeeping: bool = False) -> SelectedMailbox:
         mbx = await self._get_selected(selected)
