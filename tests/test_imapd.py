@@ -10,7 +10,7 @@ from pymap.mime import MessageContent
 from pymap.parsing.exceptions import NotParseable
 from pymap.parsing.specials.flag import Flag, Seen, Wildcard
 
-from smtplab.errors import SmtpLabError
+from smtplab.errors import LibraryMismatch
 from smtplab.imapd import check_mailbox_name, pymap_patch
 from smtplab.imapd.envelope import Envelope, parse_addresses
 from smtplab.imapd.flags import MaildirFlags
@@ -71,7 +71,7 @@ def test_the_pymap_patch_refuses_another_pymap() -> None:
         pymap_patch.check("0.37.0", modutf7.modutf7_decode, modutf7.modutf7_decode)
     with pytest.raises(pymap_patch.PymapMismatch, match="not pymap 0.36.7's own"):
         pymap_patch.check("0.36.7", pymap_patch.decode_mailbox_name, modutf7.modutf7_decode)
-    assert issubclass(pymap_patch.PymapMismatch, SmtpLabError)
+    assert issubclass(pymap_patch.PymapMismatch, LibraryMismatch)
     pymap_patch.check("0.36.7", modutf7.modutf7_decode, modutf7.modutf7_decode)  # the real one passes
 
 

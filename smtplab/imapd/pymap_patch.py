@@ -20,7 +20,7 @@ import re
 import threading
 from typing import Any
 
-from ..errors import SmtpLabError
+from ..errors import LibraryMismatch
 
 __all__ = ["PymapMismatch", "apply", "check", "decode_mailbox_name"]
 
@@ -33,7 +33,7 @@ _lock = threading.Lock()
 _SHIFTED = re.compile(rb"&([A-Za-z0-9+,]*)-")
 
 
-class PymapMismatch(SmtpLabError, RuntimeError):
+class PymapMismatch(LibraryMismatch):
     """The installed pymap is not the one the lab's IMAP server was written against."""
 
 
