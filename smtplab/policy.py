@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import email.errors
 from dataclasses import dataclass
 from typing import Any
 
-from . import dnsbl, mailauth, spam
+import dns.exception
+import spf
+
+from . import dnsbl, mailauth, replies, spam
 
 __all__ = ["Screening", "check_client", "screen", "sign"]
 
@@ -28,8 +32,11 @@ class Screening:
     verdict: mailauth.AuthVerdict | None
     report: spam.SpamReport | None
     dns_client: str = ""  # "address:port" the checks' DNS questions came from (to find them in the trace)
+    problem: str = ""  # why the checks could not decide (for the trace; never sent to the client)
 
     def summary(self) -> str:
+        if self.problem:
+            return f"not checked: {self.problem}"
         parts = []
         if self.verdict is not None:
             v = self.verdict
@@ -68,8 +75,17 @@ async def screen(lab: Any, host: str, domain: str, content: bytes, *, client_ip:
     if security.get("verify") or security.get("spam"):
         # DNS questions and header parsing: off the loop, which serves every other session meanwhile.
         # In a copy of this task's context: the questions belong to the transaction (smtplab.trace).
-        verdict, report, dns_client = await asyncio.get_running_loop().run_in_executor(
-            None, contextvars.copy_context().run, check)
+        try:
+            verdict, report, dns_client = await asyncio.get_running_loop().run_in_executor(
+                None, contextvars.copy_context().run, check)
+        except _DNS_TEMPORARY as error:
+            # RFC 6376 §6.1.2 / RFC 7489 §6.6.3: a key or policy that cannot be fetched now is a temporary
+            # failure; the sending MTA keeps the message and retries (RFC 5321 §4.2.5).
+            return Screening(replies.CHECKS_DNS_FAILED, "INBOX", b"", None, None,
+                             problem=f"the lab DNS did not answer ({_describe(error)}): deferred")
+        except _UNPARSABLE as error:
+            return Screening(replies.UNPARSABLE, "INBOX", b"", None, None,
+                             problem=f"the message could not be parsed ({_describe(error)}): refused")
     headers = b""
     if verdict is not None:
         headers += f"Authentication-Results: {verdict.header}\r\n".encode()
@@ -87,6 +103,18 @@ async def screen(lab: Any, host: str, domain: str, content: bytes, *, client_ip:
             report is not None and security.get("spam") == "filter" and report.verdict == "junk"):
         folder = "Junk"
     return Screening(reply, folder, headers, verdict, report, dns_client)
+
+
+# What a failed lookup raises through the checks: LabDns turns a timeout into spf.TempError; a closed
+# DNS port may surface as a refused UDP datagram (ICMP port unreachable).
+_DNS_TEMPORARY = (spf.TempError, dns.exception.Timeout, ConnectionError)
+# What the parsers raise on content they cannot follow: the email package recurses once per MIME level
+# (2,000 nested multiparts exhaust the interpreter's stack), and malformed structures or charsets.
+_UNPARSABLE = (RecursionError, email.errors.MessageError, UnicodeError)
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
 
 
 def sign(lab: Any, domain: str, content: bytes) -> bytes:

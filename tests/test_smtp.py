@@ -178,3 +178,16 @@ def test_a_normal_day_logs_no_warnings(caplog: pytest.LogCaptureFixture) -> None
         s.quit()
     noisy = [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.WARNING]
     assert not noisy
+
+
+def test_help_and_ehlo_offer_only_what_is_answered(lab: smtplab.Lab) -> None:
+    mx = lab.host("mx1.example.net")
+    with smtplib.SMTP(mx.address, mx.ports["smtp"], local_hostname="client.local", timeout=10) as c:
+        c.ehlo()
+        assert not c.has_extn("auth") and c.has_extn("smtputf8")
+        code, text = c.docmd("HELP")
+        assert code == 214 and b" AUTH" not in text and b"VRFY" in text
+        assert c.docmd("AUTH", "PLAIN")[0] == 503  # not offered here: not "538 encryption required"
+        code, text = c.docmd("VRFY", "bob@example.net")  # RFC 5321 section 3.5.3: answered, without a promise
+        assert code == 252 and b"will accept" not in text
+        assert c.noop()[0] == 250
