@@ -27,11 +27,13 @@ _STORAGE_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
 def _received(server: LabSMTP, session: Session, queue_id: str, recipients: list[str], now: float,
-              peer_name: str) -> bytes:
+              peer_name: str, envelope_utf8: bool = False) -> bytes:
     """Build the RFC 5321 §4.4 trace header, with the RFC 3848 protocol keyword."""
     helo = session.host_name or "unknown"
     address = session.peer[0] if session.peer else "unknown"
     protocol = "ESMTP" if session.extended_smtp else "SMTP"
+    if envelope_utf8:
+        protocol = "UTF8SMTP"  # RFC 6531 section 3.7.3: the SMTPUTF8 variants of the RFC 3848 keywords
     if session.ssl is not None:
         protocol += "S"
     if session.authenticated:
@@ -203,7 +205,7 @@ class SubmissionHandler(_BaseHandler):
                         Note(warning=True))
         recipients = _unique(envelope.rcpt_tos)
         header = _received(server, session, queue_id, recipients, self.lab.now(),
-                           self.lab.peer_name(session.peer[0]))
+                           self.lab.peer_name(session.peer[0]), envelope.smtp_utf8)
         content = header + content
         # Written to the spool before the 250 (RFC 5321 section 6.1), from a disk thread.
         await self.lab.enqueue_async(self.host_name, envelope.mail_from or "", recipients, content, queue_id)
@@ -255,7 +257,7 @@ class InboundHandler(_BaseHandler):
         queue_id = new_queue_id()
         recipients = _unique(envelope.rcpt_tos)
         received = _received(server, session, queue_id, recipients, self.lab.now(),
-                             self.lab.peer_name(session.peer[0]))
+                             self.lab.peer_name(session.peer[0]), envelope.smtp_utf8)
         original = envelope.original_content or b""
         sender = "" if envelope.mail_from in ("<>", None) else envelope.mail_from
         local = [r for r in recipients if _split_address(r)[1].lower() in self.domains]
