@@ -9,8 +9,10 @@ delivers into the users' Maildirs (or Junk). Both refuse bare LF / CR in DATA (S
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import errno
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import format_datetime, make_msgid
 from typing import Any
 
@@ -18,6 +20,7 @@ from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
 from . import policy, replies
 from .events import Note, PolicyVerdict
+from .iprev import IprevResult, iprev_async
 from .smtp import _CONTROL, MAX_RECIPIENTS, LabSMTP, LineTooLong, Postmaster, new_queue_id
 
 __all__ = ["SubmissionHandler", "InboundHandler", "header_value", "failure_reply"]
@@ -28,7 +31,9 @@ _STORAGE_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 def _received(server: LabSMTP, session: Session, queue_id: str, recipients: list[str], now: float,
               peer_name: str, envelope_utf8: bool = False) -> bytes:
-    """Build the RFC 5321 §4.4 trace header, with the RFC 3848 protocol keyword."""
+    """Build the RFC 5321 §4.4 trace header, with the RFC 3848 protocol keyword.
+
+    `peer_name` is the client's forward-confirmed reverse-DNS name ("" when it has none)."""
     helo = session.host_name or "unknown"
     address = session.peer[0] if session.peer else "unknown"
     protocol = "ESMTP" if session.extended_smtp else "SMTP"
@@ -38,7 +43,7 @@ def _received(server: LabSMTP, session: Session, queue_id: str, recipients: list
         protocol += "S"
     if session.authenticated:
         protocol += "A"
-    reverse = peer_name if peer_name and peer_name != "client" else "unknown"
+    reverse = peer_name or "unknown"  # the forward-confirmed name (iprev), as Postfix writes it
     rcpt = f"\r\n\tfor <{recipients[0]}>" if len(recipients) == 1 else ""
     value = (
         f"from {helo} ({reverse} [{address}])\r\n\tby {server.hostname} (smtplab) with {protocol} id {queue_id}"
@@ -121,6 +126,25 @@ class _BaseHandler:
         # RFC 5321 section 3.5.3 / 7.3: 252 answers without confirming or denying (no address harvesting);
         # aiosmtpd's text promised to accept the message, which an MX then refuses at RCPT for unknown users.
         return replies.CANNOT_VRFY
+
+    async def _client_name(self, server: LabSMTP, session: Session, *, part_of_the_story: bool = True) -> str:
+        """The client's name as the lab DNS vouches for it (iprev, RFC 8601 section 3), once per connection:
+        its address's PTR name, if that name's A record leads back to the address; "" otherwise.
+
+        With `part_of_the_story`, the questions and the verdict belong to the transaction (an MX judging a
+        peer MTA); a submission host's lookup of the learner's own mail client stays among the DNS events."""
+        checked: IprevResult | None = session.__dict__.get("smtplab_iprev")
+        if checked is None:
+            source = self.lab.hosts[self.host_name].address  # asked from the server's own address
+            peer: Any = session.peer  # (address, port)
+            lookup = iprev_async(peer[0], self.lab.dns_resolver(), source=source, prefer=session.host_name or "")
+            # Outside the story: in a context of its own, so its questions are announced for no transaction.
+            checked = await (lookup if part_of_the_story else
+                             asyncio.get_running_loop().create_task(lookup, context=contextvars.Context()))
+            session.__dict__["smtplab_iprev"] = checked  # once per connection, like the blocklist answer
+            if part_of_the_story:
+                server.note(str(checked), Note())
+        return checked.name
 
     async def _refusal_at_end_of_data(self, server: LabSMTP, envelope: Envelope) -> str | None:
         """An injected fault, or content no MTA should pass on: the reply instead of accepting, or None."""
@@ -205,7 +229,7 @@ class SubmissionHandler(_BaseHandler):
                         Note(warning=True))
         recipients = _unique(envelope.rcpt_tos)
         header = _received(server, session, queue_id, recipients, self.lab.now(),
-                           self.lab.peer_name(session.peer[0]), envelope.smtp_utf8)
+                           await self._client_name(server, session, part_of_the_story=False), envelope.smtp_utf8)
         content = header + content
         # Written to the spool before the 250 (RFC 5321 section 6.1), from a disk thread.
         await self.lab.enqueue_async(self.host_name, envelope.mail_from or "", recipients, content, queue_id)
@@ -257,7 +281,7 @@ class InboundHandler(_BaseHandler):
         queue_id = new_queue_id()
         recipients = _unique(envelope.rcpt_tos)
         received = _received(server, session, queue_id, recipients, self.lab.now(),
-                             self.lab.peer_name(session.peer[0]), envelope.smtp_utf8)
+                             await self._client_name(server, session), envelope.smtp_utf8)
         original = envelope.original_content or b""
         sender = "" if envelope.mail_from in ("<>", None) else envelope.mail_from
         local = [r for r in recipients if _split_address(r)[1].lower() in self.domains]
