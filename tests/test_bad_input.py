@@ -432,6 +432,10 @@ CORPUS: list[Case] = [
          steps=((b"RCPT TO:<bob@[127.0.0.1]>\r\n", {SUBMISSION: "550 5.1.2", MX: "550 5.7.1"}),)),
     # Unknown commands and commands out of order.
     Case("unknown command", steps=((b"XYZZY plugh\r\n", "500 5.5.1"),)),
+    # CHUNKING (RFC 3030) is not offered (see docs/teaching.md): BDAT is a command this server does not know
+    # (a client may send BDAT only when EHLO listed CHUNKING, RFC 3030 section 2).
+    Case("BDAT without CHUNKING", setup="rcpt", steps=((b"BDAT 5 LAST\r\n", "500 5.5.1"),
+                                                       (b"RSET\r\n", "250 2.0.0"))),
     Case("empty line", steps=((b"\r\n", "500 5.5.2"),)),
     Case("too many unknown commands", run=too_many_unknown_commands),
     Case("MAIL before EHLO", setup="none",
