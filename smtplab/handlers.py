@@ -343,6 +343,8 @@ def failure_reply(error: BaseException) -> str:
         return replies.STORAGE_FULL
     if isinstance(error, OSError) and error.errno == errno.EFBIG:  # larger than a file may be here
         return replies.TOO_BIG_FOR_SYSTEM
+    if isinstance(error, policy.UnparsableMessage):  # RFC 3463 X.6.0: the same bytes would fail again
+        return replies.UNPARSABLE
     return replies.LOCAL_ERROR
 
 

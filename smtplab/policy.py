@@ -14,12 +14,18 @@ import email.errors
 from dataclasses import dataclass
 from typing import Any
 
+import dkim
 import dns.exception
 import spf
 
 from . import dnsbl, mailauth, replies, spam
 
-__all__ = ["Screening", "check_client", "screen", "sign"]
+__all__ = ["Screening", "UnparsableMessage", "check_client", "screen", "sign"]
+
+
+class UnparsableMessage(ValueError):
+    """The message's structure defeats a parser the lab needs (e.g. a header line without a colon, which
+    DKIM signing cannot canonicalize): a permanent refusal, 554 5.6.0, since the same bytes fail again."""
 
 
 @dataclass(frozen=True)
@@ -122,4 +128,7 @@ def sign(lab: Any, domain: str, content: bytes) -> bytes:
     key = lab.dkim_key(domain)
     if key is None:
         return content
-    return mailauth.dkim_sign(content, domain=domain, selector=key.selector, private_key=key.private_pem)
+    try:
+        return mailauth.dkim_sign(content, domain=domain, selector=key.selector, private_key=key.private_pem)
+    except dkim.MessageFormatError as error:  # RFC 5322 §2.2: every header field is a name, a colon, a body
+        raise UnparsableMessage(f"DKIM cannot sign it: {error}") from error

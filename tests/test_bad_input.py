@@ -398,6 +398,11 @@ CORPUS: list[Case] = [
     Case("bare LF in the message", setup="rcpt", steps=data_steps(message("lf", b"one\ntwo\r\n"), "554 5.6.0")),
     Case("bare CR in the message", setup="rcpt", steps=data_steps(message("cr", b"one\rtwo\r\n"), "554 5.6.0")),
     Case("bare LF ending a command", steps=((b"NOOP\n", "250 2.0.0"),)),  # tolerated, as Postfix does
+    # A header line without a colon (RFC 5322 §2.2): the submission host cannot DKIM-sign it; a permanent,
+    # honest 554 5.6.0 (not a 451 retried forever), and the session goes on.
+    Case("header line without a colon", setup="rcpt", services=(SUBMISSION,),
+         steps=data_steps(b"this line is no header\r\n" + message("no colon"), "554 5.6.0")
+         + ((f"MAIL FROM:<{SENDER[SUBMISSION]}>\r\n".encode(), "250 2.1.0"),)),
     # 8-bit without SMTPUTF8 (RFC 6531): refused in commands; in DATA it travels as 8BITMIME (RFC 6152).
     Case("8-bit address without SMTPUTF8", setup="mail",
          steps=(("RCPT TO:<bj\u00f6rn@example.net>\r\n".encode(), "553 5.6.7"),)),
