@@ -541,7 +541,10 @@ class LabSMTP(SMTP):
             if self.transport is not None:
                 self.transport.close()
             raise asyncio.CancelledError
-        reply = await super().handle_exception(error)
+        handler = getattr(self.event_handler, "handle_exception", None)
+        # aiosmtpd's own fallback answers "500 Error: (Exception) text": internals on the wire, and a 5xx that
+        # tells a client to give up on a message the server merely failed to handle.
+        reply = await handler(error) if handler is not None else replies.LOCAL_ERROR
         if type(error).__name__ != "TLSSetupException":  # a failed handshake is traced by the TLS code
             self.note_error(error, reply)
         return reply
