@@ -251,10 +251,10 @@ class DnsServer:
                                f"NOTAUTH: {question.name} is not the apex of a zone served here", direction="S",
                                **fields)
             return [refusal.to_wire()]
-        soa = zone.find_rrset(zone.origin, dns.rdatatype.SOA)
+        soa = zone.find_rrset(question.name, dns.rdatatype.SOA)  # the zone was found by its origin
         rrsets = [soa] + [dns.rrset.from_rdata_list(name, rds.ttl, list(rds))
                           for name, node in sorted(zone.nodes.items()) for rds in node.rdatasets
-                          if not (name == zone.origin and rds.rdtype == dns.rdatatype.SOA)] + [soa]
+                          if not (name == question.name and rds.rdtype == dns.rdatatype.SOA)] + [soa]
         messages: list[bytes] = []
         batch: list[dns.rrset.RRset] = []
         size = 0
