@@ -386,5 +386,8 @@ def open_imap(lab: Any, address: str, *, starttls: bool = True) -> Any:
     client = imaplib.IMAP4(host.address, host.ports["imap"], timeout=30)
     if starttls:
         client.starttls(ssl_context=lab._client_context)
-    client.login(user.login, user.password)
+    if user.login.isascii() and user.password.isascii():
+        client.login(user.login, user.password)
+    else:  # imaplib sends LOGIN's strings as ASCII; AUTHENTICATE PLAIN carries UTF-8 (RFC 4616, josé@ejemplo.es)
+        client.authenticate("PLAIN", lambda _: f"\0{user.login}\0{user.password}".encode())
     return client

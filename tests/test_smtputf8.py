@@ -147,3 +147,14 @@ def test_jose_sends_with_lab_send_and_bob_answers(lab: smtplab.Lab) -> None:
     assert [m["Subject"] for m in lab.messages("bob@example.net")] == ["pregunta"]
     assert [m["Subject"] for m in lab.messages(JOSE)] == ["Re: pregunta"]
     assert not [item for item in lab.queue if any(r.state == "bounced" for r in item.recipients)]
+
+
+def test_lab_imap_logs_a_utf8_user_in(lab: smtplab.Lab) -> None:
+    lab.send("bob@example.net", JOSE, "buz\u00f3n", "por IMAP")
+    client = lab.imap(JOSE)
+    try:
+        assert client.select("INBOX")[0] == "OK"
+        typ, data = client.fetch("1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        assert typ == "OK" and "buz\u00f3n".encode() in data[0][1]
+    finally:
+        client.logout()
