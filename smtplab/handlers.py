@@ -127,9 +127,9 @@ class _BaseHandler:
         # aiosmtpd's text promised to accept the message, which an MX then refuses at RCPT for unknown users.
         return replies.CANNOT_VRFY
 
-    async def _client_name(self, server: LabSMTP, session: Session, *, part_of_the_story: bool = True) -> str:
-        """The client's name as the lab DNS vouches for it (iprev, RFC 8601 section 3), once per connection:
-        its address's PTR name, if that name's A record leads back to the address; "" otherwise.
+    async def _iprev(self, server: LabSMTP, session: Session, *, part_of_the_story: bool = True) -> IprevResult:
+        """Who the client is as the lab DNS vouches for it (iprev, RFC 8601 section 3), once per connection:
+        `.name` is its address's PTR name if that name's A record leads back to the address, "" otherwise.
 
         With `part_of_the_story`, the questions and the verdict belong to the transaction (an MX judging a
         peer MTA); a submission host's lookup of the learner's own mail client stays among the DNS events."""
@@ -144,7 +144,7 @@ class _BaseHandler:
             session.__dict__["smtplab_iprev"] = checked  # once per connection, like the blocklist answer
             if part_of_the_story:
                 server.note(str(checked), Note())
-        return checked.name
+        return checked
 
     async def _refusal_at_end_of_data(self, server: LabSMTP, envelope: Envelope) -> str | None:
         """An injected fault, or content no MTA should pass on: the reply instead of accepting, or None."""
@@ -229,7 +229,7 @@ class SubmissionHandler(_BaseHandler):
                         Note(warning=True))
         recipients = _unique(envelope.rcpt_tos)
         header = _received(server, session, queue_id, recipients, self.lab.now(),
-                           await self._client_name(server, session, part_of_the_story=False), envelope.smtp_utf8)
+                           (await self._iprev(server, session, part_of_the_story=False)).name, envelope.smtp_utf8)
         content = header + content
         # Written to the spool before the 250 (RFC 5321 section 6.1), from a disk thread.
         await self.lab.enqueue_async(self.host_name, envelope.mail_from or "", recipients, content, queue_id)
@@ -280,8 +280,8 @@ class InboundHandler(_BaseHandler):
             return refusal
         queue_id = new_queue_id()
         recipients = _unique(envelope.rcpt_tos)
-        received = _received(server, session, queue_id, recipients, self.lab.now(),
-                             await self._client_name(server, session), envelope.smtp_utf8)
+        client = await self._iprev(server, session)
+        received = _received(server, session, queue_id, recipients, self.lab.now(), client.name, envelope.smtp_utf8)
         original = envelope.original_content or b""
         sender = "" if envelope.mail_from in ("<>", None) else envelope.mail_from
         local = [r for r in recipients if _split_address(r)[1].lower() in self.domains]
@@ -290,7 +290,7 @@ class InboundHandler(_BaseHandler):
         if local:
             screening = await policy.screen(self.lab, self.host_name, self.domains[0], original,
                                             client_ip=session.peer[0], mail_from=sender,
-                                            helo=session.host_name or "unknown")
+                                            helo=session.host_name or "unknown", iprev=client)
             outcome = ("deferred" if screening.reply[:1] == "4" else "refused") if screening.reply else \
                 "junk" if screening.folder == "Junk" else "accepted"
             server.note(f"policy: {screening.summary()}",

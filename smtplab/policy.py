@@ -19,6 +19,7 @@ import dns.exception
 import spf
 
 from . import dnsbl, mailauth, replies, spam
+from .iprev import IprevResult
 
 __all__ = ["Screening", "UnparsableMessage", "check_client", "screen", "sign"]
 
@@ -62,7 +63,7 @@ async def check_client(lab: Any, domain: str, client_ip: str, source: str | None
 
 
 async def screen(lab: Any, host: str, domain: str, content: bytes, *, client_ip: str, mail_from: str,
-                 helo: str) -> Screening:
+                 helo: str, iprev: IprevResult | None = None) -> Screening:
     """Decide about one received message for a provider's users (blocking checks run off the loop)."""
     security = lab.security_of(domain)
 
@@ -94,7 +95,9 @@ async def screen(lab: Any, host: str, domain: str, content: bytes, *, client_ip:
                              problem=f"the message could not be parsed ({_describe(error)}): refused")
     headers = b""
     if verdict is not None:
-        headers += f"Authentication-Results: {verdict.header}\r\n".encode()
+        # RFC 8601 section 2.7.3: iprev reported beside SPF, DKIM and DMARC (the name Received shows, checked).
+        extra = f";\r\n\t{iprev.resinfo}" if iprev is not None else ""
+        headers += f"Authentication-Results: {verdict.header}{extra}\r\n".encode()
     if report is not None:
         headers += f"X-Spam-Score: {report.score:g}\r\nX-Spam-Report: {report.header()}\r\n".encode()
     reply: str | None = None

@@ -231,6 +231,7 @@ def test_the_mx_names_its_client_from_a_real_reverse_lookup(lab: smtplab.Lab) ->
     [message] = lab.messages("bob@example.net")
     sender = lab.host("smtp.example.org")
     assert message["Received"].startswith(f"from smtp.example.org (smtp.example.org [{sender.address}])")
+    assert f"iprev=pass policy.iprev={sender.address} (smtp.example.org)" in str(message["Authentication-Results"])
     mx = lab.host("mx1.example.net").address
     asked = [(e.text, e.client.rsplit(":", 1)[0]) for e in lab.trace.since(mark) if e.protocol == "dns" and e.kind == "query"]
     reverse = ".".join(reversed(sender.address.split("."))) + ".in-addr.arpa."
