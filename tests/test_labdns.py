@@ -250,9 +250,11 @@ def test_a_ptr_name_that_does_not_lead_back_fails_iprev() -> None:
     from smtplab.trace import Trace
 
     zones = build_zones({
-        "bank.test": ["www IN A 127.0.0.80"],
+        "bank.test": ["www IN A 127.0.0.80", "a IN A 127.0.0.70", "b IN A 127.0.0.70"],
         "127.in-addr.arpa": ["66.0.0.127.in-addr.arpa. IN PTR www.bank.test.",
-                             "67.0.0.127.in-addr.arpa. IN PTR nowhere.bank.test."],
+                             "67.0.0.127.in-addr.arpa. IN PTR nowhere.bank.test.",
+                             "70.0.0.127.in-addr.arpa. IN PTR a.bank.test.",
+                             "70.0.0.127.in-addr.arpa. IN PTR b.bank.test."],
     }, {}, "dns.test")
 
     async def check() -> list[str]:
@@ -260,11 +262,15 @@ def test_a_ptr_name_that_does_not_lead_back_fails_iprev() -> None:
         await server.start()
         try:
             resolver = lab_resolver("127.0.0.1", server.port)
-            return [(await iprev_async(a, resolver)).result for a in ("127.0.0.66", "127.0.0.67", "127.0.0.80")]
+            results = [(await iprev_async(a, resolver)).result for a in ("127.0.0.66", "127.0.0.67", "127.0.0.80")]
+            # Two names for one address (every host on 127.0.0.1): the one the client said in EHLO, if it holds.
+            for helo in ("a.bank.test", "b.bank.test"):
+                results.append((await iprev_async("127.0.0.70", resolver, prefer=helo)).name)
+            return results
         finally:
             await server.stop()
 
-    assert asyncio.run(check()) == ["fail", "fail", "permerror"]
+    assert asyncio.run(check()) == ["fail", "fail", "permerror", "a.bank.test", "b.bank.test"]
 
 
 # --- zone transfers (AXFR, RFC 5936): served whole over TCP -------------------------------------------
