@@ -893,6 +893,11 @@ with smtplab.start(directory=directory) as lab:
             rcpt = client.rcpt("bob@example.net")
             data = client.data((head.format(subject) + ("x" * 78 + "\r\n") * lines).encode())
             out[subject] = [mail[0], rcpt[0], data[0], data[1].decode()]
+    try:  # the submission host's queue spool is on the same small disk
+        lab.send("alice@example.org", "bob@example.net", "too big to queue", "y" * 4_000_000)
+    except smtplab.SendError as exc:
+        out["submitted"] = str(exc)
+    lab.send("alice@example.org", "bob@example.net", "small, submitted", "fits")
     out["subjects"] = [m["Subject"] for m in lab.messages("bob@example.net")]
     out["errors"] = [e.text for e in lab.trace.events() if e.kind == "error"]
 print(json.dumps(out))
@@ -919,5 +924,6 @@ def test_a_full_disk_at_the_end_of_data_is_a_452_and_the_next_mail_is_a_new_tran
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["too big for the disk"] == [250, 250, 452, replies.STORAGE_FULL[4:]]
     assert out["small"][:3] == [250, 250, 250], out["small"]  # not "503 nested MAIL"
-    assert out["subjects"] == ["small"]
+    assert "452 4.3.1" in out["submitted"]
+    assert sorted(out["subjects"]) == ["small", "small, submitted"]
     assert any("No space left on device" in text for text in out["errors"]), out["errors"]
