@@ -439,8 +439,10 @@ class LabSMTP(SMTP):
             transport.__dict__.pop("set_protocol", None)
 
     def _syntax_available(self, method: Any) -> bool:
-        # HELP lists only what this server answers: no AUTH on a server that offers no mechanism (an MX).
-        if getattr(method, "__name__", "") == "smtp_AUTH" and not self._auth_methods:
+        # HELP lists only what this server answers: no AUTH on a server that offers no mechanism (an MX), no
+        # STARTTLS once TLS is on (RFC 3207 section 4.2: a second one gets 503), as EHLO says.
+        name = getattr(method, "__name__", "")
+        if (name == "smtp_AUTH" and not self._auth_methods) or (name == "smtp_STARTTLS" and self._tls_protocol):
             return False
         return bool(super()._syntax_available(method))
 

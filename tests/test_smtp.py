@@ -191,6 +191,10 @@ def test_help_and_ehlo_offer_only_what_is_answered(lab: smtplab.Lab) -> None:
         code, text = c.docmd("VRFY", "bob@example.net")  # RFC 5321 section 3.5.3: answered, without a promise
         assert code == 252 and b"will accept" not in text
         assert c.noop()[0] == 250
+        assert b"STARTTLS" in c.docmd("HELP")[1]
+        c.starttls(context=lab._client_context)
+        c.ehlo()
+        assert not c.has_extn("starttls") and b"STARTTLS" not in c.docmd("HELP")[1]  # a second one is a 503
 
 
 def test_whatever_raises_at_the_end_of_data_the_next_mail_is_a_new_transaction() -> None:
