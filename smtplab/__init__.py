@@ -23,6 +23,7 @@ from .errors import (
 )
 from .lab import DnsInfo, Host, Lab, User, current, start
 from .hops import Hop, received_hops
+from .iprev import IprevResult, iprev
 from .journey import message_events
 from .labdns import DigResult, MXRecord, lookup_mx
 from .relay import QueueItem, RecipientStatus
@@ -55,6 +56,8 @@ __all__ = [
     "current",
     "lookup_mx",
     "received_hops",
+    "iprev",
+    "IprevResult",
     "ladder",
     "topology",
     "message_events",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import smtplib
 import socket
 import ssl
@@ -62,7 +63,10 @@ def submit(address: str, port: int, context: ssl.SSLContext, login: str, passwor
            recipients: list[str], message: EmailMessage | bytes) -> SendResult:
     """Submit like a real MUA: EHLO, STARTTLS, EHLO, AUTH, MAIL, RCPT..., DATA (RFC 6409)."""
     # On the wire every line ends in CRLF (RFC 5321 section 2.3.8); policy.SMTP writes it so.
-    raw = message.as_bytes(policy=policy.SMTP) if isinstance(message, EmailMessage) else message
+    # RFC 6531: an address that is not ASCII needs SMTPUTF8, and headers in UTF-8 rather than encoded words.
+    utf8 = not (sender.isascii() and all(r.isascii() for r in recipients))
+    raw = message.as_bytes(policy=policy.SMTPUTF8 if utf8 else policy.SMTP) if isinstance(message, EmailMessage) \
+        else message
     message_id = ""
     if isinstance(message, EmailMessage):
         message_id = str(message.get("Message-ID", ""))
@@ -84,12 +88,18 @@ def submit(address: str, port: int, context: ssl.SSLContext, login: str, passwor
         client.starttls(context=context)
         client.ehlo()
         try:
-            client.login(login, password)
+            if login.isascii() and password.isascii():
+                client.login(login, password)
+            else:  # smtplib encodes SASL answers as ASCII; PLAIN carries UTF-8 (RFC 4616 section 2)
+                token = base64.b64encode(f"\0{login}\0{password}".encode()).decode()
+                code, msg = client.docmd("AUTH", "PLAIN " + token)
+                if code != 235:
+                    raise smtplib.SMTPAuthenticationError(code, msg)
         except smtplib.SMTPAuthenticationError as exc:
             reply = _reply(exc.smtp_code, exc.smtp_error)
             raise SendError(f"the server refused the login of {login}: {reply.code} {reply.enhanced} "
                             f"{reply.text}. Check the password in lab.users[{login!r}].password", reply) from None
-        code, msg = client.mail(sender)
+        code, msg = client.mail(sender, ["SMTPUTF8"] if utf8 else [])
         if code != 250:
             client.rset()
             reply = _reply(code, msg)
@@ -387,5 +397,8 @@ def open_imap(lab: Any, address: str, *, starttls: bool = True) -> Any:
                               f"down? Start it with lab.host({host.name!r}).up()") from None
     if starttls:
         client.starttls(ssl_context=lab._client_context)
-    client.login(user.login, user.password)
+    if user.login.isascii() and user.password.isascii():
+        client.login(user.login, user.password)
+    else:  # imaplib sends LOGIN's strings as ASCII; AUTHENTICATE PLAIN carries UTF-8 (RFC 4616, josé@ejemplo.es)
+        client.authenticate("PLAIN", lambda _: f"\0{user.login}\0{user.password}".encode())
     return client

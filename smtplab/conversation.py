@@ -115,7 +115,7 @@ def _note(text: str) -> tuple[str, ...]:
 
 def _is_warning(payload: object) -> bool:
     if isinstance(payload, PolicyVerdict):
-        return payload.verdict in ("refused", "junk", "listed")
+        return payload.verdict in ("refused", "deferred", "junk", "listed")
     return isinstance(payload, Note) and payload.warning
 
 

@@ -140,7 +140,7 @@ class QueueChange:
 class PolicyVerdict:
     """What a receiving server decided about a client or a message (blocklist, SPF/DKIM/DMARC, spam)."""
 
-    verdict: str  # "accepted", "junk", "refused" or "listed"
+    verdict: str  # "accepted", "junk", "refused", "deferred" (a 4xx: try later) or "listed"
     summary: str = ""
     reply: str = ""
 
@@ -195,6 +195,14 @@ class Pop3Command:
 class Pop3Response:
     ok: bool | None  # True "+OK", False "-ERR", None for a line of a multi-line answer
     text: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerError:
+    """A server failed inside (a full disk, a bug): the exception, for the teacher; the client got only `reply`."""
+
+    error: str  # "OSError: [Errno 28] No space left on device"
+    reply: str  # the reply code sent instead, e.g. "452 4.3.1"
 
 
 @dataclass(frozen=True, slots=True)

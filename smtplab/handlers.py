@@ -9,8 +9,10 @@ delivers into the users' Maildirs (or Junk). Both refuse bare LF / CR in DATA (S
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import errno
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import format_datetime, make_msgid
 from typing import Any
 
@@ -18,25 +20,30 @@ from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
 from . import policy, replies
 from .events import Note, PolicyVerdict
+from .iprev import IprevResult, iprev_async
 from .smtp import _CONTROL, MAX_RECIPIENTS, LabSMTP, LineTooLong, Postmaster, new_queue_id
 
-__all__ = ["SubmissionHandler", "InboundHandler", "header_value"]
+__all__ = ["SubmissionHandler", "InboundHandler", "header_value", "failure_reply"]
 
 # The disk (or the user's quota) is full: RFC 5321 section 4.2.2's 452, RFC 3463's X.3.1 "mail system full".
 _STORAGE_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
 def _received(server: LabSMTP, session: Session, queue_id: str, recipients: list[str], now: float,
-              peer_name: str) -> bytes:
-    """Build the RFC 5321 §4.4 trace header, with the RFC 3848 protocol keyword."""
+              peer_name: str, envelope_utf8: bool = False) -> bytes:
+    """Build the RFC 5321 §4.4 trace header, with the RFC 3848 protocol keyword.
+
+    `peer_name` is the client's forward-confirmed reverse-DNS name ("" when it has none)."""
     helo = session.host_name or "unknown"
     address = session.peer[0] if session.peer else "unknown"
     protocol = "ESMTP" if session.extended_smtp else "SMTP"
+    if envelope_utf8:
+        protocol = "UTF8SMTP"  # RFC 6531 section 3.7.3: the SMTPUTF8 variants of the RFC 3848 keywords
     if session.ssl is not None:
         protocol += "S"
     if session.authenticated:
         protocol += "A"
-    reverse = peer_name if peer_name and peer_name != "client" else "unknown"
+    reverse = peer_name or "unknown"  # the forward-confirmed name (iprev), as Postfix writes it
     rcpt = f"\r\n\tfor <{recipients[0]}>" if len(recipients) == 1 else ""
     value = (
         f"from {helo} ({reverse} [{address}])\r\n\tby {server.hostname} (smtplab) with {protocol} id {queue_id}"
@@ -53,7 +60,7 @@ def _date(ts: float) -> str:
     global _last_date
     second = int(ts)
     if _last_date[0] != second:
-        _last_date = (second, format_datetime(datetime.fromtimestamp(second, tz=timezone.utc).astimezone()))
+        _last_date = (second, format_datetime(datetime.fromtimestamp(second, tz=UTC).astimezone()))
     return _last_date[1]
 
 
@@ -73,7 +80,8 @@ class _BaseHandler:
 
     async def handle_EHLO(self, server: LabSMTP, session: Session, envelope: Envelope, hostname: str,
                           responses: list[str]) -> list[str]:
-        if _CONTROL.search(hostname):  # it would end up in the Received header
+        # It would end up in the Received header; a domain in EHLO is ASCII (A-labels, RFC 6531 section 3.7.1).
+        if _CONTROL.search(hostname) or not hostname.isascii():
             session.extended_smtp = False
             return [replies.BAD_HELLO.format(command="EHLO")]
         session.host_name = hostname
@@ -83,27 +91,60 @@ class _BaseHandler:
         return _ehlo_responses(server, responses)
 
     async def handle_HELO(self, server: LabSMTP, session: Session, envelope: Envelope, hostname: str) -> str:
-        if _CONTROL.search(hostname):
+        if _CONTROL.search(hostname) or not hostname.isascii():
             return replies.BAD_HELLO.format(command="HELO")
         session.host_name = hostname
         fault = await server.fault_point("EHLO")
         return fault or f"250 {server.hostname}"
 
     async def handle_exception(self, error: Exception) -> str:
-        # Answer with a proper reply instead of a traceback on stderr; the trace shows it.
+        # Answer with a proper reply instead of a traceback on stderr; LabSMTP writes the error to the trace.
         if type(error).__name__ == "TLSSetupException":
             return "454 4.7.0 TLS handshake failed"
-        if isinstance(error, LineTooLong):  # over the line limit, e.g. an AUTH answer
+        if isinstance(error, LineTooLong):  # over the line limit, in a line aiosmtpd reads itself
             return replies.LINE_TOO_LONG
-        if isinstance(error, OSError) and error.errno in _STORAGE_FULL:  # nothing kept: the client retries
-            return replies.STORAGE_FULL
-        if isinstance(error, OSError) and error.errno == errno.EFBIG:  # larger than a file may be here
-            return replies.TOO_BIG_FOR_SYSTEM
-        text = f"{type(error).__name__}: {error}".encode("ascii", "replace").decode()
-        return f"451 4.3.0 Local error in processing ({text})"
+        return failure_reply(error)
+
+    async def handle_DATA(self, server: LabSMTP, session: Session, envelope: Envelope) -> str:
+        # RFC 5321 §4.1.1.4: the reply to the final dot, whatever it is, ends the transaction. aiosmtpd clears
+        # the envelope only when this hook returns, so it never raises: a failure is a reply like any other.
+        try:
+            return await self.end_of_data(server, session, envelope)
+        except Exception as error:
+            reply = failure_reply(error)
+            server.note_error(error, reply, " at the end of DATA; the transaction is reset")
+            return reply
+
+    async def end_of_data(self, server: LabSMTP, session: Session, envelope: Envelope) -> str:
+        """Decide about the received message and return the reply to the final dot."""
+        raise NotImplementedError
 
     async def handle_NOOP(self, server: LabSMTP, session: Session, envelope: Envelope, arg: str) -> str:
         return replies.OK
+
+    async def handle_VRFY(self, server: LabSMTP, session: Session, envelope: Envelope, address: str) -> str:
+        # RFC 5321 section 3.5.3 / 7.3: 252 answers without confirming or denying (no address harvesting);
+        # aiosmtpd's text promised to accept the message, which an MX then refuses at RCPT for unknown users.
+        return replies.CANNOT_VRFY
+
+    async def _iprev(self, server: LabSMTP, session: Session, *, part_of_the_story: bool = True) -> IprevResult:
+        """Who the client is as the lab DNS vouches for it (iprev, RFC 8601 section 3), once per connection:
+        `.name` is its address's PTR name if that name's A record leads back to the address, "" otherwise.
+
+        With `part_of_the_story`, the questions and the verdict belong to the transaction (an MX judging a
+        peer MTA); a submission host's lookup of the learner's own mail client stays among the DNS events."""
+        checked: IprevResult | None = session.__dict__.get("smtplab_iprev")
+        if checked is None:
+            source = self.lab.hosts[self.host_name].address  # asked from the server's own address
+            peer: Any = session.peer  # (address, port)
+            lookup = iprev_async(peer[0], self.lab.dns_resolver(), source=source, prefer=session.host_name or "")
+            # Outside the story: in a context of its own, so its questions are announced for no transaction.
+            checked = await (lookup if part_of_the_story else
+                             asyncio.get_running_loop().create_task(lookup, context=contextvars.Context()))
+            session.__dict__["smtplab_iprev"] = checked  # once per connection, like the blocklist answer
+            if part_of_the_story:
+                server.note(str(checked), Note())
+        return checked
 
     async def _refusal_at_end_of_data(self, server: LabSMTP, envelope: Envelope) -> str | None:
         """An injected fault, or content no MTA should pass on: the reply instead of accepting, or None."""
@@ -140,6 +181,9 @@ class SubmissionHandler(_BaseHandler):
         if fault:
             return fault
         user = str(session.auth_data or "")
+        refusal = _utf8_refusal(envelope, address)
+        if refusal:
+            return refusal
         if address in ("<>", ""):
             return replies.NULL_SENDER_SUBMISSION
         if address.lower() != user:
@@ -151,6 +195,9 @@ class SubmissionHandler(_BaseHandler):
         fault = await server.fault_point("RCPT", address)
         if fault:
             return fault
+        refusal = _utf8_refusal(envelope, address)
+        if refusal:
+            return refusal
         local, domain = _split_address(address)
         if not local or "." not in domain or domain.startswith(".") or domain.endswith("."):
             return replies.BAD_DESTINATION
@@ -165,7 +212,7 @@ class SubmissionHandler(_BaseHandler):
             return replies.USER_UNKNOWN.format(address=address)
         return _accept_recipient(envelope, address, rcpt_options)
 
-    async def handle_DATA(self, server: LabSMTP, session: Session, envelope: Envelope) -> str:
+    async def end_of_data(self, server: LabSMTP, session: Session, envelope: Envelope) -> str:
         refusal = await self._refusal_at_end_of_data(server, envelope)
         if refusal:
             return refusal
@@ -182,7 +229,7 @@ class SubmissionHandler(_BaseHandler):
                         Note(warning=True))
         recipients = _unique(envelope.rcpt_tos)
         header = _received(server, session, queue_id, recipients, self.lab.now(),
-                           self.lab.peer_name(session.peer[0]))
+                           (await self._iprev(server, session, part_of_the_story=False)).name, envelope.smtp_utf8)
         content = header + content
         # Written to the spool before the 250 (RFC 5321 section 6.1), from a disk thread.
         await self.lab.enqueue_async(self.host_name, envelope.mail_from or "", recipients, content, queue_id)
@@ -198,6 +245,9 @@ class InboundHandler(_BaseHandler):
         fault = await server.fault_point("MAIL")
         if fault:
             return fault
+        refusal = _utf8_refusal(envelope, address)
+        if refusal:
+            return refusal
         # Keep "<>" as is: aiosmtpd treats an empty mail_from as "no MAIL yet" (503 at RCPT).
         return _accept_sender(server, envelope, address, mail_options)
 
@@ -206,6 +256,9 @@ class InboundHandler(_BaseHandler):
         fault = await server.fault_point("RCPT", address)
         if fault:
             return fault
+        refusal = _utf8_refusal(envelope, address)
+        if refusal:
+            return refusal
         local, domain = _split_address(address)
         if not local or not domain:
             return replies.BAD_DESTINATION
@@ -221,14 +274,14 @@ class InboundHandler(_BaseHandler):
             return listing
         return _accept_recipient(envelope, address, rcpt_options)
 
-    async def handle_DATA(self, server: LabSMTP, session: Session, envelope: Envelope) -> str:
+    async def end_of_data(self, server: LabSMTP, session: Session, envelope: Envelope) -> str:
         refusal = await self._refusal_at_end_of_data(server, envelope)
         if refusal:
             return refusal
         queue_id = new_queue_id()
         recipients = _unique(envelope.rcpt_tos)
-        received = _received(server, session, queue_id, recipients, self.lab.now(),
-                             self.lab.peer_name(session.peer[0]))
+        client = await self._iprev(server, session)
+        received = _received(server, session, queue_id, recipients, self.lab.now(), client.name, envelope.smtp_utf8)
         original = envelope.original_content or b""
         sender = "" if envelope.mail_from in ("<>", None) else envelope.mail_from
         local = [r for r in recipients if _split_address(r)[1].lower() in self.domains]
@@ -237,8 +290,9 @@ class InboundHandler(_BaseHandler):
         if local:
             screening = await policy.screen(self.lab, self.host_name, self.domains[0], original,
                                             client_ip=session.peer[0], mail_from=sender,
-                                            helo=session.host_name or "unknown")
-            outcome = "refused" if screening.reply else "junk" if screening.folder == "Junk" else "accepted"
+                                            helo=session.host_name or "unknown", iprev=client)
+            outcome = ("deferred" if screening.reply[:1] == "4" else "refused") if screening.reply else \
+                "junk" if screening.folder == "Junk" else "accepted"
             server.note(f"policy: {screening.summary()}",
                         PolicyVerdict(outcome, screening.summary(), screening.reply or ""))
             if screening.reply:
@@ -270,6 +324,28 @@ class InboundHandler(_BaseHandler):
                 server.note(f"{session.peer[0]} is listed in {listing.zone}: {listing.reason}",
                             PolicyVerdict("listed", f"{listing.zone}: {listing.reason}", cached))
         return cached or None
+
+
+def _utf8_refusal(envelope: Envelope, address: str) -> str | None:
+    """Refuse a non-ASCII address unless MAIL asked for SMTPUTF8 (RFC 6531 section 3.4), and any that is not UTF-8."""
+    if address.isascii():
+        return None
+    try:
+        address.encode("utf-8")  # aiosmtpd kept undecodable bytes as lone surrogates
+    except UnicodeEncodeError:
+        return replies.NOT_UTF8
+    return None if envelope.smtp_utf8 else replies.NEEDS_SMTPUTF8
+
+
+def failure_reply(error: BaseException) -> str:
+    """The reply for a command the server could not complete: what the client should do, never why inside."""
+    if isinstance(error, OSError) and error.errno in _STORAGE_FULL:  # nothing kept: the client retries
+        return replies.STORAGE_FULL
+    if isinstance(error, OSError) and error.errno == errno.EFBIG:  # larger than a file may be here
+        return replies.TOO_BIG_FOR_SYSTEM
+    if isinstance(error, policy.UnparsableMessage):  # RFC 3463 X.6.0: the same bytes would fail again
+        return replies.UNPARSABLE
+    return replies.LOCAL_ERROR
 
 
 def _split_address(address: str) -> tuple[str, str]:

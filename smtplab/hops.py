@@ -29,14 +29,14 @@ class Hop:
     from_name: str  # what the client said in EHLO/HELO
     from_address: str  # the client's IP address as the server saw it
     by: str  # the server that received it
-    protocol: str  # SMTP / ESMTP / ESMTPS / ESMTPSA (RFC 3848)
+    protocol: str  # SMTP / ESMTP / ESMTPS / ESMTPSA (RFC 3848), UTF8SMTP / UTF8SMTPS / UTF8SMTPSA (RFC 6531)
     id: str  # the receiving server's queue id
     recipient: str
     when: datetime | None
 
     @property
     def encrypted(self) -> bool:
-        return self.protocol.upper().startswith("ESMTPS") or self.protocol.upper() == "SMTPS"
+        return self.protocol.upper() in ("ESMTPS", "ESMTPSA", "UTF8SMTPS", "UTF8SMTPSA", "SMTPS")
 
     @property
     def authenticated(self) -> bool:

@@ -1,6 +1,7 @@
-"""An IMAP server per provider: pymap's maildir backend embedded on the lab's loop, traced.
+"""An IMAP server per provider: the lab's Maildir backend (:mod:`smtplab.imapd`) on pymap's IMAP
+protocol layer, embedded on the lab's loop, traced.
 
-pymap reads the same Maildirs the MX hosts deliver into. Every line in both directions goes to the
+It reads the same Maildirs the MX hosts deliver into. Every line in both directions goes to the
 lab trace (literals collapsed to a byte count); passwords are checked by pymap against its own
 users file, which the lab writes from the scenario.
 """
@@ -14,16 +15,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pymap.backend.maildir import Config, Login
-from pymap.concurrent import Subsystem
-from pymap.imap import IMAPServer
-from pymap.user import Passwords, UserMetadata
 from proxyprotocol.reader import ProxyProtocolReader
+from pymap.concurrent import Subsystem
+from pymap.user import Passwords, UserMetadata
 from pysasl.hashing import BuiltinHash
 
-from . import maildir_fixes
-from .events import Close, Connect, TlsStarted
-from .maildir_fixes import has_idlers, mailbox_changed
+from .events import Close, Connect, Note, TlsStarted
+from .imapd import Config, LabImapServer, Limits, Login, forget, has_idlers, mailbox_changed
 from .trace import Trace
 
 __all__ = ["ImapService", "has_idlers", "mailbox_changed"]
@@ -158,6 +156,7 @@ class ImapService:
         ssl_context: Any,
         trace: Trace,
         peer_name: Callable[[str], str] = lambda addr: "client",
+        limits: Limits | None = None,
     ) -> None:
         self.base_dir = base_dir
         self.host_name = host_name
@@ -165,13 +164,14 @@ class ImapService:
         self.port = 0
         self._trace = trace
         self._peer_name = peer_name
+        self.limits = limits or Limits()  # idle, literal and failed-login limits (see smtplab.imapd.protocol)
         self._config = _LabConfig(
             host_name,
             args=Namespace(passlib_cfg=None, proxy_protocol=None, debug=False),
             host=address, port=0, base_dir=str(base_dir), layout="++", colon=None,
             ssl_context=ssl_context, hash_context=BuiltinHash(rounds=_HASH_ROUNDS),
             subsystem=Subsystem.for_asyncio(), cpu_subsystem=Subsystem.for_asyncio(),
-            invalid_user_sleep=0.2, reject_dnsbl=False, max_append_len=MAX_LITERAL,
+            invalid_user_sleep=0.0, reject_dnsbl=False, max_append_len=MAX_LITERAL,
         )
         self._login = Login(self._config)
         self._server: asyncio.base_events.Server | None = None
@@ -188,7 +188,7 @@ class ImapService:
         )
 
     async def start(self, port: int = 0) -> None:
-        server = IMAPServer(self._login, self._config)
+        server = LabImapServer(self._login, self._config, self.limits)
 
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, sock_info: Any) -> None:
             # Runs for the whole connection (the PROXY-protocol reader starts it as its own task).
@@ -231,7 +231,12 @@ class ImapService:
                     traced_writer.write(f"* BYE {text}\r\n".encode())
 
                 reader = _TracedReader(reader, record, bye)  # type: ignore[assignment]
-                await server(reader, traced_writer, _Remote(sock_info))  # type: ignore[arg-type]
+                def login_failed(delay: float) -> None:
+                    self._trace.record("imap", "state", self.host_name,
+                                       f"login failed: answered after {delay:g} s (the delay doubles with each failure)",
+                                       tls=tls["on"], payload=Note(warning=True), **fields)
+
+                await server(reader, traced_writer, _Remote(sock_info), login_failed)  # type: ignore[arg-type]
             except Exception as exc:  # a pymap bug ends this connection only: in the trace, not on stderr
                 self._trace.record("imap", "error", self.host_name, f"connection failed: {exc!r}",
                                    payload=Close(repr(exc)), **fields)
@@ -259,7 +264,7 @@ class ImapService:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._server.wait_closed()
         self._server = None
-        maildir_fixes.forget(self.base_dir)
+        forget(self.base_dir)
 
     @property
     def running(self) -> bool:

@@ -3,11 +3,14 @@
 dnspython has no server class; this module answers from `dns.zone.Zone` data the way an
 authoritative-only server does (RFC 1034 §4.3.2): AA set, no recursion (RA clear), REFUSED for
 names outside its zones, NXDOMAIN vs NODATA with the zone's SOA in the authority section (RFC 2308).
+It also serves whole zones to anyone who asks over TCP (AXFR, RFC 5936): on the internet operators
+restrict that to their secondaries, and `dig AXFR` shows the learner why.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import struct
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -203,18 +206,77 @@ class DnsServer:
                     header = await asyncio.wait_for(reader.readexactly(2), timeout=self.tcp_timeout)
                     (length,) = struct.unpack("!H", header)
                     wire = await asyncio.wait_for(reader.readexactly(length), timeout=self.tcp_timeout)
-                except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError):
+                except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
                     return
                 assert self._published is not None
                 await self._published.wait()  # a question before the zones are published waits for them
-                reply = self.answer(wire, peer, "tcp")
-                if reply is None:
-                    return
-                writer.write(struct.pack("!H", len(reply)) + reply)
+                transfer = self.transfer(wire, peer)
+                for reply in transfer if transfer is not None else [self.answer(wire, peer, "tcp")]:
+                    if reply is None:
+                        return
+                    writer.write(struct.pack("!H", len(reply)) + reply)
                 await writer.drain()
         finally:
             self._tcp_clients.discard(writer)
             writer.close()
+
+    # --- zone transfers (AXFR, RFC 5936), over TCP only ---
+    def transfer(self, wire: bytes, peer: tuple[str, int]) -> list[bytes] | None:
+        """The messages of a zone transfer if `wire` asks for one (None: an ordinary query, for `answer`).
+
+        RFC 5936 §2.2: every record of the zone, the SOA first and again last, in as many messages as it
+        takes, each with the query's id; the question only in the first. A name that is not the apex of
+        one of the lab's zones gets NOTAUTH (§2.2.1), and so does a zone the server does not have.
+        """
+        try:
+            query = dns.message.from_wire(wire)
+        except Exception:
+            return None  # garbage: `answer` says FORMERR and traces it
+        if query.flags & dns.flags.QR or query.opcode() != dns.opcode.QUERY or len(query.question) != 1:
+            return None
+        question = query.question[0]
+        if question.rdtype != dns.rdatatype.AXFR:
+            return None
+        conn = self._trace.new_conn_id("dns")
+        fields = dict(conn=conn, client=f"{peer[0]}:{peer[1]}", server=f"{self.address}:{self.port}",
+                      peer=self._peer_name(peer[0]), port_name="dns")
+        self._trace.record("dns", "query", self.host_name, f"{question.name} AXFR? over tcp", direction="C",
+                           **fields)
+        zone = (self.zones or {}).get(question.name)
+        if zone is None or question.rdclass != dns.rdataclass.IN:
+            refusal = dns.message.make_response(query)
+            refusal.flags &= ~dns.flags.RA
+            refusal.set_rcode(dns.rcode.NOTAUTH)
+            self._trace.record("dns", "answer", self.host_name,
+                               f"NOTAUTH: {question.name} is not the apex of a zone served here", direction="S",
+                               **fields)
+            return [refusal.to_wire()]
+        soa = zone.find_rrset(question.name, dns.rdatatype.SOA)  # the zone was found by its origin
+        rrsets = [soa] + [dns.rrset.from_rdata_list(name, rds.ttl, list(rds))
+                          for name, node in sorted(zone.nodes.items()) for rds in node.rdatasets
+                          if not (name == question.name and rds.rdtype == dns.rdatatype.SOA)] + [soa]
+        messages: list[bytes] = []
+        batch: list[dns.rrset.RRset] = []
+        size = 0
+        for index, rrset in enumerate(rrsets):
+            batch.append(rrset)
+            encoded = io.BytesIO()
+            rrset.to_wire(encoded)
+            size += encoded.tell()
+            if size >= 16_000 or index == len(rrsets) - 1:  # well under the 65535 octets of one TCP message
+                response = dns.message.make_response(query)
+                response.flags |= dns.flags.AA
+                response.flags &= ~dns.flags.RA
+                if messages:
+                    response.question = []
+                response.answer = batch
+                messages.append(response.to_wire())
+                batch, size = [], 0
+        records = sum(len(r) for r in rrsets)
+        self._trace.record("dns", "answer", self.host_name,
+                           f"NOERROR: zone transfer of {zone.origin}: {records} records (SOA first and last) "
+                           f"in {len(messages)} message{'s' if len(messages) > 1 else ''}", direction="S", **fields)
+        return messages
 
     # --- the answering logic ---
     def answer(self, wire: bytes, peer: tuple[str, int], transport: str) -> bytes | None:
@@ -281,6 +343,11 @@ class DnsServer:
             response.set_rcode(dns.rcode.FORMERR)
             return response
         question = query.question[0]
+        if question.rdtype in (dns.rdatatype.AXFR, dns.rdatatype.IXFR):
+            # AXFR is served over TCP (see `transfer`); over UDP it is not defined (RFC 5936 §4.2), and
+            # incremental transfers (IXFR, RFC 1995) are not implemented here.
+            response.set_rcode(dns.rcode.NOTIMP)
+            return response
         zone = self._zone_for(question.name)
         if zone is None or question.rdclass != dns.rdataclass.IN:
             response.set_rcode(dns.rcode.REFUSED)  # not authoritative, and we never recurse

@@ -10,12 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import email.errors
 from dataclasses import dataclass
 from typing import Any
 
-from . import dnsbl, mailauth, spam
+import dkim
+import dns.exception
+import spf
 
-__all__ = ["Screening", "check_client", "screen", "sign"]
+from . import dnsbl, mailauth, replies, spam
+from .iprev import IprevResult
+
+__all__ = ["Screening", "UnparsableMessage", "check_client", "screen", "sign"]
+
+
+class UnparsableMessage(ValueError):
+    """The message's structure defeats a parser the lab needs (e.g. a header line without a colon, which
+    DKIM signing cannot canonicalize): a permanent refusal, 554 5.6.0, since the same bytes fail again."""
 
 
 @dataclass(frozen=True)
@@ -28,8 +39,11 @@ class Screening:
     verdict: mailauth.AuthVerdict | None
     report: spam.SpamReport | None
     dns_client: str = ""  # "address:port" the checks' DNS questions came from (to find them in the trace)
+    problem: str = ""  # why the checks could not decide (for the trace; never sent to the client)
 
     def summary(self) -> str:
+        if self.problem:
+            return f"not checked: {self.problem}"
         parts = []
         if self.verdict is not None:
             v = self.verdict
@@ -49,7 +63,7 @@ async def check_client(lab: Any, domain: str, client_ip: str, source: str | None
 
 
 async def screen(lab: Any, host: str, domain: str, content: bytes, *, client_ip: str, mail_from: str,
-                 helo: str) -> Screening:
+                 helo: str, iprev: IprevResult | None = None) -> Screening:
     """Decide about one received message for a provider's users (blocking checks run off the loop)."""
     security = lab.security_of(domain)
 
@@ -68,11 +82,22 @@ async def screen(lab: Any, host: str, domain: str, content: bytes, *, client_ip:
     if security.get("verify") or security.get("spam"):
         # DNS questions and header parsing: off the loop, which serves every other session meanwhile.
         # In a copy of this task's context: the questions belong to the transaction (smtplab.trace).
-        verdict, report, dns_client = await asyncio.get_running_loop().run_in_executor(
-            None, contextvars.copy_context().run, check)
+        try:
+            verdict, report, dns_client = await asyncio.get_running_loop().run_in_executor(
+                None, contextvars.copy_context().run, check)
+        except _DNS_TEMPORARY as error:
+            # RFC 6376 §6.1.2 / RFC 7489 §6.6.3: a key or policy that cannot be fetched now is a temporary
+            # failure; the sending MTA keeps the message and retries (RFC 5321 §4.2.5).
+            return Screening(replies.CHECKS_DNS_FAILED, "INBOX", b"", None, None,
+                             problem=f"the lab DNS did not answer ({_describe(error)}): deferred")
+        except _UNPARSABLE as error:
+            return Screening(replies.UNPARSABLE, "INBOX", b"", None, None,
+                             problem=f"the message could not be parsed ({_describe(error)}): refused")
     headers = b""
     if verdict is not None:
-        headers += f"Authentication-Results: {verdict.header}\r\n".encode()
+        # RFC 8601 section 2.7.3: iprev reported beside SPF, DKIM and DMARC (the name Received shows, checked).
+        extra = f";\r\n\t{iprev.resinfo}" if iprev is not None else ""
+        headers += f"Authentication-Results: {verdict.header}{extra}\r\n".encode()
     if report is not None:
         headers += f"X-Spam-Score: {report.score:g}\r\nX-Spam-Report: {report.header()}\r\n".encode()
     reply: str | None = None
@@ -89,9 +114,24 @@ async def screen(lab: Any, host: str, domain: str, content: bytes, *, client_ip:
     return Screening(reply, folder, headers, verdict, report, dns_client)
 
 
+# What a failed lookup raises through the checks: LabDns turns a timeout into spf.TempError; a closed
+# DNS port may surface as a refused UDP datagram (ICMP port unreachable).
+_DNS_TEMPORARY = (spf.TempError, dns.exception.Timeout, ConnectionError)
+# What the parsers raise on content they cannot follow: the email package recurses once per MIME level
+# (2,000 nested multiparts exhaust the interpreter's stack), and malformed structures or charsets.
+_UNPARSABLE = (RecursionError, email.errors.MessageError, UnicodeError)
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
 def sign(lab: Any, domain: str, content: bytes) -> bytes:
     """DKIM-sign `content` for `domain` if the provider signs (its key is published in the lab DNS)."""
     key = lab.dkim_key(domain)
     if key is None:
         return content
-    return mailauth.dkim_sign(content, domain=domain, selector=key.selector, private_key=key.private_pem)
+    try:
+        return mailauth.dkim_sign(content, domain=domain, selector=key.selector, private_key=key.private_pem)
+    except dkim.MessageFormatError as error:  # RFC 5322 §2.2: every header field is a name, a colon, a body
+        raise UnparsableMessage(f"DKIM cannot sign it: {error}") from error

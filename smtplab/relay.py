@@ -636,7 +636,7 @@ def _smtp_attempt(exchange: str, address: str, port: int, source: str, helo: str
         if client is not None:
             local.append(_endpoint(client))
             try:
-                code, msg = client.mail(sender)
+                code, msg = _mail(client, sender, rcpts, content)
             except (smtplib.SMTPServerDisconnected, OSError):
                 client.close()  # the MX closed the idle connection meanwhile: open a new one
                 client = None
@@ -646,7 +646,7 @@ def _smtp_attempt(exchange: str, address: str, port: int, source: str, helo: str
             if failure is not None:
                 client.close()
                 return failure, None
-            code, msg = client.mail(sender)
+            code, msg = _mail(client, sender, rcpts, content)
         try:
             clean = True  # no transaction left open on the connection
             if code != 250:
@@ -689,6 +689,19 @@ def _smtp_attempt(exchange: str, address: str, port: int, source: str, helo: str
         return _Outcome({}, False, f"451 4.4.2 connection dropped: {exc or 'server closed the connection'}"), None
     except (smtplib.SMTPException, ssl.SSLError, OSError) as exc:
         return _Outcome({}, False, f"451 4.4.0 {type(exc).__name__}: {exc}"), None
+
+
+def _mail(client: smtplib.SMTP, sender: str, rcpts: list[str], content: bytes) -> tuple[int, bytes]:
+    """MAIL FROM, with SMTPUTF8 when the message needs it and the MX offers it (RFC 6531 section 3.4)."""
+    envelope_utf8 = not (sender.isascii() and all(r.isascii() for r in rcpts))
+    header_utf8 = not content.split(b"\r\n\r\n", 1)[0].isascii()
+    if envelope_utf8 and not client.has_extn("smtputf8"):
+        # A non-ASCII address cannot be downgraded: nothing is sent, the message goes back to its sender.
+        return 553, b"5.6.7 The next hop does not offer SMTPUTF8: a non-ASCII address cannot be relayed (RFC 6531)"
+    client.command_encoding = "ascii"  # smtplib keeps "utf-8" from an earlier SMTPUTF8 transaction
+    if (envelope_utf8 or header_utf8) and client.has_extn("smtputf8"):
+        return client.mail(sender, ["SMTPUTF8"])  # smtplib then sends the commands as UTF-8
+    return client.mail(sender)
 
 
 def _open(client: smtplib.SMTP, exchange: str, address: str, port: int, context: ssl.SSLContext,

@@ -30,13 +30,29 @@ TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
 NULL_SENDER_SUBMISSION = "553 5.7.1 A null sender <> is for bounces; give your own address"
 SERVICE_UNAVAILABLE = "421 4.3.2 Service not available, closing transmission channel"
 NUL_IN_DATA = "554 5.6.0 Message contains NUL characters: text may not hold them (RFC 5322 section 2.3)"
-BAD_HELLO = "501 5.5.2 {command} needs a domain name or address literal, without control characters"
+BAD_HELLO = "501 5.5.2 {command} needs an ASCII domain name or address literal, without control characters"
 TLS_ALREADY_ACTIVE = "503 5.5.1 TLS is already active (RFC 3207 section 4.2: STARTTLS only once)"
 LINE_TOO_LONG = "500 5.5.2 Line too long (RFC 5321 section 4.5.3.1: 512 octets for commands, 1000 for text)"
 TOO_MANY_BOGUS = "421 4.7.0 Too many unrecognized commands, closing connection"
 TIMEOUT = "421 4.4.2 {host} Error: timeout exceeded, closing connection"
 STORAGE_FULL = "452 4.3.1 Insufficient system storage: the server's disk is full, try again later"
 TOO_BIG_FOR_SYSTEM = "552 5.3.4 Message too big for system: the server cannot store a file this large"
+# RFC 4954 section 6: a SASL answer longer than the server's buffer for the mechanism.
+AUTH_LINE_TOO_LONG = "500 5.5.6 Authentication Exchange line is too long"
+# An MX offers no AUTH mechanism: the command is not enabled here (Postfix's wording).
+AUTH_NOT_ENABLED = "503 5.5.1 Error: authentication not enabled (AUTH is for submission, not for an MX)"
+# RFC 6531 section 3.4: a non-ASCII address in a transaction that did not ask for SMTPUTF8 (or not UTF-8 at all).
+NEEDS_SMTPUTF8 = "553 5.6.7 Non-ASCII address without the SMTPUTF8 parameter (RFC 6531)"
+NOT_UTF8 = "553 5.6.7 Address is not valid UTF-8 (RFC 6531 section 3.3)"
+CANNOT_VRFY = "252 2.0.0 Cannot VRFY user; RCPT TO will tell whether the mailbox exists (RFC 5321 section 3.5.3)"
+# Something in the server failed: the client keeps the message and retries; what failed is in the trace, never
+# on the wire (an exception's text tells an attacker about the server and a sender nothing useful).
+LOCAL_ERROR = "451 4.3.0 Local error in processing: try again later"
+# RFC 3463 X.4.3 "directory server failure": the DNS the checks (SPF, DKIM, DMARC) need did not answer.
+CHECKS_DNS_FAILED = "451 4.4.3 Temporary DNS failure while checking the message: try again later"
+# RFC 3463 X.6.0: the content cannot be processed (e.g. MIME nested deeper than a parser can follow); a retry
+# of the same bytes would fail the same way, so this is permanent.
+UNPARSABLE = "554 5.6.0 Message could not be parsed: its structure is malformed or nested too deeply"
 
 # aiosmtpd's built-in replies, rewritten with enhanced status codes (matched by prefix).
 _STOCK = [
@@ -142,6 +158,8 @@ _DETAILS = {
     "2.0": "other mailbox status",
     "2.1": "mailbox disabled, not accepting messages",
     "2.2": "mailbox full",
+    "3.0": "other or undefined mail system status",
+    "3.1": "mail system full",
     "3.2": "system not accepting network messages",
     "3.4": "message too big for system",
     "4.1": "no answer from host",
@@ -152,6 +170,7 @@ _DETAILS = {
     "5.2": "syntax error",
     "5.3": "too many recipients",
     "5.4": "invalid command arguments",
+    "5.6": "authentication exchange line too long",
     "6.0": "other or undefined media error",
     "6.7": "non-ASCII addresses not permitted",
     "7.0": "security: authentication or TLS required",

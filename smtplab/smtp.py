@@ -8,18 +8,20 @@ provider's users only and delivers into their Maildirs. Both refuse bare LF / CR
 from __future__ import annotations
 
 import asyncio
+import binascii
 import collections
 import logging
 import random
 import re
 import secrets
+from base64 import b64decode, b64encode
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from aiosmtpd.smtp import SMTP, syntax
+from aiosmtpd.smtp import MISSING, SMTP, syntax
 
 from . import replies
-from .events import ClientLine, Close, Connect, FaultFired, Note, SmtpData, SmtpDataEnd, TlsStarted
+from .events import ClientLine, Close, Connect, FaultFired, Note, ServerError, SmtpData, SmtpDataEnd, TlsStarted
 from .faults import Fault
 from .trace import Trace, enter_correlation
 from .wire import TapProtocol, WireTap
@@ -60,6 +62,10 @@ class Postmaster(Protocol):
                             queue_id: str) -> None: ...
     def fault_for(self, host: str, stage: str, recipient: str = "") -> Fault | None: ...
     async def keys_ready(self) -> None: ...
+    def dns_resolver(self) -> Any: ...  # an async resolver that asks the lab DNS
+    def host_options(self, host: str) -> tuple[str, ...]: ...
+    @property
+    def hosts(self) -> Any: ...
 
 
 class LineTooLong(ValueError):
@@ -133,6 +139,10 @@ class LabSMTP(SMTP):
 
     # RFC 5321 section 4.5.3.1.6: a text line is at most 1000 octets with its CRLF (aiosmtpd allows 1001).
     line_length_limit = 1000
+    # The prompts every LOGIN client expects (draft-murchison-sasl-login): "334 VXNlcm5hbWU6" and
+    # "334 UGFzc3dvcmQ6"; aiosmtpd's own end in a NUL ("User Name\0"), which some clients print.
+    AuthLoginUsernameChallenge = "Username:"
+    AuthLoginPasswordChallenge = "Password:"
 
     def __init__(
         self, handler: Any, *, trace: Trace, host_name: str, port_name: str,
@@ -140,6 +150,8 @@ class LabSMTP(SMTP):
         wiretap: Callable[[WireTap], None] | None = None, note: str = "",
         **kwargs: Any,
     ) -> None:
+        # RFC 6531: every lab server takes internationalized addresses (josé@ejemplo.es) when asked with SMTPUTF8.
+        kwargs.setdefault("enable_SMTPUTF8", True)
         super().__init__(handler, hostname=host_name, ident="ESMTP smtplab", **kwargs)
         # Instance copy: aiosmtpd's class-level dict grows on every EHLO otherwise.
         # 510 + CRLF = 512 octets, the RFC 5321 §4.5.3.1.4 command line limit.
@@ -428,6 +440,60 @@ class LabSMTP(SMTP):
         finally:
             transport.__dict__.pop("set_protocol", None)
 
+    def _syntax_available(self, method: Any) -> bool:
+        # HELP lists only what this server answers: no AUTH on a server that offers no mechanism (an MX), no
+        # STARTTLS once TLS is on (RFC 3207 section 4.2: a second one gets 503), as EHLO says.
+        name = getattr(method, "__name__", "")
+        if (name == "smtp_AUTH" and not self._auth_methods) or (name == "smtp_STARTTLS" and self._tls_protocol):
+            return False
+        return bool(super()._syntax_available(method))
+
+    @syntax("AUTH <mechanism>")
+    async def smtp_AUTH(self, arg: str) -> None:
+        if not self._auth_methods:
+            # An MX takes mail from anyone and offers no mechanism: say AUTH is not enabled here (as Postfix
+            # does), not "encryption required" or "unrecognized type", which would send a client looking.
+            if not await self.check_helo_needed("EHLO"):
+                await self.push(replies.AUTH_NOT_ENABLED)
+            return
+        await super().smtp_AUTH(arg)
+
+    async def challenge_auth(self, challenge: str | bytes, encode_to_b64: bool = True,
+                             log_client_response: bool = False) -> Any:
+        """Send a 334 challenge and read the client's answer (RFC 4954 section 4), the whole line whatever its size.
+
+        aiosmtpd reads the answer with StreamReader.readline(), which, when a line outgrows the reader's
+        buffer, throws away what it holds and raises: the rest of the line then arrived as a "command" and
+        got a reply of its own, so every later reply answered the wrong command.
+        """
+        data = challenge.encode() if isinstance(challenge, str) else challenge
+        await self.push(b"334 " + (b64encode(data) if encode_to_b64 else data))
+        line = await self._read_whole_line()
+        if line is None:
+            await self.push(replies.AUTH_LINE_TOO_LONG)
+            return MISSING
+        blob = line.strip()
+        if blob == b"*":  # RFC 4954 section 4: the client cancels the exchange
+            await self.push("501 5.7.0 Auth aborted")
+            return MISSING
+        try:
+            return b64decode(blob, validate=True)
+        except binascii.Error:
+            await self.push("501 5.5.2 Can't decode base64")
+            return MISSING
+
+    async def _read_whole_line(self) -> bytes | None:
+        """Read up to the next LF; None when the line was longer than the reader's limit (all of it is consumed)."""
+        too_long = False
+        while True:
+            try:
+                line = await self._reader.readuntil(b"\n")
+            except asyncio.LimitOverrunError as error:
+                await self._reader.read(error.consumed)  # drain what is buffered (traced), read on to the line end
+                too_long = True
+                continue
+            return None if too_long else line
+
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         # An unclosed "<" or a control character is a malformed address, not something to repair.
         if arg and (_CONTROL.search(arg) or (arg.lstrip().startswith("<") and ">" not in arg)):
@@ -448,7 +514,15 @@ class LabSMTP(SMTP):
             if fault:
                 await self.push(fault)
                 return
-        await super().smtp_DATA(arg)
+        try:
+            await super().smtp_DATA(arg)
+        except Exception:
+            # RFC 5321 §4.1.1.4: once the message is in, any reply to the final dot ends the transaction
+            # (the handlers answer failures themselves; this is for whatever else raises). aiosmtpd clears
+            # the envelope only on success: without this the next MAIL would get "503 nested MAIL".
+            if self.envelope is not None and self.envelope.original_content is not None:
+                self._set_post_data_state()
+            raise
 
     def _timeout_cb(self) -> None:
         # RFC 5321 section 4.5.3.2: a server may close an idle session, and should say so with 421.
@@ -471,11 +545,23 @@ class LabSMTP(SMTP):
             if self.transport is not None:
                 self.transport.close()
             raise asyncio.CancelledError
-        return await super().handle_exception(error)
+        handler = getattr(self.event_handler, "handle_exception", None)
+        # aiosmtpd's own fallback answers "500 Error: (Exception) text": internals on the wire, and a 5xx that
+        # tells a client to give up on a message the server merely failed to handle.
+        reply = await handler(error) if handler is not None else replies.LOCAL_ERROR
+        if type(error).__name__ != "TLSSetupException":  # a failed handshake is traced by the TLS code
+            self.note_error(error, reply)
+        return reply
 
     def note(self, text: str, payload: object = None) -> None:
         """Write what the server decided (policy, signing) into the trace, beside the protocol lines."""
         self._record("state", text, payload=payload if payload is not None else Note())
+
+    def note_error(self, error: BaseException, reply: str, outcome: str = "") -> None:
+        """Write an internal failure into the trace for the teacher: the client only gets a reply code."""
+        text = f"{type(error).__name__}: {error}".encode("ascii", "backslashreplace").decode()[:500]
+        code = reply[:9].rstrip()
+        self._record("error", f"internal error ({text}): answered {code}{outcome}", payload=ServerError(text, code))
 
     @property
     def conn_id(self) -> str:

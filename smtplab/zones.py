@@ -1,17 +1,22 @@
 """What the lab DNS publishes for a scenario: MX and A records, SPF, DKIM keys, DMARC policies,
-and the blocklist zone (bl.lab). Plain zone-file lines; labdns.py turns them into dnspython zones."""
+the blocklist zone (bl.lab) and the reverse zones (PTR records for every lab host, so a server can
+turn a client's address back into a name and check it forward: iprev). Plain zone-file lines;
+labdns.py turns them into dnspython zones."""
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 from collections.abc import Mapping
 from pathlib import Path
+
+import dns.reversename
 
 from . import dnsbl
 from .mailauth import new_dkim_key, public_record
 from .scenario import ProviderSpec, Scenario
 
-__all__ = ["DkimKey", "DkimKeys", "zone_lines", "BLOCKLIST_ZONE", "DKIM_SELECTOR"]
+__all__ = ["DkimKey", "DkimKeys", "zone_lines", "reverse_zone_lines", "BLOCKLIST_ZONE", "DKIM_SELECTOR"]
 
 BLOCKLIST_ZONE = "bl.lab"
 DKIM_SELECTOR = "lab"
@@ -96,8 +101,28 @@ def _provider_lines(provider: ProviderSpec, addresses: Mapping[str, str], dkim: 
 
 def zone_lines(scenario: Scenario, addresses: Mapping[str, str],
                dkim: Mapping[str, DkimKey]) -> dict[str, list[str]]:
-    """Return zone-file lines per zone (each provider's domain, and the blocklist zone)."""
+    """Return zone-file lines per zone (each provider's domain, the blocklist zone, the reverse zones)."""
     zones = {p.domain: _provider_lines(p, addresses, dkim.get(p.domain)) for p in scenario.providers}
     listed = {addresses.get(name, name): reason for name, reason in scenario.blocklist.items()}
     zones[BLOCKLIST_ZONE] = dnsbl.zone_lines(listed, BLOCKLIST_ZONE)
+    for zone, lines in reverse_zone_lines(addresses).items():
+        zones.setdefault(zone, []).extend(lines)
+    return zones
+
+
+def reverse_zone_lines(addresses: Mapping[str, str]) -> dict[str, list[str]]:
+    """PTR records for every host (RFC 1035 section 3.5: a.b.c.d -> d.c.b.a.in-addr.arpa; RFC 3596 section
+    2.5 for IPv6 nibbles under ip6.arpa), in one zone per /8 (127.in-addr.arpa on loopback) or per /64.
+
+    Hosts that share an address (where the platform gives every host 127.0.0.1) each get a PTR there.
+    """
+    zones: dict[str, list[str]] = {}
+    for host, address in sorted(addresses.items()):
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            continue  # not an address (a scenario may name hosts the lab does not run)
+        name = dns.reversename.from_address(str(ip))
+        zone = name.split(4 if ip.version == 4 else 19)[1]  # 127.in-addr.arpa. / the /64 under ip6.arpa.
+        zones.setdefault(zone.to_text(omit_final_dot=True), []).append(f"{name} IN PTR {host}.")
     return zones

@@ -206,3 +206,119 @@ def test_the_lab_is_ready_before_its_dkim_keys_and_nothing_waits_wrongly(monkeyp
         assert lab.wait_for_delivery(timeout=10)
         (message,) = lab.messages("bob@example.net")
         assert "dkim=pass header.d=example.org" in str(message["Authentication-Results"])
+
+
+# --- reverse DNS (PTR) and forward-confirmed reverse DNS (iprev) ----------------------------------------
+
+
+def test_every_lab_host_has_a_ptr_record_that_leads_back_to_it(lab: smtplab.Lab) -> None:
+    import dns.reversename
+
+    named = {name: host.address for name, host in lab.hosts.items()} | {lab.dns.name: lab.dns.address}
+    for name, address in named.items():
+        response = ask(lab, dns.reversename.from_address(address).to_text(), "PTR")
+        assert response.rcode() == dns.rcode.NOERROR and response.flags & dns.flags.AA, name
+        assert name + "." in {r.target.to_text() for r in response.answer[0]}, name
+        result = smtplab.iprev(address, lab)  # RFC 8601 section 3: PTR, then A, back to the address
+        assert result.passed and result.name == name and result.resinfo == f"iprev=pass policy.iprev={address} ({name})"
+    missing = smtplab.iprev("127.0.0.1", lab)  # a client the lab does not know (the learner's MUA)
+    assert missing.result == "permerror" and not missing.name
+
+
+def test_the_mx_names_its_client_from_a_real_reverse_lookup(lab: smtplab.Lab) -> None:
+    mark = lab.mark()
+    lab.send("alice@example.org", "bob@example.net", "who sent this", "via smtp.example.org")
+    [message] = lab.messages("bob@example.net")
+    sender = lab.host("smtp.example.org")
+    assert message["Received"].startswith(f"from smtp.example.org (smtp.example.org [{sender.address}])")
+    assert f"iprev=pass policy.iprev={sender.address} (smtp.example.org)" in str(message["Authentication-Results"])
+    mx = lab.host("mx1.example.net").address
+    asked = [(e.text, e.client.rsplit(":", 1)[0]) for e in lab.trace.since(mark) if e.protocol == "dns" and e.kind == "query"]
+    reverse = ".".join(reversed(sender.address.split("."))) + ".in-addr.arpa."
+    assert (f"{reverse} PTR? over udp", mx) in asked  # asked by the MX itself, from its own address
+    assert ("smtp.example.org. A? over udp", mx) in asked  # and confirmed forward
+    notes = [e.text for e in lab.trace.since(mark) if e.host == "mx1.example.net" and e.kind == "state"]
+    assert any(t.startswith(f"iprev=pass for {sender.address}") for t in notes)
+
+
+def test_a_ptr_name_that_does_not_lead_back_fails_iprev() -> None:
+    """Anyone may write any name in the reverse zone of their own addresses: only the forward check counts."""
+    import asyncio
+
+    from smtplab.iprev import iprev_async
+    from smtplab.labdns import DnsServer, build_zones, lab_resolver
+    from smtplab.trace import Trace
+
+    zones = build_zones({
+        "bank.test": ["www IN A 127.0.0.80", "a IN A 127.0.0.70", "b IN A 127.0.0.70"],
+        "127.in-addr.arpa": ["66.0.0.127.in-addr.arpa. IN PTR www.bank.test.",
+                             "67.0.0.127.in-addr.arpa. IN PTR nowhere.bank.test.",
+                             "70.0.0.127.in-addr.arpa. IN PTR a.bank.test.",
+                             "70.0.0.127.in-addr.arpa. IN PTR b.bank.test."],
+    }, {}, "dns.test")
+
+    async def check() -> list[str]:
+        server = DnsServer(zones, "127.0.0.1", Trace(lambda: 0.0), "dns.test")
+        await server.start()
+        try:
+            resolver = lab_resolver("127.0.0.1", server.port)
+            results = [(await iprev_async(a, resolver)).result for a in ("127.0.0.66", "127.0.0.67", "127.0.0.80")]
+            # Two names for one address (every host on 127.0.0.1): the one the client said in EHLO, if it holds.
+            for helo in ("a.bank.test", "b.bank.test"):
+                results.append((await iprev_async("127.0.0.70", resolver, prefer=helo)).name)
+            return results
+        finally:
+            await server.stop()
+
+    assert asyncio.run(check()) == ["fail", "fail", "permerror", "a.bank.test", "b.bank.test"]
+
+
+# --- zone transfers (AXFR, RFC 5936): served whole over TCP -------------------------------------------
+
+
+def test_dig_axfr_transfers_the_whole_zone(lab: smtplab.Lab) -> None:
+    import subprocess
+
+    from conftest import require_tool
+
+    dig = require_tool("dig")
+    done = subprocess.run([dig, f"@{lab.dns.address}", "-p", str(lab.dns.port), "example.net", "AXFR"],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    records = [line.split() for line in done.stdout.splitlines() if line and not line.startswith(";")]
+    assert records[0][3] == "SOA" and records[-1] == records[0]  # RFC 5936 section 2.2: SOA first and last
+    assert {(r[0], r[3], " ".join(r[4:])) for r in records} >= {
+        ("example.net.", "MX", "10 mx1.example.net."), ("example.net.", "MX", "20 mx2.example.net."),
+        ("mx1.example.net.", "A", lab.host("mx1").address), ("_dmarc.example.net.", "TXT", '"v=DMARC1; p=none"'),
+    }
+    assert "XFR size: " in done.stdout
+    reverse = subprocess.run([dig, f"@{lab.dns.address}", "-p", str(lab.dns.port), "127.in-addr.arpa", "AXFR"],
+                             capture_output=True, text=True, timeout=30).stdout
+    assert "PTR\tmx1.example.net." in reverse
+
+
+def test_axfr_with_dnspython_is_the_zone_the_server_holds(lab: smtplab.Lab) -> None:
+    import dns.zone
+
+    transferred = dns.zone.from_xfr(dns.query.xfr(lab.dns.address, "example.org", port=lab.dns.port, timeout=5,
+                                                  relativize=False),
+                                    relativize=False)
+    assert lab._dns_server is not None
+    held = lab._dns_server.zones[dns.name.from_text("example.org")]  # type: ignore[index]
+    assert transferred == held
+    events = [e.text for e in lab.trace.events() if e.protocol == "dns"]
+    assert "example.org. AXFR? over tcp" in events
+    assert any(t.startswith("NOERROR: zone transfer of example.org.") for t in events)
+
+
+def test_axfr_outside_a_zone_apex_over_udp_and_ixfr_are_refused_clearly(lab: smtplab.Lab) -> None:
+    not_apex = dns.query.tcp(dns.message.make_query("mx1.example.net", "AXFR"), lab.dns.address,
+                             port=lab.dns.port, timeout=5)
+    assert not_apex.rcode() == dns.rcode.NOTAUTH  # RFC 5936 section 2.2.1
+    unknown = dns.query.tcp(dns.message.make_query("example.com", "AXFR"), lab.dns.address, port=lab.dns.port,
+                            timeout=5)
+    assert unknown.rcode() == dns.rcode.NOTAUTH
+    over_udp = ask(lab, "example.net", "AXFR")  # RFC 5936 section 4.2: AXFR over UDP is not defined
+    assert over_udp.rcode() == dns.rcode.NOTIMP and not over_udp.answer
+    assert ask(lab, "example.net", "IXFR", tcp=True).rcode() == dns.rcode.NOTIMP
+    assert ask(lab, "example.net", "MX", tcp=True).rcode() == dns.rcode.NOERROR  # the server goes on

@@ -22,6 +22,9 @@ import pytest
 
 import smtplab
 
+# Heavy: CI runs it on its own (`pytest -m load`, see .ci/run), not in the default run.
+pytestmark = pytest.mark.load
+
 CLIENTS, MESSAGES = 50, 100
 
 CLIENT_PROGRAM = r"""

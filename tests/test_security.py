@@ -209,6 +209,8 @@ def test_a_messages_trace_holds_the_questions_the_mx_asked_about_it(secure_lab: 
     asked = [e.text for e in events if e.protocol == "dns" and e.kind == "query"]
     assert asked == ["example.net. MX? over udp",  # the relay at example.org finds the MX
                      "10.1.0.127.bl.lab. A? over udp",  # the MX: is the relay blocklisted? (at RCPT)
+                     "10.1.0.127.in-addr.arpa. PTR? over udp",  # who is the client? (for Received: iprev)
+                     "smtp.example.org. A? over udp",  # and does that name lead back to its address?
                      "example.org. TXT? over udp",  # SPF for the MAIL FROM domain
                      "lab._domainkey.example.org. TXT? over udp",  # the key of the DKIM signature
                      "_dmarc.example.org. TXT? over udp"]  # the From domain's DMARC policy

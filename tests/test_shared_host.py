@@ -18,7 +18,7 @@ def _tree(path: str) -> list[str]:
     return sorted(found)
 
 
-@pytest.mark.parametrize("name", [".", "/", "..", "", "./", "../x", "a//b", ".a", "a.", "/a", "a/../../x", "x\\y", "a\x01b"])
+@pytest.mark.parametrize("name", [".", "/", "..", "", "./", "../x", "a//b", ".a", "a.", "/a", "a/../../x", "a\x01b"])
 def test_imap_mailbox_names_stay_inside_the_users_maildir(lab: smtplab.Lab, name: str) -> None:
     """DELETE/SELECT/CREATE/RENAME of a path-like name is refused by a tagged reply, the disk untouched.
 

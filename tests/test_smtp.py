@@ -178,3 +178,57 @@ def test_a_normal_day_logs_no_warnings(caplog: pytest.LogCaptureFixture) -> None
         s.quit()
     noisy = [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.WARNING]
     assert not noisy
+
+
+def test_help_and_ehlo_offer_only_what_is_answered(lab: smtplab.Lab) -> None:
+    mx = lab.host("mx1.example.net")
+    with smtplib.SMTP(mx.address, mx.ports["smtp"], local_hostname="client.local", timeout=10) as c:
+        c.ehlo()
+        assert not c.has_extn("auth") and c.has_extn("smtputf8")
+        code, text = c.docmd("HELP")
+        assert code == 214 and b" AUTH" not in text and b"VRFY" in text
+        assert c.docmd("AUTH", "PLAIN")[0] == 503  # not offered here: not "538 encryption required"
+        code, text = c.docmd("VRFY", "bob@example.net")  # RFC 5321 section 3.5.3: answered, without a promise
+        assert code == 252 and b"will accept" not in text
+        assert c.noop()[0] == 250
+        assert b"STARTTLS" in c.docmd("HELP")[1]
+        c.starttls(context=lab._client_context)
+        c.ehlo()
+        assert not c.has_extn("starttls") and b"STARTTLS" not in c.docmd("HELP")[1]  # a second one is a 503
+
+
+def test_whatever_raises_at_the_end_of_data_the_next_mail_is_a_new_transaction() -> None:
+    """RFC 5321 §4.1.1.4, for any handler (here one with no error handling at all): the reply to the final dot
+    ends the transaction, and what went wrong is in the trace, not on the wire."""
+    import asyncio
+    import threading
+
+    from smtplab.smtp import LabSMTP
+    from smtplab.trace import Trace
+
+    class Broken:
+        async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+            raise RuntimeError("secret internals")
+
+    trace = Trace(lambda: 0.0)
+    loop = asyncio.new_event_loop()
+    server = loop.run_until_complete(loop.create_server(
+        lambda: LabSMTP(Broken(), trace=trace, host_name="broken.test", port_name="smtp",
+                        peer_name=lambda address: "client", loop=loop), "127.0.0.1", 0))
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        with smtplib.SMTP("127.0.0.1", server.sockets[0].getsockname()[1], timeout=10) as c:
+            c.ehlo()
+            for _ in range(2):  # before the fix, the second MAIL got "503 nested MAIL"
+                assert c.mail("a@example.org")[0] == 250
+                assert c.rcpt("b@example.net")[0] == 250
+                code, text = c.data(b"Subject: x\r\n\r\nbody\r\n")
+                assert (code, text) == (451, b"4.3.0 Local error in processing: try again later")
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        server.close()
+        loop.run_until_complete(server.wait_closed())
+        loop.close()
+    assert any(e.kind == "error" and "RuntimeError: secret internals" in e.text for e in trace.events())
