@@ -152,7 +152,9 @@ class SmtpSession:
         self._buffer = b""
         self._sock = socket.create_connection((address, port), timeout=timeout,
                                               source_address=(source, 0) if source else None)
-        self.local_port: int = self._sock.getsockname()[1]  # finds this conversation in lab.trace
+        local = self._sock.getsockname()
+        self.local_port: int = local[1]  # finds this conversation in lab.trace
+        self.local_endpoint = f"{local[0]}:{local[1]}"  # the client endpoint the server's trace shows
         self.conn = ""  # the trace's connection id, e.g. "smtp-7" (set by lab.session)
         self.greeting = self._read_reply()
 
@@ -361,7 +363,7 @@ def open_session(lab: Any, host_name: str, service: str | None = None, timeout: 
                           timeout=timeout, service=service, source=source)
     # The server recorded the connection before it greeted us: find its id in the trace.
     session.conn = next((e.conn for e in reversed(lab.trace.events())
-                         if e.kind == "connect" and e.client.endswith(f":{session.local_port}")), "")
+                         if e.kind == "connect" and e.client == session.local_endpoint), "")
     return session
 
 
