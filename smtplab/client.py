@@ -150,8 +150,13 @@ class SmtpSession:
         self.recipients = 0
         self.transcript: list[str] = []
         self._buffer = b""
-        self._sock = socket.create_connection((address, port), timeout=timeout,
-                                              source_address=(source, 0) if source else None)
+        try:
+            self._sock = socket.create_connection((address, port), timeout=timeout,
+                                                  source_address=(source, 0) if source else None)
+        except (ConnectionRefusedError, TimeoutError) as exc:
+            raise HostUnreachable(f"{server_name} ({address}:{port}) did not accept the connection "
+                                  f"({type(exc).__name__}): is it down? Start it with "
+                                  f"lab.host({server_name!r}).up()") from None
         local = self._sock.getsockname()
         self.local_port: int = local[1]  # finds this conversation in lab.trace
         self.local_endpoint = f"{local[0]}:{local[1]}"  # the client endpoint the server's trace shows
@@ -375,7 +380,11 @@ def open_imap(lab: Any, address: str, *, starttls: bool = True) -> Any:
 
     user = lab.user(address)
     host = lab.imap_host(address)
-    client = imaplib.IMAP4(host.address, host.ports["imap"], timeout=30)
+    try:
+        client = imaplib.IMAP4(host.address, host.ports["imap"], timeout=30)
+    except (ConnectionRefusedError, TimeoutError) as exc:
+        raise HostUnreachable(f"{host.name} did not accept the IMAP connection ({type(exc).__name__}): is it "
+                              f"down? Start it with lab.host({host.name!r}).up()") from None
     if starttls:
         client.starttls(ssl_context=lab._client_context)
     client.login(user.login, user.password)

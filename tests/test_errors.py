@@ -132,3 +132,12 @@ def test_dns_errors_carry_the_rcode_not_only_a_sentence(lab: smtplab.Lab) -> Non
     with pytest.raises(DnsLookupError) as missing:
         lab.lookup_mx("nowhere.example.net")
     assert missing.value.rcode == "NXDOMAIN"
+
+
+def test_a_session_or_imap_to_a_host_that_is_down(lab: smtplab.Lab) -> None:
+    lab.host("mx1.example.net").down()
+    with pytest.raises(HostUnreachable, match=r"lab.host\('mx1.example.net'\).up\(\)"):
+        lab.session("mx1")
+    lab.host("imap.example.net").down()
+    with pytest.raises(HostUnreachable, match="IMAP"):
+        lab.imap("bob@example.net")
