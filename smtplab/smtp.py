@@ -270,7 +270,7 @@ class LabSMTP(SMTP):
     async def _body_starts(self) -> None:
         if self._body is not None:
             return
-        self._body, self._body_size, self._body_lines = [], 0, 0
+        self._body, self._body_size, self._body_lines, self._overrun = [], 0, 0, False
         fault = self._faults(self._host_name, "body", "") if self._faults else None
         if fault is not None and fault.drop and self.transport is not None:
             self._record("fault", f"injected fault fires: {fault.describe()}", payload=FaultFired(fault.describe()))
