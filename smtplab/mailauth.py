@@ -207,13 +207,25 @@ class LabDns:
             response = dns.query.udp(query, self.address, timeout=self.timeout, port=self.port, sock=sock,
                                      ignore_unexpected=True)
             if response.flags & dns.flags.TC:  # too big for UDP: ask again over TCP (RFC 7766)
-                response = dns.query.tcp(query, self.address, timeout=self.timeout, port=self.port)
+                response = self._over_tcp(query)
         except dns.exception.Timeout:
             raise spf.TempError(f"DNS timeout for {name}") from None
         if response.rcode() != dns.rcode.NOERROR:  # NXDOMAIN; REFUSED or SERVFAIL: nothing to use either
             return []
         answer = response.resolve_chaining().answer  # follows CNAMEs inside the response
         return list(answer) if answer is not None else []
+
+    def _over_tcp(self, query: dns.message.Message) -> dns.message.Message:
+        """Ask again over TCP from the asking host's address, announced like the UDP question was."""
+        family = socket.AF_INET6 if ":" in self.address else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.settimeout(self.timeout)
+            sock.bind((getattr(self._local, "source", "") or "", 0))
+            if current_correlation():
+                host, port = sock.getsockname()[:2]
+                announce_dns_question(f"{host}:{port}", query.id)
+            sock.connect((self.address, self.port))
+            return dns.query.tcp(query, self.address, timeout=self.timeout, port=self.port, sock=sock)
 
     def txt(self, name: str) -> list[str]:
         return [b"".join(r.strings).decode("utf-8", "replace") for r in self._answer(name, "TXT")]

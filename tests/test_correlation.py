@@ -199,3 +199,21 @@ def test_a_kept_connection_serves_the_next_message_as_its_own(lab: smtplab.Lab) 
     assert one.count("data") == 1 and two.count("data") == 1
     assert any(t.startswith("ehlo") for t in one) and not any(t.startswith("ehlo") for t in two)
     assert "quit" in two and "quit" not in one
+
+
+def test_a_check_asked_again_over_tcp_keeps_its_asker(lab: smtplab.Lab) -> None:
+    """A truncated answer makes the MX's checks ask again over TCP (RFC 7766): still the same message's."""
+    import dns.message
+
+    from smtplab.mailauth import LabDns
+
+    resolver = LabDns(lab.dns.address, lab.dns.port)
+    corr = lab.trace.new_correlation("test", "TCPQ")
+    try:
+        with correlated(lab.trace, corr), resolver.asking_from(lab.host("mx1").address):
+            resolver._over_tcp(dns.message.make_query("example.org", "TXT"))
+    finally:
+        resolver.close()
+    [query] = [e for e in lab.trace.for_message("TCPQ") if isinstance(e.payload, DnsQuery)]
+    assert query.payload.transport == "tcp" and query.payload.asker == corr
+    assert query.client.startswith(lab.host("mx1").address + ":")
