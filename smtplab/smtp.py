@@ -95,7 +95,7 @@ class _TracedReader:
         protocol = self._protocol
         protocol._enter()
         body = separator == b"\r\n"
-        if body:
+        if body and protocol._body is None:
             await protocol._body_starts()
         try:
             line = await self._inner.readuntil(separator)
@@ -268,8 +268,6 @@ class LabSMTP(SMTP):
             self._enter()
 
     async def _body_starts(self) -> None:
-        if self._body is not None:
-            return
         self._body, self._body_size, self._body_lines, self._overrun = [], 0, 0, False
         fault = self._faults(self._host_name, "body", "") if self._faults else None
         if fault is not None and fault.drop and self.transport is not None:
