@@ -89,7 +89,7 @@ def test_an_auth_answer_over_the_line_limit_is_refused_by_its_type(lab: smtplab.
         code, _ = client.docmd("AUTH", "LOGIN")
         assert code == 334
         code, message = client.docmd("A" * 3000)
-    assert f"{code} {message.decode()}" == replies.LINE_TOO_LONG
+    assert f"{code} {message.decode()}" == replies.AUTH_LINE_TOO_LONG  # RFC 4954 section 6
     too_long = [e for e in lab.trace.filter(host="smtp.example.org")
                 if isinstance(e.payload, ClientLine) and not e.payload.complete]
     assert len(too_long) == 1
