@@ -307,7 +307,7 @@ class Relay:
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=delay)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     # --- one delivery attempt ---
@@ -394,6 +394,12 @@ class Relay:
                         self._set(entry, [rcpt], state="delivered", last_reply=reply, via=exchange)
                         self._event(entry, f"delivered to {rcpt} by {exchange}: {reply}", "delivered",
                                     recipients=(rcpt,), mx=exchange, reply=reply)
+                    elif is_protocol_error(code, text):
+                        # Not a verdict on the recipient or the message: the conversation went wrong
+                        # (RFC 5321 section 4.2.4/4.3.2 sequence and syntax replies). Nothing to bounce.
+                        still.append(rcpt)
+                        last_error = f"{reply} ({PROTOCOL_ERROR_NOTE})"
+                        self._set(entry, [rcpt], last_reply=last_error, via=exchange)
                     elif 500 <= code < 600:
                         bounced += self._bounce(entry, [rcpt], reply, _status_of(text, "5.0.0"), exchange)
                     else:
@@ -484,7 +490,7 @@ class Relay:
         if self.delay_warning and not entry.warned and entry.sender and now - entry.created >= self.delay_warning:
             entry.warned = True
             late = [r for r in entry.recipients if r.address in addresses]
-            late = [replace(r, final_status=_status_of(reply[4:], "4.0.0")) for r in late]
+            late = [replace(r, final_status=_transient_status(reply)) for r in late]
             content = (self.spool / f"{entry.queue_id}.eml").read_bytes()
             dsn = build_dsn(reporting_host=entry.host, original_sender=entry.sender, failed=late, original=content,
                             arrival=entry.created, now=now, queue_id=entry.queue_id, action="delayed")
@@ -568,6 +574,33 @@ def _write_durably(path: Path, data: bytes) -> None:
         raise
 
 
+PROTOCOL_ERROR_NOTE = ("a protocol error on that connection, not a verdict on the recipient or the message: "
+                       "retried later on a new connection")
+
+
+def is_protocol_error(code: int, text: str) -> bool:
+    """True for a 5xx that says the conversation went wrong, not that the mail is unwanted.
+
+    500-504 are syntax and command-sequence replies (RFC 5321 section 4.2.2: "503 Bad sequence of
+    commands"); they describe this connection's state (e.g. a transaction the server failed to close),
+    so bouncing on them would return good mail. Where the enhanced code (RFC 3463) puts the reply under
+    addressing (X.1.x, e.g. 501 5.1.3 bad address syntax) or content (X.6.x, e.g. 500 5.6.7 non-ASCII
+    without SMTPUTF8), the reply is about the mail after all, and stays permanent.
+    """
+    if code not in (500, 501, 502, 503, 504):
+        return False
+    parts = text.split(" ", 1)[0].split(".")
+    if len(parts) == 3 and all(p.isdigit() for p in parts):
+        return parts[1] not in ("1", "6")
+    return True
+
+
+def _transient_status(reply: str) -> str:
+    """The RFC 3463 status of a deferral: the reply's own 4.X.X, else 4.5.0 (a protocol error was met)."""
+    status = _status_of(reply[4:], "4.0.0")
+    return status if status.startswith("4.") else "4.5.0"
+
+
 def _duration(seconds: float) -> str:
     seconds = int(seconds)
     if seconds < 120:
@@ -648,7 +681,13 @@ def _smtp_attempt(exchange: str, address: str, port: int, source: str, helo: str
                 return failure, None
             code, msg = _mail(client, sender, rcpts, content)
         try:
-            clean = True  # no transaction left open on the connection
+            # The connection is kept for the next message only if it is surely back in its initial state:
+            # every reply was a success or an ordinary refusal, and no transaction is left open. After a
+            # failure reply to the final dot RFC 5321 section 4.1.1.4 says the transaction is over, but a
+            # server that fails at end-of-data may not have reset it (then the next MAIL meets "503 nested
+            # MAIL"): RSET first (section 4.1.1.5), and a protocol error of any kind means a new connection.
+            clean = True
+            sane = not is_protocol_error(code, msg.decode("utf-8", "replace"))
             if code != 250:
                 text = msg.decode("utf-8", "replace")
                 outcome = _Outcome({r: (code, text) for r in rcpts}, True)
@@ -657,20 +696,23 @@ def _smtp_attempt(exchange: str, address: str, port: int, source: str, helo: str
                 for rcpt in rcpts:
                     code, msg = client.rcpt(rcpt)
                     replies[rcpt] = (code, msg.decode("utf-8", "replace"))
+                    sane = sane and not is_protocol_error(*replies[rcpt])
                     if code in (250, 251):
                         accepted.append(rcpt)
                 clean = False
                 if accepted:
                     try:
                         code, msg = client.data(content)
-                        clean = True  # the reply to the final dot ends the transaction either way
+                        clean = code == 250
                     except smtplib.SMTPDataError as exc:
                         code, msg = exc.smtp_code, exc.smtp_error
+                    text = msg.decode("utf-8", "replace") if isinstance(msg, bytes) else str(msg)
+                    sane = sane and not is_protocol_error(code, text)
                     for rcpt in accepted:
-                        replies[rcpt] = (code, msg.decode("utf-8", "replace") if isinstance(msg, bytes) else str(msg))
+                        replies[rcpt] = (code, text)
                 outcome = _Outcome(replies, True)
             try:
-                if keep and (clean or client.rset()[0] == 250):
+                if keep and sane and (clean or client.rset()[0] == 250):
                     kept = client
                 else:
                     client.quit()
@@ -682,7 +724,7 @@ def _smtp_attempt(exchange: str, address: str, port: int, source: str, helo: str
                 client.close()
     except ConnectionRefusedError:
         return _Outcome({}, False, "451 4.4.1 connection refused (host down?)"), None
-    except (socket.timeout, TimeoutError):
+    except TimeoutError:
         return _Outcome({}, False, "451 4.4.2 connection timed out"), None
     except smtplib.SMTPServerDisconnected as exc:
         # Anything not yet confirmed with 250 after DATA is not delivered: retry it all.
