@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from .client import SendResult, SmtpSession
-from .clock import VirtualClock
+from .clock import ClockError, VirtualClock
 from .errors import (
     DnsLookupError,
     LabNotRunning,
@@ -87,5 +87,6 @@ __all__ = [
     "DnsLookupError",
     "SendError",
     "SessionError",
+    "ClockError",
     "RenderError",
 ]

@@ -6,15 +6,20 @@ Retry intervals and queue lifetimes are hours long in real MTAs; a learner shoul
 
 from __future__ import annotations
 
+import json
+import math
+import os
 import re
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+from .disk import write_durably
 from .errors import BadDuration
 
-__all__ = ["VirtualClock", "parse_duration"]
+__all__ = ["VirtualClock", "parse_duration", "ClockError", "MAX_ADVANCE", "MAX_OFFSET"]
 
 
 _UNITS = {
@@ -54,6 +59,57 @@ def parse_duration(text: str) -> float:
     return total
 
 
+# One advance() may move the clock by at most this much: a queue lifetime is days, a course needs weeks at
+# most; anything beyond ten years is a typo (e.g. milliseconds given as seconds) that would break dates.
+MAX_ADVANCE = 10 * 365 * 86400.0
+# The clock as a whole stays within a century ahead, far from the year 9999 where datetime ends.
+MAX_OFFSET = 100 * 365 * 86400.0
+
+
+class ClockError(BadDuration):
+    """The lab clock cannot move by that amount (not a number, backwards, or absurdly far), or its saved
+    offset cannot be read."""
+
+
+def check_advance(seconds: float, offset: float = 0.0) -> float:
+    """Return `seconds` if the clock may move forward by it from `offset`; raise ClockError otherwise."""
+    if math.isnan(seconds) or math.isinf(seconds):
+        raise ClockError(f"cannot advance the lab clock by {seconds}: give a finite duration such as 90, '5m', "
+                         "'2h' or '1d'")
+    if seconds < 0:
+        raise ClockError(f"the lab clock only moves forward: {seconds:g} s is negative; give a positive duration "
+                         "such as '5m' (to start again from real time, start a new lab)")
+    if seconds > MAX_ADVANCE:
+        raise ClockError(f"{seconds:g} s is more than ten years: advance by a duration a queue could wait "
+                         "(minutes, hours, days: e.g. '5m', '4h', '5d')")
+    if offset + seconds > MAX_OFFSET:
+        raise ClockError(f"the lab clock is already {offset / 86400:.0f} days ahead: it may not run more than a "
+                         "century ahead of real time; start a new lab to begin again")
+    return seconds
+
+
+def load_offset(path: Path) -> float:
+    """Read a clock offset saved by `save_offset` (0 when there is none yet)."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return 0.0
+    except (OSError, ValueError) as exc:
+        raise ClockError(f"cannot read the lab clock from {path} ({exc}); remove that file to start the "
+                         "clock again from real time") from None
+    offset = data.get("offset") if isinstance(data, dict) else None
+    if not isinstance(offset, (int, float)) or isinstance(offset, bool) or not 0 <= offset <= MAX_OFFSET:
+        raise ClockError(f"{path} holds no valid clock offset ({offset!r}); remove that file to start the clock "
+                         "again from real time")
+    return float(offset)
+
+
+def save_offset(path: Path, offset: float) -> None:
+    """Record the offset durably (0600, fsync'd, renamed into place): spool times are lab times, so after
+    a restart the clock must go on from where it was, or a 5-minute retry would wait a real day."""
+    write_durably(path, json.dumps({"offset": offset}).encode(), fsync_folder=True)
+
+
 def _seconds(delta: float | timedelta | str) -> float:
     """Turn 90, timedelta(minutes=5) or a duration text (see parse_duration) into seconds."""
     if isinstance(delta, timedelta):
@@ -72,6 +128,15 @@ class VirtualClock:
         self._offset = 0.0
         self._lock = threading.Lock()
         self._listeners: list[Callable[[], None]] = []
+        self._state: Path | None = None  # where the offset is kept across restarts (None: not kept)
+
+    def keep_in(self, path: str | os.PathLike[str]) -> None:
+        """Go on from the offset saved in `path` (if any), and save it there at every advance."""
+        state = Path(path)
+        offset = load_offset(state)
+        with self._lock:
+            self._state = state
+            self._offset = offset
 
     def now(self) -> float:
         """Return the lab time as a POSIX timestamp (real time + offset)."""
@@ -92,9 +157,10 @@ class VirtualClock:
         Work that became due (retries, bounces) runs right away; returns the new lab time.
         """
         seconds = _seconds(delta)
-        if seconds < 0:
-            raise ValueError("the lab clock only moves forward: give a positive duration")
         with self._lock:
+            check_advance(seconds, self._offset)
+            if self._state is not None:
+                save_offset(self._state, self._offset + seconds)  # on disk first: no jump a restart forgets
             self._offset += seconds
             listeners = list(self._listeners)
         for listener in listeners:

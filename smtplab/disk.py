@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-__all__ = ["DiskThread", "fsync_directory", "remove_quietly"]
+__all__ = ["DiskThread", "fsync_directory", "remove_quietly", "write_durably", "make_private_dir", "remove_stale_tmp"]
 
 T = TypeVar("T")
 
@@ -42,6 +42,50 @@ def remove_quietly(path: str | os.PathLike[str]) -> None:
         os.unlink(path)
     except OSError:
         pass
+
+
+def write_durably(path: str | os.PathLike[str], data: bytes, *, fsync_folder: bool = False) -> None:
+    """Replace `path` with `data` as one step: a temporary file beside it, created 0600 (never readable by
+    other users, not even for a moment), written, fsync'd, renamed over `path`. A reader or a crash sees the
+    old file or the new one, never half. With `fsync_folder`, the rename is made durable too (else the
+    caller fsyncs the folder, e.g. once for a batch)."""
+    target = os.fspath(path)
+    tmp = target + ".tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+    except BaseException:  # e.g. the disk is full: no half file left behind
+        remove_quietly(tmp)
+        raise
+    if fsync_folder:
+        fsync_directory(os.path.dirname(target) or ".")
+
+
+def make_private_dir(path: str | os.PathLike[str]) -> None:
+    """Create a directory (and its missing parents) only its owner may enter: 0700 from the start."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+
+
+def remove_stale_tmp(folder: str | os.PathLike[str]) -> list[str]:
+    """Remove the `*.tmp` files a crash left in `folder` (a write that never reached its rename) and
+    return their names. Call it at start, before anything writes there."""
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        if name.endswith(".tmp"):
+            remove_quietly(os.path.join(folder, name))
+            removed.append(name)
+    return removed
 
 
 _Job = tuple[Callable[..., Any], tuple[Any, ...], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]

@@ -125,6 +125,7 @@ class Lab:
             self._keygen = concurrent.futures.ThreadPoolExecutor(len(signing), thread_name_prefix="smtplab-keys")
             self._dkim_pending = {domain: self._keygen.submit(keys.get, domain) for domain in signing}
         distinct = _distinct_loopback_supported()
+        self.clock.keep_in(self.directory / "clock.json")  # spool times are lab times: the offset must persist
         state_file = self.directory / "lab.json"
         saved: dict[str, Any] = json.loads(state_file.read_text()) if state_file.exists() else {}
         passwords: dict[str, str] = saved.get("passwords", {})
