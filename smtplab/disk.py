@@ -101,6 +101,7 @@ class DiskThread:
     def __init__(self, name: str) -> None:
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._folders: dict[str, None] = {}  # folders to fsync at the end of the current batch
+        self._after: list[Callable[[], Any]] = []  # to run once those folders are durable
         self._thread = threading.Thread(target=self._work, name=name, daemon=True)
         self._thread.start()
 
@@ -117,6 +118,17 @@ class DiskThread:
         if threading.current_thread() is not self._thread:
             raise RuntimeError("fsync_later is for jobs running on the disk thread")
         self._folders[os.fspath(folder)] = None
+
+    def after_batch(self, fn: Callable[[], Any]) -> None:
+        """From a job on this thread: run `fn()` once the batch's folders are fsync'd (e.g. drop a note
+        that must outlive what the batch removes)."""
+        if threading.current_thread() is not self._thread:
+            raise RuntimeError("after_batch is for jobs running on the disk thread")
+        self._after.append(fn)
+
+    @property
+    def thread(self) -> threading.Thread:
+        return self._thread
 
     def close(self) -> None:
         """Finish the writes already asked for, then stop the thread."""
@@ -149,6 +161,12 @@ class DiskThread:
             folders, self._folders = self._folders, {}
             for folder in folders:
                 fsync_directory(folder)
+            after, self._after = self._after, []
+            for fn in after:
+                try:
+                    fn()
+                except Exception:  # tidying only: what it leaves is cleaned at the next start
+                    pass
             _answer(outcomes)
 
 

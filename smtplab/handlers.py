@@ -302,7 +302,8 @@ class InboundHandler(_BaseHandler):
         content = received + checks + original
         return_path = f"Return-Path: <{sender}>\r\n".encode()  # RFC 5321 section 4.4
         if local:  # the 250 goes out only once the message is safely on disk (RFC 5321 section 6.1)
-            await self.lab.store_local(local, return_path + content, folder)
+            # The peer tells the lab whether this is its own relay retrying a copy made before a crash.
+            await self.lab.store_local(local, return_path + content, folder, client=session.peer)
         if outside:  # only an open relay gets here: it passes the message on to anyone, for anyone
             server.note(f"open relay: passing the message on for {', '.join(outside)}", Note(warning=True))
             await self.lab.enqueue_async(self.host_name, sender, outside, content, queue_id)

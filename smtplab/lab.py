@@ -18,9 +18,11 @@ import threading
 import warnings
 import weakref
 from collections.abc import Coroutine, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .dsn import DsnRequest
 from .client import SendResult, SmtpSession, open_imap, open_session, send_from_lab
 from .clock import VirtualClock
 from .errors import LabNotRunning, ScenarioError, UnknownConnection, UnknownHost, UnknownMessage, UnknownUser
@@ -29,12 +31,13 @@ from .faults import Fault, FaultTable
 from .mailauth import LabDns
 from .imap import ImapService, has_idlers, mailbox_changed
 from .labdns import DigResult, DnsServer, MXRecord, build_zones, dig_async, lab_resolver, lookup_mx_async
+from .ledger import DeliveryLedger
 from .relay import QueueItem, Relay
 from .scenario import Scenario
 from .handlers import InboundHandler, SubmissionHandler, header_value
 from .hosts import DnsInfo, Host, User
 from .loop import LoopThread
-from .smtp import LabSMTP, new_queue_id
+from .smtp import LabSMTP
 from .wire import WireTap
 from .store import MailStore
 from .tls import LabCA
@@ -159,12 +162,13 @@ class Lab:
 
     async def _start_services(self) -> None:
         assert self._loop is not None
+        self._ledger = DeliveryLedger(self.directory / "ledger")
         self._relay = Relay(
             self.directory / "queue", trace=self.trace, now=self.clock.now,
             resolver=lambda: lab_resolver(self.dns.address, self.dns.port),
             host_address=lambda name: self.hosts[name].address,
             smtp_port=self._smtp_port, client_context=self.ca.relay_context(),
-            deliver_bounce=self._deliver_bounce, disk=self._loop.disk, smtp_pool=self._loop.smtp,
+            disk=self._loop.disk, ledger=self._ledger, smtp_pool=self._loop.smtp,
         )
         for provider in self.scenario.providers:
             imap_hosts = [h for h in provider.hosts if "imap" in h.services]
@@ -526,19 +530,30 @@ class Lab:
             except RuntimeError:  # the lab stopped meanwhile: nobody is idling any more
                 pass
 
-    async def store_local(self, recipients: list[str], content: bytes, folder: str = "INBOX") -> None:
+    async def store_local(self, recipients: list[str], content: bytes, folder: str = "INBOX", *,
+                          client: tuple[str, int] | None = None) -> None:
         """Deliver one message into local mailboxes from the disk thread; returns once it is on disk for
         every recipient. All or none: if one copy cannot be written (a full disk), the copies already
-        written are taken back before the error goes to the client, whose retry then makes no duplicate."""
-        assert self._loop is not None
+        written are taken back before the error goes to the client, whose retry then makes no duplicate.
+        When `client` (the peer's address and port) is the lab's own relay, each copy is noted in the
+        delivery ledger under the relay's queue id, and a retry of a copy already made is not made again."""
+        assert self._loop is not None and self._relay is not None
         disk = self._loop.disk
+        ledger = self._ledger
+        queue_id = self._relay.queue_id_for(f"{client[0]}:{client[1]}") if client else None
 
         def deliver_all() -> None:
             written: list[tuple[MailStore, str, str]] = []
             try:
                 for address in recipients:
+                    if queue_id and ledger.holds(queue_id, address):
+                        self.trace.record("queue", "queue", "ledger", f"{address} already has the copy of "
+                                          f"{queue_id} (made before a crash): accepted without a second copy",
+                                          message_ids=(queue_id,))
+                        continue
+                    note = None if not queue_id else partial(_note, ledger, queue_id, address, disk.fsync_later)
                     store = self._stores[address.rpartition("@")[2].lower()]
-                    written.append((store, address, store.deliver(address, content, folder,
+                    written.append((store, address, store.deliver(address, content, folder, before_rename=note,
                                                                   fsync_folder=disk.fsync_later, announce=False)))
             except BaseException:
                 for store, address, name in written:
@@ -553,10 +568,10 @@ class Lab:
         self._require_relay().enqueue(host, sender, recipients, content, queue_id, header_value(content, b"message-id"))
 
     async def enqueue_async(self, host: str, sender: str, recipients: list[str], content: bytes,
-                            queue_id: str) -> None:
+                            queue_id: str, dsn: DsnRequest | None = None) -> None:
         """Queue a message for the relay from the loop; the spool is written by a disk thread."""
         await self._require_relay().enqueue_async(host, sender, recipients, content, queue_id,
-                                                  header_value(content, b"message-id"))
+                                                  header_value(content, b"message-id"), dsn=dsn)
 
     def wire(self, conn: str) -> WireTap:
         """What an eavesdropper saw of SMTP connection `conn`: clear text before STARTTLS, TLS records after."""
@@ -586,11 +601,6 @@ class Lab:
             return host.ports["smtp"]  # it will refuse the connection, as a crashed server would
         return None
 
-    def _deliver_bounce(self, host: str, recipient: str, content: bytes) -> None:
-        # A bounce is a new message from <> that goes through the same queue (RFC 3464 §2).
-        self._require_relay().enqueue(host, "", [recipient], content, new_queue_id(),
-                                      header_value(content, b"message-id"))
-
     def _on_clock(self) -> None:
         self.trace.record("lab", "state", "clock",
                           f"clock advanced: lab time is now {self.clock.datetime():%Y-%m-%d %H:%M:%S} UTC",
@@ -612,6 +622,10 @@ class Lab:
         if self._relay is None:
             raise LabNotRunning("this lab is stopped; start a new one with smtplab.start()")
         return self._relay
+
+
+def _note(ledger: DeliveryLedger, queue_id: str, address: str, fsync_later: Any, root: str, name: str) -> None:
+    ledger.note(queue_id, address, root, name, fsync_later)
 
 
 def _new_password() -> str:

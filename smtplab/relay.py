@@ -13,28 +13,31 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import hashlib
 import heapq
 import ipaddress
 import itertools
 import json
-import os
 import random
+import re
 import smtplib
 import socket
 import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import dns.asyncresolver
 
-from .disk import DiskThread, fsync_directory, remove_quietly
-from .dsn import build_dsn
+from .disk import DiskThread, fsync_directory, make_private_dir, remove_quietly, remove_stale_tmp, write_durably
+from .dsn import DsnRequest, build_dsn, xtext_encode
 from .errors import DnsLookupError
 from .events import QueueChange
 from .labdns import MXRecord, lookup_mx_async, resolve_a
+from .ledger import DeliveryLedger
 from .trace import Trace, announce_connection, correlated, withdraw_connection
 
 __all__ = ["Relay", "QueueItem", "RecipientStatus", "RETRY_SCHEDULE", "MAX_QUEUE_LIFETIME"]
@@ -59,6 +62,8 @@ class RecipientStatus:
     last_reply: str = ""
     via: str = ""  # the MX host that gave the last reply
     final_status: str = ""  # RFC 3463 code reported in a DSN, e.g. 5.1.1
+    notify: str = ""  # RFC 3461 NOTIFY asked at submission ("SUCCESS,DELAY,FAILURE", "NEVER"; "": not given)
+    orcpt: str = ""  # RFC 3461 ORCPT, "rfc822;bob@example.net" (decoded from xtext); "": not given
 
 
 @dataclass(frozen=True)
@@ -89,7 +94,11 @@ class _Entry:
     message_id: str = ""
     attempts: int = 0
     warned: bool = False  # a "delayed" DSN was sent already
+    ret: str = ""  # RFC 3461 RET: FULL or HDRS ("": not given)
+    envid: str = ""  # RFC 3461 ENVID (decoded from xtext)
     running: bool = field(default=False, repr=False)  # claimed for an attempt
+    # Notifications to make (queue id, action, recipients), written with the attempt's record.
+    dsns: list[tuple[str, str, list[RecipientStatus]]] = field(default_factory=list, repr=False)
 
     def snapshot(self) -> QueueItem:
         return QueueItem(self.queue_id, self.host, self.sender, tuple(self.recipients), self.created,
@@ -104,6 +113,7 @@ class _Outcome:
     connected: bool
     error: str = ""
     client: str = ""  # "address:port" of the relay's end of the connection, once connected
+    dsn: bool = False  # the MX offered DSN (RFC 3461): the notification parameters went with the mail
 
 
 class Relay:
@@ -119,19 +129,22 @@ class Relay:
         host_address: Callable[[str], str],
         smtp_port: Callable[[str, str], int | None],
         client_context: ssl.SSLContext,
-        deliver_bounce: Callable[[str, str, bytes], None],
         disk: DiskThread,
+        ledger: DeliveryLedger,
         smtp_pool: concurrent.futures.Executor | None = None,
     ) -> None:
         self.spool = spool
-        spool.mkdir(parents=True, exist_ok=True)
+        make_private_dir(spool)
         self._trace = trace
         self._now = now
         self._resolver = resolver
         self._host_address = host_address
         self._smtp_port = smtp_port
         self._tls = client_context
-        self._deliver_bounce = deliver_bounce
+        self._ledger = ledger  # the MX side's notes of copies made: pruned once a message is done
+        # The relay's end of each open connection ("address:port") -> the queue id its transaction carries,
+        # read by the lab's MX (same process) for the delivery ledger: see `queue_id_for`.
+        self._links: dict[str, str] = {}
         self._disk = disk  # spool writes from the loop go there
         self._smtp_pool = smtp_pool  # where the blocking SMTP client runs (None: the default executor)
         self._entries: dict[str, _Entry] = {}
@@ -163,14 +176,37 @@ class Relay:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(self.concurrency)
+        for entry in await self._disk.run(self._recover):
+            with self._lock:
+                self._entries[entry.queue_id] = entry
+                self._wait_until(entry)
+            self._event(entry, f"resumed from the spool ({entry.queue_id}.json)", "resumed")
+        self._scheduler = asyncio.create_task(self._run_scheduler())
+
+    def _recover(self) -> list[_Entry]:
+        """Read the spool after a stop or a crash (disk thread): clean what a crash left, keep what waits.
+
+        A `.tmp` is a write that never reached its rename; a message without its envelope never got its
+        250 (the envelope is written second); a finished message is only waiting to be pruned; a ledger
+        note of a message no longer queued was left between the relay's last record and its pruning.
+        """
+        remove_stale_tmp(self.spool)
+        entries = []
         for path in sorted(self.spool.glob("*.json")):
             entry = self._load(path)
-            if entry is not None and not all(r.state in FINAL for r in entry.recipients):
-                with self._lock:
-                    self._entries[entry.queue_id] = entry
-                    self._wait_until(entry)
-                self._event(entry, f"resumed from the spool ({path.name})", "resumed")
-        self._scheduler = asyncio.create_task(self._run_scheduler())
+            if entry is None:
+                continue
+            if _done(entry):
+                self._prune(entry)
+            else:
+                entries.append(entry)
+        envelopes = {p.stem for p in self.spool.glob("*.json")}
+        for message in self.spool.glob("*.eml"):
+            if message.stem not in envelopes:
+                remove_quietly(message)
+        fsync_directory(self.spool)
+        self._ledger.prune(lambda queue_id: queue_id in envelopes)
+        return entries
 
     async def stop(self) -> None:
         # Python 3.11's wait_for() can swallow a cancellation that coincides with its wake-up (an
@@ -188,35 +224,52 @@ class Relay:
 
     # --- intake (called on the loop by the submission handler) ---
     def enqueue(self, host: str, sender: str, recipients: list[str], content: bytes, queue_id: str,
-                message_id: str = "") -> None:
-        """Queue a message, writing it to the spool on this thread."""
-        entry = self._new_entry(host, sender, recipients, queue_id, message_id)
+                message_id: str = "", *, dsn: DsnRequest | None = None) -> None:
+        """Queue a message, writing it to the spool on this thread (not the loop's: see enqueue_async)."""
+        entry = self._new_entry(host, sender, recipients, queue_id, message_id, dsn)
         self._write_spool(entry, content)
         self._register(entry)
 
     async def enqueue_async(self, host: str, sender: str, recipients: list[str], content: bytes, queue_id: str,
-                            message_id: str = "") -> None:
+                            message_id: str = "", *, dsn: DsnRequest | None = None) -> None:
         """Queue a message, writing the spool from a disk thread; returns once it is written."""
-        entry = self._new_entry(host, sender, recipients, queue_id, message_id)
+        entry = self._new_entry(host, sender, recipients, queue_id, message_id, dsn)
         await self._disk.run(self._write_spool, entry, content, self._disk.fsync_later)
         self._register(entry)
 
-    def _new_entry(self, host: str, sender: str, recipients: list[str], queue_id: str, message_id: str) -> _Entry:
+    def _new_entry(self, host: str, sender: str, recipients: list[str], queue_id: str, message_id: str,
+                   dsn: DsnRequest | None = None) -> _Entry:
         now = self._now()
-        return _Entry(queue_id, host, sender, [RecipientStatus(r) for r in recipients], now, now, message_id)
+        dsn = dsn or DsnRequest()
+        # RFC 3461 section 4.2: without an ORCPT from the client, the MTA may add the address of the RCPT
+        # it received; the DSN's Original-Recipient then shows it (as Postfix's do).
+        statuses = [RecipientStatus(r, notify=dsn.notify.get(r, ""), orcpt=dsn.orcpt.get(r) or f"rfc822;{r}")
+                    for r in recipients]
+        return _Entry(queue_id, host, sender, statuses, now, now, message_id, ret=dsn.ret, envid=dsn.envid)
 
     def _write_spool(self, entry: _Entry, content: bytes,
                      fsync_folder: Callable[[Path], None] = fsync_directory) -> None:
         """Put a new message in the queue durably: the 250 that follows promises the message survives
-        a crash (RFC 5321 section 6.1). The message, then its envelope, each fsync'd; then the folder."""
+        a crash (RFC 5321 section 6.1). The message, then its envelope, each fsync'd and 0600; then the
+        folder. The envelope comes second: a message without one was never acknowledged."""
         message = self.spool / f"{entry.queue_id}.eml"
-        _write_durably(message, content)
+        write_durably(message, content)
         try:
-            _write_durably(self.spool / f"{entry.queue_id}.json", self._state_bytes(entry))
+            write_durably(self.spool / f"{entry.queue_id}.json", self._state_bytes(entry))
         except BaseException:  # without its envelope the message is not queued: nothing half-queued stays
             remove_quietly(message)
             raise
         fsync_folder(self.spool)
+
+    def queue_id_for(self, client: str) -> str | None:
+        """The queue id of the transaction the relay runs on its connection from `client` ("address:port").
+
+        How the lab's MX learns which queue entry it is receiving, for its delivery ledger: the relay and
+        the MX live in one process, so this lab-internal link needs nothing on the wire (the wire stays
+        exactly what a real MTA sends), and no other client can forge it - a header such as Received's
+        `id` could be written by anyone, and would let them make the MX skip a real delivery.
+        """
+        return self._links.get(client)
 
     def _register(self, entry: _Entry) -> None:
         host, sender, queue_id = entry.host, entry.sender, entry.queue_id
@@ -312,7 +365,7 @@ class Relay:
 
     # --- one delivery attempt ---
     async def _attempt(self, entry: _Entry) -> None:
-        saved = False
+        loop = asyncio.get_running_loop()
         try:
             assert self._slots is not None
             async with self._slots:
@@ -325,33 +378,45 @@ class Relay:
                         await self._deliver(entry)
                 finally:
                     self._corrs.pop(entry.queue_id, None)
-            await self._disk.run(self._save, entry)
-            saved = True
+            await self._record(entry)
             if self._busy == 1 and self._idle:  # the last attempt in flight: nothing will reuse them
                 idle = [c for clients in self._idle.values() for c in clients]
                 self._idle.clear()
-                await asyncio.get_running_loop().run_in_executor(self._smtp_pool, _quit_all, idle)
+                await loop.run_in_executor(self._smtp_pool, _quit_all, idle)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # never lose a message to a bug: defer it instead
             failed = self._defer(entry, [r.address for r in entry.recipients if r.state not in FINAL],
                                  f"451 4.3.0 internal relay error: {exc!r}", "")
             if failed:
-                self._send_dsn(entry, failed, (self.spool / f"{entry.queue_id}.eml").read_bytes())
+                self._want_dsn(entry, failed, "failed")
+            try:
+                await self._record(entry)
+            except Exception:  # not recorded: after a restart the attempt is made again (the ledger
+                pass  # keeps a copy already made from being made twice)
         finally:
             with self._settled:
                 entry.running = False
                 self._busy -= 1
                 if not _done(entry):
                     self._wait_until(entry)
-                if not saved:
-                    self._save(entry)
                 self._settled.notify_all()
             self._kick()
 
+    async def _record(self, entry: _Entry) -> None:
+        """Write the attempt's outcome: the notifications it made, then the entry's state (or, once every
+        recipient is final, remove its spool files and ledger notes). DSNs are built on a worker thread
+        (RET=FULL copies the whole message) and written by the disk thread: never on the loop."""
+        wanted, entry.dsns = entry.dsns, []
+        made: list[tuple[str, bytes]] = []
+        if wanted:
+            made = await asyncio.get_running_loop().run_in_executor(None, self._render_dsns, entry, wanted)
+        for dsn_entry in await self._disk.run(self._commit, entry, made):
+            self._register(dsn_entry)
     async def _deliver(self, entry: _Entry) -> None:
         entry.attempts += 1
-        content = (self.spool / f"{entry.queue_id}.eml").read_bytes()
+        # A spool copy may be megabytes: read on a worker thread, the loop serves everyone else meanwhile.
+        content = await asyncio.get_running_loop().run_in_executor(None, self._read_spool, entry.queue_id)
         pending = [r.address for r in entry.recipients if r.state not in FINAL]
         with self._lock:
             entry.recipients = [replace(r, attempts=r.attempts + 1) if r.address in pending else r
@@ -360,6 +425,8 @@ class Relay:
         for address in pending:
             by_domain.setdefault(address.rpartition("@")[2].lower(), []).append(address)
         bounced: list[RecipientStatus] = []
+        delivered: list[str] = []  # accepted by a next hop that offers DSN: the lab MX, the final one
+        relayed: list[str] = []  # accepted by a next hop without DSN: nothing more will be heard
         for domain, addresses in by_domain.items():
             self._set(entry, addresses, state="mx-lookup")
             try:
@@ -394,6 +461,10 @@ class Relay:
                         self._set(entry, [rcpt], state="delivered", last_reply=reply, via=exchange)
                         self._event(entry, f"delivered to {rcpt} by {exchange}: {reply}", "delivered",
                                     recipients=(rcpt,), mx=exchange, reply=reply)
+                        if outcome.dsn:
+                            delivered.append(rcpt)
+                        else:
+                            relayed.append(rcpt)
                     elif is_protocol_error(code, text):
                         # Not a verdict on the recipient or the message: the conversation went wrong
                         # (RFC 5321 section 4.2.4/4.3.2 sequence and syntax replies). Nothing to bounce.
@@ -410,7 +481,15 @@ class Relay:
             if remaining:
                 bounced += self._defer(entry, remaining, last_error or "451 4.4.1 no MX host answered", "")
         if bounced:
-            self._send_dsn(entry, bounced, content)
+            self._want_dsn(entry, bounced, "failed")
+        # RFC 3461 section 6.2: a success notification only where NOTIFY asked for it. The lab's MX hosts
+        # offer DSN and deliver into the mailbox themselves: their 250 is the final delivery ("delivered",
+        # RFC 3464 section 2.3.3), which the relay reports for them. A next hop without DSN ends the
+        # chain of notifications: "relayed" (RFC 3461 section 4.1).
+        for action, addresses in (("delivered", delivered), ("relayed", relayed)):
+            asked = [r for r in entry.recipients if r.address in addresses and "SUCCESS" in r.notify.split(",")]
+            if asked:
+                self._want_dsn(entry, asked, action)
 
     async def _targets(self, entry: _Entry, domain: str) -> list[tuple[str, str]] | str:
         """Return (exchange, address) pairs in the order to try, or a reason to bounce now."""
@@ -453,12 +532,19 @@ class Relay:
                     address=address, port=port, source=source, reused=client is not None)
         keep = self._busy > 1  # more messages in flight: keep the connection open for the next one
         loop = asyncio.get_running_loop()
+        queue_id = entry.queue_id
+
+        def link(endpoint: str) -> None:  # called on the SMTP thread just before MAIL
+            self._links[endpoint] = queue_id
+
         # The blocking client runs on a thread in a copy of this attempt's context: it announces its
         # connection (and each MAIL) for this attempt, and the MX claims them (smtplab.trace).
         outcome, kept = await loop.run_in_executor(
-            self._smtp_pool, contextvars.copy_context().run, _smtp_deliver, exchange, address, port, source,
+            self._smtp_pool, contextvars.copy_context().run,
+            partial(_smtp_deliver, link=link, dsn=_dsn_parameters(entry, rcpts)), exchange, address, port, source,
             entry.host, self._tls, entry.sender, rcpts, content, client, keep,
         )
+        self._links.pop(outcome.client, None)
         if kept is not None:
             self._idle.setdefault(key, []).append(kept)
         if not outcome.connected:
@@ -487,17 +573,14 @@ class Relay:
         self._event(entry, f"deferred {', '.join(addresses)}: {reply}; next attempt in "
                            f"{_duration(self.retry_schedule[max(index, 0)])} (lab time)", "deferred",
                     recipients=tuple(addresses), reply=reply)
-        if self.delay_warning and not entry.warned and entry.sender and now - entry.created >= self.delay_warning:
+        late = [r for r in entry.recipients if r.address in addresses]
+        # RFC 3461 section 4.1: NOTIFY=DELAY asks to hear of a delay: at the first deferral. Without NOTIFY
+        # the lab does as Postfix (delay_warning_time): one warning once the message is hours late.
+        due = self.delay_warning and now - entry.created >= self.delay_warning
+        tell = [r for r in late if "DELAY" in r.notify.split(",") or (not r.notify and due)]
+        if tell and not entry.warned and entry.sender:
             entry.warned = True
-            late = [r for r in entry.recipients if r.address in addresses]
-            late = [replace(r, final_status=_transient_status(reply)) for r in late]
-            content = (self.spool / f"{entry.queue_id}.eml").read_bytes()
-            dsn = build_dsn(reporting_host=entry.host, original_sender=entry.sender, failed=late, original=content,
-                            arrival=entry.created, now=now, queue_id=entry.queue_id, action="delayed")
-            self._deliver_bounce(entry.host, entry.sender, dsn)
-            self._event(entry, f"warning sent to <{entry.sender}>: still undelivered after "
-                               f"{_duration(now - entry.created)}, retrying", "warning-sent",
-                        recipients=tuple(addresses))
+            self._want_dsn(entry, [replace(r, final_status=_transient_status(reply)) for r in tell], "delayed")
         return []
 
     def _bounce(self, entry: _Entry, addresses: list[str], reply: str, status: str, via: str) -> list[RecipientStatus]:
@@ -512,17 +595,42 @@ class Relay:
                     mx=via, reply=reply)
         return out
 
-    def _send_dsn(self, entry: _Entry, failed: list[RecipientStatus], content: bytes) -> None:
-        if not entry.sender:  # RFC 5321 §6.1 / RFC 3464: a bounce is never bounced
-            self._event(entry, "bounce of a bounce (null sender): dropped, as RFC 3464 requires", "bounce-dropped")
+    def _want_dsn(self, entry: _Entry, recipients: list[RecipientStatus], action: str) -> None:
+        """Note a delivery status notification to make for `recipients` (written with the attempt's record).
+
+        Its queue id is derived from the message's and the recipients': made again after a crash (the
+        attempt that made it was not recorded), it is the same notification, and is queued only once.
+        """
+        if not entry.sender:  # RFC 5321 section 6.1 / RFC 3464: a bounce is never bounced
+            if action == "failed":
+                self._event(entry, "bounce of a bounce (null sender): dropped, as RFC 3464 requires", "bounce-dropped")
             return
-        dsn = build_dsn(
-            reporting_host=entry.host, original_sender=entry.sender, failed=failed, original=content,
-            arrival=entry.created, now=self._now(), queue_id=entry.queue_id,
-        )
-        self._deliver_bounce(entry.host, entry.sender, dsn)
-        self._event(entry, f"delivery status notification sent to <{entry.sender}> from <> (null sender)",
-                    "dsn-sent", recipients=tuple(r.address for r in failed))
+        if action == "failed":  # RFC 3461 section 4.1: NOTIFY=NEVER, or a list without FAILURE, says no
+            before = recipients
+            recipients = [r for r in recipients if not r.notify or "FAILURE" in r.notify.split(",")]
+            if not recipients:
+                self._event(entry, "no failure notification: the sender asked for none (NOTIFY)", "bounce-dropped",
+                            recipients=tuple(r.address for r in before))
+                return
+        digest = hashlib.sha256(",".join(sorted(r.address.lower() for r in recipients)).encode()).hexdigest()[:6]
+        queue_id = f"{entry.queue_id}-{action[0].upper()}{digest.upper()}"
+        entry.dsns.append((queue_id, action, recipients))
+        addresses = tuple(r.address for r in recipients)
+        if action == "delayed":
+            self._event(entry, f"warning sent to <{entry.sender}>: still undelivered after "
+                               f"{_duration(self._now() - entry.created)}, retrying", "warning-sent", recipients=addresses)
+        else:
+            self._event(entry, f"delivery status notification ({action}) sent to <{entry.sender}> from <> "
+                               f"(null sender): {', '.join(addresses)}", "dsn-sent", recipients=addresses)
+
+    def _render_dsns(self, entry: _Entry, wanted: list[tuple[str, str, list[RecipientStatus]]]
+                     ) -> list[tuple[str, bytes]]:
+        """Build the notifications (a worker thread: parsing and copying a big message takes a while)."""
+        content = self._read_spool(entry.queue_id)
+        return [(queue_id, build_dsn(
+            reporting_host=entry.host, original_sender=entry.sender, failed=recipients, original=content,
+            arrival=entry.created, now=self._now(), queue_id=entry.queue_id, action=action, envid=entry.envid,
+            ret=entry.ret)) for queue_id, action, recipients in wanted]
 
     def _event(self, entry: _Entry, text: str, state: str, **fields: Any) -> None:
         ids = tuple(i for i in (entry.queue_id, entry.message_id) if i)
@@ -533,23 +641,55 @@ class Relay:
 
     # --- spool ---
     def _state_bytes(self, entry: _Entry) -> bytes:
-        data = {k: v for k, v in asdict(entry).items() if k not in ("running", "started")}
+        data = {k: v for k, v in asdict(entry).items() if k not in ("running", "started", "dsns")}
         return json.dumps(data, indent=1).encode()
 
-    def _save(self, entry: _Entry) -> None:
-        """Record a queued message's progress (not fsync'd: after a crash an older state only means the
-        relay tries again, and a recipient may get the message twice, as SMTP allows)."""
-        path = self.spool / f"{entry.queue_id}.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(self._state_bytes(entry))
-        tmp.replace(path)
+    def _read_spool(self, queue_id: str) -> bytes:
+        return (self.spool / f"{queue_id}.eml").read_bytes()
+
+    def _commit(self, entry: _Entry, notifications: list[tuple[str, bytes]]) -> list[_Entry]:
+        """Record an attempt (disk thread): queue its notifications, then save the entry's state - or, when
+        every recipient is final, prune its spool files. Returns the notifications' new entries.
+
+        The order makes a crash harmless: a notification is on disk before the state that says it was
+        made, and one made again after a crash has the same queue id and is skipped here. A state not
+        recorded only means the attempt is made again: the MX's ledger answers for the copies it made.
+        """
+        made = []
+        for queue_id, content in notifications:
+            with self._lock:
+                known = queue_id in self._entries
+            if known or (self.spool / f"{queue_id}.json").exists():
+                continue
+            dsn_entry = self._new_entry(entry.host, "", [entry.sender], queue_id, _message_id(content))
+            self._write_spool(dsn_entry, content)  # its folder fsync'd now: before the state below
+            made.append(dsn_entry)
+        if _done(entry):
+            self._prune(entry)
+        else:
+            write_durably(self.spool / f"{entry.queue_id}.json", self._state_bytes(entry))
+            self._disk.fsync_later(self.spool)
+        return made
+
+    def _prune(self, entry: _Entry) -> None:
+        """A finished message leaves the spool (its envelope first: the message alone means nothing) and,
+        once that is durable, its ledger notes go: no retry of it can come any more."""
+        remove_quietly(self.spool / f"{entry.queue_id}.json")
+        remove_quietly(self.spool / f"{entry.queue_id}.eml")
+        recipients = [r.address for r in entry.recipients]
+        if threading.current_thread() is self._disk.thread:
+            self._disk.fsync_later(self.spool)
+            self._disk.after_batch(partial(self._ledger.forget, entry.queue_id, recipients))
+        else:
+            fsync_directory(self.spool)
+            self._ledger.forget(entry.queue_id, recipients)
 
     def _load(self, path: Path) -> _Entry | None:
         try:
             data = json.loads(path.read_text())
             data["recipients"] = [RecipientStatus(**r) for r in data["recipients"]]
-            data.pop("running", None)
-            data.pop("started", None)
+            for key in ("running", "started", "dsns"):
+                data.pop(key, None)
             entry = _Entry(**data)
         except (OSError, ValueError, TypeError, KeyError):
             return None
@@ -560,18 +700,9 @@ class Relay:
         return entry
 
 
-def _write_durably(path: Path, data: bytes) -> None:
-    """Write `path` through a temporary file beside it, fsync'd before the rename: never half a file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:  # e.g. the disk is full: no half file left in the spool
-        remove_quietly(tmp)
-        raise
+def _message_id(content: bytes) -> str:
+    match = re.search(rb"^Message-ID:[ \t]*(\S+)", content.split(b"\r\n\r\n", 1)[0], re.M | re.I)
+    return match[1].decode("ascii", "replace") if match else ""
 
 
 PROTOCOL_ERROR_NOTE = ("a protocol error on that connection, not a verdict on the recipient or the message: "
@@ -637,18 +768,39 @@ def _status_of(text: str, default: str) -> str:
     return default
 
 
+_DsnParameters = tuple[list[str], dict[str, list[str]]]
+
+
+def _dsn_parameters(entry: _Entry, rcpts: list[str]) -> _DsnParameters:
+    """The RFC 3461 parameters to pass on to a next hop that offers DSN: RET and ENVID on MAIL (section
+    4.3/4.4), NOTIFY and ORCPT on each RCPT (4.1/4.2), xtext-encoded as on the wire at submission."""
+    mail = ([f"RET={entry.ret}"] if entry.ret else []) + ([f"ENVID={xtext_encode(entry.envid)}"] if entry.envid else [])
+    per_rcpt: dict[str, list[str]] = {}
+    for r in entry.recipients:
+        if r.address in rcpts:
+            options = [f"NOTIFY={r.notify}"] if r.notify else []
+            if r.orcpt:
+                kind, _, original = r.orcpt.partition(";")
+                options.append(f"ORCPT={kind};{xtext_encode(original)}")
+            per_rcpt[r.address] = options
+    return mail, per_rcpt
+
+
 def _smtp_deliver(exchange: str, address: str, port: int, source: str, helo: str, context: ssl.SSLContext, sender: str,
                   rcpts: list[str], content: bytes, client: smtplib.SMTP | None = None,
-                  keep: bool = False) -> tuple[_Outcome, smtplib.SMTP | None]:
+                  keep: bool = False, *, link: Callable[[str], None] | None = None,
+                  dsn: _DsnParameters | None = None) -> tuple[_Outcome, smtplib.SMTP | None]:
     """Deliver one message to one MX with smtplib (runs in a worker thread).
 
     `client` is a connection an earlier delivery left open to the same MX (past EHLO and STARTTLS).
     With `keep`, the connection is returned open, ready for the next MAIL, instead of closed by QUIT.
     The outcome names the relay's end of the connection, so the MX's side of it can be found in the trace.
+    `link(endpoint)` is told that end just before MAIL; `dsn` holds the DSN parameters for a next hop
+    that offers DSN (RFC 3461 section 5.2: to one that does not, they are not sent).
     """
     local: list[str] = []
     outcome, kept = _smtp_attempt(exchange, address, port, source, helo, context, sender, rcpts, content, client,
-                                  keep, local)
+                                  keep, local, link, dsn or ([], {}))
     return (replace(outcome, client=local[-1]) if local else outcome), kept
 
 
@@ -662,14 +814,21 @@ def _endpoint(client: smtplib.SMTP) -> str:
 
 def _smtp_attempt(exchange: str, address: str, port: int, source: str, helo: str, context: ssl.SSLContext,
                   sender: str, rcpts: list[str], content: bytes, client: smtplib.SMTP | None, keep: bool,
-                  local: list[str]) -> tuple[_Outcome, smtplib.SMTP | None]:
+                  local: list[str], link: Callable[[str], None] | None,
+                  dsn: _DsnParameters) -> tuple[_Outcome, smtplib.SMTP | None]:
     replies: dict[str, tuple[int, str]] = {}
     kept: smtplib.SMTP | None = None
+
+    def mail(client: smtplib.SMTP) -> tuple[int, bytes]:
+        if link is not None:
+            link(local[-1])
+        return _mail(client, sender, rcpts, content, dsn[0] if client.has_extn("dsn") else [])
+
     try:
         if client is not None:
             local.append(_endpoint(client))
             try:
-                code, msg = _mail(client, sender, rcpts, content)
+                code, msg = mail(client)
             except (smtplib.SMTPServerDisconnected, OSError):
                 client.close()  # the MX closed the idle connection meanwhile: open a new one
                 client = None
@@ -679,7 +838,8 @@ def _smtp_attempt(exchange: str, address: str, port: int, source: str, helo: str
             if failure is not None:
                 client.close()
                 return failure, None
-            code, msg = _mail(client, sender, rcpts, content)
+            code, msg = mail(client)
+        offers_dsn = client.has_extn("dsn")
         try:
             # The connection is kept for the next message only if it is surely back in its initial state:
             # every reply was a success or an ordinary refusal, and no transaction is left open. After a
@@ -690,27 +850,28 @@ def _smtp_attempt(exchange: str, address: str, port: int, source: str, helo: str
             sane = not is_protocol_error(code, msg.decode("utf-8", "replace"))
             if code != 250:
                 text = msg.decode("utf-8", "replace")
-                outcome = _Outcome({r: (code, text) for r in rcpts}, True)
+                outcome = _Outcome({r: (code, text) for r in rcpts}, True, dsn=offers_dsn)
             else:
                 accepted = []
                 for rcpt in rcpts:
-                    code, msg = client.rcpt(rcpt)
+                    code, msg = client.rcpt(rcpt, dsn[1].get(rcpt, []) if offers_dsn else [])
                     replies[rcpt] = (code, msg.decode("utf-8", "replace"))
                     sane = sane and not is_protocol_error(*replies[rcpt])
                     if code in (250, 251):
                         accepted.append(rcpt)
                 clean = False
                 if accepted:
+                    answer: bytes | str
                     try:
-                        code, msg = client.data(content)
+                        code, answer = client.data(content)
                         clean = code == 250
                     except smtplib.SMTPDataError as exc:
-                        code, msg = exc.smtp_code, exc.smtp_error
-                    text = msg.decode("utf-8", "replace") if isinstance(msg, bytes) else str(msg)
+                        code, answer = exc.smtp_code, exc.smtp_error
+                    text = answer.decode("utf-8", "replace") if isinstance(answer, bytes) else str(answer)
                     sane = sane and not is_protocol_error(code, text)
                     for rcpt in accepted:
                         replies[rcpt] = (code, text)
-                outcome = _Outcome(replies, True)
+                outcome = _Outcome(replies, True, dsn=offers_dsn)
             try:
                 if keep and sane and (clean or client.rset()[0] == 250):
                     kept = client
@@ -733,17 +894,20 @@ def _smtp_attempt(exchange: str, address: str, port: int, source: str, helo: str
         return _Outcome({}, False, f"451 4.4.0 {type(exc).__name__}: {exc}"), None
 
 
-def _mail(client: smtplib.SMTP, sender: str, rcpts: list[str], content: bytes) -> tuple[int, bytes]:
-    """MAIL FROM, with SMTPUTF8 when the message needs it and the MX offers it (RFC 6531 section 3.4)."""
+def _mail(client: smtplib.SMTP, sender: str, rcpts: list[str], content: bytes,
+          options: list[str]) -> tuple[int, bytes]:
+    """MAIL FROM, with SMTPUTF8 when the message needs it and the MX offers it (RFC 6531 section 3.4), and
+    the `options` (DSN's RET and ENVID) the MX offers."""
     envelope_utf8 = not (sender.isascii() and all(r.isascii() for r in rcpts))
-    header_utf8 = not content.split(b"\r\n\r\n", 1)[0].isascii()
+    end = content.find(b"\r\n\r\n")
+    header_utf8 = not (content if end < 0 else content[:end]).isascii()
     if envelope_utf8 and not client.has_extn("smtputf8"):
         # A non-ASCII address cannot be downgraded: nothing is sent, the message goes back to its sender.
         return 553, b"5.6.7 The next hop does not offer SMTPUTF8: a non-ASCII address cannot be relayed (RFC 6531)"
     client.command_encoding = "ascii"  # smtplib keeps "utf-8" from an earlier SMTPUTF8 transaction
     if (envelope_utf8 or header_utf8) and client.has_extn("smtputf8"):
-        return client.mail(sender, ["SMTPUTF8"])  # smtplib then sends the commands as UTF-8
-    return client.mail(sender)
+        return client.mail(sender, ["SMTPUTF8", *options])  # smtplib then sends the commands as UTF-8
+    return client.mail(sender, options)
 
 
 def _open(client: smtplib.SMTP, exchange: str, address: str, port: int, context: ssl.SSLContext,

@@ -28,7 +28,8 @@ _HOSTNAME = socket.gethostname().replace("/", "_").replace(":", "_") or "smtplab
 _names = itertools.count(1)  # next() on it is atomic in CPython: unique names across threads
 
 
-def write_message_file(root: str, subdir: str, data: bytes, info: str = "", mtime: float | None = None) -> str:
+def write_message_file(root: str, subdir: str, data: bytes, info: str = "", mtime: float | None = None,
+                       before_rename: Callable[[str], None] | None = None) -> str:
     """Write one message file into the Maildir folder `root` (tmp/, fsync, rename into `subdir`).
 
     Returns the file's name in `subdir` (its key, plus ":" and `info` when flags are given). The bytes
@@ -50,6 +51,8 @@ def write_message_file(root: str, subdir: str, data: bytes, info: str = "", mtim
             os.close(fd)
         if mtime is not None:  # a Maildir message's date is its file's mtime
             os.utime(tmp, (mtime, mtime))
+        if before_rename is not None:  # e.g. the delivery ledger notes the name the copy is about to take
+            before_rename(name)
         os.rename(tmp, os.path.join(root, subdir, name))
     except BaseException:  # e.g. the disk is full: no half message left behind in tmp/
         remove_quietly(tmp)
@@ -86,7 +89,8 @@ class MailStore:
         return self.directory / local
 
     def deliver(self, address: str, content: bytes, folder: str = "INBOX", *,
-                fsync_folder: Callable[[str], None] = fsync_directory, announce: bool = True) -> str:
+                fsync_folder: Callable[[str], None] = fsync_directory, announce: bool = True,
+                before_rename: Callable[[str, str], None] | None = None) -> str:
         """Store one message and return its Maildir file name.
 
         Written into tmp/ then renamed into new/ (the Maildir protocol: readers never see half a
@@ -94,6 +98,7 @@ class MailStore:
         (RFC 3501 section 2.2); the stdlib Maildir.add would turn them into bare LF. `fsync_folder`
         makes the rename durable: at once by default, or at the end of the disk thread's batch.
         `announce=False` leaves telling IMAP (`announce`) to the caller, once its whole delivery stands.
+        `before_rename(root, name)` runs once the copy is written, before it appears in new/.
         """
         if not self.has_user(address):
             raise UnknownUser(f"{address} has no mailbox at {self.domain}")
@@ -105,7 +110,9 @@ class MailStore:
             assert box is not None
             root = self._roots[key] = box._path  # type: ignore[attr-defined]
             box.close()
-        name = write_message_file(root, "new", data)
+        hook = before_rename
+        name = write_message_file(root, "new", data,
+                                  before_rename=None if hook is None else (lambda name: hook(root, name)))
         fsync_folder(os.path.join(root, "new"))  # the rename itself must survive a crash too
         if announce:
             self.announce(address, folder)

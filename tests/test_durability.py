@@ -7,8 +7,11 @@ import json
 import math
 import os
 import signal
+import smtplib
+import ssl
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -99,3 +102,101 @@ def test_ctl_advance_refuses_nonsense_and_persists_the_rest(lab_process: LabProc
     assert done.returncode == 0, done.stderr
     lab_process.stop()
     assert json.loads((lab_process.directory / "clock.json").read_text())["offset"] == 86400
+
+
+# --- crash without duplicates (issue 14 item 3) ---
+
+def _submit_stream(info: dict[str, Any], first: int, count: int, acked: list[str], kill_when: Any) -> None:
+    """One mail client: submit `count` messages over one connection (STARTTLS + AUTH), noting each 250."""
+    host = info["hosts"]["smtp.example.org"]
+    password = info["users"]["alice@example.org"]["password"]
+    context = ssl.create_default_context(cafile=info["ca_file"])
+    try:
+        with smtplib.SMTP(host["address"], host["ports"]["submission"], local_hostname="client.local",
+                          timeout=60) as client:
+            client.starttls(context=context)
+            client.login("alice@example.org", password)
+            for number in range(first, first + count):
+                message_id = f"<stream-{number}@client.local>"
+                body = f"message {number}\r\n" + "x" * 200 + "\r\n"
+                raw = (f"From: alice@example.org\r\nTo: bob@example.net\r\nSubject: stream {number}\r\n"
+                       f"Message-ID: {message_id}\r\n\r\n{body}").encode()
+                client.sendmail("alice@example.org", ["bob@example.net"], raw)
+                acked.append(message_id)  # only once the 250 came back
+                kill_when(len(acked))
+    except (smtplib.SMTPException, OSError):
+        pass  # the lab was killed under this client: what it did not acknowledge is not promised
+
+
+def _expected_body(message_id: str) -> str:
+    number = message_id.split("-", 1)[1].split("@", 1)[0]
+    return f"message {number}\n" + "x" * 200 + "\n"
+
+
+def _crash_and_restart(directory: Path, total: int, clients: int, kill_after: int) -> None:
+    """Submit a stream from `clients` clients, kill -9 the lab after `kill_after` acknowledgements, restart
+    it on the same directory, let the queue drain, and check every acknowledged message is in exactly one
+    place (bob's mailbox, the queue, a bounce to alice), whole, and never twice."""
+    process = LabProcess(directory)
+    acked: list[str] = []
+    killed = threading.Event()
+    lock = threading.Lock()
+
+    def kill_when(count: int) -> None:
+        with lock:
+            if count >= kill_after and not killed.is_set():
+                killed.set()
+                process.kill()
+
+    share = total // clients
+    threads = [threading.Thread(target=_submit_stream, args=(process.info, i * share, share, acked, kill_when))
+               for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(600)
+    process.kill()  # had the stream ended first, the crash still comes (after the last 250)
+    assert len(acked) >= kill_after
+    with smtplab.start(directory=directory) as lab:  # the restart, on the same directory
+        assert lab.wait_for_delivery(timeout=300), "the queue did not drain"
+        now = lab.clock.now()
+        waiting = [item for item in lab.queue if not item.done]
+        assert all(item.next_attempt > now for item in waiting), "the queue resumed late"
+        in_queue = [item.message_id for item in waiting]
+        mailbox = [m for m in lab.messages("bob@example.net")]
+        bounced = [m for m in lab.messages("alice@example.org")]
+        delivered = [m["Message-ID"] for m in mailbox]
+        for message in mailbox:
+            if message["Message-ID"] in acked:
+                assert message.get_content() == _expected_body(message["Message-ID"]), "a partial message"
+        duplicates = sorted({i for i in delivered if delivered.count(i) > 1})
+        assert duplicates == [], f"{len(duplicates)} messages reached the mailbox twice: {duplicates[:5]}"
+        places = {i: delivered.count(i) + in_queue.count(i) for i in acked}
+        assert bounced == [], "nothing here should bounce"
+        lost = [i for i, n in places.items() if n == 0]
+        assert lost == [], f"{len(lost)} acknowledged messages lost: {lost[:5]}"
+        assert all(n == 1 for n in places.values())
+    _check_files(directory)
+
+
+def _check_files(directory: Path) -> None:
+    """What the crash and the drain leave on disk: no stale .tmp, no delivered copies, private modes."""
+    queue = directory / "queue"
+    assert not list(queue.glob("*.tmp")), "a .tmp a crash left was not cleaned"
+    for path in [queue, *queue.rglob("*"), directory / "ledger", *(directory / "ledger").rglob("*")]:
+        if path.exists():
+            mode = path.stat().st_mode & 0o777
+            assert mode == (0o700 if path.is_dir() else 0o600), (path, oct(mode))
+    assert not list(queue.glob("*.eml")), "delivered queue copies were not pruned"
+
+
+def test_kill_9_in_a_stream_loses_nothing_and_duplicates_nothing(tmp_path: Path) -> None:
+    """The light version, for every CI run: 100 messages from 5 clients, one kill -9 in the middle."""
+    _crash_and_restart(tmp_path / "lab", total=100, clients=5, kill_after=40)
+
+
+@pytest.mark.load
+@pytest.mark.parametrize("kill_after", [60, 250, 440])
+def test_kill_9_at_three_moments_of_a_500_message_stream(tmp_path: Path, kill_after: int) -> None:
+    """Issue 14's acceptance: three kill -9 runs at different moments of a 500-message stream, 5 clients."""
+    _crash_and_restart(tmp_path / "lab", total=500, clients=5, kill_after=kill_after)
