@@ -200,3 +200,30 @@ def test_kill_9_in_a_stream_loses_nothing_and_duplicates_nothing(tmp_path: Path)
 def test_kill_9_at_three_moments_of_a_500_message_stream(tmp_path: Path, kill_after: int) -> None:
     """Issue 14's acceptance: three kill -9 runs at different moments of a 500-message stream, 5 clients."""
     _crash_and_restart(tmp_path / "lab", total=500, clients=5, kill_after=kill_after)
+
+
+def test_a_restart_cleans_what_a_crash_left_and_delivered_copies_leave_the_spool(lab_dir: Path) -> None:
+    with smtplab.start(directory=lab_dir) as lab:
+        lab.host("mx1").down()
+        lab.host("mx2").down()
+        waiting = lab.send("alice@example.org", "bob@example.net", "Waits", "in the queue")
+    queue = lab_dir / "queue"
+    assert sorted(p.name for p in queue.iterdir()) == [f"{waiting.queue_id}.eml", f"{waiting.queue_id}.json"]
+    assert queue.stat().st_mode & 0o777 == 0o700
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in queue.iterdir())
+    # What a kill -9 leaves: a write that never reached its rename, a message whose envelope never came
+    # (it was never acknowledged), a ledger note whose message is gone.
+    (queue / f"{waiting.queue_id}.json.tmp").write_bytes(b'{"half": ')
+    (queue / "0123456789.eml").write_bytes(b"Subject: never acknowledged\r\n\r\n")
+    (lab_dir / "ledger" / "0123456789.abcdef").write_bytes(b"{}")
+    with smtplab.start(directory=lab_dir) as lab:
+        assert [item.queue_id for item in lab.queue] == [waiting.queue_id]
+        assert sorted(p.name for p in queue.iterdir()) == [f"{waiting.queue_id}.eml", f"{waiting.queue_id}.json"]
+        assert list((lab_dir / "ledger").iterdir()) == []
+        lab.clock.advance("2m")
+        assert lab.queue_item(waiting.queue_id).recipients[0].state == "delivered"
+        lab.send("alice@example.org", "bob@example.net", "Straight", "through")
+        assert lab.wait_for_delivery()
+        assert list(queue.iterdir()) == [], "delivered messages leave the spool"
+        assert list((lab_dir / "ledger").iterdir()) == [], "and their ledger notes go with them"
+        assert [m["Subject"] for m in lab.messages("bob@example.net")] == ["Waits", "Straight"]
