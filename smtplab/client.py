@@ -13,6 +13,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from typing import Any
 
+from .dsn import xtext_encode
 from .errors import HostUnreachable, SendError, SessionError
 from .replies import Reply
 
@@ -60,7 +61,8 @@ def build_message(sender: str, recipients: Iterable[str], subject: str, body: st
 
 
 def submit(address: str, port: int, context: ssl.SSLContext, login: str, password: str, sender: str,
-           recipients: list[str], message: EmailMessage | bytes) -> SendResult:
+           recipients: list[str], message: EmailMessage | bytes, *, mail_options: list[str] | None = None,
+           rcpt_options: list[str] | None = None) -> SendResult:
     """Submit like a real MUA: EHLO, STARTTLS, EHLO, AUTH, MAIL, RCPT..., DATA (RFC 6409)."""
     # On the wire every line ends in CRLF (RFC 5321 section 2.3.8); policy.SMTP writes it so.
     # RFC 6531: an address that is not ASCII needs SMTPUTF8, and headers in UTF-8 rather than encoded words.
@@ -99,14 +101,15 @@ def submit(address: str, port: int, context: ssl.SSLContext, login: str, passwor
             reply = _reply(exc.smtp_code, exc.smtp_error)
             raise SendError(f"the server refused the login of {login}: {reply.code} {reply.enhanced} "
                             f"{reply.text}. Check the password in lab.users[{login!r}].password", reply) from None
-        code, msg = client.mail(sender, ["SMTPUTF8"] if utf8 else [])
+        code, msg = client.mail(sender, (["SMTPUTF8"] if utf8 else []) + (mail_options or []))
         if code != 250:
             client.rset()
             reply = _reply(code, msg)
             raise SendError(f"MAIL FROM:<{sender}> refused: {code} {reply.enhanced} {reply.text}", reply)
         accepted = []
         for rcpt in recipients:
-            code, msg = client.rcpt(rcpt)
+            orcpt = [f"ORCPT=rfc822;{xtext_encode(rcpt)}"] if rcpt_options else []
+            code, msg = client.rcpt(rcpt, (rcpt_options or []) + orcpt)
             if code in (250, 251):
                 accepted.append(rcpt)
             else:
@@ -351,16 +354,31 @@ class SmtpSession:
         return Reply.parse(lines)
 
 
+def dsn_options(notify: str | Iterable[str] | None, ret: str | None, envid: str | None
+                ) -> tuple[list[str], list[str]]:
+    """MAIL and RCPT parameters asking for delivery status notifications (RFC 3461), as a DSN-aware mail
+    client writes them: `notify` "SUCCESS,DELAY,FAILURE" (or a list of those words) or "NEVER"."""
+    mail = [f"RET={ret.upper()}"] if ret else []
+    if envid:
+        mail.append(f"ENVID={xtext_encode(envid)}")
+    words = [notify] if isinstance(notify, str) else list(notify or [])
+    rcpt = [f"NOTIFY={','.join(w.strip().upper() for w in ','.join(words).split(','))}"] if words else []
+    return mail, rcpt
+
+
 def send_from_lab(lab: Any, sender: str, recipients: str | Iterable[str], subject: str, body: str, *,
                   password: str | None = None, headers: Mapping[str, str] | None = None,
-                  wait: bool = True) -> SendResult:
+                  wait: bool = True, notify: str | Iterable[str] | None = None, ret: str | None = None,
+                  envid: str | None = None) -> SendResult:
     """Implementation of Lab.send (kept here so lab.py stays about running servers)."""
     rcpts = [recipients] if isinstance(recipients, str) else list(recipients)
     user = lab.user(sender)
     host = lab.submission_host(sender)
     message = build_message(sender, rcpts, subject, body, headers=headers, now=lab.clock.now())
+    mail_options, rcpt_options = dsn_options(notify, ret, envid)
     result = submit(host.address, host.ports["submission"], lab._client_context, user.login,
-                    password if password is not None else user.password, sender, rcpts, message)
+                    password if password is not None else user.password, sender, rcpts, message,
+                    mail_options=mail_options, rcpt_options=rcpt_options)
     if wait and result.queue_id:
         # Wait for the whole queue, not just this id: a bounce it caused is a queue entry of its own.
         lab.wait_for_delivery()

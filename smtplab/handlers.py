@@ -18,7 +18,7 @@ from typing import Any
 
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
-from . import policy, replies
+from . import dsn, policy, replies
 from .events import Note, PolicyVerdict
 from .iprev import IprevResult, iprev_async
 from .smtp import _CONTROL, MAX_RECIPIENTS, LabSMTP, LineTooLong, Postmaster, new_queue_id
@@ -65,10 +65,12 @@ def _date(ts: float) -> str:
 
 
 def _ehlo_responses(server: LabSMTP, responses: list[str]) -> list[str]:
-    server.command_size_limits["MAIL"] = 510 + (26 if server.data_size_limit else 0)
+    # RFC 3461 section 4: DSN lengthens MAIL by up to 110 characters (RET, ENVID), RCPT by 500 (NOTIFY, ORCPT).
+    server.command_size_limits["MAIL"] = 510 + (26 if server.data_size_limit else 0) + 110
+    server.command_size_limits["RCPT"] = 510 + 500
     # aiosmtpd advertises "AUTH" even with every mechanism excluded (an MX offers none).
     kept = [r for r in responses[:-1] if r.strip() != "250-AUTH"]
-    out = kept + ["250-ENHANCEDSTATUSCODES", "250-PIPELINING"]
+    out = kept + ["250-ENHANCEDSTATUSCODES", "250-PIPELINING", "250-DSN"]
     return out + [responses[-1]]
 
 
@@ -210,7 +212,7 @@ class SubmissionHandler(_BaseHandler):
         domain = domain.lower()
         if domain in self.domains and not self.lab.user_exists(address):
             return replies.USER_UNKNOWN.format(address=address)
-        return _accept_recipient(envelope, address, rcpt_options)
+        return _accept_recipient(server, envelope, address, rcpt_options)
 
     async def end_of_data(self, server: LabSMTP, session: Session, envelope: Envelope) -> str:
         refusal = await self._refusal_at_end_of_data(server, envelope)
@@ -232,7 +234,8 @@ class SubmissionHandler(_BaseHandler):
                            (await self._iprev(server, session, part_of_the_story=False)).name, envelope.smtp_utf8)
         content = header + content
         # Written to the spool before the 250 (RFC 5321 section 6.1), from a disk thread.
-        await self.lab.enqueue_async(self.host_name, envelope.mail_from or "", recipients, content, queue_id)
+        await self.lab.enqueue_async(self.host_name, envelope.mail_from or "", recipients, content, queue_id,
+                                     getattr(envelope, "smtplab_dsn", None))
         _link_transaction(server, session, queue_id, content)
         return replies.OK_QUEUED.format(queue_id=queue_id)
 
@@ -272,7 +275,7 @@ class InboundHandler(_BaseHandler):
         listing = await self._blocklisted(server, session)
         if listing is not None:
             return listing
-        return _accept_recipient(envelope, address, rcpt_options)
+        return _accept_recipient(server, envelope, address, rcpt_options)
 
     async def end_of_data(self, server: LabSMTP, session: Session, envelope: Envelope) -> str:
         refusal = await self._refusal_at_end_of_data(server, envelope)
@@ -370,12 +373,27 @@ def _unique(addresses: list[str]) -> list[str]:
 
 
 def _accept_sender(server: LabSMTP, envelope: Envelope, address: str, options: list[str]) -> str:
+    try:  # RFC 3461 RET and ENVID, in the client's case (aiosmtpd upper-cases `options`)
+        ret, envid = dsn.parse_mail_parameters(server.command_params)
+    except dsn.DsnSyntaxError as exc:
+        return str(exc)
+    envelope.smtplab_dsn = dsn.DsnRequest(ret, envid)  # type: ignore[attr-defined]
     envelope.mail_from = address
     envelope.mail_options.extend(options)
     return replies.OK_SENDER
 
 
-def _accept_recipient(envelope: Envelope, address: str, options: list[str]) -> str:
+def _accept_recipient(server: LabSMTP, envelope: Envelope, address: str, options: list[str]) -> str:
+    try:  # RFC 3461 NOTIFY and ORCPT
+        notify, orcpt = dsn.parse_rcpt_parameters(server.command_params)
+    except dsn.DsnSyntaxError as exc:
+        return str(exc)
+    request = getattr(envelope, "smtplab_dsn", None)
+    if request is not None:
+        if notify:
+            request.notify.setdefault(address, notify)
+        if orcpt:
+            request.orcpt.setdefault(address, orcpt)
     envelope.rcpt_tos.append(address)
     envelope.rcpt_options.extend(options)
     return replies.OK_RECIPIENT

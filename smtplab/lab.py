@@ -428,14 +428,19 @@ class Lab:
         return topology(self, message_id, title=title)
 
     def send(self, sender: str, recipients: str | list[str], subject: str = "Hello", body: str = "Hello!\n", *,
-             password: str | None = None, headers: Mapping[str, str] | None = None, wait: bool = True) -> SendResult:
+             password: str | None = None, headers: Mapping[str, str] | None = None, wait: bool = True,
+             notify: str | list[str] | None = None, ret: str | None = None, envid: str | None = None) -> SendResult:
         """Submit a message as `sender` like a real mail client (STARTTLS + AUTH on the submission port).
 
         With `wait`, return once the relay has tried to deliver it (delivered, deferred or bounced).
+        Delivery status notifications (RFC 3461): `notify` "SUCCESS", "DELAY", "FAILURE" (comma-separated
+        or a list) or "NEVER"; `ret` "FULL" or "HDRS" (a failure returns the whole message or its headers);
+        `envid` an id of yours that every notification quotes (Original-Envelope-Id).
         Raises SendError with the server's reply when the submission server refuses.
         """
         self._require_running()
-        return send_from_lab(self, sender, recipients, subject, body, password=password, headers=headers, wait=wait)
+        return send_from_lab(self, sender, recipients, subject, body, password=password, headers=headers, wait=wait,
+                             notify=notify, ret=ret, envid=envid)
 
     def session(self, host: str, service: str | None = None, *, timeout: float = 5.0,
                 source: str | None = None) -> SmtpSession:

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from aiosmtpd.smtp import MISSING, SMTP, syntax
 
 from . import replies
+from .dsn import DSN_KEYWORDS, DsnRequest
 from .events import ClientLine, Close, Connect, FaultFired, Note, ServerError, SmtpData, SmtpDataEnd, TlsStarted
 from .faults import Fault
 from .trace import Trace, enter_correlation
@@ -60,7 +61,7 @@ class Postmaster(Protocol):
                           client: tuple[str, int] | None = None) -> None: ...
     def enqueue(self, host: str, sender: str, recipients: list[str], content: bytes, queue_id: str) -> None: ...
     async def enqueue_async(self, host: str, sender: str, recipients: list[str], content: bytes,
-                            queue_id: str) -> None: ...
+                            queue_id: str, dsn: DsnRequest | None = None) -> None: ...
     def fault_for(self, host: str, stage: str, recipient: str = "") -> Fault | None: ...
     async def keys_ready(self) -> None: ...
     def dns_resolver(self) -> Any: ...  # an async resolver that asks the lab DNS
@@ -188,6 +189,7 @@ class LabSMTP(SMTP):
         self._overrun = False  # the reader hit the line limit: the rest of that line is drained
         self._long: bytearray | None = None  # the start of an over-long command line, while drained
         self._long_size = 0
+        self.command_params: list[str] = []  # the parameters of the last MAIL/RCPT, in the client's case
         self.handler = handler
 
     # --- trace plumbing ---
@@ -496,6 +498,11 @@ class LabSMTP(SMTP):
             return None if too_long else line
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        address, params = self._split_path(arg)
+        self.command_params = (params or "").split()  # as the client wrote them: see _getparams
+        return address, params
+
+    def _split_path(self, arg: str) -> tuple[str | None, str | None]:
         # An unclosed "<" or a control character is a malformed address, not something to repair.
         if arg and (_CONTROL.search(arg) or (arg.lstrip().startswith("<") and ">" not in arg)):
             return None, None
@@ -505,6 +512,17 @@ class LabSMTP(SMTP):
         if simple is not None:
             return simple[1], simple[2]
         return super()._getaddr(arg)
+
+    def _getparams(self, params: Any) -> dict[str, str | bool] | None:
+        # DSN (RFC 3461), advertised in EHLO: aiosmtpd answers 555 to any RCPT parameter and to MAIL
+        # parameters it does not know, and upper-cases them all. Its check passes over the DSN keywords;
+        # the handlers read them from `command_params`, in the client's case (ENVID and ORCPT are
+        # case-sensitive xtext), with smtplab.dsn.
+        result = super()._getparams(params)
+        if result is not None:
+            for keyword in DSN_KEYWORDS:
+                result.pop(keyword, None)
+        return result
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
