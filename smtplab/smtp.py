@@ -40,6 +40,7 @@ _ENHANCED = re.compile(r"([245])\d\d[ -]\1\.\d{1,3}\.\d{1,3}(?: |$)")  # "250 2.
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _SIMPLE_PATH = re.compile(rf"<({_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>[ \t]*([^()]*)\Z")
 _BODY_KEPT = 1_000_000  # bytes of a message body the trace keeps
+_FEED_CHUNK = 32 * 1024  # bytes aiosmtpd's reader gets per turn of the loop (see LabSMTP._feed)
 
 
 _ids = random.Random(secrets.randbits(64))  # queue ids need to differ, not to be secret
@@ -190,6 +191,9 @@ class LabSMTP(SMTP):
         self._long: bytearray | None = None  # the start of an over-long command line, while drained
         self._long_size = 0
         self.command_params: list[str] = []  # the parameters of the last MAIL/RCPT, in the client's case
+        self._backlog: collections.deque[bytes] = collections.deque()  # received, not yet given to the reader
+        self._feeding = False
+        self._eof_waiting = False
         self.handler = handler
 
     # --- trace plumbing ---
@@ -232,6 +236,8 @@ class LabSMTP(SMTP):
                 self.tap = WireTap(self._conn, self._host_name)
                 self.tap.tap_writes(transport)
                 self._wiretap(self.tap)
+        if starting_tls:  # nothing sent before the handshake may be read after it (RFC 3207 section 4.2)
+            self._backlog.clear()
         super().connection_made(transport)
         if starting_tls:
             self._encrypted = True
@@ -254,7 +260,35 @@ class LabSMTP(SMTP):
     def data_received(self, data: bytes) -> None:
         if self.tap is not None and not self._tls_started:
             self.tap.record("C", data)  # before STARTTLS the wire carries exactly these bytes
-        super().data_received(data)
+        self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
+        """Hand received bytes to aiosmtpd's reader, at most _FEED_CHUNK per turn of the loop.
+
+        aiosmtpd's DATA loop reads every line already buffered without ever yielding: one 256 KB read of
+        a big message held the loop for 50-200 ms, and every other session (and the relay) waited. Fed
+        in slices, the loop serves the others between two slices (issue 16: nothing blocks the loop)."""
+        if not self._backlog and len(data) <= _FEED_CHUNK:
+            super().data_received(data)
+            return
+        view = memoryview(data)
+        self._backlog.extend(bytes(view[i:i + _FEED_CHUNK]) for i in range(0, len(view), _FEED_CHUNK))
+        if not self._feeding:
+            self._feed_next()
+
+    def _feed_next(self) -> None:
+        self._feeding = False
+        if self.transport is None:  # the connection is gone: the reader has had its end of input
+            self._backlog.clear()
+            return
+        if self._backlog:
+            super().data_received(self._backlog.popleft())
+        if self._backlog:
+            self._feeding = True
+            self.loop.call_soon(self._feed_next)
+        elif self._eof_waiting:  # the client's end of input comes after its last byte
+            self._eof_waiting = False
+            self.eof_received()
 
     # --- what the reader saw (called by _TracedReader) ---
     def _command_line(self, line: bytes) -> None:
@@ -552,6 +586,9 @@ class LabSMTP(SMTP):
         super()._timeout_cb()
 
     def eof_received(self) -> bool | None:
+        if self._backlog:
+            self._eof_waiting = True
+            return self._tls_protocol is None
         # A pipelining client (nc, swaks --pipe) may close its sending side right after its last
         # command. aiosmtpd would drop every command still waiting behind a slow one (a DNS lookup);
         # a real server answers them all (RFC 2920), then closes. So: no cancel here, just end of input.

@@ -4,6 +4,7 @@ nothing twice (issue 14 items 3-5), and the virtual clock going on from where it
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import signal
@@ -22,6 +23,7 @@ import smtplab
 from smtplab.errors import BadDuration
 
 ROOT = Path(__file__).resolve().parents[1]
+ALICE_ = "alice@example.org"
 
 
 class LabProcess:
@@ -227,3 +229,64 @@ def test_a_restart_cleans_what_a_crash_left_and_delivered_copies_leave_the_spool
         assert list(queue.iterdir()) == [], "delivered messages leave the spool"
         assert list((lab_dir / "ledger").iterdir()) == [], "and their ledger notes go with them"
         assert [m["Subject"] for m in lab.messages("bob@example.net")] == ["Waits", "Straight"]
+
+
+# --- nothing blocks the loop (issue 16 item 5) ---
+
+class _SlowCallbacks(logging.Handler):
+    """Collects asyncio's debug-mode warnings about callbacks that held the loop too long."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.seen: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if "took" in text and "seconds" in text:
+            self.seen.append(text)
+
+
+def test_a_busy_lab_never_blocks_its_loop_for_50_ms() -> None:
+    """30 messages at once, one of them 9 MB, with a bounce and a deferral among them: asyncio's slow-callback
+    detection (debug mode, 50 ms) on the lab's loop finds nothing. Signing, spool reads, bounce and spool
+    writes all happen on other threads."""
+    watcher = _SlowCallbacks()
+    logger = logging.getLogger("asyncio")
+    logger.addHandler(watcher)
+    try:
+        with smtplab.start() as lab:
+            lab.dkim_key("example.org")  # the start is over (its zones published): watch the mail, not the start
+            for number in range(12):  # the worker threads exist (starting one waits for it to run)
+                lab.send(ALICE_, "bob@example.net", f"warm-up {number}", "hello", wait=False)
+            assert lab.wait_for_delivery(timeout=120)
+            loop = lab._loop.loop  # type: ignore[union-attr]  # the lab's own loop, in its thread
+            ready = threading.Event()
+
+            def watch() -> None:
+                loop.slow_callback_duration = 0.05
+                loop.set_debug(True)
+                ready.set()
+
+            loop.call_soon_threadsafe(watch)
+            assert ready.wait(10)
+            lab.host("mx2").inject("RCPT", "451 4.7.1 Greylisted, try again later")
+            lab.host("mx1").down()  # everything goes to mx2 and is deferred until mx1 is back
+            # 9 MB in lines of 998 octets (RFC 5321's most): aiosmtpd's own DATA bookkeeping is per line, and
+            # its final pass over 120,000 short lines alone takes ~35 ms on an idle machine (see the report).
+            big = "y" * 996 + "\n"
+            results = [lab.send(ALICE_, "bob@example.net", "Big", big * (9 * 1024 * 1024 // 997), wait=False)]
+            results.append(lab.send(ALICE_, "nobody@example.net", "Bounces", "no such user", wait=False))
+            lab.host("mx1").up()
+            lab.host("mx2").clear_faults()
+            for number in range(28):
+                results.append(lab.send(ALICE_, "bob@example.net", f"m{number}", "hello\n" * 50, wait=False))
+            assert lab.wait_for_delivery(timeout=120)
+            lab.clock.advance("2m")
+            assert lab.wait_for_delivery(timeout=120)
+            states = [lab.queue_item(r.queue_id).recipients[0].state for r in results]
+            assert states.count("bounced") == 1 and states.count("delivered") == 29, states
+            assert any(m["Subject"] == "Undelivered Mail Returned to Sender" for m in lab.messages(ALICE_))
+            loop.call_soon_threadsafe(loop.set_debug, False)
+    finally:
+        logger.removeHandler(watcher)
+    assert watcher.seen == [], "\n".join(watcher.seen[:5])
