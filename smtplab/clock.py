@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from .disk import write_durably
+from .disk import remove_quietly, write_durably
 from .errors import BadDuration
 
 __all__ = ["VirtualClock", "parse_duration", "ClockError", "MAX_ADVANCE", "MAX_OFFSET"]
@@ -133,6 +133,7 @@ class VirtualClock:
     def keep_in(self, path: str | os.PathLike[str]) -> None:
         """Go on from the offset saved in `path` (if any), and save it there at every advance."""
         state = Path(path)
+        remove_quietly(f"{state}.tmp")  # a save a crash interrupted: the file itself is whole
         offset = load_offset(state)
         with self._lock:
             self._state = state

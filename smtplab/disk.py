@@ -76,7 +76,7 @@ def make_private_dir(path: str | os.PathLike[str]) -> None:
 def remove_stale_tmp(folder: str | os.PathLike[str]) -> list[str]:
     """Remove the `*.tmp` files a crash left in `folder` (a write that never reached its rename) and
     return their names. Call it at start, before anything writes there."""
-    removed = []
+    removed: list[str] = []
     try:
         names = os.listdir(folder)
     except OSError:

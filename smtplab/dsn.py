@@ -193,7 +193,7 @@ def build_dsn(
         blocks.append(block)
     status = EmailMessage()
     status.set_type("message/delivery-status")
-    status.set_payload(blocks)
+    status.set_payload(list[Message | str](blocks))
     status["Content-Description"] = "Delivery report"
     report.make_mixed()
     report.set_type("multipart/report")

@@ -536,7 +536,7 @@ class Lab:
                 pass
 
     async def store_local(self, recipients: list[str], content: bytes, folder: str = "INBOX", *,
-                          client: tuple[str, int] | None = None) -> None:
+                          client: object = None) -> None:
         """Deliver one message into local mailboxes from the disk thread; returns once it is on disk for
         every recipient. All or none: if one copy cannot be written (a full disk), the copies already
         written are taken back before the error goes to the client, whose retry then makes no duplicate.
@@ -545,7 +545,7 @@ class Lab:
         assert self._loop is not None and self._relay is not None
         disk = self._loop.disk
         ledger = self._ledger
-        queue_id = self._relay.queue_id_for(f"{client[0]}:{client[1]}") if client else None
+        queue_id = self._relay.queue_id_for(f"{client[0]}:{client[1]}") if isinstance(client, tuple) else None
 
         def deliver_all() -> None:
             written: list[tuple[MailStore, str, str]] = []
