@@ -290,3 +290,32 @@ def test_a_busy_lab_never_blocks_its_loop_for_50_ms() -> None:
     finally:
         logger.removeHandler(watcher)
     assert watcher.seen == [], "\n".join(watcher.seen[:5])
+
+
+def test_a_bounce_made_again_after_a_crash_reaches_the_sender_once(lab_dir: Path) -> None:
+    """The crash window between writing a bounce and recording the original as bounced: the restarted
+    relay tries the original again, bounces it again, and the second bounce is the same queue entry."""
+    queue = lab_dir / "queue"
+    with smtplab.start(directory=lab_dir) as lab:
+        lab.host("mx1").down()
+        lab.host("mx2").down()
+        original = lab.send(ALICE_, "nobody@example.net", "Doomed", "no such user")
+        before = {p.name: p.read_bytes() for p in queue.iterdir()}  # the original, deferred
+        lab.host("mx1").up()
+        # alice's own MX keeps the bounce waiting in the queue (a crash then finds it there)
+        lab.host("smtp.example.org").inject("RCPT", "451 4.3.0 Try later", recipient=ALICE_)
+        lab.clock.advance("2m")
+        assert lab.queue_item(original.queue_id).recipients[0].state == "bounced"
+        [bounce] = [item for item in lab.queue if item.sender == ""]
+        assert bounce.recipients[0].state == "deferred"
+        crash_state = {**before, **{p.name: p.read_bytes() for p in queue.iterdir()}}
+    assert f"{original.queue_id}.json" not in {p.name for p in queue.iterdir()}, "the original was pruned"
+    for name, data in crash_state.items():  # as if the original's record had never reached the disk
+        (queue / name).write_bytes(data)
+    with smtplab.start(directory=lab_dir) as lab:
+        assert {item.queue_id for item in lab.queue} == {original.queue_id, bounce.queue_id}
+        lab.clock.advance("10m")  # the original bounces again; the bounce is delivered
+        assert lab.wait_for_delivery()
+        assert all(item.done for item in lab.queue)
+        bounces = [m for m in lab.messages(ALICE_) if m["Subject"] == "Undelivered Mail Returned to Sender"]
+        assert len(bounces) == 1, f"{len(bounces)} bounces for one failure"
