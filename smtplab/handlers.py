@@ -313,7 +313,10 @@ class InboundHandler(_BaseHandler):
         return_path = f"Return-Path: <{sender}>\r\n".encode()  # RFC 5321 section 4.4
         if local:  # the 250 goes out only once the message is safely on disk (RFC 5321 section 6.1)
             # The peer tells the lab whether this is its own relay retrying a copy made before a crash.
-            await self.lab.store_local(local, return_path + content, folder, client=session.peer)
+            held = await self.lab.store_local(local, return_path + content, folder, client=session.peer)
+            if held:
+                server.note(f"{', '.join(held)}: the copy is in the mailbox already (made before a crash, the 250 "
+                            "never reached the relay): accepted without a second copy (delivery ledger)")
         if outside:  # only an open relay gets here: it passes the message on to anyone, for anyone
             server.note(f"open relay: passing the message on for {', '.join(outside)}", Note(warning=True))
             await self.lab.enqueue_async(self.host_name, sender, outside, content, queue_id)

@@ -536,25 +536,25 @@ class Lab:
                 pass
 
     async def store_local(self, recipients: list[str], content: bytes, folder: str = "INBOX", *,
-                          client: object = None) -> None:
+                          client: object = None) -> list[str]:
         """Deliver one message into local mailboxes from the disk thread; returns once it is on disk for
         every recipient. All or none: if one copy cannot be written (a full disk), the copies already
         written are taken back before the error goes to the client, whose retry then makes no duplicate.
         When `client` (the peer's address and port) is the lab's own relay, each copy is noted in the
-        delivery ledger under the relay's queue id, and a retry of a copy already made is not made again."""
+        delivery ledger under the relay's queue id, and a retry of a copy already made is not made again:
+        the recipients it skipped so are returned."""
         assert self._loop is not None and self._relay is not None
         disk = self._loop.disk
         ledger = self._ledger
         queue_id = self._relay.queue_id_for(f"{client[0]}:{client[1]}") if isinstance(client, tuple) else None
 
-        def deliver_all() -> None:
+        def deliver_all() -> list[str]:
             written: list[tuple[MailStore, str, str]] = []
+            held: list[str] = []
             try:
                 for address in recipients:
                     if queue_id and ledger.holds(queue_id, address):
-                        self.trace.record("queue", "queue", "ledger", f"{address} already has the copy of "
-                                          f"{queue_id} (made before a crash): accepted without a second copy",
-                                          message_ids=(queue_id,))
+                        held.append(address)
                         continue
                     note = None if not queue_id else partial(_note, ledger, queue_id, address, disk.fsync_later)
                     store = self._stores[address.rpartition("@")[2].lower()]
@@ -566,8 +566,9 @@ class Lab:
                 raise
             for store, address, _name in written:  # IMAP hears of the copies once they all stand
                 store.announce(address, folder)
+            return held
 
-        await disk.run(deliver_all)
+        return await disk.run(deliver_all)
 
     def enqueue(self, host: str, sender: str, recipients: list[str], content: bytes, queue_id: str) -> None:
         self._require_relay().enqueue(host, sender, recipients, content, queue_id, header_value(content, b"message-id"))

@@ -22,6 +22,7 @@ import pytest
 import smtplab
 from smtplab.client import submit
 from smtplab.errors import BadDuration
+from smtplab.ledger import DeliveryLedger
 
 ROOT = Path(__file__).resolve().parents[1]
 ALICE_ = "alice@example.org"
@@ -325,3 +326,30 @@ def test_a_bounce_made_again_after_a_crash_reaches_the_sender_once(lab_dir: Path
         assert all(item.done for item in lab.queue)
         bounces = [m for m in lab.messages(ALICE_) if m["Subject"] == "Undelivered Mail Returned to Sender"]
         assert len(bounces) == 1, f"{len(bounces)} bounces for one failure"
+
+
+def test_a_retry_of_a_copy_made_before_a_crash_is_accepted_without_a_second_copy(lab_dir: Path) -> None:
+    """The crash window the ledger closes, made by hand: the MX stored the copy and noted it, the relay
+    never recorded its 250. The retry after the restart gets a 250 and bob still has one copy."""
+    queue = lab_dir / "queue"
+    with smtplab.start(directory=lab_dir) as lab:
+        lab.host("mx1").down()
+        lab.host("mx2").down()
+        result = lab.send(ALICE_, "bob@example.net", "Once", "only once")
+        unrecorded = {p.name: p.read_bytes() for p in queue.iterdir()}  # queued, not yet delivered
+        lab.host("mx1").up()
+        lab.clock.advance("2m")
+        assert lab.queue_item(result.queue_id).recipients[0].state == "delivered"
+    new = lab_dir / "mail" / "example.net" / "bob" / "new"
+    [copy] = list(new.iterdir())
+    for name, data in unrecorded.items():  # the relay's record of the 250 never reached the disk
+        (queue / name).write_bytes(data)
+    DeliveryLedger(lab_dir / "ledger").note(result.queue_id, "bob@example.net", str(new.parent), copy.name)
+    with smtplab.start(directory=lab_dir) as lab:
+        lab.clock.advance("5m")
+        assert lab.wait_for_delivery()
+        assert lab.queue_item(result.queue_id).recipients[0].state == "delivered"
+        assert [m["Subject"] for m in lab.messages("bob@example.net")] == ["Once"]
+        notes = [e.text for e in lab.trace.events() if e.host == "mx1.example.net" and "second copy" in e.text]
+        assert notes and "bob@example.net" in notes[0]
+    assert list(queue.iterdir()) == [] and list((lab_dir / "ledger").iterdir()) == []
