@@ -162,7 +162,11 @@ def _crash_and_restart(directory: Path, total: int, clients: int, kill_after: in
     process.kill()  # had the stream ended first, the crash still comes (after the last 250)
     assert len(acked) >= kill_after
     with smtplab.start(directory=directory) as lab:  # the restart, on the same directory
+        resumed = len(lab.queue)
         assert lab.wait_for_delivery(timeout=300), "the queue did not drain"
+        held = sum("second copy" in e.text for e in lab.trace.events())
+        print(f"kill -9 after {kill_after}: {len(acked)} acknowledged, {resumed} resumed from the spool, "
+              f"{held} retries found their copy in the ledger")
         now = lab.clock.now()
         waiting = [item for item in lab.queue if not item.done]
         assert all(item.next_attempt > now for item in waiting), "the queue resumed late"
