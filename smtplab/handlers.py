@@ -225,21 +225,22 @@ class SubmissionHandler(_BaseHandler):
         if refusal:
             return refusal
         queue_id = new_queue_id()
-        content = _complete_headers(envelope.original_content or b"", self.lab.now(), self.host_name)
-        await self.lab.keys_ready()  # right after the lab starts, its DKIM key may still be being made
-        # DKIM (RFC 6376), before it leaves; on a worker thread: hashing a 9 MB body stalls for ~0.5 s.
-        signed = await asyncio.to_thread(policy.sign, self.lab, self.domains[0], content)
-        if signed is not content:
-            server.note(f"signed with DKIM for {self.domains[0]} (selector lab)", Note())
-        content = signed
-        if "append_footer" in self.lab.host_options(self.host_name):
-            content = content.rstrip(b"\r\n") + f"\r\n\r\n-- \r\nfooter added by {self.host_name}\r\n".encode()
-            server.note("teaching toggle: footer appended after DKIM signing (the signature will not verify)",
-                        Note(warning=True))
         recipients = _unique(envelope.rcpt_tos)
         header = _received(server, session, queue_id, recipients, self.lab.now(),
                            (await self._iprev(server, session, part_of_the_story=False)).name, envelope.smtp_utf8)
-        content = header + content
+        footer = b""
+        if "append_footer" in self.lab.host_options(self.host_name):
+            footer = f"\r\n\r\n-- \r\nfooter added by {self.host_name}\r\n".encode()
+        await self.lab.keys_ready()  # right after the lab starts, its DKIM key may still be being made
+        # Completing, DKIM-signing (RFC 6376) and framing the message hash and copy all of it: a worker
+        # thread does that (signing 9 MB on the loop stalled every session for ~0.5 s).
+        content, signed = await asyncio.to_thread(_prepare_submission, self.lab, self.domains[0], self.host_name,
+                                                  envelope.original_content or b"", self.lab.now(), header, footer)
+        if signed:
+            server.note(f"signed with DKIM for {self.domains[0]} (selector lab)", Note())
+        if footer:
+            server.note("teaching toggle: footer appended after DKIM signing (the signature will not verify)",
+                        Note(warning=True))
         # Written to the spool before the 250 (RFC 5321 section 6.1), from a disk thread.
         await self.lab.enqueue_async(self.host_name, envelope.mail_from or "", recipients, content, queue_id,
                                      getattr(envelope, "smtplab_dsn", None))
@@ -309,14 +310,16 @@ class InboundHandler(_BaseHandler):
                 _link_transaction(server, session, None, original)  # a refused message has a trace too
                 return screening.reply
             folder, checks = screening.folder, screening.headers
-        content = received + checks + original
         return_path = f"Return-Path: <{sender}>\r\n".encode()  # RFC 5321 section 4.4
+        parts = (return_path, received, checks, original)
+        # Framing a big message copies megabytes (twice): on a worker thread, not on the loop.
+        content, stored = await asyncio.to_thread(_frame, parts) if len(original) > _BIG else _frame(parts)
         if local:  # the 250 goes out only once the message is safely on disk (RFC 5321 section 6.1)
             # The peer tells the lab whether this is its own relay retrying a copy made before a crash.
-            held = await self.lab.store_local(local, return_path + content, folder, client=session.peer)
+            held = await self.lab.store_local(local, stored, folder, client=session.peer)
             if held:
                 server.note(f"{', '.join(held)}: the copy is in the mailbox already (made before a crash, the 250 "
-                            "never reached the relay): accepted without a second copy (delivery ledger)")
+                            "never reached the relay): accepted without a second copy (delivery ledger)", Note())
         if outside:  # only an open relay gets here: it passes the message on to anyone, for anyone
             server.note(f"open relay: passing the message on for {', '.join(outside)}", Note(warning=True))
             await self.lab.enqueue_async(self.host_name, sender, outside, content, queue_id)
@@ -423,6 +426,23 @@ def header_value(content: bytes, name: bytes) -> str:
         if sep and key.strip().lower() == name:
             return value.strip().decode("utf-8", "replace")
     return ""
+
+
+def _prepare_submission(lab: Postmaster, domain: str, host_name: str, original: bytes, now: float, header: bytes,
+                        footer: bytes) -> tuple[bytes, bool]:
+    """The submitted message as it is queued (on a worker thread): Date and Message-ID completed, signed with
+    DKIM, the teaching footer after the signature if asked, the Received header on top; and whether it was signed."""
+    content = _complete_headers(original, now, host_name)
+    signed = policy.sign(lab, domain, content)
+    was_signed = signed is not content
+    if footer:
+        signed = signed.rstrip(b"\r\n") + footer
+    return header + signed, was_signed
+
+
+def _frame(parts: tuple[bytes, bytes, bytes, bytes]) -> tuple[bytes, bytes]:
+    """(the message as passed on, the message as stored with its Return-Path) from the MX's pieces."""
+    return b"".join(parts[1:]), b"".join(parts)
 
 
 def _complete_headers(content: bytes, now: float, host_name: str) -> bytes:
