@@ -69,8 +69,11 @@ def write_durably(path: str | os.PathLike[str], data: bytes, *, fsync_folder: bo
 
 
 def make_private_dir(path: str | os.PathLike[str]) -> None:
-    """Create a directory (and its missing parents) only its owner may enter: 0700 from the start."""
+    """Create a directory (and its missing parents) only its owner may enter: 0700 from the start. One an
+    older lab made more open is closed now."""
     os.makedirs(path, mode=0o700, exist_ok=True)
+    if os.stat(path).st_mode & 0o077:
+        os.chmod(path, 0o700)
 
 
 def remove_stale_tmp(folder: str | os.PathLike[str]) -> list[str]:
