@@ -322,7 +322,8 @@ class InboundHandler(_BaseHandler):
                             "never reached the relay): accepted without a second copy (delivery ledger)", Note())
         if outside:  # only an open relay gets here: it passes the message on to anyone, for anyone
             server.note(f"open relay: passing the message on for {', '.join(outside)}", Note(warning=True))
-            await self.lab.enqueue_async(self.host_name, sender, outside, content, queue_id)
+            await self.lab.enqueue_async(self.host_name, sender, outside, content, queue_id,
+                                         getattr(envelope, "smtplab_dsn", None))
         _link_transaction(server, session, queue_id, content)
         return replies.OK_DELIVERED.format(queue_id=queue_id)
 
