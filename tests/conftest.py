@@ -35,7 +35,3 @@ def lab_dir(tmp_path):  # type: ignore[no-untyped-def]
     """A directory for a persistent lab."""
     return tmp_path / "lab"
 
-
-def pytest_configure(config: pytest.Config) -> None:
-    # Until pyproject.toml lists it (the integrator adds it there): heavy runs CI selects with `-m load`.
-    config.addinivalue_line("markers", "load: a heavy run (thousands of messages, crash loops); CI runs it explicitly")
