@@ -34,4 +34,3 @@ def lab() -> Iterator[smtplab.Lab]:
 def lab_dir(tmp_path):  # type: ignore[no-untyped-def]
     """A directory for a persistent lab."""
     return tmp_path / "lab"
-
