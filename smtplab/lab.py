@@ -28,6 +28,7 @@ from .clock import VirtualClock
 from .errors import LabNotRunning, ScenarioError, UnknownConnection, UnknownHost, UnknownMessage, UnknownUser
 from .events import LabChange
 from .faults import Fault, FaultTable
+from .files import directory_error, make_private_dir, write_private
 from .mailauth import LabDns
 from .imap import ImapService, has_idlers, mailbox_changed
 from .labdns import DigResult, DnsServer, MXRecord, build_zones, dig_async, lab_resolver, lookup_mx_async
@@ -80,8 +81,16 @@ class Lab:
             raise ScenarioError("scenario must be a Scenario, a dict like Scenario.default().to_dict(), or None")
         self.scenario = scenario
         self._temporary = directory is None
+        # The lab directory holds passwords, keys and mail: 0700 (mkdtemp's mode too), every file 0600.
         self.directory = Path(tempfile.mkdtemp(prefix="smtplab-")) if directory is None else Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            make_private_dir(self.directory)
+        except OSError as exc:
+            error = directory_error(exc, self.directory)
+            if error is None:
+                raise
+            raise error from None
+        _warn_if_exposed(self.directory)
         self.clock = VirtualClock()
         self.trace = Trace(self.clock.now)
         self.hosts: dict[str, Host] = {}
@@ -111,6 +120,13 @@ class Lab:
         try:
             self._prepare()
             self._call(self._start_services())
+        except OSError as exc:
+            self.stop()
+            # A read-only, full or foreign --dir is one sentence that says what to do, not a traceback.
+            error = directory_error(exc, self.directory)
+            if error is None:
+                raise
+            raise error from None
         except BaseException:
             self.stop()
             raise
@@ -156,8 +172,8 @@ class Lab:
                 password = fixed or passwords.get(address) or _new_password()
                 self.users[address] = User(address, password, provider.domain)
                 store.add_user(address)
-        state_file.write_text(json.dumps({"scenario": self.scenario.to_dict(),
-                                          "passwords": {a: u.password for a, u in self.users.items()}}, indent=1))
+        write_private(state_file, json.dumps({"scenario": self.scenario.to_dict(),
+                                              "passwords": {a: u.password for a, u in self.users.items()}}, indent=1))
         self._client_context = self.ca.client_context()
 
     async def _start_services(self) -> None:
@@ -632,6 +648,19 @@ class Lab:
 
 def _note(ledger: DeliveryLedger, queue_id: str, address: str, fsync_later: Any, root: str, name: str) -> None:
     ledger.note(queue_id, address, root, name, fsync_later)
+
+
+def _warn_if_exposed(directory: Path) -> None:
+    """Warn when a lab directory the user made is open to other users (the lab never widens or narrows it)."""
+    try:
+        mode = directory.stat().st_mode & 0o777
+    except OSError:
+        return
+    if mode & 0o077:
+        warnings.warn(
+            f"the lab directory {directory} can be entered by other users (mode {mode:o}): the lab's own folders "
+            f"and files in it are private (0700/0600), but names of files are visible. `chmod 700 {directory}` "
+            "closes it.", RuntimeWarning, stacklevel=4)
 
 
 def _new_password() -> str:
