@@ -29,6 +29,7 @@ from .errors import LabNotRunning, ScenarioError, UnknownConnection, UnknownHost
 from .events import LabChange
 from .faults import Fault, FaultTable
 from .files import directory_error, make_private_dir, write_private
+from .guard import BACKLOG, ConnectionGuard, limit_log_floods, warn_once
 from .mailauth import LabDns
 from .imap import ImapService, has_idlers, mailbox_changed
 from .labdns import DigResult, DnsServer, MXRecord, build_zones, dig_async, lab_resolver, lookup_mx_async
@@ -54,6 +55,9 @@ _all_labs: weakref.WeakSet[Lab] = weakref.WeakSet()
 _start_lock = threading.Lock()
 # RFC 5321 section 4.5.3.2.7: a server should wait at least 5 minutes for the next command.
 SMTP_IDLE_TIMEOUT = 300.0
+# RFC 5321 section 3.8: a server that cannot take the session answers 421 and closes; 4.7.0 (RFC 3463):
+# a security or policy reason, here the listener's connection limit.
+TOO_MANY_CONNECTIONS = "421 4.7.0 {host} Too many connections, try again later"
 
 
 def _distinct_loopback_supported() -> bool:
@@ -117,6 +121,11 @@ class Lab:
     # --- start / stop ---
     def start(self) -> Lab:
         self._loop = LoopThread(f"smtplab-{id(self):x}")
+        limit_log_floods(self._loop.loop)
+        # On a shared host only this Unix user's connections are served, unless the scenario opens the lab.
+        self.guard = ConnectionGuard(self.trace, allow_other_users=self.scenario.allow_other_users,
+                                     peer_name=self.peer_name)
+        warn_once(self.guard)
         try:
             self._prepare()
             self._call(self._start_services())
@@ -191,7 +200,8 @@ class Lab:
             for spec in imap_hosts:
                 host = self.hosts[spec.name]
                 service = ImapService(self.directory / "mail" / provider.domain, host.name, host.address,
-                                      self.ca.server_context(host.name, host.address), self.trace, self.peer_name)
+                                      self.ca.server_context(host.name, host.address), self.trace, self.peer_name,
+                                      guard=self.guard)
                 self._imap[host.name] = service
             if imap_hosts:
                 self._stores[provider.domain].on_delivered = self._mailbox_changed
@@ -203,7 +213,7 @@ class Lab:
         addresses = self._zone_addresses()
         plain = build_zones(zone_lines(self.scenario, addresses, {}), addresses, self.scenario.dns_name)
         self._dns_server = DnsServer(None if self._dkim_pending else plain, self._dns_address, self.trace,
-                                     self.scenario.dns_name, self.peer_name)
+                                     self.scenario.dns_name, self.peer_name, guard=self.guard)
         await self._dns_server.start()
         self.dns = DnsInfo(self.scenario.dns_name, self._dns_address, self._dns_server.port)
         await self._relay.start()
@@ -285,7 +295,10 @@ class Lab:
                 host._protocols.add(protocol)
                 return protocol
 
-            server = await loop.create_server(factory, host=host.address, port=port)
+            # Another user's connection is closed before a protocol exists; one too many hears 421 (guard.py).
+            busy = TOO_MANY_CONNECTIONS.format(host=host.name).encode() + b"\r\n"
+            server = await loop.create_server(self.guard.protocol_factory(factory, host.name, service, busy=busy),
+                                              host=host.address, port=port, backlog=BACKLOG)
             host.ports[service] = server.sockets[0].getsockname()[1]
             host._servers.append(server)
         host.is_up = True

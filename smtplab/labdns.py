@@ -32,6 +32,7 @@ import dns.zone
 
 from .errors import DnsLookupError
 from .events import DnsAnswer, DnsError, DnsQuery
+from .guard import BACKLOG, ConnectionGuard
 from .trace import Trace, announce_dns_question, current_correlation
 
 __all__ = ["MXRecord", "DigResult", "DnsServer", "build_zones", "lookup_mx", "lookup_mx_async", "lab_resolver",
@@ -125,8 +126,9 @@ class DnsServer:
         trace: Trace,
         host_name: str,
         peer_name: Callable[[str], str] = lambda addr: "client",
+        guard: ConnectionGuard | None = None,
     ) -> None:
-        self._replies = {}
+        self._guard = guard  # TCP only: a UDP datagram has no connection whose owner could be checked
         self._held: list[tuple[_UdpProtocol, bytes, tuple[str, int]]] = []  # UDP queries before the zones
         self._published: asyncio.Event | None = None
         self._zones: dict[dns.name.Name, dns.zone.Zone] | None = None
@@ -175,7 +177,9 @@ class DnsServer:
             )
             bound = udp.get_extra_info("sockname")[1]
             try:
-                self._tcp = await asyncio.start_server(self._serve_tcp, self.address, bound)
+                serve = self._serve_tcp if self._guard is None else \
+                    self._guard.callback(self._serve_tcp, self.host_name, "dns")
+                self._tcp = await asyncio.start_server(serve, self.address, bound, backlog=BACKLOG)
             except OSError:
                 udp.close()
                 if port:

@@ -204,6 +204,12 @@ class Scenario:
             if p.users and not any("smtp" in h.services for h in p.hosts):
                 raise ScenarioError(f"{p.domain} has users but no host running 'smtp' to receive their mail")
 
+    @property
+    def allow_other_users(self) -> bool:
+        """True when the lab serves every Unix user of the machine (a teacher's shared demo), not only its own
+        (`options: {"allow_other_users": true}`; see guard.py)."""
+        return self.options.get("allow_other_users") is True
+
     def provider_of(self, domain: str) -> ProviderSpec | None:
         domain = domain.lower().rstrip(".")
         return next((p for p in self.providers if p.domain == domain), None)
