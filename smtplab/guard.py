@@ -235,11 +235,15 @@ def limit_log_floods(loop: asyncio.AbstractEventLoop, interval: float = LOG_INTE
 class _Listener:
     """One listening service of one host: its open connections, so a limit can be kept."""
 
-    __slots__ = ("host", "service", "busy", "limit", "open")
+    __slots__ = ("host", "service", "busy", "limits", "open")
 
-    def __init__(self, host: str, service: str, busy: bytes | None, limit: int) -> None:
-        self.host, self.service, self.busy, self.limit = host, service, busy, limit
+    def __init__(self, host: str, service: str, busy: bytes | None, limits: Mapping[str, int]) -> None:
+        self.host, self.service, self.busy, self.limits = host, service, busy, limits
         self.open: set[asyncio.BaseTransport] = set()
+
+    @property
+    def limit(self) -> int:  # read at each connection: a change to guard.limits applies at once
+        return self.limits.get(self.service, FALLBACK_LIMIT)
 
     def full(self) -> bool:
         if len(self.open) < self.limit:
@@ -268,7 +272,7 @@ class ConnectionGuard:
                 "other users of this machine can connect to this lab's servers. On a shared host run it on Linux.")
 
     def listener(self, host: str, service: str, busy: bytes | None = None) -> _Listener:
-        return _Listener(host, service, busy, self.limits.get(service, FALLBACK_LIMIT))
+        return _Listener(host, service, busy, self.limits)
 
     def admit(self, transport: asyncio.BaseTransport, listener: _Listener) -> bool:
         """Decide on a connection just accepted: True to serve it; False when it was refused and closed
@@ -295,7 +299,7 @@ class ConnectionGuard:
         listener.open.add(transport)
         return True
 
-    def _refused(self, transport: asyncio.BaseTransport, listener: _Listener, cause: Any, why: str,
+    def _refused(self, transport: Any, listener: _Listener, cause: Any, why: str,
                  close: bool = False) -> None:
         if close:
             transport.close()  # the busy reply is written first, then the connection closed
@@ -356,3 +360,59 @@ def warn_once(guard: ConnectionGuard) -> None:
     """Say once, at the start of a lab, that other users can reach it (where that cannot be checked)."""
     if guard.warning:
         warnings.warn(guard.warning, RuntimeWarning, stacklevel=4)
+
+
+# --- failed logins ------------------------------------------------------------------------------
+
+class LoginThrottle:
+    """A growing wait before each login attempt that follows failed ones, per connection and per client
+    address (as Postfix's error sleep and Dovecot's auth_failure_delay do): a typo costs nothing, guessing
+    a classmate's password costs minutes. The wait is written into the trace, with its reason."""
+
+    FREE = 2  # failures allowed before any wait (typos)
+    FIRST_DELAY = 1.0  # seconds before the attempt after the free ones; doubles with each failure
+    MAX_DELAY = 16.0
+    FORGET_AFTER = 900.0  # seconds without a failure before an address starts afresh
+
+    def __init__(self) -> None:
+        self._by_conn: dict[str, int] = {}
+        self._by_address: dict[str, tuple[int, float]] = {}
+
+    def delay(self, conn: str, peer: Any) -> float:
+        """Seconds to wait before the next attempt on `conn` from `peer` (an address, or (address, port))."""
+        address = _address(peer)
+        failures = max(self._by_conn.get(conn, 0), self._address_failures(address))
+        if failures < self.FREE:
+            return 0.0
+        return min(self.MAX_DELAY, self.FIRST_DELAY * 2 ** (failures - self.FREE))
+
+    def _address_failures(self, address: str) -> int:
+        count, last = self._by_address.get(address, (0, 0.0))
+        if count and time.monotonic() - last > self.FORGET_AFTER:
+            del self._by_address[address]
+            return 0
+        return count
+
+    def record(self, conn: str, peer: Any, success: bool) -> None:
+        address = _address(peer)
+        if success:
+            self._by_conn.pop(conn, None)
+            self._by_address.pop(address, None)
+            return
+        self._by_conn[conn] = self._by_conn.get(conn, 0) + 1
+        self._by_address[address] = (self._address_failures(address) + 1, time.monotonic())
+        if len(self._by_conn) > 4096:  # connections come and go: keep the table small
+            self._by_conn.clear()
+
+    async def before_attempt(self, conn: str, peer: Any, note: Callable[[str], None]) -> None:
+        """Wait as long as earlier failures ask (on the lab's loop: other sessions go on meanwhile)."""
+        wait = self.delay(conn, peer)
+        if wait > 0:
+            note(f"login attempt after failed ones from {_address(peer)}: answered after {wait:g} s "
+                 "(a growing delay makes guessing passwords slow)")
+            await asyncio.sleep(wait)
+
+
+def _address(peer: Any) -> str:
+    """The client address of a peer given as (address, port, ...) or as an address."""
+    return str(peer[0]) if isinstance(peer, tuple | list) and peer else str(peer or "")

@@ -29,7 +29,7 @@ from .errors import LabNotRunning, ScenarioError, UnknownConnection, UnknownHost
 from .events import LabChange
 from .faults import Fault, FaultTable
 from .files import directory_error, make_private_dir, write_private
-from .guard import BACKLOG, ConnectionGuard, limit_log_floods, warn_once
+from .guard import BACKLOG, ConnectionGuard, LoginThrottle, limit_log_floods, warn_once
 from .mailauth import LabDns
 from .imap import ImapService, has_idlers, mailbox_changed
 from .labdns import DigResult, DnsServer, MXRecord, build_zones, dig_async, lab_resolver, lookup_mx_async
@@ -117,6 +117,8 @@ class Lab:
         # Seconds an SMTP server waits for a client's next command before it says 421 and hangs up;
         # read when a connection opens, so changing it on a running lab affects new connections.
         self.smtp_idle_timeout = SMTP_IDLE_TIMEOUT
+        # Failed SMTP AUTH attempts make the next ones wait, per connection and per client address.
+        self.login_throttle = LoginThrottle()
 
     # --- start / stop ---
     def start(self) -> Lab:

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
+import resource
+import smtplib
+import socket
+import subprocess
+import sys
+import threading
+import time
+import warnings
 
 import pytest
 
 import smtplab
+import smtplab.guard
+from smtplab import Scenario
 from smtplab.files import exposed
 
 
@@ -119,3 +131,150 @@ def test_folders_created_over_imap_are_private(tmp_path) -> None:  # type: ignor
         assert exposed(tmp_path / "lab") == []
     finally:
         os.umask(old)
+
+
+# --- item 7: connection limits, a burst of connections, log floods, failed logins ------------------------
+
+def _first_line(sock: socket.socket) -> bytes:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(512)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_a_burst_of_500_connections_is_greeted_or_told_to_come_back(lab: smtplab.Lab) -> None:
+    """500 clients connect at once: each hears the 220 greeting or `421 4.7.0` (above the listener's limit),
+    none is reset or left waiting for the kernel to retransmit its SYN (the accept backlog is long)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 2048 <= hard or hard == resource.RLIM_INFINITY:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (2048, hard))  # 500 clients + the lab's 500 accepted sockets
+    mx = lab.host("mx1")
+    limit = lab.guard.limits["smtp"]
+    sockets = []
+    try:
+        for _ in range(500):
+            sock = socket.socket()
+            sock.setblocking(False)
+            sock.connect_ex((mx.address, mx.ports["smtp"]))
+            sockets.append(sock)
+        answers = []
+        for sock in sockets:
+            sock.settimeout(30)  # a guard against a hang, not a measure: each answer comes at once
+            answers.append(_first_line(sock))
+    finally:
+        for sock in sockets:
+            sock.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    greeted = [a for a in answers if a.startswith(b"220 ")]
+    busy = [a for a in answers if a.startswith(b"421 4.7.0 mx1.example.net Too many connections")]
+    assert len(greeted) + len(busy) == 500, {a for a in answers if a not in greeted + busy}
+    assert len(greeted) == limit
+    refused = [e for e in lab.trace if e.kind == "refused"]
+    assert refused and "too many connections" in refused[0].text
+    lab.send("alice@example.org", "bob@example.net", "after the burst", "still served")
+    assert [m["Subject"] for m in lab.messages("bob@example.net")] == ["after the burst"]
+
+
+def test_imap_says_bye_above_its_connection_limit(lab: smtplab.Lab) -> None:
+    imap = lab.host("imap.example.net")
+    lab.guard.limits["imap"] = 3
+    held = [socket.create_connection((imap.address, imap.ports["imap"])) for _ in range(3)]
+    try:
+        assert all(_first_line(s).startswith(b"* OK") for s in held)
+        with socket.create_connection((imap.address, imap.ports["imap"])) as extra:
+            assert _first_line(extra).startswith(b"* BYE [UNAVAILABLE] Too many connections")
+            assert extra.recv(100) == b""  # and closed
+    finally:
+        for s in held:
+            s.close()
+
+
+def test_failed_smtp_logins_make_the_next_ones_wait(lab: smtplab.Lab) -> None:
+    """After two failed AUTH attempts each further one waits longer (per connection and per address);
+    the wait is in the trace. The delays are shortened here; the lab's start at 1 s and double."""
+    lab.login_throttle.FIRST_DELAY = 0.05  # type: ignore[misc]
+    host = lab.submission_host("alice@example.org")
+    wrong = base64.b64encode(b"\0alice@example.org\0not-her-password").decode()
+    right = base64.b64encode(f"\0alice@example.org\0{lab.user('alice@example.org').password}".encode()).decode()
+    mark = lab.mark()
+    with smtplib.SMTP(host.address, host.ports["submission"]) as client:
+        client.starttls(context=lab.ca.client_context())
+        client.ehlo()
+        began = time.monotonic()
+        codes = [client.docmd("AUTH", f"PLAIN {wrong}")[0] for _ in range(4)]
+        waited = time.monotonic() - began
+    assert codes == [535] * 4
+    notes = [e.text for e in lab.trace.since(mark) if "login attempt after failed ones" in e.text]
+    assert [n.split("answered after ")[1].split(" s")[0] for n in notes] == ["0.05", "0.1"]
+    assert waited >= 0.15  # the waits really happened (a lower bound: sleeping is never shorter)
+    with smtplib.SMTP(host.address, host.ports["submission"]) as client:  # a new connection from the address
+        client.starttls(context=lab.ca.client_context())
+        client.ehlo()
+        assert client.docmd("AUTH", f"PLAIN {right}")[0] == 235
+    notes = [e.text for e in lab.trace.since(mark) if "login attempt after failed ones" in e.text]
+    assert len(notes) == 3 and "answered after 0.2 s" in notes[-1]
+    lab.login_throttle.FIRST_DELAY = 5.0  # type: ignore[misc]
+    with smtplib.SMTP(host.address, host.ports["submission"]) as client:  # a success started afresh
+        client.starttls(context=lab.ca.client_context())
+        client.ehlo()
+        assert client.docmd("AUTH", f"PLAIN {right}")[0] == 235
+
+
+def test_a_lab_where_the_owner_cannot_be_checked_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(smtplab.guard, "_available", False)
+    with pytest.warns(RuntimeWarning, match="other users of this machine can connect"), smtplab.start() as lab:
+        assert not lab.guard.checking
+    scenario = Scenario.default().to_dict()
+    scenario["options"] = {"allow_other_users": True}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # opened on purpose: nothing to warn about
+        with smtplab.start(scenario) as lab:
+            assert not lab.guard.checking
+
+
+FLOOD_SCRIPT = """
+import resource, sys, json, smtplab
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+lab = smtplab.start()
+print(json.dumps([[h.address, p] for h in lab.hosts.values() for s, p in h.ports.items() if s != "imap"]), flush=True)
+sys.stdin.read()
+lab.stop()
+"""
+
+
+def test_running_out_of_file_descriptors_logs_one_line_per_cause() -> None:
+    """A lab out of file descriptors once wrote 126,040 tracebacks in 35 s (asyncio reports EMFILE once per
+    connection waiting, and re-arms as often): now the first of each cause, and a count of the rest."""
+    proc = subprocess.Popen([sys.executable, "-c", FLOOD_SCRIPT], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    log: list[str] = []
+    exhausted = threading.Event()
+
+    def read_log() -> None:
+        for line in proc.stderr:  # type: ignore[union-attr]
+            log.append(line)
+            if "out of system resource" in line:
+                exhausted.set()
+
+    reader = threading.Thread(target=read_log, daemon=True)
+    reader.start()
+    held: list[socket.socket] = []
+    try:
+        listeners = json.loads(proc.stdout.readline())  # type: ignore[union-attr]
+        for address, port in listeners:  # more connections than the lab has descriptors
+            for _ in range(60):
+                held.append(socket.create_connection((address, port), timeout=5))
+        assert exhausted.wait(60), "the test did not exhaust the lab's descriptors: " + "".join(log)[:2000]
+        proc.stdin.close()  # type: ignore[union-attr]
+        proc.wait(60)
+    finally:
+        for sock in held:
+            sock.close()
+        if proc.poll() is None:
+            proc.kill()
+        reader.join(10)
+    text = "".join(log)
+    assert text.count("Traceback") <= 6, text[:3000]
