@@ -8,6 +8,7 @@ import os
 import resource
 import smtplib
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -278,3 +279,105 @@ def test_running_out_of_file_descriptors_logs_one_line_per_cause() -> None:
         reader.join(10)
     text = "".join(log)
     assert text.count("Traceback") <= 6, text[:3000]
+
+
+# --- item 9 (DNS): a UDP flood neither grows the reply cache nor keeps legitimate questions out -------------
+
+FLOODER = r"""
+import select, socket, struct, sys
+address, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+def query(name, qid, pad=60000):
+    header = struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 1)
+    qname = b"".join(bytes([len(label)]) + label for label in name.split(b".")) + b"\0"
+    option = struct.pack("!HH", 12, pad) + bytes(pad)  # EDNS padding (RFC 7830), 60 KB of it
+    return header + qname + struct.pack("!HH", 15, 1) + b"\0" + struct.pack("!HHIH", 41, 1232, 0, len(option)) + option
+
+sent = 0
+for i in range(count):
+    # Half the same question with a new id, half a new name each time: neither may grow the cache.
+    name = b"example.net" if i % 2 else b"x%d.example.net" % i
+    try:
+        sock.sendto(query(name, i & 0xFFFF), (address, port))
+        sent += 1
+    except OSError:
+        pass
+    if i == 100:
+        print("flooding", flush=True)
+    if i % 100 == 0 and select.select([sys.stdin], [], [], 0)[0]:
+        break
+print(sent, flush=True)
+"""
+
+
+def _rss_kb() -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+
+
+def test_a_udp_flood_leaves_the_dns_cache_bounded_and_answers_legitimate_questions(lab: smtplab.Lab) -> None:
+    from smtplab.labdns import CACHE_BYTES, CACHE_ENTRIES
+
+    lab.lookup_mx("example.net")
+    rss_before = _rss_kb()
+    flooder = subprocess.Popen([sys.executable, "-c", FLOODER, lab.dns.address, str(lab.dns.port), "300000"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    answered = during = 0
+    try:
+        assert flooder.stdout.readline().strip() == "flooding"  # type: ignore[union-attr]
+        for _ in range(45):
+            records = lab.lookup_mx("example.net")  # raises DnsLookupError if the question went unanswered
+            assert [r.exchange for r in records] == ["mx1.example.net", "mx2.example.net"]
+            answered += 1
+            during += flooder.poll() is None
+    finally:
+        flooder.stdin.close()  # type: ignore[union-attr]
+        sent = int(flooder.stdout.read().split()[-1])  # type: ignore[union-attr]
+        flooder.wait(60)
+    server = lab._dns_server
+    assert server is not None
+    print(f"flood: {sent} queries of 60 KB; legitimate answered {answered}/45 ({during} while flooding); "
+          f"RSS {rss_before / 1024:.0f} -> {_rss_kb() / 1024:.0f} MB; cache {server.cache_entries} replies")
+    assert answered == 45 and during >= 1
+    assert server.cache_entries <= CACHE_ENTRIES and server._reply_bytes <= CACHE_BYTES
+    notes = [e.text for e in lab.trace if e.protocol == "dns" and "oversized query" in e.text]
+    assert 1 <= len(notes) <= 5 and sent > 100 * len(notes), notes  # one note per interval, not one per query
+
+
+def test_the_dns_cache_is_keyed_by_the_question_and_bounded(lab: smtplab.Lab, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same question with another id or other EDNS padding is one cached reply; endless different
+    questions do not grow the cache past its bound (it once kept every query's bytes: 180 MB in a flood)."""
+    import dns.message
+    import dns.rcode
+
+    from smtplab import labdns
+
+    def ask(name: str, padding: int, qid: int) -> dns.message.Message:
+        query = dns.message.make_query(name, "MX", use_edns=0, payload=1232)
+        query.id = qid
+        wire = query.to_wire()
+        if padding:  # an EDNS padding option (RFC 7830) appended to the OPT record, as a client may send
+            wire = wire[:-2] + struct.pack("!HHH", padding + 4, 12, padding) + bytes(padding)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(5)
+            sock.sendto(wire, (lab.dns.address, lab.dns.port))
+            reply = dns.message.from_wire(sock.recv(65535))
+        assert reply.id == qid
+        return reply
+
+    server = lab._dns_server
+    assert server is not None
+    before = server.cache_entries
+    for qid, padding in enumerate((0, 100, 400, 1000, 3000)):
+        reply = ask("example.net", padding, qid)
+        assert sorted(str(r.exchange) for r in reply.answer[0]) == ["mx1.example.net.", "mx2.example.net."]
+    assert server.cache_entries == before + 1
+    reply = ask("EXAMPLE.net", 0, 77)  # the question is echoed as asked (RFC 1035 section 4.1.1; 0x20 clients)
+    assert str(reply.question[0].name) == "EXAMPLE.net." and reply.answer
+    monkeypatch.setattr(labdns, "CACHE_ENTRIES", 40)
+    for n in range(100):
+        assert ask(f"n{n}.example.net", 200, n).rcode() == dns.rcode.NXDOMAIN
+    assert server.cache_entries == 40
+    huge = ask("example.net", 5000, 5)  # larger than any question: FORMERR, read from the header alone
+    assert huge.rcode() == dns.rcode.FORMERR and server.cache_entries == 40
