@@ -83,6 +83,7 @@ class Lab:
             scenario = Scenario.from_dict(scenario)
         elif not isinstance(scenario, Scenario):
             raise ScenarioError("scenario must be a Scenario, a dict like Scenario.default().to_dict(), or None")
+        scenario.validate()  # a Scenario built by hand too: its names become folders, checked before any is made
         self.scenario = scenario
         self._temporary = directory is None
         # The lab directory holds passwords, keys and mail: 0700 (mkdtemp's mode too), every file 0600.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import resource
@@ -16,6 +17,7 @@ import time
 import warnings
 
 import pytest
+from conftest import IN_CI
 
 import smtplab
 import smtplab.guard
@@ -381,3 +383,95 @@ def test_the_dns_cache_is_keyed_by_the_question_and_bounded(lab: smtplab.Lab, mo
     assert server.cache_entries == 40
     huge = ask("example.net", 5000, 5)  # larger than any question: FORMERR, read from the header alone
     assert huge.rcode() == dns.rcode.FORMERR and server.cache_entries == 40
+
+
+# --- item 11: scenario names are names, never paths; a lab directory it cannot write is one sentence ----------
+
+def _with(**changes: object) -> dict:  # type: ignore[type-arg]
+    data = Scenario.default().to_dict()
+    data["providers"][1].update(changes)
+    return data
+
+
+@pytest.mark.parametrize(("scenario", "field"), [
+    (_with(users=["../../../x"]), "providers[1].users"),
+    (_with(users=["/tmp/evil"]), "providers[1].users"),
+    (_with(users=[".hidden"]), "providers[1].users"),
+    (_with(users=["pymap-etc-passwd"]), "providers[1].users"),  # the IMAP server's users file
+    (_with(users=["pymap-etc-shadow"]), "providers[1].users"),
+    (_with(domain="../../d", hosts={"mx1.example.net": ["smtp", "imap"]}, mx={"mx1.example.net": 10},
+           users=["bob@../../d"]), "providers[1].domain"),
+    (_with(domain="/etc"), "providers[1].domain"),
+    (_with(hosts={"../../tls/x": ["smtp", "imap"]}, mx={}), "providers[1].hosts"),
+    ({**_with(), "dns_name": "../dns"}, "dns_name"),
+    ({**_with(), "options": {"allow_other_users": "yes"}}, "options.allow_other_users"),
+])
+def test_scenario_names_that_are_paths_are_refused_before_anything_is_made(tmp_path, scenario, field) -> None:  # type: ignore[no-untyped-def]
+    directory = tmp_path / "lab"
+    with pytest.raises(smtplab.ScenarioError, match=field.replace("[", r"\[").replace("]", r"\]")):
+        smtplab.start(scenario, directory=directory)
+    assert not directory.exists()
+    assert sorted(os.listdir(tmp_path)) == []
+
+
+def test_a_scenario_built_by_hand_is_checked_too(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    default = Scenario.default()
+    bob = default.providers[1]
+    bad = dataclasses.replace(default, providers=(default.providers[0],
+                                                  dataclasses.replace(bob, users=(("../../x@example.net", None),))))
+    with pytest.raises(smtplab.ScenarioError, match=r"providers\[1\]\.users"):
+        smtplab.start(bad, directory=tmp_path / "lab")
+    assert not (tmp_path / "lab").exists()
+
+
+@pytest.fixture
+def small_disk(tmp_path):  # type: ignore[no-untyped-def]
+    """A tiny tmpfs of its own (root only: CI runs as root), unmounted after the test."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small file system needs root (CI runs as root)")
+    mounts = []
+
+    def mount(name: str, options: str):  # type: ignore[no-untyped-def]
+        point = tmp_path / name
+        point.mkdir()
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)], capture_output=True,
+                                text=True)
+        if result.returncode != 0:
+            if IN_CI:
+                pytest.fail(f"cannot mount a tmpfs in CI: {result.stderr}")
+            pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+        mounts.append(point)
+        return point
+
+    yield mount
+    for point in mounts:
+        subprocess.run(["umount", str(point)], check=False)
+
+
+def _up(directory: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "smtplab", "up", "--dir", directory], capture_output=True, text=True,
+                          timeout=120, stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": os.getcwd()})
+
+
+def test_a_read_only_or_full_lab_directory_is_one_clear_sentence(small_disk) -> None:  # type: ignore[no-untyped-def]
+    read_only = small_disk("ro", "ro,size=256k")
+    result = _up(str(read_only / "lab"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith(f"smtplab: the lab cannot write in its directory {read_only / 'lab'}: it is on a "
+                                    "read-only file system"), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    with pytest.raises(smtplab.LabDirectoryError, match="read-only"):
+        smtplab.start(directory=read_only / "lab")
+
+    full = small_disk("full", "size=256k")
+    (full / "lab").mkdir(mode=0o700)
+    with open(full / "filler", "wb") as filler:  # fill the file system to its last block
+        try:
+            while True:
+                filler.write(bytes(65536))
+                filler.flush()
+        except OSError:
+            pass
+    result = _up(str(full / "lab"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "its disk is full" in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
