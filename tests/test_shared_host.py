@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import json
 import os
+import pwd
 import resource
+import shutil
+import signal
 import smtplib
 import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import traceback
 import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import IN_CI
@@ -475,3 +484,265 @@ def test_a_read_only_or_full_lab_directory_is_one_clear_sentence(small_disk) -> 
     result = _up(str(full / "lab"))
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert "its disk is full" in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+# --- acceptance: the lab of one Unix user, attacked by another --------------------------------------------
+
+OWNER, OTHER = "smtplab-a", "smtplab-b"
+
+
+def _unix_user(name: str) -> pwd.struct_passwd:
+    """The Unix user `name`, made if missing (CI runs as root; locally the test is skipped without root)."""
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name], check=True,
+                       capture_output=True)
+        return pwd.getpwnam(name)
+
+
+class _Channel:
+    """JSON messages over a socket pair between the test and a child running as another user."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.file = sock.makefile("rw")
+
+    def send(self, value: object) -> None:
+        self.file.write(json.dumps(value) + "\n")
+        self.file.flush()
+
+    def recv(self) -> Any:
+        self.sock.settimeout(300)  # a guard against a hung child, not a measure
+        line = self.file.readline()
+        if not line:
+            raise EOFError("the child process ended early (see its traceback above)")
+        return json.loads(line)
+
+
+def _as_user(user: pwd.struct_passwd, work: Callable[[_Channel], None]) -> tuple[int, _Channel]:
+    """Run `work` in a child process that is `user` (fork, then setgid/setuid: the child needs no interpreter
+    of its own, so the test works wherever the interpreter lives)."""
+    ours, theirs = socket.socketpair()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            ours.close()
+            os.setgroups([])
+            os.setgid(user.pw_gid)
+            os.setuid(user.pw_uid)
+            os.environ["HOME"] = os.environ["TMPDIR"] = "/nonexistent"
+            work(_Channel(theirs))
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    theirs.close()
+    return pid, _Channel(ours)
+
+
+def _owner(lab_dir: Path) -> Callable[[_Channel], None]:
+    def run(channel: _Channel) -> None:
+        from smtplab.control import ControlServer
+
+        lab = smtplab.start(directory=lab_dir)
+        control = ControlServer(lab)
+        lab._call(control.start())
+        control.write_file(lab.directory / "control.json")
+        imap = lab.host("imap.example.net")
+        channel.send({"uid": os.geteuid(), "targets": [
+            ["smtp", lab.host("mx1").address, lab.host("mx1").ports["smtp"]],
+            ["submission", lab.host("smtp.example.org").address, lab.host("smtp.example.org").ports["submission"]],
+            ["imap", imap.address, imap.ports["imap"]],
+            ["dns-tcp", lab.dns.address, lab.dns.port],
+            ["control", control.address, control.port]], "dns": [lab.dns.address, lab.dns.port]})
+        assert channel.recv() == "send your mail"
+        for n in range(5):  # the owner's mail flows while the classmate attacks
+            lab.send("alice@example.org", "bob@example.net", f"during the attack {n}", "Still here.")
+        client = lab.imap("bob@example.net")
+        client.select("INBOX")
+        subjects = len(client.search(None, "ALL")[1][0].split())
+        client.logout()
+        refused = [e.text for e in lab.trace if e.kind == "refused"]
+        channel.send({"in_inbox": subjects, "refused": refused})
+        assert channel.recv() == "stop"
+        lab._call(control.stop())
+        lab.stop()
+    return run
+
+
+def _attacker(top: Path, lab_dir: Path) -> Callable[[_Channel], None]:
+    def run(channel: _Channel) -> None:
+        task = channel.recv()
+        readable = []
+        for path in [top, lab_dir, *(lab_dir / p for p in ("lab.json", "control.json", "tls/ca-key.pem",
+                                                             "tls/mx1.example.net.pem", "mail", "queue"))]:
+            try:
+                if path.is_dir():
+                    os.listdir(path)
+                    if path != top:  # the home folder may be listable, as on JupyterHub; the lab's is not
+                        readable.append(str(path))
+                else:
+                    path.read_bytes()
+                    readable.append(str(path))
+            except PermissionError:
+                pass
+        for root, dirs, files in os.walk(lab_dir):  # anything the walk can reach at all
+            readable += [os.path.join(root, n) for n in dirs + files]
+        answers = {}
+        for service, address, port in task["targets"]:
+            with socket.create_connection((address, port), timeout=30) as sock:
+                sock.settimeout(30)
+                try:
+                    answers[service] = sock.recv(200).decode("utf-8", "replace")
+                except ConnectionResetError:
+                    answers[service] = ""
+        token_seen = []
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                if task["token"].encode() in cmdline.read_bytes():
+                    token_seen.append(str(cmdline))
+            except OSError:
+                pass
+        udp = dns_query_udp(*task["dns"])  # UDP has no connection to check: documented as not isolated
+        channel.send({"uid": os.geteuid(), "readable": readable, "answers": answers, "token_seen": token_seen,
+                      "udp_dns_answered": udp})
+        # Then keep opening connections (a flood) until the test says stop: none may be served.
+        attempts = served = 0
+        channel.sock.setblocking(False)
+        while True:
+            try:
+                if channel.sock.recv(1, socket.MSG_PEEK):
+                    break
+            except BlockingIOError:
+                pass
+            for _service, address, port in task["targets"]:
+                attempts += 1
+                try:
+                    with socket.create_connection((address, port), timeout=30) as sock:
+                        sock.settimeout(30)
+                        served += bool(sock.recv(100))
+                except OSError:
+                    pass
+        channel.sock.setblocking(True)
+        channel.recv()
+        channel.send({"attempts": attempts, "served": served})
+    return run
+
+
+def dns_query_udp(address: str, port: int) -> bool:
+    import dns.message
+    import dns.query
+
+    try:
+        return bool(dns.query.udp(dns.message.make_query("example.net", "MX"), address, port=port, timeout=5).answer)
+    except Exception:
+        return False
+
+
+def test_a_classmate_can_neither_read_nor_use_nor_stop_your_lab(tmp_path: Path) -> None:
+    """The lab runs as one Unix user, the attacks as another: nothing of the lab is readable, the control
+    token is in no command line, every TCP connection of the other user is refused (SMTP, submission, IMAP,
+    DNS over TCP, control), and the owner's mail flows during the attack."""
+    if os.geteuid() != 0:
+        if IN_CI:
+            pytest.fail("CI must run this test as root (it makes two Unix users)")
+        pytest.skip("needs root to make two Unix users and run a lab as each (CI runs as root)")
+    owner, other = _unix_user(OWNER), _unix_user(OTHER)
+    with smtplab.start() as warm:  # everything the children use is imported before they give up root
+        warm.send("alice@example.org", "bob@example.net", "warm up", "x")
+        warm.imap("bob@example.net").logout()
+        dns_query_udp(warm.dns.address, warm.dns.port)
+    top = Path(tempfile.mkdtemp(prefix="smtplab-shared-"))
+    home = top / "home"
+    os.mkdir(home, 0o755)  # a home folder others may enter, as on many JupyterHub hosts
+    os.chown(home, owner.pw_uid, owner.pw_gid)
+    os.chown(top, owner.pw_uid, owner.pw_gid)
+    lab_dir = home / "lab"
+    children = []
+    try:
+        pid, lab = _as_user(owner, _owner(lab_dir))
+        children.append(pid)
+        started = lab.recv()
+        assert started["uid"] == owner.pw_uid
+        token = json.loads((lab_dir / "control.json").read_text())["token"]
+        pid, attacker = _as_user(other, _attacker(top, lab_dir))
+        children.append(pid)
+        attacker.send({"targets": started["targets"], "token": token, "dns": started["dns"]})
+        seen = attacker.recv()
+        assert seen["uid"] == other.pw_uid
+        assert seen["readable"] == []
+        assert exposed(lab_dir) == []
+        assert seen["answers"] == {service: "" for service, _a, _p in started["targets"]}, seen["answers"]
+        assert seen["token_seen"] == []
+        assert seen["udp_dns_answered"]  # not isolated (no connection to check): see docs/teaching.md
+        lab.send("send your mail")
+        mail = lab.recv()
+        attacker.send("stop")
+        flood = attacker.recv()
+        assert mail["in_inbox"] == 5
+        assert flood["attempts"] > 0 and flood["served"] == 0
+        assert any(f"uid {other.pw_uid}" in text for text in mail["refused"]), mail["refused"]
+        lab.send("stop")
+        while children:  # both children end on their own, the lab stopped cleanly
+            assert os.waitpid(children.pop(), 0)[1] == 0
+    finally:
+        for pid in children:  # only after a failure: end what is left
+            with contextlib.suppress(ProcessLookupError, ChildProcessError):
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+        shutil.rmtree(top, ignore_errors=True)
+
+
+# --- item 6: the control token is in no command line ----------------------------------------------------
+
+def _cmdlines() -> list[bytes]:
+    found = []
+    for path in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            found.append(path.read_bytes())
+        except OSError:
+            pass
+    return found
+
+
+def test_the_control_token_never_appears_in_a_command_line(tmp_path: Path) -> None:
+    """`up` prints a `ctl` recipe without the token, and every documented `ctl` command finds it in the lab
+    directory (or SMTPLAB_TOKEN): /proc/*/cmdline, which every user can read, never shows it."""
+    if not Path("/proc/self/cmdline").exists():
+        pytest.skip("no /proc on this system")
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    up = subprocess.Popen([sys.executable, "-m", "smtplab", "up"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          stdin=subprocess.DEVNULL, text=True, env=env)
+    try:
+        printed = []
+        while not printed or not printed[-1].startswith("control from another terminal"):
+            line = up.stdout.readline()  # type: ignore[union-attr]
+            assert line, up.stderr.read()  # type: ignore[union-attr]
+            printed.append(line)
+        assert "--token" not in "".join(printed)
+        recipe = printed[-1].split(": ", 1)[1].split()  # python -m smtplab ctl --dir PATH down mx1
+        directory = recipe[recipe.index("--dir") + 1]
+        info = json.loads((Path(directory) / "control.json").read_text())
+        token = info["token"].encode()
+        commands = [["hosts"], ["down", "mx1"], ["up", "mx1"], ["fail", "mx2", "RCPT", "451 4.7.1 Greylisted"],
+                    ["drop", "mx2", "DATA"], ["slow", "mx2", "MAIL", "0.1"], ["faults"], ["clear", "mx2"], ["clear"],
+                    ["advance", "5m"], ["queue"]]
+        runs = [(["--dir", directory, *c], env) for c in commands]
+        runs.append((["--port", str(info["port"]), "hosts"], {**env, "SMTPLAB_TOKEN": info["token"]}))
+        for args, run_env in runs:
+            ctl = subprocess.Popen([sys.executable, "-m", "smtplab", "ctl", *args], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True, env=run_env)
+            saw_ctl = False
+            while ctl.poll() is None:  # look at every command line while the ctl process lives
+                lines = _cmdlines()
+                assert not [c for c in lines if token in c], args
+                saw_ctl = saw_ctl or any(b"smtplab\0ctl\0" in c for c in lines)
+            out, err = ctl.communicate()
+            assert ctl.returncode == 0, (args, err)
+            assert saw_ctl, "the scan should have seen the ctl process's command line"
+    finally:
+        up.terminate()
+        up.wait(60)
