@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import threading
 from pathlib import Path
 
 from .errors import LabDirectoryError
@@ -65,9 +66,9 @@ def write_private(path: str | os.PathLike[str], data: bytes | str, *, durable: b
     """
     path = os.fspath(path)
     raw = data.encode() if isinstance(data, str) else data
-    tmp = f"{path}.{os.getpid()}.tmp"
+    tmp = f"{path}.{os.getpid()}-{threading.get_ident()}.tmp"  # one writer per name, whatever the threads
     try:
-        os.unlink(tmp)  # left by a crash of this same process id: never opened again as is
+        os.unlink(tmp)  # left by a crash of a process with this id: never opened again as is
     except FileNotFoundError:
         pass
     fd = open_private_fd(tmp)

@@ -224,7 +224,7 @@ def limit_log_floods(loop: asyncio.AbstractEventLoop, interval: float = LOG_INTE
         loop.default_exception_handler(context)
 
     loop.set_exception_handler(handler)
-    for name in ("mail.log", "asyncio", "pymap", "smtplab"):  # aiosmtpd logs to mail.log
+    for name in ("mail.log", "pymap", "smtplab"):  # the lab's servers' loggers (aiosmtpd logs to mail.log)
         if name not in _filtered_loggers:
             _filtered_loggers.add(name)
             logging.getLogger(name).addFilter(_FloodFilter(interval))
@@ -401,8 +401,11 @@ class LoginThrottle:
             return
         self._by_conn[conn] = self._by_conn.get(conn, 0) + 1
         self._by_address[address] = (self._address_failures(address) + 1, time.monotonic())
-        if len(self._by_conn) > 4096:  # connections come and go: keep the table small
+        if len(self._by_conn) > 4096:  # connections come and go: keep the tables small
             self._by_conn.clear()
+        if len(self._by_address) > 4096:
+            now = time.monotonic()
+            self._by_address = {a: (n, t) for a, (n, t) in self._by_address.items() if now - t <= self.FORGET_AFTER}
 
     async def before_attempt(self, conn: str, peer: Any, note: Callable[[str], None]) -> None:
         """Wait as long as earlier failures ask (on the lab's loop: other sessions go on meanwhile)."""
