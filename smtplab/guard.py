@@ -66,38 +66,29 @@ _NLMSG_ERROR = 2
 _NLM_F_REQUEST = 1
 _NO_COOKIE = 0xFFFFFFFF
 _TCP_LISTEN = 10
-_diag = threading.local()  # one netlink socket per thread (each lab's loop has its own)
 
 
 def _diag_uid(family: int, src: str, sport: int, dst: str, dport: int) -> int | None:
     """The owner of the TCP socket bound to (src, sport) and connected to (dst, dport), asked of the kernel
     (linux/inet_diag.h: an exact lookup, not a dump of every socket). None when there is no such socket."""
-    sock = getattr(_diag, "sock", None)
-    if sock is None:
-        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG)  # type: ignore[attr-defined]
-        sock.settimeout(1.0)
-        _diag.sock, _diag.seq = sock, 0
-    _diag.seq = (_diag.seq + 1) & 0x7FFFFFFF
     sockid = (struct.pack("!HH", sport, dport) + socket.inet_pton(family, src).ljust(16, b"\0")
               + socket.inet_pton(family, dst).ljust(16, b"\0") + struct.pack("=III", 0, _NO_COOKIE, _NO_COOKIE))
     request = struct.pack("=BBBBI", family, socket.IPPROTO_TCP, 0, 0, 0xFFFFFFFF) + sockid
-    sock.send(struct.pack("=IHHII", 16 + len(request), _SOCK_DIAG_BY_FAMILY, _NLM_F_REQUEST, _diag.seq, 0) + request)
-    while True:
+    # A netlink socket per question (a few microseconds): nothing stays open when the lab stops.
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG) as sock:  # type: ignore[attr-defined]
+        sock.settimeout(1.0)
+        sock.send(struct.pack("=IHHII", 16 + len(request), _SOCK_DIAG_BY_FAMILY, _NLM_F_REQUEST, 1, 0) + request)
         reply = sock.recv(8192)
-        _length, kind, _flags, seq, _pid = struct.unpack_from("=IHHII", reply)
-        if seq != _diag.seq:
-            continue  # the answer to an earlier question that timed out
-        if kind == _NLMSG_ERROR:
-            (error,) = struct.unpack_from("=i", reply, 16)
-            if error == 0:
-                continue
-            if -error in (2, 111):  # ENOENT / ECONNREFUSED: no such socket (it closed meanwhile)
-                return None
-            raise OSError(-error, os.strerror(-error))
-        # struct inet_diag_msg: family, state, timer, retrans, sockid (48 bytes), expires, rqueue, wqueue, uid
-        state = reply[17]
-        (uid,) = struct.unpack_from("=I", reply, 16 + 4 + 48 + 12)
-        return None if state == _TCP_LISTEN else uid
+    _length, kind, _flags, _seq, _pid = struct.unpack_from("=IHHII", reply)
+    if kind == _NLMSG_ERROR:
+        (error,) = struct.unpack_from("=i", reply, 16)
+        if -error in (2, 111):  # ENOENT / ECONNREFUSED: no such socket (it closed meanwhile)
+            return None
+        raise OSError(-error, os.strerror(-error))
+    # struct inet_diag_msg: family, state, timer, retrans, sockid (48 bytes), expires, rqueue, wqueue, uid
+    state = reply[17]
+    (uid,) = struct.unpack_from("=I", reply, 16 + 4 + 48 + 12)
+    return None if state == _TCP_LISTEN else uid
 
 
 def _proc_address(family: int, address: str, port: int) -> str:

@@ -520,6 +520,10 @@ class _Channel:
         self.sock = sock
         self.file = sock.makefile("rw")
 
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
     def send(self, value: object) -> None:
         self.file.write(json.dumps(value) + "\n")
         self.file.flush()
@@ -674,14 +678,17 @@ def test_a_classmate_can_neither_read_nor_use_nor_stop_your_lab(tmp_path: Path) 
     os.chown(top, owner.pw_uid, owner.pw_gid)
     lab_dir = home / "lab"
     children = []
+    channels: list[_Channel] = []
     try:
         pid, lab = _as_user(owner, _owner(lab_dir))
         children.append(pid)
+        channels.append(lab)
         started = lab.recv()
         assert started["uid"] == owner.pw_uid
         token = json.loads((lab_dir / "control.json").read_text())["token"]
         pid, attacker = _as_user(other, _attacker(top, lab_dir))
         children.append(pid)
+        channels.append(attacker)
         attacker.send({"targets": started["targets"], "token": token, "dns": started["dns"]})
         seen = attacker.recv()
         assert seen["uid"] == other.pw_uid
@@ -701,6 +708,8 @@ def test_a_classmate_can_neither_read_nor_use_nor_stop_your_lab(tmp_path: Path) 
         while children:  # both children end on their own, the lab stopped cleanly
             assert os.waitpid(children.pop(), 0)[1] == 0
     finally:
+        for channel in channels:
+            channel.close()
         for pid in children:  # only after a failure: end what is left
             with contextlib.suppress(ProcessLookupError, ChildProcessError):
                 os.kill(pid, signal.SIGKILL)
