@@ -41,6 +41,7 @@ import warnings
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from .events import Refused
 from .trace import Trace
 
 __all__ = ["ConnectionGuard", "BACKLOG", "DEFAULT_LIMITS", "peer_uid", "peer_check_available", "FloodControl",
@@ -303,8 +304,8 @@ class ConnectionGuard:
             return
         more = f" ({held} more refused for the same reason since the last note)" if held else ""
         self.trace.record("lab", "refused", listener.host, f"{listener.service} connection from {peer[0]}:{peer[1]} "
-                          f"refused: {why}{more}", client=f"{peer[0]}:{peer[1]}", server=f"{sock[0]}:{sock[1]}",
-                          peer=self._peer_name(str(peer[0])), port_name=listener.service)
+                          f"refused: {why}{more}", payload=Refused(why), client=f"{peer[0]}:{peer[1]}",
+                          server=f"{sock[0]}:{sock[1]}", peer=self._peer_name(str(peer[0])), port_name=listener.service)
 
     def protocol_factory(self, factory: Callable[[], asyncio.Protocol], host: str, service: str, *,
                          busy: bytes | None = None) -> Callable[[], asyncio.Protocol]:

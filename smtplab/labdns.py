@@ -380,7 +380,8 @@ class DnsServer:
             more = f" ({held} more from {peer[0]} since the last note)" if held else ""
             self._trace.record("dns", "error", self.host_name,
                                f"oversized query over udp ({len(wire)} octets, more than {MAX_UDP_QUERY}): "
-                               f"answered FORMERR without reading it{more}", client=f"{peer[0]}:{peer[1]}",
+                               f"answered FORMERR without reading it{more}",
+                               payload=DnsError(f"oversized: {len(wire)} octets"), client=f"{peer[0]}:{peer[1]}",
                                server=f"{self.address}:{self.port}", peer=self._peer_name(peer[0]), port_name="dns")
         if len(wire) < 12 or wire[2] & 0x80:  # no header, or a response: nothing to answer
             return None
