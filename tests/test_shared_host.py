@@ -129,32 +129,28 @@ def test_lab_directory_is_private_after_a_day_of_mail(tmp_path) -> None:  # type
         os.umask(old)
 
 
-_PYMAP_MODES = ("pymap 0.36.7 (the IMAP server's Maildir backend) creates this file with the default mode; passes "
-                "once the lab's own backend creates it 0600 (issue 15)")
-
-
-def _private_after_imap(tmp_path: Path, command: Callable[[Any], Any]) -> list[str]:
+def test_what_imap_clients_do_leaves_nothing_readable(tmp_path: Path) -> None:
+    """APPEND, CREATE, RENAME, SUBSCRIBE, flags and EXPUNGE: the IMAP server's files are private too
+    (pymap 0.36.7 created APPEND's messages and CREATE's `maildirfolder` with the default mode)."""
     old = os.umask(0o022)
     try:
         with smtplab.start(directory=tmp_path / "lab") as lab:
+            lab.send("alice@example.org", "bob@example.net", "hello", "x")
             imap = lab.imap("bob@example.net")
             try:
-                assert command(imap)[0] == "OK"
+                assert imap.append("INBOX", None, None, b"Subject: appended\r\n\r\nbody\r\n")[0] == "OK"
+                assert imap.create("Archive")[0] == "OK"
+                assert imap.rename("Archive", "Kept")[0] == "OK"
+                assert imap.subscribe("Kept")[0] == "OK"
+                imap.select("INBOX")
+                assert imap.copy("1", "Kept")[0] == "OK"
+                imap.store("1", "+FLAGS", "(\\Deleted $Label1)")
+                assert imap.expunge()[0] == "OK"
             finally:
                 imap.logout()
-        return exposed(tmp_path / "lab")
+            assert exposed(tmp_path / "lab") == []
     finally:
         os.umask(old)
-
-
-@pytest.mark.xfail(strict=True, reason="CREATE's `maildirfolder`: " + _PYMAP_MODES)
-def test_folders_created_over_imap_are_private(tmp_path: Path) -> None:
-    assert _private_after_imap(tmp_path, lambda imap: imap.create("Archive")) == []
-
-
-@pytest.mark.xfail(strict=True, reason="APPEND's message file: " + _PYMAP_MODES)
-def test_messages_appended_over_imap_are_private(tmp_path: Path) -> None:
-    assert _private_after_imap(tmp_path, lambda imap: imap.append("INBOX", None, None, b"Subject: x\r\n\r\ny\r\n")) == []
 
 
 # --- item 7: connection limits, a burst of connections, log floods, failed logins ------------------------
