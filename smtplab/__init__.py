@@ -13,6 +13,7 @@ from .client import SendResult, SmtpSession
 from .clock import ClockError, VirtualClock
 from .errors import (
     DnsLookupError,
+    LabDirectoryError,
     LabNotRunning,
     ScenarioError,
     SendError,
@@ -88,5 +89,6 @@ __all__ = [
     "SendError",
     "SessionError",
     "ClockError",
+    "LabDirectoryError",
     "RenderError",
 ]

@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .control import ControlServer, request
+from .control import CONTROL_FILE, TOKEN_VARIABLE, ControlServer, find_control, request
 from .errors import SmtpLabError
 from .lab import Lab, start
 from .scenario import Scenario
@@ -62,13 +62,15 @@ def _up(args: argparse.Namespace) -> int:
     control = ControlServer(lab)
     try:
         lab._call(control.start())
-        control.write_file(lab.directory / "control.json")
+        control.write_file(lab.directory / CONTROL_FILE)
         if args.json:
-            print(json.dumps({**lab.describe(), "control": control.info()}), flush=True)
+            control_info = {"address": control.address, "port": control.port,
+                            "file": str(lab.directory / CONTROL_FILE)}  # the token is in that file
+            print(json.dumps({**lab.describe(), "control": control_info}), flush=True)
         else:
             _print_human(lab)
-            where = f"--dir {args.dir}" if args.dir else f"--port {control.port} --token {control.token}"
-            print(f"control from another terminal: python -m smtplab ctl {where} down mx1", flush=True)
+            # The token stays in the lab directory (0600): `ctl` reads it there, never from a command line.
+            print(f"control from another terminal: python -m smtplab ctl --dir {lab.directory} down mx1", flush=True)
         while not stop.wait(0.5):
             pass
     finally:
@@ -83,17 +85,15 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _ctl(args: argparse.Namespace) -> int:
-    if args.dir:
-        try:
-            info = json.loads((Path(args.dir) / "control.json").read_text())
-        except OSError:
-            print(f"smtplab: no running lab found in {args.dir} (start one with `python -m smtplab up --dir ...`)",
-                  file=sys.stderr)
-            return 2
-    elif args.port and args.token:
-        info = {"address": "127.0.0.1", "port": args.port, "token": args.token}
-    else:
-        print("smtplab: give --dir PATH, or --port and --token as printed by `python -m smtplab up`", file=sys.stderr)
+    if args.token is not None:
+        print(f"smtplab: --token is refused: every user of this machine can read a command line "
+              f"(/proc/*/cmdline). Give --dir PATH (the lab directory), or --port with {TOKEN_VARIABLE} set "
+              "in the environment.", file=sys.stderr)
+        return 2
+    try:
+        info = find_control(args.dir, args.port)
+    except SmtpLabError as exc:
+        print(f"smtplab: {exc}", file=sys.stderr)
         return 2
     p = args.params
     usage = {
@@ -133,9 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--scenario", metavar="FILE", help="a scenario as JSON (see Scenario.to_dict())")
     ctl = commands.add_parser("ctl", help="steer a running lab: down/up HOST, fail/drop/slow HOST STAGE, "
                                           "clear [HOST], faults, advance DURATION, queue, hosts")
-    ctl.add_argument("--dir", metavar="PATH", help="the --dir the lab was started with")
-    ctl.add_argument("--port", type=int, help="control port (printed by `up`)")
-    ctl.add_argument("--token", help="control token (printed by `up`)")
+    ctl.add_argument("--dir", metavar="PATH", help="the lab directory `up` printed (or set SMTPLAB_DIR)")
+    ctl.add_argument("--port", type=int, help=f"control port, with the token in ${TOKEN_VARIABLE}")
+    ctl.add_argument("--token", help=argparse.SUPPRESS)  # refused with an explanation: never on a command line
     ctl.add_argument("action", choices=["down", "up", "fail", "drop", "slow", "clear", "faults", "advance",
                                         "queue", "hosts"])
     ctl.add_argument("params", nargs="*", help="e.g. `fail mx1 RCPT '451 4.7.1 Try later'`, `advance 5m`")

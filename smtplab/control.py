@@ -2,23 +2,32 @@
 from another terminal: take hosts down, inject faults, advance the clock, read the queue.
 
 One JSON object per line each way; every request carries the lab's random token, because on a shared
-JupyterHub host other users can reach the same loopback ports.
+JupyterHub host other users can reach the same loopback ports. The token never goes on a command line
+(every user can read every process's in /proc/*/cmdline): `ctl` reads it from the lab directory's
+control.json (0600, in a 0700 folder) or from the SMTPLAB_TOKEN environment variable.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from .errors import SmtpLabError
+from .files import write_private
+from .guard import BACKLOG
 
-__all__ = ["ControlServer", "request", "COMMANDS"]
+__all__ = ["ControlServer", "request", "find_control", "COMMANDS", "CONTROL_FILE", "TOKEN_VARIABLE"]
+
+CONTROL_FILE = "control.json"  # in the lab directory, 0600
+TOKEN_VARIABLE = "SMTPLAB_TOKEN"  # or the token comes from the environment (with --port)
+DIR_VARIABLE = "SMTPLAB_DIR"  # the lab directory, when --dir is not given
 
 COMMANDS = ("hosts", "down", "up", "inject", "clear", "faults", "advance", "queue")
 
@@ -35,7 +44,9 @@ class ControlServer:
         self._server: asyncio.base_events.Server | None = None
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self.address, 0)
+        guard = getattr(self.lab, "guard", None)  # only the lab's own Unix user may steer it (guard.py)
+        serve = self._serve if guard is None else guard.callback(self._serve, "control", "control")
+        self._server = await asyncio.start_server(serve, self.address, 0, backlog=BACKLOG)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
@@ -48,8 +59,8 @@ class ControlServer:
         return {"address": self.address, "port": self.port, "token": self.token}
 
     def write_file(self, path: Path) -> None:
-        path.write_text(json.dumps(self.info()))
-        path.chmod(0o600)
+        """Write where and how to reach this server (with the token) into `path`, 0600 from its creation."""
+        write_private(path, json.dumps(self.info()))
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -66,7 +77,7 @@ class ControlServer:
                 answer = {"ok": False, "error": str(exc)}
             writer.write(json.dumps(answer).encode() + b"\n")
             await writer.drain()
-        except (asyncio.TimeoutError, ConnectionError):
+        except (TimeoutError, ConnectionError):
             pass
         finally:
             writer.close()
@@ -101,6 +112,26 @@ def _clear(lab: Any, host: str | None) -> str:
     for each in lab.hosts.values():
         each.clear_faults()
     return "all faults removed"
+
+
+def find_control(directory: str | os.PathLike[str] | None = None, port: int | None = None,
+                 environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
+    """Return a running lab's control address, port and token: from `directory`'s control.json (else
+    $SMTPLAB_DIR's), or `port` with the token in $SMTPLAB_TOKEN. Raises SmtpLabError saying what to give."""
+    where = directory or (None if port else environ.get(DIR_VARIABLE))
+    if where:
+        path = Path(where) / CONTROL_FILE
+        try:
+            info = json.loads(path.read_text())
+            return {"address": str(info["address"]), "port": int(info["port"]), "token": str(info["token"])}
+        except (OSError, ValueError, KeyError, TypeError):
+            raise SmtpLabError(f"no running lab found in {where} (no readable {CONTROL_FILE}; start one with "
+                               "`python -m smtplab up --dir ...`)") from None
+    token = environ.get(TOKEN_VARIABLE)
+    if port and token:
+        return {"address": "127.0.0.1", "port": int(port), "token": token}
+    raise SmtpLabError(f"give --dir PATH (the lab directory `python -m smtplab up` printed; or set {DIR_VARIABLE}), "
+                       f"or --port PORT with the token in the environment variable {TOKEN_VARIABLE}")
 
 
 def request(address: str, port: int, token: str, command: str, timeout: float = 30, **args: Any) -> Any:

@@ -20,6 +20,7 @@ __all__ = [
     "HostUnreachable",
     "LabTimeout",
     "LibraryMismatch",
+    "LabDirectoryError",
 ]
 
 
@@ -100,3 +101,7 @@ class LabTimeout(SmtpLabError, TimeoutError):
 
 class LibraryMismatch(SmtpLabError, RuntimeError):
     """An installed library is not the version smtplab was written against."""
+
+
+class LabDirectoryError(SmtpLabError, OSError):
+    """The lab directory cannot be written (read-only, full, not yours); the message says what to give instead."""

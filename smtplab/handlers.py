@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from email.utils import format_datetime, make_msgid
 from typing import Any
 
-from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import MISSING, AuthResult, Envelope, LoginPassword, Session
 
 from . import dsn, policy, replies
 from .events import Note, PolicyVerdict
@@ -172,6 +172,12 @@ class _BaseHandler:
 class SubmissionHandler(_BaseHandler):
     """MSA: authenticated users send as themselves; everything is queued for the relay."""
 
+    async def handle_AUTH(self, server: LabSMTP, session: Session, envelope: Envelope, args: list[str]) -> Any:
+        # Guessing passwords is made slow: each AUTH after failed ones (on this connection or from this
+        # address) waits longer (guard.LoginThrottle); then aiosmtpd's AUTH answers 235 or 535 5.7.8 (RFC 4954).
+        await self.lab.login_throttle.before_attempt(server.conn_id, session.peer, server.note)
+        return MISSING
+
     def authenticator(self, server: LabSMTP, session: Session, envelope: Envelope, mechanism: str,
                       auth_data: Any) -> AuthResult:
         if not isinstance(auth_data, LoginPassword):
@@ -179,7 +185,9 @@ class SubmissionHandler(_BaseHandler):
         login = auth_data.login.decode("utf-8", "replace").strip().lower()
         password = auth_data.password.decode("utf-8", "replace")
         domain = login.rpartition("@")[2]
-        if domain in self.domains and self.lab.check_password(login, password):
+        success = domain in self.domains and self.lab.check_password(login, password)
+        self.lab.login_throttle.record(server.conn_id, session.peer, success)
+        if success:
             return AuthResult(success=True, auth_data=login)
         return AuthResult(success=False, handled=False)
 

@@ -21,6 +21,7 @@ from pymap.user import Passwords, UserMetadata
 from pysasl.hashing import BuiltinHash
 
 from .events import Close, Connect, Note, TlsStarted
+from .guard import BACKLOG, ConnectionGuard
 from .imapd import Config, LabImapServer, Limits, Login, forget, has_idlers, mailbox_changed
 from .trace import Trace
 
@@ -157,7 +158,9 @@ class ImapService:
         trace: Trace,
         peer_name: Callable[[str], str] = lambda addr: "client",
         limits: Limits | None = None,
+        guard: ConnectionGuard | None = None,
     ) -> None:
+        self._guard = guard  # who may connect, and how many at once (guard.py)
         self.base_dir = base_dir
         self.host_name = host_name
         self.address = address
@@ -189,8 +192,13 @@ class ImapService:
 
     async def start(self, port: int = 0) -> None:
         server = LabImapServer(self._login, self._config, self.limits)
+        # RFC 3501 section 7.1.5 (BYE) with RFC 5530's UNAVAILABLE code: one connection too many.
+        door = self._guard.listener(self.host_name, "imap", b"* BYE [UNAVAILABLE] Too many connections, try again "
+                                    b"later\r\n") if self._guard is not None else None
 
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, sock_info: Any) -> None:
+            if self._guard is not None and door is not None and not self._guard.admit(writer.transport, door):
+                return  # another user's connection, or one too many: closed (and traced) by the guard
             # Runs for the whole connection (the PROXY-protocol reader starts it as its own task).
             self._config.apply_context()
             task = asyncio.current_task()
@@ -248,7 +256,7 @@ class ImapService:
                     self._tasks.discard(task)
 
         callback = ProxyProtocolReader(self._config.proxy_protocol).get_callback(serve)
-        self._server = await asyncio.start_server(callback, self.address, port)
+        self._server = await asyncio.start_server(callback, self.address, port, backlog=BACKLOG)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:

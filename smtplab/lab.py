@@ -28,6 +28,8 @@ from .clock import VirtualClock
 from .errors import LabNotRunning, ScenarioError, UnknownConnection, UnknownHost, UnknownMessage, UnknownUser
 from .events import LabChange
 from .faults import Fault, FaultTable
+from .files import directory_error, make_private_dir, write_private
+from .guard import BACKLOG, ConnectionGuard, LoginThrottle, limit_log_floods, warn_once
 from .mailauth import LabDns
 from .imap import ImapService, has_idlers, mailbox_changed
 from .labdns import DigResult, DnsServer, MXRecord, build_zones, dig_async, lab_resolver, lookup_mx_async
@@ -53,6 +55,9 @@ _all_labs: weakref.WeakSet[Lab] = weakref.WeakSet()
 _start_lock = threading.Lock()
 # RFC 5321 section 4.5.3.2.7: a server should wait at least 5 minutes for the next command.
 SMTP_IDLE_TIMEOUT = 300.0
+# RFC 5321 section 3.8: a server that cannot take the session answers 421 and closes; 4.7.0 (RFC 3463):
+# a security or policy reason, here the listener's connection limit.
+TOO_MANY_CONNECTIONS = "421 4.7.0 {host} Too many connections, try again later"
 
 
 def _distinct_loopback_supported() -> bool:
@@ -78,10 +83,19 @@ class Lab:
             scenario = Scenario.from_dict(scenario)
         elif not isinstance(scenario, Scenario):
             raise ScenarioError("scenario must be a Scenario, a dict like Scenario.default().to_dict(), or None")
+        scenario.validate()  # a Scenario built by hand too: its names become folders, checked before any is made
         self.scenario = scenario
         self._temporary = directory is None
+        # The lab directory holds passwords, keys and mail: 0700 (mkdtemp's mode too), every file 0600.
         self.directory = Path(tempfile.mkdtemp(prefix="smtplab-")) if directory is None else Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            make_private_dir(self.directory)
+        except OSError as exc:
+            error = directory_error(exc, self.directory)
+            if error is None:
+                raise
+            raise error from None
+        _warn_if_exposed(self.directory)
         self.clock = VirtualClock()
         self.trace = Trace(self.clock.now)
         self.hosts: dict[str, Host] = {}
@@ -104,13 +118,27 @@ class Lab:
         # Seconds an SMTP server waits for a client's next command before it says 421 and hangs up;
         # read when a connection opens, so changing it on a running lab affects new connections.
         self.smtp_idle_timeout = SMTP_IDLE_TIMEOUT
+        # Failed SMTP AUTH attempts make the next ones wait, per connection and per client address.
+        self.login_throttle = LoginThrottle()
 
     # --- start / stop ---
     def start(self) -> Lab:
         self._loop = LoopThread(f"smtplab-{id(self):x}")
+        limit_log_floods(self._loop.loop)
+        # On a shared host only this Unix user's connections are served, unless the scenario opens the lab.
+        self.guard = ConnectionGuard(self.trace, allow_other_users=self.scenario.allow_other_users,
+                                     peer_name=self.peer_name)
+        warn_once(self.guard)
         try:
             self._prepare()
             self._call(self._start_services())
+        except OSError as exc:
+            self.stop()
+            # A read-only, full or foreign --dir is one sentence that says what to do, not a traceback.
+            error = directory_error(exc, self.directory)
+            if error is None:
+                raise
+            raise error from None
         except BaseException:
             self.stop()
             raise
@@ -156,8 +184,8 @@ class Lab:
                 password = fixed or passwords.get(address) or _new_password()
                 self.users[address] = User(address, password, provider.domain)
                 store.add_user(address)
-        state_file.write_text(json.dumps({"scenario": self.scenario.to_dict(),
-                                          "passwords": {a: u.password for a, u in self.users.items()}}, indent=1))
+        write_private(state_file, json.dumps({"scenario": self.scenario.to_dict(),
+                                              "passwords": {a: u.password for a, u in self.users.items()}}, indent=1))
         self._client_context = self.ca.client_context()
 
     async def _start_services(self) -> None:
@@ -175,7 +203,8 @@ class Lab:
             for spec in imap_hosts:
                 host = self.hosts[spec.name]
                 service = ImapService(self.directory / "mail" / provider.domain, host.name, host.address,
-                                      self.ca.server_context(host.name, host.address), self.trace, self.peer_name)
+                                      self.ca.server_context(host.name, host.address), self.trace, self.peer_name,
+                                      guard=self.guard)
                 self._imap[host.name] = service
             if imap_hosts:
                 self._stores[provider.domain].on_delivered = self._mailbox_changed
@@ -187,7 +216,7 @@ class Lab:
         addresses = self._zone_addresses()
         plain = build_zones(zone_lines(self.scenario, addresses, {}), addresses, self.scenario.dns_name)
         self._dns_server = DnsServer(None if self._dkim_pending else plain, self._dns_address, self.trace,
-                                     self.scenario.dns_name, self.peer_name)
+                                     self.scenario.dns_name, self.peer_name, guard=self.guard)
         await self._dns_server.start()
         self.dns = DnsInfo(self.scenario.dns_name, self._dns_address, self._dns_server.port)
         await self._relay.start()
@@ -269,7 +298,10 @@ class Lab:
                 host._protocols.add(protocol)
                 return protocol
 
-            server = await loop.create_server(factory, host=host.address, port=port)
+            # Another user's connection is closed before a protocol exists; one too many hears 421 (guard.py).
+            busy = TOO_MANY_CONNECTIONS.format(host=host.name).encode() + b"\r\n"
+            server = await loop.create_server(self.guard.protocol_factory(factory, host.name, service, busy=busy),
+                                              host=host.address, port=port, backlog=BACKLOG)
             host.ports[service] = server.sockets[0].getsockname()[1]
             host._servers.append(server)
         host.is_up = True
@@ -632,6 +664,19 @@ class Lab:
 
 def _note(ledger: DeliveryLedger, queue_id: str, address: str, fsync_later: Any, root: str, name: str) -> None:
     ledger.note(queue_id, address, root, name, fsync_later)
+
+
+def _warn_if_exposed(directory: Path) -> None:
+    """Warn when a lab directory the user made is open to other users (the lab never widens or narrows it)."""
+    try:
+        mode = directory.stat().st_mode & 0o777
+    except OSError:
+        return
+    if mode & 0o077:
+        warnings.warn(
+            f"the lab directory {directory} can be entered by other users (mode {mode:o}): the lab's own folders "
+            f"and files in it are private (0700/0600), but names of files are visible. `chmod 700 {directory}` "
+            "closes it.", RuntimeWarning, stacklevel=4)
 
 
 def _new_password() -> str:

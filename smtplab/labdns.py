@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import socket
 import struct
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -32,12 +34,17 @@ import dns.zone
 
 from .errors import DnsLookupError
 from .events import DnsAnswer, DnsError, DnsQuery
+from .guard import BACKLOG, ConnectionGuard, FloodControl
 from .trace import Trace, announce_dns_question, current_correlation
 
 __all__ = ["MXRecord", "DigResult", "DnsServer", "build_zones", "lookup_mx", "lookup_mx_async", "lab_resolver",
            "dig_async"]
 
 TTL = 300
+CACHE_ENTRIES = 2048  # replies kept for repeated questions
+CACHE_BYTES = 4 * 1024 * 1024  # and their total size
+HELD_QUERIES = 1024  # UDP questions held while the zones are not yet published (the first start)
+MAX_UDP_QUERY = 4096  # octets; a question with EDNS and padding to RFC 8467's 128-octet blocks is under 1 KB
 
 
 @dataclass(frozen=True)
@@ -95,24 +102,103 @@ def _longest_suffix(name: str, zones: Iterable[str]) -> str | None:
     return best
 
 
-class _UdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, server: DnsServer) -> None:
-        self.server = server
-        self.transport: asyncio.DatagramTransport | None = None
+class _UdpServer:
+    """The UDP side of the lab DNS: at each wake-up, read every datagram waiting (up to a batch), answer each.
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+    asyncio's datagram transport reads one datagram per pass of the loop; under a flood of large queries
+    the socket's buffer then stays full and the kernel drops the legitimate questions arriving meanwhile.
+    Draining the buffer at once, from a larger buffer, keeps room for them. Sending never blocks: a reply
+    the socket cannot take now is dropped, as UDP may, and the client asks again.
+    """
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        if self.server.zones is None:  # the zones are not published yet: answered as soon as they are
-            self.server._held.append((self, data, addr))
-            return
-        self.reply(data, addr)
+    BATCH = 256  # datagrams per wake-up, so TCP clients and the other servers on the loop get their turn
+    RECEIVE_BUFFER = 4 * 1024 * 1024  # asked of the kernel; it grants up to net.core.rmem_max
+
+    def __init__(self, server: DnsServer, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
+        self.server, self.sock, self.loop = server, sock, loop
+        loop.add_reader(sock.fileno(), self._drain)
+
+    def _drain(self) -> None:
+        for _ in range(self.BATCH):
+            try:
+                data, addr = self.sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # e.g. an ICMP error reported on the socket: the next datagram is fine
+                continue
+            if len(data) > MAX_UDP_QUERY:  # read and refused at once: a flood of these must cost little
+                self._send(self.server.refuse_oversized(data, addr), addr)
+                continue
+            if self.server.zones is None:  # the zones are not published yet: answered as soon as they are
+                if len(self.server._held) < HELD_QUERIES:
+                    self.server._held.append((self, data, addr))
+                continue
+            self.reply(data, addr)
 
     def reply(self, data: bytes, addr: tuple[str, int]) -> None:
-        reply = self.server.answer(data, addr, "udp")
-        if reply is not None and self.transport is not None:
-            self.transport.sendto(reply, addr)
+        self._send(self.server.answer(data, addr, "udp"), addr)
+
+    def _send(self, reply: bytes | None, addr: tuple[str, int]) -> None:
+        if reply is not None:
+            try:
+                self.sock.sendto(reply, addr)
+            except OSError:  # the send buffer is full or the client is gone: UDP may drop, the client retries
+                pass
+
+    def close(self) -> None:
+        self.loop.remove_reader(self.sock.fileno())
+        self.sock.close()
+
+
+def _udp_socket(address: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _UdpServer.RECEIVE_BUFFER)
+    except OSError:
+        pass
+    sock.setblocking(False)
+    try:
+        sock.bind((address, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def question_key(wire: bytes) -> tuple[int, bytes, int, int, tuple[int, int, int] | None] | None:
+    """What a reply depends on, read from a query without parsing all of it: the header flags, the
+    question (name exactly as sent, type, class) and the EDNS version, DO bit and payload size (RFC 6891
+    section 6.1.3). Not the id, not EDNS options such as padding (RFC 7830), which the reply does not echo.
+    None when the query is anything but one plain question (then it is parsed and answered uncached)."""
+    if len(wire) < 17:
+        return None
+    flags, questions, answers, authority, additional = struct.unpack_from("!HHHHH", wire, 2)
+    if questions != 1 or answers or authority or additional > 1:
+        return None
+    pos = 12
+    while True:  # the name, label by label; a compression pointer here is unusual: left to the parser
+        if pos >= len(wire) or pos - 12 > 255:
+            return None
+        length = wire[pos]
+        if length == 0:
+            pos += 1
+            break
+        if length & 0xC0:
+            return None
+        pos += 1 + length
+    if pos + 4 > len(wire):
+        return None
+    qname = wire[12:pos]
+    qtype, qclass = struct.unpack_from("!HH", wire, pos)
+    pos += 4
+    if not additional:
+        return (flags, qname, qtype, qclass, None) if pos == len(wire) else None
+    if wire[pos:pos + 3] != b"\0\0\x29" or pos + 11 > len(wire):  # the OPT pseudo-record, owner "."
+        return None
+    payload, _rcode, version, edns_flags, length = struct.unpack_from("!HBBHH", wire, pos + 3)
+    if pos + 11 + length != len(wire):
+        return None
+    return (flags, qname, qtype, qclass, (version, edns_flags & 0x8000, max(512, payload)))
 
 
 class DnsServer:
@@ -125,9 +211,10 @@ class DnsServer:
         trace: Trace,
         host_name: str,
         peer_name: Callable[[str], str] = lambda addr: "client",
+        guard: ConnectionGuard | None = None,
     ) -> None:
-        self._replies = {}
-        self._held: list[tuple[_UdpProtocol, bytes, tuple[str, int]]] = []  # UDP queries before the zones
+        self._guard = guard  # TCP only: a UDP datagram has no connection whose owner could be checked
+        self._held: list[tuple[_UdpServer, bytes, tuple[str, int]]] = []  # UDP queries before the zones
         self._published: asyncio.Event | None = None
         self._zones: dict[dns.name.Name, dns.zone.Zone] | None = None
         self.zones = zones
@@ -136,13 +223,16 @@ class DnsServer:
         self.host_name = host_name
         self._trace = trace
         self._peer_name = peer_name
-        self._udp: asyncio.DatagramTransport | None = None
+        self._udp: _UdpServer | None = None
         self._tcp: asyncio.base_events.Server | None = None
         self._tcp_clients: set[asyncio.StreamWriter] = set()
         self.tcp_timeout = 10.0  # seconds a TCP client may take to send its next query
-        # Replies by (transport, query bytes after the 2-byte id): the zones never change while the
-        # server runs, so the same question always gets the same answer. Every query is still traced.
-        self._replies: dict[tuple[str, bytes], tuple[str, tuple[str, str], str, DnsAnswer, bytes]] = {}
+        # Replies by transport and question (`question_key`): the zones only change when published, so
+        # the same question gets the same answer. Bounded (least recently used out first), so endless
+        # different questions cannot grow it; every query is still traced.
+        self._replies: OrderedDict[tuple[str, Any], tuple[str, tuple[str, str], str, DnsAnswer, bytes]] = OrderedDict()
+        self._reply_bytes = 0
+        self._oversized = FloodControl()
 
     @property
     def zones(self) -> dict[dns.name.Name, dns.zone.Zone] | None:
@@ -154,7 +244,8 @@ class DnsServer:
         that arrive until the zones are published, e.g. while the lab's DKIM keys are being made).
         Set from the server's loop once it runs."""
         self._zones = zones
-        self._replies = {}
+        self._replies = OrderedDict()
+        self._reply_bytes = 0
         if zones is None:
             return
         if self._published is not None:
@@ -170,12 +261,13 @@ class DnsServer:
             self._published.set()
         # UDP and TCP must share one port number; retry if TCP finds the UDP port taken.
         for _ in range(20):
-            udp, _proto = await loop.create_datagram_endpoint(
-                lambda: _UdpProtocol(self), local_addr=(self.address, port)
-            )
-            bound = udp.get_extra_info("sockname")[1]
+            udp_socket = _udp_socket(self.address, port)
+            udp = _UdpServer(self, udp_socket, loop)
+            bound = udp_socket.getsockname()[1]
             try:
-                self._tcp = await asyncio.start_server(self._serve_tcp, self.address, bound)
+                serve = self._serve_tcp if self._guard is None else \
+                    self._guard.callback(self._serve_tcp, self.host_name, "dns")
+                self._tcp = await asyncio.start_server(serve, self.address, bound, backlog=BACKLOG)
             except OSError:
                 udp.close()
                 if port:
@@ -278,6 +370,24 @@ class DnsServer:
                            f"in {len(messages)} message{'s' if len(messages) > 1 else ''}", direction="S", **fields)
         return messages
 
+    def refuse_oversized(self, wire: bytes, peer: tuple[str, int]) -> bytes | None:
+        """FORMERR for a UDP query far larger than any question (RFC 1035 section 4.2.1 sizes a plain UDP
+        message at 512 octets; EDNS raises what a client may *receive*, RFC 6891 section 6.2.3), read from
+        its header alone. Traced once per client and interval, with how many more came: a flood of such
+        queries must neither cost the server nor fill the trace."""
+        allowed, held = self._oversized.allow(peer[0])
+        if allowed:
+            more = f" ({held} more from {peer[0]} since the last note)" if held else ""
+            self._trace.record("dns", "error", self.host_name,
+                               f"oversized query over udp ({len(wire)} octets, more than {MAX_UDP_QUERY}): "
+                               f"answered FORMERR without reading it{more}",
+                               payload=DnsError(f"oversized: {len(wire)} octets"), client=f"{peer[0]}:{peer[1]}",
+                               server=f"{self.address}:{self.port}", peer=self._peer_name(peer[0]), port_name="dns")
+        if len(wire) < 12 or wire[2] & 0x80:  # no header, or a response: nothing to answer
+            return None
+        flags = 0x8000 | (wire[2] & 0x79) << 8 | dns.rcode.FORMERR  # QR, the query's opcode and RD echoed
+        return wire[:2] + struct.pack("!HHHHH", flags, 0, 0, 0, 0)
+
     # --- the answering logic ---
     def answer(self, wire: bytes, peer: tuple[str, int], transport: str) -> bytes | None:
         """Return the wire reply to one query (None to stay silent on garbage)."""
@@ -292,8 +402,10 @@ class DnsServer:
             conn=conn, client=client, server=f"{self.address}:{self.port}",
             peer=self._peer_name(peer[0]), port_name="dns", corr=corr,
         )
-        cached = self._replies.get((transport, wire[2:]))
+        key = (transport, question_key(wire))
+        cached = self._replies.get(key) if key[1] is not None else None
         if cached is not None:
+            self._replies.move_to_end(key)
             qtext, question, summary, answer, reply = cached
             self._trace.record("dns", "query", self.host_name, f"{qtext} over {transport}", direction="C",
                                payload=DnsQuery(question[0], question[1], qid, transport, asker), **fields)
@@ -328,10 +440,21 @@ class DnsServer:
             truncated = dns.message.make_response(query)
             truncated.flags |= dns.flags.TC | dns.flags.AA
             reply = truncated.to_wire()
-        if len(self._replies) >= 4096:  # a client sending endless different questions: start over
-            self._replies.clear()
-        self._replies[(transport, wire[2:])] = (qtext, question, summary, answer, reply)
+        if key[1] is not None:
+            self._remember(key, (qtext, question, summary, answer, reply))
         return reply
+
+    def _remember(self, key: tuple[str, Any], entry: tuple[str, tuple[str, str], str, DnsAnswer, bytes]) -> None:
+        self._replies[key] = entry
+        self._reply_bytes += len(entry[-1])
+        while len(self._replies) > CACHE_ENTRIES or self._reply_bytes > CACHE_BYTES:
+            _, old = self._replies.popitem(last=False)
+            self._reply_bytes -= len(old[-1])
+
+    @property
+    def cache_entries(self) -> int:
+        """How many replies are kept for repeated questions (at most CACHE_ENTRIES)."""
+        return len(self._replies)
 
     def _respond(self, query: dns.message.Message) -> dns.message.Message:
         response = dns.message.make_response(query)
@@ -517,7 +640,8 @@ def lab_resolver(address: str, port: int, timeout: float = 2.0) -> dns.asyncreso
     resolver.nameservers = [address]
     resolver.port = port
     resolver.lifetime = timeout
-    resolver.timeout = timeout
+    # Several tries within the lifetime: a question lost while someone floods the lab DNS is asked again.
+    resolver.timeout = min(timeout, 0.5)
     resolver.cache = None
     return resolver
 

@@ -166,6 +166,17 @@ class Scenario:
         """Raise ScenarioError, naming the fix, if the topology cannot work."""
         if not self.providers:
             raise ScenarioError("a scenario needs at least one provider")
+        # Names become folders and files (mail/<domain>/<user>, tls/<host>.pem): checked before any is made.
+        _check_domain_name("dns_name", self.dns_name)
+        if not isinstance(self.options.get("allow_other_users", False), bool):
+            raise ScenarioError("options.allow_other_users must be true or false "
+                                f"(got {self.options['allow_other_users']!r})")
+        for index, p in enumerate(self.providers):
+            _check_domain_name(f"providers[{index}].domain", p.domain)
+            for host in p.hosts:
+                _check_domain_name(f"providers[{index}].hosts", host.name)
+            for address, _ in p.users:
+                _check_local_part(f"providers[{index}].users", address)
         domains = [p.domain for p in self.providers]
         if len(set(domains)) != len(domains):
             raise ScenarioError(f"each provider needs its own domain; got {domains}")
@@ -203,6 +214,12 @@ class Scenario:
                 raise ScenarioError(f"{p.domain} has users but no host running 'imap' to read their mail")
             if p.users and not any("smtp" in h.services for h in p.hosts):
                 raise ScenarioError(f"{p.domain} has users but no host running 'smtp' to receive their mail")
+
+    @property
+    def allow_other_users(self) -> bool:
+        """True when the lab serves every Unix user of the machine (a teacher's shared demo), not only its own
+        (`options: {"allow_other_users": true}`; see guard.py)."""
+        return self.options.get("allow_other_users") is True
 
     def provider_of(self, domain: str) -> ProviderSpec | None:
         domain = domain.lower().rstrip(".")
@@ -265,3 +282,37 @@ def _provider(data: Mapping[str, Any]) -> ProviderSpec:
         domain=domain, hosts=tuple(hosts), mx=tuple(mx), users=tuple(users),
         records=records, a_records=a_records, security=security,  # type: ignore[arg-type]
     )
+
+
+# RFC 5321 section 4.5.3.1: a local part is at most 64 octets, a domain 255 (a DNS name 253 as text).
+_LOCAL_MAX = 64
+_NAME_MAX = 253
+_LOCAL_PUNCTUATION = "._+-="
+# Files the IMAP server keeps beside the users' Maildirs in the provider's folder (pymap's users, passwords
+# and state files): a user with such a name would be those files.
+RESERVED_LOCAL_PREFIXES = ("pymap-", "tmp-pymap-", "dovecot")
+
+
+def _check_domain_name(field_name: str, name: str) -> None:
+    """A DNS name of letters, digits and hyphens (RFC 1123 section 2.1), never a path."""
+    labels = name.split(".")
+    good = 0 < len(name) <= _NAME_MAX and all(
+        0 < len(label) <= 63 and label[0] != "-" and label[-1] != "-"
+        and all(c.isalnum() or c == "-" or c == "_" for c in label) for label in labels)
+    if not good:
+        raise ScenarioError(f"{field_name}: {name!r} is not a domain name: use labels of letters, digits and "
+                            "hyphens joined by dots, e.g. 'example.net' or 'mx1.example.net'")
+
+
+def _check_local_part(field_name: str, address: str) -> None:
+    """A mailbox name that is also a safe folder name: letters, digits and . _ + - = inside (RFC 5321
+    dot-atom: no leading, trailing or double dot), never a path, never one of the IMAP server's files."""
+    local = address.rpartition("@")[0] if "@" in address else address
+    good = (0 < len(local) <= _LOCAL_MAX and local[0].isalnum() and local[-1] != "." and ".." not in local
+            and all(c.isalnum() or c in _LOCAL_PUNCTUATION for c in local))
+    if not good:
+        raise ScenarioError(f"{field_name}: {local!r} is not a mailbox name: use letters, digits and . _ + - = "
+                            f"(starting with a letter or digit, up to {_LOCAL_MAX}), e.g. 'bob' or 'ana.garcia'")
+    if local.startswith(RESERVED_LOCAL_PREFIXES) or local.endswith(".lock"):
+        raise ScenarioError(f"{field_name}: {local!r} is the name of a file the IMAP server keeps beside the "
+                            "mailboxes; choose another user name")

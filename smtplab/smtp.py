@@ -24,6 +24,7 @@ from . import replies
 from .dsn import DSN_KEYWORDS, DsnRequest
 from .events import ClientLine, Close, Connect, FaultFired, Note, ServerError, SmtpData, SmtpDataEnd, TlsStarted
 from .faults import Fault
+from .guard import LoginThrottle
 from .trace import Trace, enter_correlation
 from .wire import TapProtocol, WireTap
 
@@ -55,6 +56,8 @@ class Postmaster(Protocol):
     """What the handlers need from the lab (implemented by Lab)."""
 
     def now(self) -> float: ...
+    login_throttle: LoginThrottle  # waits after failed AUTH attempts (guard.py)
+
     def check_password(self, address: str, password: str) -> bool: ...
     def user_exists(self, address: str) -> bool: ...
     def peer_name(self, address: str) -> str: ...

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .disk import fsync_directory, remove_quietly
 from .errors import UnknownUser
+from .files import make_private_dir, open_private_fd
 
 __all__ = ["MailStore", "fsync_directory", "write_message_file"]
 
@@ -71,12 +72,12 @@ class MailStore:
         self._roots: dict[tuple[str, str], str] = {}  # Maildir folders already created
         # Told the folder's path after each delivery (from the delivering thread): wakes IMAP IDLE.
         self.on_delivered: Callable[[str], None] | None = None
-        directory.mkdir(parents=True, exist_ok=True)
+        make_private_dir(directory)
 
     def add_user(self, address: str) -> Path:
         """Create (or reopen) the Maildir of `address` and return its path."""
         path = self.user_path(address)
-        mailbox.Maildir(str(path), create=True).close()
+        _create_maildir(path)
         with self._lock:
             self._users.add(address.lower())
         return path
@@ -159,7 +160,10 @@ class MailStore:
             box.close()
 
     def _maildir(self, address: str, folder: str, *, create: bool) -> mailbox.Maildir | None:
-        root = mailbox.Maildir(str(self.user_path(address)), create=create)
+        user_path = self.user_path(address)
+        if create:
+            _create_maildir(user_path)
+        root = mailbox.Maildir(str(user_path), create=False)
         if folder.upper() == "INBOX":
             return root
         try:
@@ -167,7 +171,28 @@ class MailStore:
         except mailbox.NoSuchMailboxError:
             if not create:
                 return None
-            return root.add_folder(folder)
+            # Maildir++: a folder is "." + its name beside new/, with a `maildirfolder` marker file.
+            _create_maildir(user_path / f".{folder}", subfolder=True)
+            return root.get_folder(folder)
+
+
+def _create_maildir(path: Path, *, subfolder: bool = False) -> None:
+    """Create a Maildir (its tmp/, new/ and cur/) with every folder 0700 and the marker file 0600.
+
+    The stdlib's `Maildir(create=True)` makes the folders 0700 but `add_folder` makes the marker with
+    the default mode, and the lab's folders must never be readable by other users (files.py).
+    """
+    make_private_dir(path)
+    for sub in ("tmp", "new", "cur"):
+        try:
+            os.mkdir(path / sub, 0o700)
+        except FileExistsError:
+            pass
+    if subfolder:
+        try:
+            os.close(open_private_fd(path / "maildirfolder"))
+        except FileExistsError:
+            pass
 
 
 def _folder_key(address: str, folder: str) -> tuple[str, str]:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import trustme
 
+from .files import make_private_dir, write_private
+
 __all__ = ["LabCA"]
 
 
@@ -20,7 +22,7 @@ class LabCA:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
+        make_private_dir(directory)
         self.ca_file = directory / "ca.pem"
         key_file = directory / "ca-key.pem"
         if self.ca_file.exists() and key_file.exists():
@@ -28,9 +30,10 @@ class LabCA:
             self._ca = trustme.CA.from_pem(self.ca_file.read_bytes(), key_file.read_bytes())
         else:
             self._ca = trustme.CA(organization_name="smtplab teaching CA", organization_unit_name="smtplab")
-            self._ca.private_key_pem.write_to_path(str(key_file))
-            key_file.chmod(0o600)
-            self._ca.cert_pem.write_to_path(str(self.ca_file))
+            # Keys are 0600 from their creation (files.py): a classmate who read one could impersonate
+            # every host of the lab to its owner's clients.
+            write_private(key_file, self._ca.private_key_pem.bytes())
+            write_private(self.ca_file, self._ca.cert_pem.bytes())
         self._server_contexts: dict[str, ssl.SSLContext] = {}
 
     def server_context(self, host_name: str, address: str | None = None) -> ssl.SSLContext:
@@ -46,7 +49,7 @@ class LabCA:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.minimum_version = ssl.TLSVersion.TLSv1_2
             cert.configure_cert(context)
-            cert.private_key_and_cert_chain_pem.write_to_path(str(self.directory / f"{host_name}.pem"))
+            write_private(self.directory / f"{host_name}.pem", cert.private_key_and_cert_chain_pem.bytes())
             self._server_contexts[host_name] = context
         return self._server_contexts[host_name]
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import dns.reversename
 
 from . import dnsbl
+from .files import make_private_dir, write_private
 from .mailauth import new_dkim_key, public_record
 from .scenario import ProviderSpec, Scenario
 
@@ -58,9 +59,8 @@ class DkimKeys:
             made = new_dkim_key()
             with self._lock:
                 pem = self._process_cache.setdefault(domain, made)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(pem)
-        path.chmod(0o600)
+        make_private_dir(self.directory)
+        write_private(path, pem)  # a private key: 0600 from its creation (files.py)
         return DkimKey(domain, pem)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,8 +23,9 @@ def controlled(lab: smtplab.Lab) -> Iterator[tuple[smtplab.Lab, ControlServer]]:
     lab._call(control.stop())
 
 
-def ctl(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "smtplab", "ctl", *args], capture_output=True, text=True, timeout=60)
+def ctl(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "smtplab", "ctl", *args], capture_output=True, text=True, timeout=60,
+                          env=None if env is None else {**os.environ, **env})
 
 
 def test_ctl_takes_hosts_down_and_injects_faults(controlled: tuple[smtplab.Lab, ControlServer]) -> None:
@@ -39,7 +41,7 @@ def test_ctl_takes_hosts_down_and_injects_faults(controlled: tuple[smtplab.Lab, 
     assert lab.queue_item(sent.queue_id).recipients[0].state == "deferred"
     queue = json.loads(ctl(*where, "queue").stdout)
     assert queue[0]["recipients"][0]["state"] == "deferred"
-    assert ctl("--port", str(control.port), "--token", control.token, "clear").returncode == 0
+    assert ctl("--port", str(control.port), "clear", env={"SMTPLAB_TOKEN": control.token}).returncode == 0
     assert ctl(*where, "up", "mx1").returncode == 0
     result = ctl(*where, "advance", "2m")
     assert result.returncode == 0 and "lab time is" in result.stdout
@@ -70,3 +72,16 @@ def test_control_tokens_can_be_typed_after_the_token_option(lab: smtplab.Lab) ->
     tokens = {ControlServer(lab).token for _ in range(500)}
     assert len(tokens) == 500
     assert all(t.isalnum() and len(t) >= 32 for t in tokens)
+
+
+def test_the_token_is_never_taken_from_a_command_line(controlled: tuple[smtplab.Lab, ControlServer]) -> None:
+    """Every user can read every command line (/proc/*/cmdline): `--token` is refused with the way to do it."""
+    lab, control = controlled
+    result = ctl("--port", str(control.port), "--token", control.token, "down", "mx1")
+    assert result.returncode == 2 and "SMTPLAB_TOKEN" in result.stderr and "--dir" in result.stderr
+    assert lab.host("mx1").is_up
+    result = ctl("--port", str(control.port), "down", "mx1", env={"SMTPLAB_TOKEN": ""})
+    assert result.returncode == 2 and "SMTPLAB_TOKEN" in result.stderr
+    result = ctl("down", "mx1", env={"SMTPLAB_DIR": str(lab.directory)})
+    assert result.returncode == 0, result.stderr
+    assert not lab.host("mx1").is_up
