@@ -298,9 +298,7 @@ class Lab:
         self._stop_keygen(wait=True)  # a key still being made is written into the lab directory: wait for it
         loop, self._loop = self._loop, None
         if self._downgrade is not None:
-            for server in self._downgrade.servers.values():
-                server.stop()
-            self._downgrade.servers.clear()
+            self._downgrade.close()
         if loop is not None:
             async def shutdown() -> None:
                 if self._relay is not None:
@@ -308,6 +306,8 @@ class Lab:
                 await asyncio.gather(*(self._host_down_quiet(h) for h in self.hosts.values()))
                 if self._dns_server is not None:
                     await self._dns_server.stop()
+                if self._downgrade is not None:
+                    await self._downgrade.stop_attackers()
 
             try:
                 loop.call(shutdown(), timeout=30)

@@ -210,6 +210,18 @@ class DowngradeKit:
                 del self.routes[(proxy.target_address, proxy.target_port)]
                 self._call(proxy.stop())
 
+    async def stop_attackers(self) -> None:
+        """On the lab's loop, when the lab stops: every attacker leaves the path."""
+        routes, self.routes = self.routes, {}
+        for proxy in routes.values():
+            await proxy.stop()
+
+    def close(self) -> None:
+        """When the lab stops: the HTTPS policy hosts stop (their threads end)."""
+        servers, self.servers = self.servers, {}
+        for server in servers.values():
+            server.stop()
+
     # --- MTA-STS ---
     def https_port(self, address: str) -> int | None:
         return next((s.port for s in self.servers.values() if s.address == address), None)

@@ -232,3 +232,20 @@ def test_tlsa_validation_is_real_dnssec(lab: smtplab.Lab) -> None:
     with pytest.raises(DnssecBogus, match="failed DNSSEC validation"):
         ask({origin: stranger})
     assert ask({dns.name.from_text("example.org."): published}) is None
+
+
+def test_stopping_the_lab_stops_the_attacker_and_the_policy_host() -> None:
+    import socket
+
+    lab = smtplab.start()
+    try:
+        attacker = lab.mitm("mx1.example.net")
+        policy_host = lab.mta_sts("example.net")
+        listening = [(p.address, p.port) for p in attacker.proxies] + [(policy_host.address, policy_host.port)]
+        for address in listening:
+            socket.create_connection(address, timeout=5).close()
+    finally:
+        lab.stop()
+    for address in listening:
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(address, timeout=5)
