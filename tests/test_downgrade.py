@@ -249,3 +249,17 @@ def test_stopping_the_lab_stops_the_attacker_and_the_policy_host() -> None:
     for address in listening:
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(address, timeout=5)
+
+
+def test_dane_defers_when_the_mx_key_does_not_match(lab: smtplab.Lab) -> None:
+    """The classic DANE outage: the TLSA record pins a key the MX no longer presents (here: another one)."""
+    other = trustme.CA().issue_cert("mx1.example.net", "mx2.example.net")
+    for name in ("mx1.example.net", "mx2.example.net"):  # what lab.dane reads the published key from
+        other.private_key_and_cert_chain_pem.write_to_path(str(lab.directory / "tls" / f"{name}.pem"))
+    lab.dane("example.net")
+    result = _send(lab)  # no attacker: STARTTLS is offered, but with the MX's real key
+    status = _recipient(lab, result)
+    assert status.state == "deferred"
+    assert status.last_reply.startswith("451 4.7.5 DANE: the certificate of mx")
+    assert "matches none of its TLSA records" in _ladder_text(lab, result)
+    assert lab.messages("bob@example.net") == []
