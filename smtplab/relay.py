@@ -126,8 +126,9 @@ class TlsRequirement(Protocol):
         """After EHLO with no STARTTLS offered (None), or after STARTTLS: a 4xx reply to defer with, or None."""
 
 
-# (domain, exchange, source address, note) -> the requirement for that MX, or None; `note` puts what the policy
-# look-up did (a fetch, a TLS-RPT report in testing mode) in the trace. Its DNS questions and HTTPS fetches leave from `source`, the relay's own address.
+# (domain, exchange, source address, note) -> the requirement for that MX, or None. `note` puts what the policy
+# look-up did (a fetch, a TLS-RPT report in testing mode) in the trace; its DNS questions and HTTPS fetches
+# leave from `source`, the relay's own address.
 TlsPolicy = Callable[[str, str, str, Callable[[str], None]], Awaitable[TlsRequirement | None]]
 
 
@@ -578,7 +579,8 @@ class Relay:
                         address=address, port=port, reply=outcome.error)
         return outcome
 
-    async def _requirement(self, entry: _Entry, exchange: str, source: str, rcpts: list[str]) -> TlsRequirement | None:
+    async def _requirement(self, entry: _Entry, exchange: str, source: str,
+                           rcpts: list[str]) -> TlsRequirement | None:
         """The TLS policy for this MX (MTA-STS, DANE), looked up for real, noted in the trace."""
         if self._tls_policy is None:
             return None
