@@ -121,7 +121,7 @@ class QueueChange:
     """The relay queue changed for a message (and some of its recipients).
 
     `state` is one of: queued, resumed, mx-lookup, connecting, connect-failed, delivered, deferred,
-    bounced, dsn-sent, warning-sent, bounce-dropped.
+    bounced, dsn-sent, warning-sent, bounce-dropped, tls-policy (MTA-STS / DANE: what the MX must do).
     """
 
     queue_id: str

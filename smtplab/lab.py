@@ -17,7 +17,7 @@ import tempfile
 import threading
 import warnings
 import weakref
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -44,6 +44,7 @@ from .wire import WireTap
 from .store import MailStore
 from .tls import LabCA
 from .zones import DkimKey, DkimKeys, zone_lines
+from .tlspolicy import Attacker, DowngradeKit, RelayTlsPolicies
 from .trace import Trace
 
 __all__ = ["Lab", "Host", "User", "DnsInfo", "start", "current"]
@@ -111,6 +112,7 @@ class Lab:
         self._dns_server: DnsServer | None = None
         self._lab_dns: LabDns | None = None
         self._relay: Relay | None = None
+        self._downgrade: DowngradeKit | None = None
         self._dkim: dict[str, DkimKey] = {}
         self._keygen: concurrent.futures.ThreadPoolExecutor | None = None
         self._dkim_pending: dict[str, concurrent.futures.Future[DkimKey]] = {}
@@ -191,12 +193,19 @@ class Lab:
     async def _start_services(self) -> None:
         assert self._loop is not None
         self._ledger = DeliveryLedger(self.directory / "ledger")
+        policies = RelayTlsPolicies(lambda: lab_resolver(self.dns.address, self.dns.port), self.clock.now,
+                                    self.ca_file, lambda address: self._require_downgrade().https_port(address))
+        self._downgrade = DowngradeKit(trace=self.trace, call=self._call, policies=policies,
+                                       edit_zones=lambda edit: self._call(self._edit_zones(edit)),
+                                       server_context=self.ca.server_context, tls_directory=self.directory / "tls",
+                                       now=self.clock.now)
         self._relay = Relay(
             self.directory / "queue", trace=self.trace, now=self.clock.now,
             resolver=lambda: lab_resolver(self.dns.address, self.dns.port),
             host_address=lambda name: self.hosts[name].address,
             smtp_port=self._smtp_port, client_context=self.ca.relay_context(),
             disk=self._loop.disk, ledger=self._ledger, smtp_pool=self._loop.smtp,
+            tls_policy=policies, route=self._downgrade.route,
         )
         for provider in self.scenario.providers:
             imap_hosts = [h for h in provider.hosts if "imap" in h.services]
@@ -320,6 +329,8 @@ class Lab:
         self.clock.unsubscribe(self._on_clock)
         self._stop_keygen(wait=True)  # a key still being made is written into the lab directory: wait for it
         loop, self._loop = self._loop, None
+        if self._downgrade is not None:
+            self._downgrade.close()
         if loop is not None:
             async def shutdown() -> None:
                 if self._relay is not None:
@@ -327,6 +338,8 @@ class Lab:
                 await asyncio.gather(*(self._host_down_quiet(h) for h in self.hosts.values()))
                 if self._dns_server is not None:
                     await self._dns_server.stop()
+                if self._downgrade is not None:
+                    await self._downgrade.stop_attackers()
 
             try:
                 loop.call(shutdown(), timeout=30)
@@ -473,6 +486,62 @@ class Lab:
         self._require_running()
         return send_from_lab(self, sender, recipients, subject, body, password=password, headers=headers, wait=wait,
                              notify=notify, ret=ret, envid=envid)
+
+    # --- the TLS downgrade lesson (smtplab/mitm.py, mtasts.py, dane.py, tlspolicy.py) ---
+    def mitm(self, target: str = "example.net") -> Attacker:
+        """Put a STARTTLS-stripping attacker on the path from the relay to an MX host (`"mx1.example.net"`),
+        or to every MX host of a domain (`"example.net"`, the default: no backup MX escapes it).
+
+        DNS is untouched; the relay's connections to those hosts go through the attacker (a loopback address of
+        its own, a transparent proxy: the MX still sees the relay's address), which deletes STARTTLS from the
+        EHLO reply. `.stop()` takes it off the path.
+        """
+        self._require_running()
+        provider = next((p for p in self.scenario.providers if p.domain == target), None)
+        names = [n for _, n in provider.mx if n in self.hosts] if provider is not None else [self.host(target).name]
+        hosts = [self.hosts[n] for n in names if "smtp" in self.hosts[n].ports]
+        if not hosts:
+            raise UnknownHost(f"{target} runs no SMTP service to attack; try an MX such as mx1.example.net")
+        return self._require_downgrade().start_attacker([(h.name, h.address, h.ports["smtp"]) for h in hosts],
+                                                        _sibling_address(hosts[0].address, 66))
+
+    def mta_sts(self, domain: str = "example.net", mode: str = "enforce", *, mx: list[str] | None = None,
+                max_age: int = 86400) -> Any:
+        """Publish an MTA-STS policy (RFC 8461) for `domain`: the `_mta-sts` TXT record and an HTTPS host
+        `mta-sts.<domain>` serving it; the relay then fetches it and enforces it. Returns the policy server."""
+        self._require_running()
+        provider = next((p for p in self.scenario.providers if p.domain == domain), None)
+        if provider is None:
+            raise ScenarioError(f"no provider serves {domain}; try one of "
+                                + ", ".join(p.domain for p in self.scenario.providers))
+        names = tuple(mx) if mx is not None else tuple(name for _, name in provider.mx if name != ".")
+        first = next((self.hosts[n].address for n in names if n in self.hosts), self._dns_address)
+        return self._require_downgrade().publish_mta_sts(domain, mode, names, _sibling_address(first, 80), max_age)
+
+    def dane(self, domain: str = "example.net") -> list[str]:
+        """Sign `domain`'s zone with DNSSEC and publish a TLSA record for each of its MX hosts (RFC 7672);
+        the relay gets the zone's key as its trust anchor and checks TLSA from then on. Returns the records."""
+        self._require_running()
+        provider = next((p for p in self.scenario.providers if p.domain == domain), None)
+        if provider is None:
+            raise ScenarioError(f"no provider serves {domain}")
+        exchanges = [name for _, name in provider.mx if name in self.hosts and "smtp" in self.hosts[name].ports]
+        for name in exchanges:
+            self.ca.server_context(name, self.hosts[name].address)  # its certificate exists from its start
+        return self._require_downgrade().publish_dane(domain, exchanges)
+
+    async def _edit_zones(self, edit: Callable[[dict[Any, Any]], None]) -> None:
+        """Change the published zones on the DNS server's loop (after the DKIM keys are in them)."""
+        await self.keys_ready()
+        assert self._dns_server is not None and self._dns_server.zones is not None
+        zones = self._dns_server.zones
+        edit(zones)
+        self._dns_server.zones = zones  # answers cached from the old zones are forgotten
+
+    def _require_downgrade(self) -> DowngradeKit:
+        if self._downgrade is None:
+            raise LabNotRunning("this lab is stopped; start a new one with smtplab.start()")
+        return self._downgrade
 
     def session(self, host: str, service: str | None = None, *, timeout: float = 5.0,
                 source: str | None = None) -> SmtpSession:
@@ -660,6 +729,13 @@ class Lab:
         if self._relay is None:
             raise LabNotRunning("this lab is stopped; start a new one with smtplab.start()")
         return self._relay
+
+
+def _sibling_address(address: str, last: int) -> str:
+    """An address beside `address` in its /24 (127.0.2.10 -> 127.0.2.66); 127.0.0.1 stays (no own addresses)."""
+    if address == "127.0.0.1":
+        return address
+    return address.rsplit(".", 1)[0] + f".{last}"
 
 
 def _note(ledger: DeliveryLedger, queue_id: str, address: str, fsync_later: Any, root: str, name: str) -> None:

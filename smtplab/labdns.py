@@ -493,6 +493,7 @@ class DnsServer:
             rds = node.get_rdataset(dns.rdataclass.IN, rdtype)
             if rds is not None:
                 response.answer.append(dns.rrset.from_rdata_list(name, rds.ttl, list(rds)))
+                _add_signatures(response, query, node, name, rdtype)
                 if rdtype == dns.rdatatype.MX:
                     self._add_glue(response, [r.exchange for r in rds])
                 return response
@@ -526,6 +527,19 @@ class DnsServer:
             rds = zone.get_rdataset(name, dns.rdatatype.A) if zone is not None else None
             if rds is not None:
                 response.additional.append(dns.rrset.from_rdata_list(name, rds.ttl, list(rds)))
+
+
+def _add_signatures(response: dns.message.Message, query: dns.message.Message, node: Any,
+                    name: dns.name.Name, rdtype: dns.rdatatype.RdataType) -> None:
+    """A signed zone's RRSIG records go with the answer when the query set the DO bit (RFC 4035 §3.1.1)."""
+    if not query.ednsflags & dns.flags.DO:
+        return
+    response.ednsflags |= dns.flags.DO  # RFC 3225 §3: the DO bit is copied into the response
+    sigs = node.get_rdataset(dns.rdataclass.IN, dns.rdatatype.RRSIG, rdtype)
+    if sigs is not None:
+        rrset = dns.rrset.RRset(name, dns.rdataclass.IN, dns.rdatatype.RRSIG, rdtype)
+        rrset.update(sigs)
+        response.answer.append(rrset)
 
 
 def _summary(response: dns.message.Message) -> str:

@@ -24,11 +24,11 @@ import smtplib
 import socket
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import dns.asyncresolver
 
@@ -116,6 +116,22 @@ class _Outcome:
     dsn: bool = False  # the MX offered DSN (RFC 3461): the notification parameters went with the mail
 
 
+class TlsRequirement(Protocol):
+    """What a TLS policy (MTA-STS: smtplab/mtasts.py, DANE: smtplab/dane.py) asks of one MX."""
+
+    summary: str  # for the trace
+    refused: str  # a reply to defer with before connecting at all ("": go ahead)
+
+    def refusal(self, tls: ssl.SSLSocket | None) -> str | None:
+        """After EHLO with no STARTTLS offered (None), or after STARTTLS: a 4xx reply to defer with, or None."""
+
+
+# (domain, exchange, source address, note) -> the requirement for that MX, or None. `note` puts what the policy
+# look-up did (a fetch, a TLS-RPT report in testing mode) in the trace; its DNS questions and HTTPS fetches
+# leave from `source`, the relay's own address.
+TlsPolicy = Callable[[str, str, str, Callable[[str], None]], Awaitable[TlsRequirement | None]]
+
+
 class Relay:
     """The outbound queue of the whole lab (each entry remembers which host sends it)."""
 
@@ -132,6 +148,8 @@ class Relay:
         disk: DiskThread,
         ledger: DeliveryLedger,
         smtp_pool: concurrent.futures.Executor | None = None,
+        tls_policy: TlsPolicy | None = None,
+        route: Callable[[str, int], tuple[str, int]] | None = None,
     ) -> None:
         self.spool = spool
         make_private_dir(spool)
@@ -147,6 +165,8 @@ class Relay:
         self._links: dict[str, str] = {}
         self._disk = disk  # spool writes from the loop go there
         self._smtp_pool = smtp_pool  # where the blocking SMTP client runs (None: the default executor)
+        self._tls_policy = tls_policy  # MTA-STS / DANE: what TLS an MX must do (None: opportunistic only)
+        self._route = route  # the path to an address (a man-in-the-middle on it, in the downgrade lesson)
         self._entries: dict[str, _Entry] = {}
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -525,8 +545,14 @@ class Relay:
                         address=address, reply=f"451 4.4.1 {error}")
             return _Outcome({}, False, f"451 4.4.1 {error}")
         source = self._host_address(entry.host)
+        require = await self._requirement(entry, exchange, source, rcpts)
+        if require is not None and require.refused:
+            self._event(entry, f"not connecting to {exchange}: {require.refused}", "connect-failed", mx=exchange,
+                        address=address, port=port, reply=require.refused)
+            return _Outcome({}, False, require.refused)
         key = (entry.host, address, port)
-        client = self._idle[key].pop() if self._idle.get(key) else None
+        # A connection kept open was not checked against this attempt's policy: a policy means a new one.
+        client = self._idle[key].pop() if self._idle.get(key) and require is None else None
         verb = "reusing the open connection to" if client is not None else "connecting to"
         self._event(entry, f"{verb} {exchange} [{address}]:{port} from {source}", "connecting", mx=exchange,
                     address=address, port=port, source=source, reused=client is not None)
@@ -539,10 +565,11 @@ class Relay:
 
         # The blocking client runs on a thread in a copy of this attempt's context: it announces its
         # connection (and each MAIL) for this attempt, and the MX claims them (smtplab.trace).
+        path = self._route(address, port) if self._route is not None else (address, port)
         outcome, kept = await loop.run_in_executor(
             self._smtp_pool, contextvars.copy_context().run,
-            partial(_smtp_deliver, link=link, dsn=_dsn_parameters(entry, rcpts)), exchange, address, port, source,
-            entry.host, self._tls, entry.sender, rcpts, content, client, keep,
+            partial(_smtp_deliver, link=link, dsn=_dsn_parameters(entry, rcpts), require=require), exchange,
+            path[0], path[1], source, entry.host, self._tls, entry.sender, rcpts, content, client, keep,
         )
         self._links.pop(outcome.client, None)
         if kept is not None:
@@ -551,6 +578,18 @@ class Relay:
             self._event(entry, f"{exchange} [{address}]:{port}: {outcome.error}", "connect-failed", mx=exchange,
                         address=address, port=port, reply=outcome.error)
         return outcome
+
+    async def _requirement(self, entry: _Entry, exchange: str, source: str,
+                           rcpts: list[str]) -> TlsRequirement | None:
+        """The TLS policy for this MX (MTA-STS, DANE), looked up for real, noted in the trace."""
+        if self._tls_policy is None:
+            return None
+        domain = rcpts[0].rpartition("@")[2].lower()
+        require = await self._tls_policy(
+            domain, exchange, source, lambda text: self._event(entry, text, "tls-policy", mx=exchange))
+        if require is not None:
+            self._event(entry, require.summary, "tls-policy", mx=exchange)
+        return require
 
     # --- state changes ---
     def _set(self, entry: _Entry, addresses: list[str], **changes: Any) -> None:
@@ -789,7 +828,8 @@ def _dsn_parameters(entry: _Entry, rcpts: list[str]) -> _DsnParameters:
 def _smtp_deliver(exchange: str, address: str, port: int, source: str, helo: str, context: ssl.SSLContext, sender: str,
                   rcpts: list[str], content: bytes, client: smtplib.SMTP | None = None,
                   keep: bool = False, *, link: Callable[[str], None] | None = None,
-                  dsn: _DsnParameters | None = None) -> tuple[_Outcome, smtplib.SMTP | None]:
+                  dsn: _DsnParameters | None = None,
+                  require: TlsRequirement | None = None) -> tuple[_Outcome, smtplib.SMTP | None]:
     """Deliver one message to one MX with smtplib (runs in a worker thread).
 
     `client` is a connection an earlier delivery left open to the same MX (past EHLO and STARTTLS).
@@ -800,7 +840,7 @@ def _smtp_deliver(exchange: str, address: str, port: int, source: str, helo: str
     """
     local: list[str] = []
     outcome, kept = _smtp_attempt(exchange, address, port, source, helo, context, sender, rcpts, content, client,
-                                  keep, local, link, dsn or ([], {}))
+                                  keep, local, link, dsn or ([], {}), require)
     return (replace(outcome, client=local[-1]) if local else outcome), kept
 
 
@@ -815,7 +855,7 @@ def _endpoint(client: smtplib.SMTP) -> str:
 def _smtp_attempt(exchange: str, address: str, port: int, source: str, helo: str, context: ssl.SSLContext,
                   sender: str, rcpts: list[str], content: bytes, client: smtplib.SMTP | None, keep: bool,
                   local: list[str], link: Callable[[str], None] | None,
-                  dsn: _DsnParameters) -> tuple[_Outcome, smtplib.SMTP | None]:
+                  dsn: _DsnParameters, require: TlsRequirement | None = None) -> tuple[_Outcome, smtplib.SMTP | None]:
     replies: dict[str, tuple[int, str]] = {}
     kept: smtplib.SMTP | None = None
 
@@ -834,7 +874,7 @@ def _smtp_attempt(exchange: str, address: str, port: int, source: str, helo: str
                 client = None
         if client is None:
             client = _LabClient(local_hostname=helo, timeout=20, source_address=(source, 0))
-            failure = _open(client, exchange, address, port, context, rcpts, local)
+            failure = _open(client, exchange, address, port, context, rcpts, local, require)
             if failure is not None:
                 client.close()
                 return failure, None
@@ -911,7 +951,7 @@ def _mail(client: smtplib.SMTP, sender: str, rcpts: list[str], content: bytes,
 
 
 def _open(client: smtplib.SMTP, exchange: str, address: str, port: int, context: ssl.SSLContext,
-          rcpts: list[str], local: list[str]) -> _Outcome | None:
+          rcpts: list[str], local: list[str], require: TlsRequirement | None = None) -> _Outcome | None:
     """Connect, EHLO (or HELO) and STARTTLS when offered; return the refusal as an outcome, if any."""
     code, msg = client.connect(address, port)
     local.append(_endpoint(client))
@@ -923,10 +963,21 @@ def _open(client: smtplib.SMTP, exchange: str, address: str, port: int, context:
         code, msg = client.helo()  # RFC 5321 section 3.2: fall back to HELO
         if code != 250:
             return _Outcome({r: (code, msg.decode("utf-8", "replace")) for r in rcpts}, True)
-    if client.has_extn("starttls"):
-        # Opportunistic TLS between MTAs (RFC 3207, RFC 7435): encrypted, the MX's name not insisted on.
+    offered = client.has_extn("starttls")
+    refusal = require.refusal(None) if require is not None and not offered else None
+    if offered:
+        # Opportunistic TLS between MTAs (RFC 3207, RFC 7435): encrypted, the MX's name not insisted on
+        # unless a policy (MTA-STS, DANE) says what its certificate must be.
         client.starttls(context=context)
-        client.ehlo()
+        refusal = require.refusal(client.sock) if require is not None else None  # type: ignore[arg-type]
+        if refusal is None:
+            client.ehlo()
+    if refusal:  # the policy forbids this MX: say goodbye without a transaction, and defer
+        try:
+            client.quit()
+        except (smtplib.SMTPException, OSError):
+            pass
+        return _Outcome({}, False, refusal)
     return None
 
 
