@@ -17,7 +17,9 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-__all__ = ["DiskThread", "fsync_directory", "remove_quietly", "write_durably", "make_private_dir", "remove_stale_tmp"]
+from .files import write_private
+
+__all__ = ["DiskThread", "fsync_directory", "remove_quietly", "write_durably", "remove_stale_tmp"]
 
 T = TypeVar("T")
 
@@ -45,35 +47,12 @@ def remove_quietly(path: str | os.PathLike[str]) -> None:
 
 
 def write_durably(path: str | os.PathLike[str], data: bytes, *, fsync_folder: bool = False) -> None:
-    """Replace `path` with `data` as one step: a temporary file beside it, created 0600 (never readable by
-    other users, not even for a moment), written, fsync'd, renamed over `path`. A reader or a crash sees the
-    old file or the new one, never half. With `fsync_folder`, the rename is made durable too (else the
-    caller fsyncs the folder, e.g. once for a batch)."""
-    target = os.fspath(path)
-    tmp = target + ".tmp"
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, target)
-    except BaseException:  # e.g. the disk is full: no half file left behind
-        remove_quietly(tmp)
-        raise
+    """Replace `path` with `data` as one step, fsync'd: a new 0600 file beside it renamed over it (see
+    files.write_private). A reader or a crash sees the old file or the new one, never half. With
+    `fsync_folder`, the rename is made durable too (else the caller fsyncs the folder, e.g. once a batch)."""
+    write_private(path, data, durable=True)
     if fsync_folder:
-        fsync_directory(os.path.dirname(target) or ".")
-
-
-def make_private_dir(path: str | os.PathLike[str]) -> None:
-    """Create a directory (and its missing parents) only its owner may enter: 0700 from the start. One an
-    older lab made more open is closed now."""
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    if os.stat(path).st_mode & 0o077:
-        os.chmod(path, 0o700)
+        fsync_directory(os.path.dirname(os.fspath(path)) or ".")
 
 
 def remove_stale_tmp(folder: str | os.PathLike[str]) -> list[str]:

@@ -24,7 +24,8 @@ import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from .disk import make_private_dir, remove_quietly, remove_stale_tmp, write_durably
+from .disk import remove_quietly, remove_stale_tmp, write_durably
+from .files import make_private_dir
 
 __all__ = ["DeliveryLedger"]
 

@@ -32,10 +32,11 @@ from typing import Any, Protocol
 
 import dns.asyncresolver
 
-from .disk import DiskThread, fsync_directory, make_private_dir, remove_quietly, remove_stale_tmp, write_durably
+from .disk import DiskThread, fsync_directory, remove_quietly, remove_stale_tmp, write_durably
 from .dsn import DsnRequest, build_dsn, xtext_encode
 from .errors import DnsLookupError
 from .events import QueueChange
+from .files import make_private_dir
 from .labdns import MXRecord, lookup_mx_async, resolve_a
 from .ledger import DeliveryLedger
 from .trace import Trace, announce_connection, correlated, withdraw_connection
