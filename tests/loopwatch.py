@@ -11,6 +11,11 @@ worst step. A sampler thread reads the same clock from outside (`pthread_getcpuc
 while a window grows past `stack_after` of CPU, takes the loop thread's stack: a failing test names the code
 that held the loop, not only how long it did.
 
+Cyclic garbage collection is counted apart: a collection runs in whichever thread allocates when the
+process's count of container objects crosses a threshold, and its cost is the whole process's heap (in a
+test: pytest's and every earlier test's objects too), not the work of the step it lands in. `gc.callbacks`
+times each collection on the loop thread; the steps are reported without it, the collections on their own.
+
 The heartbeat keeps the loop busy (it never sleeps in select), so a watch costs one core while it runs.
 """
 
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import gc
 import sys
 import threading
 import time
@@ -42,6 +48,9 @@ class LoopWatch:
         self.worst: list[tuple[float, int]] = []  # (CPU seconds, window), the KEEP largest, largest first
         self.stacks: dict[int, tuple[float, str]] = {}  # window -> (CPU when sampled, the loop thread's stack)
         self.open_window: float | None = None  # CPU of a window still running when stop() gave up waiting
+        self.collections: list[tuple[float, int]] = []  # (CPU seconds, generation) of each on the loop thread
+        self._gc_began: float | None = None
+        self._gc_in_window = 0.0
         # (window number, the loop thread's CPU clock when it began): one tuple, so the sampler reads both at once
         self._mark: tuple[int, float] = (0, 0.0)
         self._stopping = False
@@ -53,7 +62,7 @@ class LoopWatch:
     # --- the measurement ---
     @property
     def worst_step(self) -> float:
-        """CPU seconds of the costliest loop step seen (0 before any)."""
+        """CPU seconds of the costliest loop step seen, cyclic garbage collection left out (0 before any)."""
         candidates = [cpu for cpu, _ in self.worst[:1]]
         if self.open_window is not None:
             candidates.append(self.open_window)
@@ -71,7 +80,8 @@ class LoopWatch:
         while not self._stopping:
             await asyncio.sleep(0)  # the rest of this iteration, the select, the next one's earlier callbacks
             now = clock()
-            used = now - last
+            used = now - last - self._gc_in_window
+            self._gc_in_window = 0.0
             if used > floor:
                 worst.append((used, window))
                 worst.sort(reverse=True)
@@ -81,6 +91,17 @@ class LoopWatch:
             last = now
             self._mark = (window, now)
         self.steps = window
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if threading.get_ident() != self.ident:  # another thread's collection holds the GIL, not this CPU
+            return
+        now = time.thread_time()
+        if phase == "start":
+            self._gc_began = now
+        elif self._gc_began is not None:
+            self._gc_in_window += now - self._gc_began
+            self.collections.append((now - self._gc_began, info["generation"]))
+            self._gc_began = None
 
     def _sample(self) -> None:
         assert self.ident is not None
@@ -105,6 +126,7 @@ class LoopWatch:
         if not self._started.wait(60):  # a guard against a dead loop, not a time bound on what is measured
             self._beating.cancel()
             raise RuntimeError("the loop did not run the heartbeat: is it running?")
+        gc.callbacks.append(self._on_gc)
         if hasattr(time, "pthread_getcpuclockid"):  # the stacks are a diagnostic: without it, no stacks
             self._sampler = threading.Thread(target=self._sample, name="loopwatch-sampler", daemon=True)
             self._sampler.start()
@@ -122,6 +144,8 @@ class LoopWatch:
                 self.open_window = time.clock_gettime(clock) - self._mark[1]
             self._beating.cancel()
         finally:
+            if self._on_gc in gc.callbacks:
+                gc.callbacks.remove(self._on_gc)
             self._sampler_done.set()
             if self._sampler is not None:
                 self._sampler.join()
@@ -136,12 +160,18 @@ class LoopWatch:
     # --- the report ---
     def report(self) -> str:
         """The worst steps in milliseconds of CPU, with the loop thread's stack where the sampler took one."""
-        lines = [f"{self.steps} loop steps watched; worst (ms of loop-thread CPU): "
+        lines = [f"{self.steps} loop steps watched; worst (ms of loop-thread CPU, garbage collection apart): "
                  + ", ".join(f"{cpu * 1000:.1f} (step {window})" for cpu, window in self.worst)]
+        if self.collections:
+            cpu, generation = max(self.collections)
+            lines.append(f"cyclic garbage collection on the loop thread: {len(self.collections)} collections, "
+                         f"{sum(c for c, _ in self.collections) * 1000:.1f} ms in all, the longest "
+                         f"{cpu * 1000:.1f} ms (generation {generation})")
         if self.open_window is not None:
             lines.append(f"a step still running at the end had used {self.open_window * 1000:.1f} ms")
         for _, window in self.worst:
             if window in self.stacks:
                 sampled, stack = self.stacks[window]
-                lines.append(f"step {window}, {sampled * 1000:.1f} ms into it, the loop was in:\n{stack}")
+                lines.append(f"step {window}, {sampled * 1000:.1f} ms into it (garbage collection included), "
+                             f"the loop was in:\n{stack}")
         return "\n".join(lines)
