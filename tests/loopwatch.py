@@ -17,6 +17,8 @@ test: pytest's and every earlier test's objects too), not the work of the step i
 times each collection on the loop thread; the steps are reported without it, the collections on their own.
 
 The heartbeat keeps the loop busy (it never sleeps in select), so a watch costs one core while it runs.
+What this cannot see: a step that blocks without computing (an fsync, a blocking socket, time.sleep on the
+loop) costs no CPU; tests that hold such work on a gate and check the loop still answers catch those.
 """
 
 from __future__ import annotations
