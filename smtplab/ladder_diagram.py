@@ -5,9 +5,9 @@ Commands go client to server; replies come back coloured by class (2xx done, 3xx
 later, 5xx refused); the TLS handshake is a thick line, and after it the connection's arrows are bold
 (encrypted). Relay queue changes, injected faults and lab changes are notes on their lifeline.
 
-DOT layout (see DESIGN.md): every step is one rank; lifelines are heavy dashed edges between the
-ranks, so they stay vertical; every arrow is written left to right between neighbouring lifelines
-(a reply uses dir=back), so no arrow ever crosses a rank it does not belong to.
+DOT layout (see docs/architecture.md, "Ladder layout"): every step is one rank; lifelines are heavy
+dashed edges between the ranks, so they stay vertical; every arrow is written left to right between
+neighbouring lifelines (a reply uses dir=back), so no arrow ever crosses a rank it does not belong to.
 """
 
 from __future__ import annotations

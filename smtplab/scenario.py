@@ -1,7 +1,8 @@
 """What a lab is made of: providers, their hosts and services, MX records and users.
 
 A scenario is plain data, so a teacher can describe another topology as a dict (or JSON) and hand it
-to `smtplab.start(scenario=...)`. `Scenario.default()` is the lab drawn in DESIGN.md.
+to `smtplab.start(scenario=...)`. `Scenario.default()` is the lab drawn in docs/architecture.md
+("The default lab").
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ class Scenario:
 
     @classmethod
     def default(cls) -> Scenario:
-        """Return the lab of DESIGN.md: example.org (alice) and example.net (bob, two MX)."""
+        """Return the lab drawn in docs/architecture.md: example.org (alice), example.net (bob, two MX)."""
         return cls.from_dict(
             {
                 "description": "alice@example.org writes to bob@example.net",
