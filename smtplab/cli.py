@@ -100,6 +100,9 @@ def _ctl(args: argparse.Namespace) -> int:
         "down": (1, "down HOST"), "up": (1, "up HOST"), "fail": (3, "fail HOST STAGE 'REPLY'"),
         "drop": (2, "drop HOST STAGE"), "slow": (3, "slow HOST STAGE SECONDS"), "advance": (1, "advance 5m"),
     }
+    if args.action == "pcap" and len(p) not in (1, 2):
+        print("smtplab: usage: python -m smtplab pcap PATH [--message ID]", file=sys.stderr)
+        return 2
     if args.action in usage and len(p) != usage[args.action][0]:
         print(f"smtplab: usage: python -m smtplab ctl {usage[args.action][1]}", file=sys.stderr)
         return 2
@@ -114,14 +117,31 @@ def _ctl(args: argparse.Namespace) -> int:
         "advance": ("advance", lambda: {"by": p[0]}),
         "queue": ("queue", dict),
         "hosts": ("hosts", dict),
+        "pcap": ("pcap", lambda: {"path": str(Path(p[0]).resolve()), **({"message": p[1]} if p[1:] else {})}),
     }[args.action]
     try:
         result = request(info["address"], info["port"], info["token"], command, **params())
     except (SmtpLabError, OSError, ValueError) as exc:
         print(f"smtplab: {exc}", file=sys.stderr)
         return 1
-    print(result if isinstance(result, str) else json.dumps(result, indent=1))
+    if args.action == "pcap":
+        _print_capture(result)
+    else:
+        print(result if isinstance(result, str) else json.dumps(result, indent=1))
     return 0
+
+
+def _pcap(args: argparse.Namespace) -> int:
+    """`python -m smtplab pcap PATH [--message ID]`: a capture of the running lab (through its control port)."""
+    params = [args.path] + ([args.message] if args.message else [])
+    return _ctl(argparse.Namespace(dir=args.dir, port=args.port, token=args.token, action="pcap", params=params))
+
+
+def _print_capture(result: dict[str, Any]) -> None:
+    print(f"wrote {result['pcap']} ({result['packets']} packets, {result['connections']} connections)")
+    print(f"TLS keys of {result['sessions']} sessions in {result['keylog']}")
+    print(f"open it: {result['wireshark']}")
+    print(f"     or: {result['tshark']}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,9 +157,18 @@ def main(argv: list[str] | None = None) -> int:
     ctl.add_argument("--port", type=int, help=f"control port, with the token in ${TOKEN_VARIABLE}")
     ctl.add_argument("--token", help=argparse.SUPPRESS)  # refused with an explanation: never on a command line
     ctl.add_argument("action", choices=["down", "up", "fail", "drop", "slow", "clear", "faults", "advance",
-                                        "queue", "hosts"])
+                                        "queue", "hosts", "pcap"])
     ctl.add_argument("params", nargs="*", help="e.g. `fail mx1 RCPT '451 4.7.1 Try later'`, `advance 5m`")
+    pcap = commands.add_parser("pcap", help="write the running lab's traffic as a pcapng file for Wireshark, "
+                                            "with its TLS key log beside it")
+    pcap.add_argument("path", help="the capture file to write, e.g. lab.pcapng (the key log: lab.keylog)")
+    pcap.add_argument("--message", metavar="ID", help="only this message's traffic (queue id or Message-ID)")
+    pcap.add_argument("--dir", metavar="PATH", help="the --dir the lab was started with")
+    pcap.add_argument("--port", type=int, help="control port (printed by `up`)")
+    pcap.add_argument("--token", help="control token (printed by `up`)")
     args = parser.parse_args(argv)
+    if args.command == "pcap":
+        return _pcap(args)
     if args.command == "up":
         return _up(args)
     if args.command == "ctl":

@@ -29,7 +29,7 @@ CONTROL_FILE = "control.json"  # in the lab directory, 0600
 TOKEN_VARIABLE = "SMTPLAB_TOKEN"  # or the token comes from the environment (with --port)
 DIR_VARIABLE = "SMTPLAB_DIR"  # the lab directory, when --dir is not given
 
-COMMANDS = ("hosts", "down", "up", "inject", "clear", "faults", "advance", "queue")
+COMMANDS = ("hosts", "down", "up", "inject", "clear", "faults", "advance", "queue", "pcap")
 
 
 class ControlServer:
@@ -99,6 +99,7 @@ class ControlServer:
             "faults": lambda: [f.describe() for f in lab.faults.active()],
             "advance": lambda: lab.clock.advance(args["by"]) and f"lab time is {lab.clock.datetime():%Y-%m-%d %H:%M:%S} UTC",
             "queue": lambda: [asdict(item) for item in lab.queue],
+            "pcap": lambda: _pcap(lab, args["path"], args.get("message")),
         }
         if command not in handlers:
             raise SmtpLabError(f"unknown command {command!r}; commands: {', '.join(COMMANDS)}")
@@ -132,6 +133,16 @@ def find_control(directory: str | os.PathLike[str] | None = None, port: int | No
         return {"address": "127.0.0.1", "port": int(port), "token": token}
     raise SmtpLabError(f"give --dir PATH (the lab directory `python -m smtplab up` printed; or set {DIR_VARIABLE}), "
                        f"or --port PORT with the token in the environment variable {TOKEN_VARIABLE}")
+
+
+def _pcap(lab: Any, path: str, message: str | None) -> dict[str, Any]:
+    """Write a capture (`lab.pcap`) at `path`, which must be absolute: the lab runs in another folder."""
+    if not Path(path).is_absolute():
+        raise SmtpLabError(f"give an absolute path for the capture, not {path!r}")
+    capture = lab.pcap(path, message or None)
+    return {"pcap": str(capture.pcap), "keylog": str(capture.keylog), "packets": capture.packets,
+            "connections": capture.connections, "sessions": capture.sessions,
+            "wireshark": capture.command("wireshark"), "tshark": capture.command("tshark")}
 
 
 def request(address: str, port: int, token: str, command: str, timeout: float = 30, **args: Any) -> Any:

@@ -24,6 +24,7 @@ from .events import Close, Connect, Note, TlsStarted
 from .guard import BACKLOG, ConnectionGuard
 from .imapd import Config, LabImapServer, Limits, Login, forget, has_idlers, mailbox_changed
 from .trace import Trace
+from .wire import WireTap
 
 __all__ = ["ImapService", "has_idlers", "mailbox_changed"]
 
@@ -180,6 +181,8 @@ class ImapService:
         self._server: asyncio.base_events.Server | None = None
         self._writers: set[Any] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.wiretap: Callable[[WireTap], None] | None = None  # the lab's keeper of raw bytes (lab.pcap)
+        self._taps: dict[Any, WireTap] = {}
 
     async def add_user(self, address: str, password: str, mailbox_path: str) -> None:
         """Register `address` (the login name) with `password` and its Maildir (relative path)."""
@@ -197,6 +200,7 @@ class ImapService:
                                     b"later\r\n") if self._guard is not None else None
 
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, sock_info: Any) -> None:
+            tap = self._taps.pop(writer, None)  # put on by accept() below
             if self._guard is not None and door is not None and not self._guard.admit(writer.transport, door):
                 return  # another user's connection, or one too many: closed (and traced) by the guard
             # Runs for the whole connection (the PROXY-protocol reader starts it as its own task).
@@ -206,6 +210,8 @@ class ImapService:
                 self._tasks.add(task)
             peer = writer.get_extra_info("peername")
             conn = self._trace.new_conn_id("imap")
+            if tap is not None:
+                tap.name(conn)
             fields = dict(
                 conn=conn, client=f"{peer[0]}:{peer[1]}", server=f"{self.address}:{self.port}",
                 peer=self._peer_name(peer[0]), port_name="imap",
@@ -256,7 +262,20 @@ class ImapService:
                     self._tasks.discard(task)
 
         callback = ProxyProtocolReader(self._config.proxy_protocol).get_callback(serve)
-        self._server = await asyncio.start_server(callback, self.address, port, backlog=BACKLOG)
+
+        async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            if self.wiretap is not None:  # the tap goes on before a byte is read; serve() names it
+                tap = WireTap("", self.host_name, service="imap")
+                self.wiretap(tap)
+                tap.attach(writer.transport)
+                self._taps[writer] = tap
+            try:
+                await callback(reader, writer)
+            except BaseException:
+                self._taps.pop(writer, None)
+                raise
+
+        self._server = await asyncio.start_server(accept, self.address, port, backlog=BACKLOG)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:

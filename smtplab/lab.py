@@ -40,7 +40,7 @@ from .handlers import InboundHandler, SubmissionHandler, header_value
 from .hosts import DnsInfo, Host, User
 from .loop import LoopThread
 from .smtp import LabSMTP
-from .wire import WireTap
+from .wire import WireStore, WireTap
 from .store import MailStore
 from .tls import LabCA
 from .zones import DkimKey, DkimKeys, zone_lines
@@ -50,7 +50,9 @@ from .trace import Trace
 __all__ = ["Lab", "Host", "User", "DnsInfo", "start", "current"]
 
 T = TypeVar("T")
-WIRE_KEEP = 200  # SMTP connections whose raw bytes are kept for lab.wire()
+WIRE_KEEP = 200  # SMTP connections whose raw bytes are kept for lab.wire() and lab.pcap()
+# The other services' connections kept for lab.pcap() (DNS: one per question over UDP).
+WIRE_KEEP_OTHERS = {"imap": 200, "pop3": 200, "dns": 2000}
 _current: Lab | None = None
 _all_labs: weakref.WeakSet[Lab] = weakref.WeakSet()
 _start_lock = threading.Lock()
@@ -104,7 +106,7 @@ class Lab:
         self.dns: DnsInfo
         self.running = False
         self.faults = FaultTable()
-        self._wires: dict[str, WireTap] = {}
+        self._wires = WireStore(WIRE_KEEP_OTHERS, default=WIRE_KEEP)
         self._stores: dict[str, MailStore] = {}
         self._imap: dict[str, ImapService] = {}
         self._by_address: dict[str, str] = {}
@@ -214,6 +216,7 @@ class Lab:
                 service = ImapService(self.directory / "mail" / provider.domain, host.name, host.address,
                                       self.ca.server_context(host.name, host.address), self.trace, self.peer_name,
                                       guard=self.guard)
+                service.wiretap = self._keep_wire
                 self._imap[host.name] = service
             if imap_hosts:
                 self._stores[provider.domain].on_delivered = self._mailbox_changed
@@ -226,6 +229,7 @@ class Lab:
         plain = build_zones(zone_lines(self.scenario, addresses, {}), addresses, self.scenario.dns_name)
         self._dns_server = DnsServer(None if self._dkim_pending else plain, self._dns_address, self.trace,
                                      self.scenario.dns_name, self.peer_name, guard=self.guard)
+        self._dns_server.wiretap = self._keep_wire
         await self._dns_server.start()
         self.dns = DnsInfo(self.scenario.dns_name, self._dns_address, self._dns_server.port)
         await self._relay.start()
@@ -348,6 +352,8 @@ class Lab:
         if self._lab_dns is not None:
             self._lab_dns.close()
             self._lab_dns = None
+        if hasattr(self, "ca"):
+            self.ca.close()  # the key log file OpenSSL holds open
         self.running = False
         with _start_lock:
             if _current is self:
@@ -682,16 +688,23 @@ class Lab:
 
     def wire(self, conn: str) -> WireTap:
         """What an eavesdropper saw of SMTP connection `conn`: clear text before STARTTLS, TLS records after."""
-        try:
-            return self._wires[conn]
-        except KeyError:
+        tap = self._wires.get(conn)
+        if tap is None:
             raise UnknownConnection(f"no SMTP connection {conn!r} (kept: the last {WIRE_KEEP}); "
-                                    f"ids are in lab.trace.connections('smtp')") from None
+                                    f"ids are in lab.trace.connections('smtp')")
+        return tap
 
     def _keep_wire(self, tap: WireTap) -> None:
-        self._wires[tap.conn] = tap
-        while len(self._wires) > WIRE_KEEP:
-            self._wires.pop(next(iter(self._wires)))
+        tap.clock = self.clock.now  # the capture's times are the trace's: lab time
+        self._wires.add(tap)
+
+    def pcap(self, path: str | Path, message: Any = None) -> Any:
+        """Write the lab's traffic (or one message's: queue id, Message-ID or SendResult) as a pcapng file
+        that Wireshark and tshark read, and the TLS key log beside it; return both paths (`Capture`).
+        See `smtplab.pcap` for what is in them."""
+        from .pcap import write_capture  # scapy loads on first use
+
+        return write_capture(self, path, message)
 
     def fault_for(self, host: str, stage: str, recipient: str = "") -> Fault | None:
         return self.faults.pick(host, stage, recipient)

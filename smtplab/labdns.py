@@ -36,6 +36,7 @@ from .errors import DnsLookupError
 from .events import DnsAnswer, DnsError, DnsQuery
 from .guard import BACKLOG, ConnectionGuard, FloodControl
 from .trace import Trace, announce_dns_question, current_correlation
+from .wire import WireTap
 
 __all__ = ["MXRecord", "DigResult", "DnsServer", "build_zones", "lookup_mx", "lookup_mx_async", "lab_resolver",
            "dig_async"]
@@ -129,21 +130,26 @@ class _UdpServer:
             if len(data) > MAX_UDP_QUERY:  # read and refused at once: a flood of these must cost little
                 self._send(self.server.refuse_oversized(data, addr), addr)
                 continue
+            tap = self.server.tap_datagram(data, addr)  # (not the oversized: a flood must cost little)
             if self.server.zones is None:  # the zones are not published yet: answered as soon as they are
                 if len(self.server._held) < HELD_QUERIES:
-                    self.server._held.append((self, data, addr))
+                    self.server._held.append((self, data, addr, tap))
                 continue
-            self.reply(data, addr)
+            self.reply(data, addr, tap)
 
-    def reply(self, data: bytes, addr: tuple[str, int]) -> None:
-        self._send(self.server.answer(data, addr, "udp"), addr)
+    def reply(self, data: bytes, addr: tuple[str, int], tap: WireTap | None = None) -> None:
+        reply = self.server.answer(data, addr, "udp", tap)
+        if self._send(reply, addr) and tap is not None and reply is not None:
+            tap.record("S", reply)
 
-    def _send(self, reply: bytes | None, addr: tuple[str, int]) -> None:
+    def _send(self, reply: bytes | None, addr: tuple[str, int]) -> bool:
         if reply is not None:
             try:
                 self.sock.sendto(reply, addr)
+                return True
             except OSError:  # the send buffer is full or the client is gone: UDP may drop, the client retries
                 pass
+        return False
 
     def close(self) -> None:
         self.loop.remove_reader(self.sock.fileno())
@@ -214,7 +220,7 @@ class DnsServer:
         guard: ConnectionGuard | None = None,
     ) -> None:
         self._guard = guard  # TCP only: a UDP datagram has no connection whose owner could be checked
-        self._held: list[tuple[_UdpServer, bytes, tuple[str, int]]] = []  # UDP queries before the zones
+        self._held: list[tuple[_UdpServer, bytes, tuple[str, int], WireTap | None]] = []  # before the zones
         self._published: asyncio.Event | None = None
         self._zones: dict[dns.name.Name, dns.zone.Zone] | None = None
         self.zones = zones
@@ -233,6 +239,7 @@ class DnsServer:
         self._replies: OrderedDict[tuple[str, Any], tuple[str, tuple[str, str], str, DnsAnswer, bytes]] = OrderedDict()
         self._reply_bytes = 0
         self._oversized = FloodControl()
+        self.wiretap: Callable[[WireTap], None] | None = None  # the lab's keeper of raw bytes (lab.pcap)
 
     @property
     def zones(self) -> dict[dns.name.Name, dns.zone.Zone] | None:
@@ -251,8 +258,8 @@ class DnsServer:
         if self._published is not None:
             self._published.set()
         held, self._held = self._held, []
-        for protocol, data, addr in held:
-            protocol.reply(data, addr)
+        for protocol, data, addr, tap in held:
+            protocol.reply(data, addr, tap)
 
     async def start(self, port: int = 0) -> None:
         loop = asyncio.get_running_loop()
@@ -292,6 +299,11 @@ class DnsServer:
         # RFC 1035 §4.2.2 / RFC 7766: each message is preceded by a two-byte length.
         self._tcp_clients.add(writer)
         peer = writer.get_extra_info("peername")
+        tap = None
+        if self.wiretap is not None:  # before the first await: no byte has been read yet
+            tap = WireTap("", self.host_name, service="dns")
+            self.wiretap(tap)
+            tap.attach(writer.transport)
         try:
             while True:
                 try:
@@ -303,7 +315,7 @@ class DnsServer:
                 assert self._published is not None
                 await self._published.wait()  # a question before the zones are published waits for them
                 transfer = self.transfer(wire, peer)
-                for reply in transfer if transfer is not None else [self.answer(wire, peer, "tcp")]:
+                for reply in transfer if transfer is not None else [self.answer(wire, peer, "tcp", tap)]:
                     if reply is None:
                         return
                     writer.write(struct.pack("!H", len(reply)) + reply)
@@ -389,8 +401,19 @@ class DnsServer:
         return wire[:2] + struct.pack("!HHHHH", flags, 0, 0, 0, 0)
 
     # --- the answering logic ---
-    def answer(self, wire: bytes, peer: tuple[str, int], transport: str) -> bytes | None:
-        """Return the wire reply to one query (None to stay silent on garbage)."""
+    def tap_datagram(self, data: bytes, addr: tuple[str, int]) -> WireTap | None:
+        """Start the wire record of one question over UDP (its answer is added when sent)."""
+        if self.wiretap is None:
+            return None
+        tap = WireTap("", self.host_name, transport="udp", service="dns", client=(addr[0], addr[1]),
+                      server=(self.address, self.port))
+        self.wiretap(tap)
+        tap.opened = tap.clock()
+        tap.record("C", data)
+        return tap
+
+    def answer(self, wire: bytes, peer: tuple[str, int], transport: str, tap: WireTap | None = None) -> bytes | None:
+        """Return the wire reply to one query (None to stay silent on garbage); `tap` learns its trace id."""
         conn = self._trace.new_conn_id("dns")
         client = f"{peer[0]}:{peer[1]}"
         qid = int.from_bytes(wire[:2], "big") if len(wire) >= 2 else 0
@@ -398,6 +421,8 @@ class DnsServer:
         # to that work (a relay attempt, an MX's checks of a message), exactly, whatever else is asked.
         asker = self._trace.claim(("dns", client, qid))
         corr = self._trace.new_correlation("dns", asker)
+        if tap is not None:
+            tap.name(conn)
         fields = dict(
             conn=conn, client=client, server=f"{self.address}:{self.port}",
             peer=self._peer_name(peer[0]), port_name="dns", corr=corr,

@@ -26,7 +26,7 @@ from .events import ClientLine, Close, Connect, FaultFired, Note, ServerError, S
 from .faults import Fault
 from .guard import LoginThrottle
 from .trace import Trace, enter_correlation
-from .wire import TapProtocol, WireTap
+from .wire import WireTap
 
 __all__ = ["LabSMTP", "LineTooLong", "new_queue_id", "Postmaster"]
 
@@ -175,7 +175,6 @@ class LabSMTP(SMTP):
         self._wiretap = wiretap
         self._note = note  # said in the trace when a client connects (e.g. a teaching toggle)
         self.tap: WireTap | None = None
-        self._tls_started = False
         self._greeted = False
         self._hello = False  # answering EHLO/HELO: those replies carry no enhanced code (RFC 2034)
         # Correlation: the unit of work the connection is doing now (its first transaction owns the
@@ -236,9 +235,9 @@ class LabSMTP(SMTP):
             if self._note:
                 self._record("state", self._note, payload=Note(warning=True))
             if self._wiretap is not None:
-                self.tap = WireTap(self._conn, self._host_name)
-                self.tap.tap_writes(transport)
+                self.tap = WireTap(self._conn, self._host_name, service=self._port_name)
                 self._wiretap(self.tap)
+                self.tap.attach(transport)  # below TLS: reads, writes and the close, as on the wire
         if starting_tls:  # nothing sent before the handshake may be read after it (RFC 3207 section 4.2)
             self._backlog.clear()
         super().connection_made(transport)
@@ -261,8 +260,6 @@ class LabSMTP(SMTP):
         super().connection_lost(error)
 
     def data_received(self, data: bytes) -> None:
-        if self.tap is not None and not self._tls_started:
-            self.tap.record("C", data)  # before STARTTLS the wire carries exactly these bytes
         self._feed(data)
 
     def _feed(self, data: bytes) -> None:
@@ -460,25 +457,8 @@ class LabSMTP(SMTP):
         if self._tls_protocol is not None and not arg:
             await self.push(replies.TLS_ALREADY_ACTIVE)  # aiosmtpd would start a second TLS layer
             return
-        transport, tap = self.transport, self.tap
-        if tap is None or arg or not self.tls_context or transport is None:
-            await super().smtp_STARTTLS(arg)
-            return
-        # aiosmtpd puts its TLS protocol on the TCP transport with one set_protocol() call: put a tap
-        # between them for that one call, so the lab can show the ciphertext an eavesdropper would see.
-        plain_set_protocol = transport.set_protocol
-
-        def set_protocol(protocol: asyncio.BaseProtocol) -> None:
-            del transport.set_protocol  # one call only
-            self._tls_started = True
-            tap.encrypted = True
-            plain_set_protocol(TapProtocol(protocol, tap))
-
-        transport.set_protocol = set_protocol  # type: ignore[method-assign]
-        try:
-            await super().smtp_STARTTLS(arg)
-        finally:
-            transport.__dict__.pop("set_protocol", None)
+        # aiosmtpd's own STARTTLS: the wire tap puts itself between the TCP transport and TLS (WireTap.attach).
+        await super().smtp_STARTTLS(arg)
 
     def _syntax_available(self, method: Any) -> bool:
         # HELP lists only what this server answers: no AUTH on a server that offers no mechanism (an MX), no

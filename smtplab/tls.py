@@ -7,6 +7,7 @@ openssl s_client (`-CAfile`).
 
 from __future__ import annotations
 
+import os
 import ssl
 from pathlib import Path
 
@@ -48,10 +49,35 @@ class LabCA:
                                        organization_unit_name=host_name)
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.minimum_version = ssl.TLSVersion.TLSv1_2
+            context.keylog_filename = str(self.keylog())
             cert.configure_cert(context)
             write_private(self.directory / f"{host_name}.pem", cert.private_key_and_cert_chain_pem.bytes())
             self._server_contexts[host_name] = context
         return self._server_contexts[host_name]
+
+    def keylog(self) -> Path:
+        """The lab's TLS key log: the secrets of every TLS session the lab's servers hold (SSLKEYLOGFILE format).
+
+        TLS keeps the wire secret with keys that only the two ends ever have: they derive them during
+        the handshake and never send them. OpenSSL can write them down as it makes them, one line per
+        secret, `LABEL <client random> <secret>` (the NSS key log format, what the SSLKEYLOGFILE
+        variable of browsers writes); Python exposes that as `SSLContext.keylog_filename`. With this
+        file, Wireshark decrypts every session in a capture of the lab and shows the SMTP, IMAP and
+        POP3 inside STARTTLS (`lab.pcap` writes the lines of the captured sessions beside the capture).
+
+        Real servers never do this: whoever holds the file reads every session it lists, passwords
+        included, as if there were no TLS. The lab does it because its sessions carry only its own
+        made-up users, and seeing the inside of TLS is the lesson. The file is created 0600 inside the
+        lab's private directory and holds only the sessions of the lab's own server contexts.
+        """
+        path = self.directory / "tls-keys.log"
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))  # 0600 before OpenSSL writes
+        return path
+
+    def close(self) -> None:
+        """Stop writing the key log: OpenSSL keeps the file open as long as a server context lives."""
+        for context in self._server_contexts.values():
+            context.keylog_filename = None  # type: ignore[assignment]
 
     def client_context(self) -> ssl.SSLContext:
         """Return a client context that trusts exactly this lab's CA and checks host names."""

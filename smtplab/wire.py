@@ -1,22 +1,30 @@
-"""What an eavesdropper on the wire sees: the raw bytes of an SMTP connection, before and after STARTTLS.
+"""What an eavesdropper on the wire sees: the raw bytes of a connection, before and after STARTTLS.
 
 Before STARTTLS every command, every reply, every base64 password crosses in clear text. After it,
 only TLS records cross: a 5-byte header (type, version, length) and bytes that mean nothing without the
 session keys. The tap records the real bytes at the TCP transport, below TLS, so this view is not a
 simulation: it is what `tcpdump -A` on the loopback interface would print.
+
+One `WireTap` per connection (SMTP, IMAP, DNS over TCP) or per DNS question over UDP, each with the
+endpoints, the time every chunk of bytes crossed and how the connection ended: enough for `pcap.py` to
+write the packets a capture on the loopback interface would have held.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["WireTap", "Chunk", "TLS_TYPES"]
+__all__ = ["WireTap", "Chunk", "End", "WireStore", "TLS_TYPES"]
 
 TLS_TYPES = {20: "change cipher spec", 21: "alert", 22: "handshake", 23: "application data"}
 LIMIT = 256 * 1024  # bytes kept per connection
+CHUNK_LIMIT = 8192  # chunks kept per connection: past it, bytes join the last chunk (one time for both)
 
 
 @dataclass(frozen=True)
@@ -24,28 +32,120 @@ class Chunk:
     direction: str  # "C" client to server, "S" server to client
     data: bytes
     encrypted: bool
+    time: float = 0.0  # when the bytes crossed (the tap's clock: the lab's clock in a lab)
+
+
+@dataclass(frozen=True)
+class End:
+    """A side closing its half of the connection (`FIN`) or resetting it (`RST`), after `after` chunks."""
+
+    direction: str
+    kind: str  # "FIN" or "RST"
+    time: float
+    after: int
 
 
 @dataclass
 class WireTap:
-    """The raw bytes of one connection, in both directions, in order."""
+    """The raw bytes of one connection, in both directions, in order, with their times."""
 
     conn: str
     host: str
     chunks: list[Chunk] = field(default_factory=list)
     encrypted: bool = False
     size: int = 0
+    client: tuple[str, int] = ("", 0)
+    server: tuple[str, int] = ("", 0)
+    transport: str = "tcp"  # "tcp" or "udp" (one DNS question and its answer)
+    service: str = ""  # the server's port name: "smtp", "submission", "imap", "dns", ...
+    opened: float = 0.0  # when the TCP handshake was done (the server accepted)
+    closed: float = 0.0  # when the connection was gone (0: still open)
+    ends: list[End] = field(default_factory=list)
+    dropped: int = 0  # bytes that crossed after the LIMIT and were not kept
+    also: list[str] = field(default_factory=list)  # further trace connection ids (DNS questions over TCP)
+    clock: Callable[[], float] = time.time
 
+    # --- recording ---
     def record(self, direction: str, data: bytes) -> None:
-        if self.size >= LIMIT or not data:
+        if not data:
             return
-        data = bytes(data[: LIMIT - self.size])
-        self.size += len(data)
-        if self.chunks and self.chunks[-1].direction == direction and self.chunks[-1].encrypted == self.encrypted:
-            last = self.chunks.pop()
-            self.chunks.append(Chunk(direction, last.data + data, self.encrypted))
+        if self.size >= LIMIT:
+            self.dropped += len(data)
+            return
+        kept = bytes(data[: LIMIT - self.size])
+        self.dropped += len(data) - len(kept)
+        self.size += len(kept)
+        now = self.clock()
+        if len(self.chunks) >= CHUNK_LIMIT and self.chunks[-1].direction == direction \
+                and self.chunks[-1].encrypted == self.encrypted:
+            last = self.chunks.pop()  # a client writing byte by byte must not cost an object per byte
+            self.chunks.append(Chunk(direction, last.data + kept, self.encrypted, last.time))
         else:
-            self.chunks.append(Chunk(direction, data, self.encrypted))
+            self.chunks.append(Chunk(direction, kept, self.encrypted, now))
+
+    def end(self, direction: str, kind: str = "FIN") -> None:
+        """Record that `direction`'s side sent FIN (its last byte is out) or RST; only the first of each side."""
+        if any(e.direction == direction or e.kind == "RST" for e in self.ends):
+            return
+        self.ends.append(End(direction, kind, self.clock(), len(self.chunks)))
+
+    def lost(self, error: Exception | None) -> None:
+        """The connection is gone; a reset by the peer is the client's RST."""
+        if isinstance(error, (ConnectionResetError, BrokenPipeError)):
+            self.end("C", "RST")
+        self.closed = self.clock()
+
+    def name(self, conn: str) -> None:
+        """Give the tap the trace connection id `conn` (the first one names it, later ones are kept too)."""
+        if not self.conn:
+            self.conn = conn
+        elif conn != self.conn and conn not in self.also:
+            self.also.append(conn)
+
+    @property
+    def conns(self) -> tuple[str, ...]:
+        """Every trace connection id whose bytes this tap holds."""
+        return (self.conn, *self.also) if self.conn else tuple(self.also)
+
+    @property
+    def truncated(self) -> bool:
+        return self.dropped > 0
+
+    def attach(self, transport: Any) -> None:
+        """Tap a server-side TCP transport: every byte read or written, at the socket, below any TLS.
+
+        Reads go through a `TapProtocol` put in front of the transport's protocol, now and whenever
+        the protocol is replaced (STARTTLS puts an SSL protocol there: the tap stays below it); writes,
+        closes and aborts are recorded by wrapping the transport's own methods (of this transport only).
+        """
+        peer = transport.get_extra_info("peername") or ("", 0)
+        sock = transport.get_extra_info("sockname") or ("", 0)
+        self.client, self.server = (peer[0], peer[1]), (sock[0], sock[1])
+        self.opened = self.clock()
+        self.tap_writes(transport)
+        set_protocol, close, abort = transport.set_protocol, transport.close, transport.abort
+
+        def tapped_set_protocol(protocol: Any) -> None:
+            if isinstance(protocol, TapProtocol):
+                set_protocol(protocol)
+                return
+            if set_protocol_calls[0]:  # a later protocol is TLS starting (STARTTLS, STLS)
+                self.encrypted = True
+            set_protocol(TapProtocol(protocol, self))
+
+        def tapped_close() -> None:
+            self.end("S")
+            close()
+
+        def tapped_abort() -> None:
+            self.end("S", "RST")
+            abort()
+
+        set_protocol_calls = [False]
+        transport.set_protocol = tapped_set_protocol
+        tapped_set_protocol(transport.get_protocol())
+        set_protocol_calls[0] = True
+        transport.close, transport.abort = tapped_close, tapped_abort
 
     def tap_writes(self, transport: Any) -> None:
         """Record everything written to the raw transport (plain replies, later TLS records)."""
@@ -55,12 +155,30 @@ class WireTap:
             self.record("S", data)
             write(data)
 
+        def tapped_lines(list_of_data: Iterable[bytes]) -> None:
+            data = b"".join(list_of_data)
+            self.record("S", data)
+            write(data)
+
         transport.write = tapped
+        transport.writelines = tapped_lines
+
+    # --- reading ---
+    def merged(self) -> list[Chunk]:
+        """The chunks with consecutive ones of the same direction and encryption joined (times of the first)."""
+        out: list[Chunk] = []
+        for chunk in list(self.chunks):
+            if out and out[-1].direction == chunk.direction and out[-1].encrypted == chunk.encrypted:
+                last = out.pop()
+                out.append(Chunk(last.direction, last.data + chunk.data, last.encrypted, last.time))
+            else:
+                out.append(chunk)
+        return out
 
     def render(self, *, hex_bytes: int = 16) -> str:
         """The eavesdropper's view: clear text as lines, TLS as records with their first bytes."""
         lines = []
-        for chunk in self.chunks:
+        for chunk in self.merged():
             if not chunk.encrypted:
                 text = chunk.data.decode("latin-1")
                 for line in text.replace("\r\n", "\n").rstrip("\n").split("\n"):
@@ -69,6 +187,8 @@ class WireTap:
             for kind, length, head in tls_records(chunk.data):
                 preview = " ".join(f"{b:02x}" for b in head[:hex_bytes])
                 lines.append(f"{chunk.direction}: [TLS {kind}, {length} bytes] {preview} ...")
+        if self.dropped:
+            lines.append(f"... ({self.dropped} more bytes not kept: the tap keeps {LIMIT} per connection)")
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -90,7 +210,7 @@ def tls_records(data: bytes) -> list[tuple[str, int, bytes]]:
 
 
 class TapProtocol(asyncio.Protocol):
-    """Sits between the raw transport and the TLS protocol, recording the ciphertext that arrives."""
+    """Sits between the raw transport and a protocol (plain, or TLS), recording the bytes that arrive."""
 
     def __init__(self, inner: Any, tap: WireTap) -> None:
         self.inner = inner
@@ -114,9 +234,11 @@ class TapProtocol(asyncio.Protocol):
             view = view[n:]
 
     def eof_received(self) -> bool | None:
+        self.tap.end("C")
         return self.inner.eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.tap.lost(exc)
         self.inner.connection_lost(exc)
 
     def pause_writing(self) -> None:
@@ -124,3 +246,35 @@ class TapProtocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.inner.resume_writing()
+
+
+class WireStore:
+    """The taps a lab keeps: the newest `keep[service]` of each service (others: `default`), thread-safe."""
+
+    def __init__(self, keep: dict[str, int] | None = None, default: int = 200) -> None:
+        self._keep = dict(keep or {})
+        self._default = default
+        self._taps: dict[str, OrderedDict[int, WireTap]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, tap: WireTap) -> None:
+        with self._lock:
+            kept = self._taps.setdefault(tap.service, OrderedDict())
+            kept[id(tap)] = tap
+            while len(kept) > self._keep.get(tap.service, self._default):
+                kept.popitem(last=False)
+
+    def get(self, conn: str) -> WireTap | None:
+        for tap in self.taps():
+            if conn in tap.conns:
+                return tap
+        return None
+
+    def taps(self, conns: Iterable[str] | None = None) -> list[WireTap]:
+        """The kept taps in the order their connections opened (only those holding one of `conns`)."""
+        with self._lock:
+            taps = [tap for kept in self._taps.values() for tap in kept.values()]
+        if conns is not None:
+            wanted = set(conns)
+            taps = [tap for tap in taps if wanted.intersection(tap.conns)]
+        return sorted(taps, key=lambda tap: tap.opened)

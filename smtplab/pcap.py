@@ -1,0 +1,335 @@
+"""The lab's traffic as a capture file: pcapng for Wireshark and tshark, with the TLS key log beside it.
+
+Capturing on the loopback interface (tcpdump, Wireshark) needs privileges that learners on Binder or a
+shared JupyterHub do not have. The lab does not need them: its servers record every byte at the TCP
+transport, below TLS, with the time it crossed (`wire.WireTap`). From those records this module builds
+the packets a capture would have held (scapy writes them): for each TCP connection the handshake
+(SYN, SYN-ACK, ACK), the data in segments of at most 65,000 bytes with their sequence and
+acknowledgement numbers, the acknowledgements, and FIN (or RST) at the close; for each DNS question over
+UDP the query and the answer datagram. Addresses and ports are the real ones of both ends (the lab's
+hosts have their own 127.x addresses); times are lab time, as in the trace and the Received headers.
+
+The servers listen on ports the system gave them, not 25, 587, 143 and 53, so Wireshark does not guess
+the protocols by port: `Capture.decode_as` says which port carries what (tshark and Wireshark's `-d`,
+or Analyze > Decode As in the Wireshark window). With the key log (`-o tls.keylog_file:PATH`, or
+Preferences > Protocols > TLS > (Pre)-Master-Secret log filename) Wireshark decrypts the TLS sessions
+and shows the SMTP and IMAP inside STARTTLS; see `LabCA.keylog` for what that file is and why real
+servers never write one.
+
+The lab keeps the bytes of its newest connections (`lab.WIRE_KEEP`, 256 KiB each); a connection with
+more has a packet comment where its record ends, and no FIN.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import SmtpLabError
+from .wire import LIMIT, WireTap
+
+__all__ = ["Capture", "write_capture", "write_taps", "summary", "PORT_PROTOCOLS"]
+
+SEGMENT = 65_000  # the largest TCP payload written (loopback's MTU is 65,536)
+WINDOW = 65_535
+MSS = 65_495  # what Linux announces on loopback
+LOOPBACK_MAC = "00:00:00:00:00:00"  # a Linux loopback capture has Ethernet headers with zero addresses
+# The lab's port names and the Wireshark dissector for each (`-d tcp.port==N,smtp`).
+PORT_PROTOCOLS = {"smtp": "smtp", "submission": "smtp", "imap": "imap", "pop3": "pop", "dns": "dns"}
+
+
+class CaptureError(SmtpLabError):
+    """The capture could not be written (no such message, or the file could not be created)."""
+
+
+@dataclass(frozen=True)
+class Capture:
+    """A capture written by `lab.pcap()`: the pcapng file and its key log; unpacks as `pcap, keylog`."""
+
+    pcap: Path
+    keylog: Path
+    decode_as: tuple[str, ...] = ()  # e.g. "tcp.port==40123,smtp": the lab's ports and their protocols
+    packets: int = 0
+    connections: int = 0
+    sessions: int = 0  # TLS sessions whose secrets are in the key log
+
+    def __iter__(self) -> Iterator[Path]:
+        return iter((self.pcap, self.keylog))
+
+    def tshark_args(self, *, keys: bool = True) -> list[str]:
+        """The tshark (or wireshark) options that open this capture: the file, the ports, the key log."""
+        args = ["-r", str(self.pcap)]
+        for entry in self.decode_as:
+            args += ["-d", entry]
+        if keys:
+            args += ["-o", f"tls.keylog_file:{self.keylog}"]
+        return args
+
+    def command(self, program: str = "wireshark", *, keys: bool = True) -> str:
+        """A command line to paste into a terminal, e.g. `wireshark -r ... -d ... -o tls.keylog_file:...`."""
+        import shlex
+
+        return " ".join([program, *(shlex.quote(a) for a in self.tshark_args(keys=keys))])
+
+    def __str__(self) -> str:
+        return (f"{self.pcap} ({self.packets} packets, {self.connections} connections); TLS keys of "
+                f"{self.sessions} sessions in {self.keylog}")
+
+
+def write_capture(lab: Any, path: str | Path, message: Any = None) -> Capture:
+    """Write `lab`'s kept traffic (or only the connections and DNS questions of `message`) to `path`."""
+    taps = lab._wires.taps()
+    if message is not None:
+        from .journey import message_events, message_key
+
+        key = message_key(message)
+        conns = {event.conn for event in message_events(lab.trace, message) if event.conn}
+        taps = [tap for tap in taps if conns.intersection(tap.conns)]
+        if not taps:
+            raise CaptureError(f"no traffic of message {key!r} is kept: give a queue id or Message-ID from "
+                               "lab.send(...) or lab.queue (the lab keeps the newest connections only)")
+    decode_as = []
+    for host in lab.hosts.values():
+        for service, port in host.ports.items():
+            if service in PORT_PROTOCOLS:
+                decode_as.append(f"tcp.port=={port},{PORT_PROTOCOLS[service]}")
+    decode_as += [f"udp.port=={lab.dns.port},dns", f"tcp.port=={lab.dns.port},dns"]
+    return write_taps(taps, path, keylog_source=lab.ca.keylog(), decode_as=tuple(dict.fromkeys(decode_as)))
+
+
+def write_taps(taps: Iterable[WireTap], path: str | Path, *, keylog_source: Path | None = None,
+               keylog: str | Path | None = None, decode_as: tuple[str, ...] = ()) -> Capture:
+    """Write the packets of `taps` to the pcapng file `path` and, beside it (`NAME.keylog`), the lines of
+    `keylog_source` that belong to the TLS sessions in them. Both files are created 0600."""
+    from scapy.utils import PcapNgWriter  # scapy takes about a second to load: only when a capture is made
+
+    pcap_path = Path(path)
+    keylog_path = Path(keylog) if keylog is not None else pcap_path.with_suffix(".keylog")
+    taps = list(taps)
+    timed: list[tuple[float, Any]] = []
+    randoms: set[str] = set()
+    for tap in taps:
+        timed += _udp_packets(tap) if tap.transport == "udp" else _tcp_packets(tap)
+        randoms.update(_client_randoms(tap))
+    timed.sort(key=lambda item: item[0])  # stable: each connection's packets keep their order
+    _create_private(pcap_path)
+    writer = PcapNgWriter(str(pcap_path))
+    try:
+        for moment, packet in timed:
+            packet.time = moment
+            writer.write(packet)
+    finally:
+        writer.close()
+    sessions = _write_keylog(keylog_path, keylog_source, randoms, pcap_path.name)
+    return Capture(pcap_path, keylog_path, decode_as, len(timed), len(taps), sessions)
+
+
+def _create_private(path: Path) -> None:
+    """Create (or empty) `path` with mode 0600 before any byte is written; missing folders are made 0700."""
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)  # an existing file keeps its mode otherwise
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise CaptureError(f"cannot write {path}: {exc.strerror or exc}; give a path in a folder you can "
+                           "write to, e.g. lab.pcap('capture.pcapng')") from None
+
+
+# --- TCP and UDP packets from a tap ---
+
+def _ip(source: str, destination: str, ident: int) -> Any:
+    from scapy.layers.inet import IP
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import Ether
+
+    ether = Ether(src=LOOPBACK_MAC, dst=LOOPBACK_MAC)
+    if ":" in source:
+        return ether / IPv6(src=source, dst=destination)
+    return ether / IP(src=source, dst=destination, id=ident & 0xFFFF, flags="DF", ttl=64)
+
+
+def _isn(tap: WireTap, side: str) -> int:
+    # Initial sequence numbers look random, as real ones do, and are the same each time a capture is written.
+    return zlib.crc32(f"{tap.conn}|{tap.client}|{tap.server}|{tap.opened}|{side}".encode())
+
+
+def _tcp_packets(tap: WireTap) -> list[tuple[float, Any]]:
+    from scapy.layers.inet import TCP
+    from scapy.packet import Raw
+
+    ends = {"C": (tap.client[0], tap.client[1]), "S": (tap.server[0], tap.server[1])}
+    other = {"C": "S", "S": "C"}
+    seq = {side: _isn(tap, side) for side in "CS"}
+    ident = {side: _isn(tap, side + "ip") & 0xFFFF for side in "CS"}
+    out: list[tuple[float, Any]] = []
+    last = [tap.opened]
+
+    def emit(moment: float, side: str, flags: str, payload: bytes = b"", options: Any = None) -> Any:
+        moment = max(moment, last[0])  # the clock read on the loop never goes back within a connection
+        last[0] = moment
+        source, target = ends[side], ends[other[side]]
+        segment = TCP(sport=source[1], dport=target[1], flags=flags, seq=seq[side] & 0xFFFFFFFF,
+                      ack=seq[other[side]] & 0xFFFFFFFF if "A" in flags else 0, window=WINDOW,
+                      options=options or [])
+        ident[side] += 1
+        packet = _ip(source[0], target[0], ident[side]) / segment
+        if payload:
+            packet = packet / Raw(payload)
+        out.append((moment, packet))
+        return packet
+
+    # The three-way handshake (RFC 9293 §3.5), done when the server accepted the connection.
+    emit(tap.opened, "C", "S", options=[("MSS", MSS)])
+    seq["C"] += 1
+    emit(tap.opened, "S", "SA", options=[("MSS", MSS)])
+    seq["S"] += 1
+    emit(tap.opened, "C", "A")
+
+    chunks = list(tap.chunks)
+    closing = [] if tap.truncated else sorted(tap.ends, key=lambda end: end.after)
+    done: set[str] = set()
+    reset = False
+    # Each piece of data (or FIN) is acknowledged by the other side, at once unless that side's own next
+    # segment follows and carries the acknowledgement (what delayed ACKs do).
+    steps: list[tuple[float, str, str, bytes]] = []
+    index = 0
+    for position, chunk in enumerate(chunks):
+        while index < len(closing) and closing[index].after <= position:
+            end = closing[index]
+            steps.append((end.time, end.direction, end.kind, b""))
+            index += 1
+        for offset in range(0, len(chunk.data), SEGMENT):
+            steps.append((chunk.time, chunk.direction, "DATA", chunk.data[offset: offset + SEGMENT]))
+    for end in closing[index:]:
+        steps.append((end.time, end.direction, end.kind, b""))
+    if tap.closed and not tap.truncated and not any(kind == "RST" for _, _, kind, _ in steps):
+        # A side that had not sent FIN when the server let go of the socket sends it then (the server
+        # first when neither had: the server closed; the client answers its FIN with its own).
+        finished = {side for _, side, kind, _ in steps if kind == "FIN"}
+        for side in ("S", "C"):
+            if side not in finished:
+                steps.append((tap.closed, side, "FIN", b""))
+    for number, (moment, side, kind, data) in enumerate(steps):
+        if reset:
+            break
+        if side in done:  # nothing follows a side's FIN from that side
+            continue
+        following = steps[number + 1] if number + 1 < len(steps) else None
+        piggyback = following is not None and following[1] == other[side] and following[2] in ("DATA", "FIN") \
+            and other[side] not in done
+        if kind == "RST":
+            emit(moment, side, "RA")
+            reset = True
+            continue
+        if kind == "FIN":
+            emit(moment, side, "FA")
+            seq[side] += 1
+            done.add(side)
+        else:
+            emit(moment, side, "PA", data)
+            seq[side] += len(data)
+        if not piggyback:
+            emit(moment, other[side], "A")
+    if tap.truncated and out:
+        out[-1][1].comments = [
+            f"smtplab: this connection carried {tap.dropped} more bytes that the lab did not keep (it keeps "
+            f"{LIMIT} bytes per connection); its capture ends here".encode()
+        ]
+    return out
+
+
+def _udp_packets(tap: WireTap) -> list[tuple[float, Any]]:
+    from scapy.layers.inet import UDP
+    from scapy.packet import Raw
+
+    out = []
+    for number, chunk in enumerate(tap.chunks):
+        source, target = (tap.client, tap.server) if chunk.direction == "C" else (tap.server, tap.client)
+        packet = _ip(source[0], target[0], _isn(tap, "ip") + number) / UDP(sport=source[1], dport=target[1])
+        out.append((chunk.time, packet / Raw(chunk.data)))
+    return out
+
+
+# --- the key log ---
+
+def _client_randoms(tap: WireTap) -> set[str]:
+    """The client randoms (hex) of the TLS ClientHellos the client sent on this connection (RFC 8446 §4.1.2)."""
+    stream = b"".join(chunk.data for chunk in tap.chunks if chunk.direction == "C" and chunk.encrypted)[:16384]
+    found = set()
+    offset = 0
+    while offset + 5 <= len(stream):
+        kind, length = stream[offset], struct.unpack("!H", stream[offset + 3: offset + 5])[0]
+        body = stream[offset + 5: offset + 5 + length]
+        # handshake record, ClientHello (1), then 3 bytes of length and 2 of version before the random
+        if kind == 22 and len(body) >= 38 and body[0] == 1:
+            found.add(body[6:38].hex())
+        offset += 5 + length
+    return found
+
+
+def _write_keylog(path: Path, source: Path | None, randoms: set[str], capture_name: str) -> int:
+    """Copy the lines of `source` whose client random is one of `randoms`; return how many sessions."""
+    _create_private(path)
+    sessions: set[str] = set()
+    with open(path, "w", encoding="ascii") as out:
+        out.write(f"# TLS secrets of the sessions in {capture_name}, from the smtplab lab's servers (SSLKEYLOGFILE)\n")
+        if source is None or not randoms or not source.exists():
+            return 0
+        with open(source, encoding="ascii", errors="replace") as lines:
+            for line in lines:
+                parts = line.split()
+                if len(parts) == 3 and parts[1].lower() in randoms:
+                    out.write(line if line.endswith("\n") else line + "\n")
+                    sessions.add(parts[1].lower())
+    return len(sessions)
+
+
+# --- reading a capture back, without tshark ---
+
+def summary(path: str | Path, decode_as: Iterable[str] = (), *, limit: int | None = None) -> str:
+    """A tshark-like list of the frames in a capture, in pure Python: number, time, ends, protocol, info.
+
+    `decode_as` (from `Capture.decode_as`) names the protocol of each lab port; TLS is recognised by its
+    record header (the bytes stay encrypted: only tshark or Wireshark with the key log decrypts them).
+    """
+    from scapy.layers.inet import TCP, UDP
+    from scapy.utils import PcapNgReader
+
+    ports = {}
+    for entry in decode_as:
+        selector, _, protocol = entry.partition(",")
+        ports[int(selector.rpartition("==")[2])] = protocol.upper()
+    lines = []
+    start = None
+    with PcapNgReader(str(path)) as reader:
+        for number, packet in enumerate(reader, start=1):
+            if limit is not None and number > limit:
+                lines.append("...")
+                break
+            moment = float(packet.time)
+            start = moment if start is None else start
+            layer = packet[TCP] if TCP in packet else packet[UDP] if UDP in packet else None
+            if layer is None:
+                continue
+            ip = layer.underlayer
+            payload = bytes(layer.payload)
+            protocol = ports.get(layer.dport) or ports.get(layer.sport) or ("TCP" if TCP in packet else "UDP")
+            if isinstance(layer, TCP) and not payload:
+                info, protocol = f"[{layer.sprintf('%TCP.flags%')}] Seq={layer.seq} Ack={layer.ack}", "TCP"
+            elif payload[:1] in (b"\x14", b"\x15", b"\x16", b"\x17") and payload[1:2] == b"\x03":
+                info, protocol = "encrypted: TLS records", "TLS"
+            elif protocol == "DNS":
+                info = f"DNS message, {len(payload)} bytes"
+            else:
+                info = payload.split(b"\r\n", 1)[0][:70].decode("latin-1")
+            lines.append(f"{number:5} {moment - start:9.6f} {ip.src}:{layer.sport} -> {ip.dst}:{layer.dport} "
+                         f"{protocol:5} {info}")
+    return "\n".join(lines)
