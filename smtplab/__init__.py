@@ -35,7 +35,8 @@ from .trace import Trace, TraceEvent
 __version__ = "0.1.0"
 
 # The drawing layer (Graphviz) loads on first use: a lab that only carries mail never pays for it.
-_LAZY = {"ladder": "ladder_diagram", "topology": "topology_diagram", "Diagram": "render", "RenderError": "render"}
+_LAZY = {"ladder": "ladder_diagram", "topology": "topology_diagram", "Diagram": "render", "RenderError": "render",
+         "Capture": "pcap"}
 
 
 def __getattr__(name: str) -> object:
@@ -79,6 +80,7 @@ __all__ = [
     "Trace",
     "TraceEvent",
     "Diagram",
+    "Capture",
     "VirtualClock",
     "SmtpLabError",
     "ScenarioError",
