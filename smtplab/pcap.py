@@ -33,7 +33,8 @@ from typing import Any
 from .errors import SmtpLabError
 from .wire import LIMIT, WireTap
 
-__all__ = ["Capture", "write_capture", "write_taps", "summary", "PORT_PROTOCOLS"]
+__all__ = ["Capture", "CaptureError", "ToolMissing", "Frame", "frames", "write_capture", "write_taps", "summary",
+           "PORT_PROTOCOLS"]
 
 SEGMENT = 65_000  # the largest TCP payload written (loopback's MTU is 65,536)
 WINDOW = 65_535
@@ -45,6 +46,10 @@ PORT_PROTOCOLS = {"smtp": "smtp", "submission": "smtp", "imap": "imap", "pop3": 
 
 class CaptureError(SmtpLabError):
     """The capture could not be written (no such message, or the file could not be created)."""
+
+
+class ToolMissing(SmtpLabError):
+    """A program the lab runs for you (tshark) is not installed."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,35 @@ class Capture:
         import shlex
 
         return " ".join([program, *(shlex.quote(a) for a in self.tshark_args(keys=keys))])
+
+    def tshark(self, display_filter: str = "", *options: str, keys: bool = True) -> str:
+        """Run tshark on this capture (with the lab's ports and, if `keys`, the key log); return what it prints.
+
+        Raises ToolMissing when tshark is not installed (`summary()` reads the file without it).
+        """
+        import shutil
+        import subprocess
+
+        program = shutil.which("tshark")
+        if program is None:
+            raise ToolMissing("tshark is not installed here (Debian/Ubuntu: apt-get install tshark); "
+                              "capture.summary() lists the frames without it, or open the file in Wireshark: "
+                              + self.command())
+        args = [program, "-n", *self.tshark_args(keys=keys), *options]
+        if display_filter:
+            args += ["-Y", display_filter]
+        result = subprocess.run(args, capture_output=True, text=True, timeout=300)
+        if result.returncode != 0:
+            raise CaptureError(f"tshark failed: {result.stderr.strip()}")
+        return result.stdout.rstrip("\n")
+
+    def summary(self, *, limit: int | None = None) -> str:
+        """The frames of the capture, listed in pure Python (no tshark needed); TLS stays encrypted."""
+        return summary(self.pcap, self.decode_as, limit=limit)
+
+    def frames(self) -> list[Frame]:
+        """The TCP and UDP frames of the capture, numbered as Wireshark numbers them."""
+        return frames(self.pcap)
 
     def __str__(self) -> str:
         return (f"{self.pcap} ({self.packets} packets, {self.connections} connections); TLS keys of "
@@ -294,42 +328,79 @@ def _write_keylog(path: Path, source: Path | None, randoms: set[str], capture_na
 
 # --- reading a capture back, without tshark ---
 
+@dataclass(frozen=True)
+class Frame:
+    """One frame of a capture file, numbered as Wireshark numbers it (from 1)."""
+
+    number: int
+    time: float
+    source: str
+    source_port: int
+    destination: str
+    destination_port: int
+    transport: str  # "tcp" or "udp"
+    flags: str  # TCP flags as tshark prints them ("S", "SA", "PA", "FA", ...); "" for UDP
+    seq: int
+    ack: int
+    payload: bytes
+
+    @property
+    def is_tls(self) -> bool:
+        """True when the payload starts with a TLS record header (content type 20-23, version 3.x)."""
+        return len(self.payload) >= 5 and 20 <= self.payload[0] <= 23 and self.payload[1] == 3
+
+    def text(self, width: int = 70) -> str:
+        """The payload's first line as text (or a note on what it is)."""
+        if not self.payload:
+            return ""
+        if self.is_tls:
+            return f"TLS records, {len(self.payload)} bytes (encrypted)"
+        return self.payload.split(b"\r\n", 1)[0][:width].decode("latin-1")
+
+
+def frames(path: str | Path) -> list[Frame]:
+    """Every TCP and UDP frame of the capture at `path`, in file order (the order Wireshark numbers)."""
+    from scapy.layers.inet import TCP, UDP
+    from scapy.utils import PcapNgReader
+
+    out = []
+    with PcapNgReader(str(path)) as reader:
+        for number, packet in enumerate(reader, start=1):
+            layer = packet[TCP] if TCP in packet else packet[UDP] if UDP in packet else None
+            if layer is None:
+                continue
+            tcp = isinstance(layer, TCP)
+            out.append(Frame(number, float(packet.time), layer.underlayer.src, layer.sport, layer.underlayer.dst,
+                             layer.dport, "tcp" if tcp else "udp", str(layer.flags) if tcp else "",
+                             layer.seq if tcp else 0, layer.ack if tcp else 0, bytes(layer.payload)))
+    return out
+
+
 def summary(path: str | Path, decode_as: Iterable[str] = (), *, limit: int | None = None) -> str:
     """A tshark-like list of the frames in a capture, in pure Python: number, time, ends, protocol, info.
 
     `decode_as` (from `Capture.decode_as`) names the protocol of each lab port; TLS is recognised by its
     record header (the bytes stay encrypted: only tshark or Wireshark with the key log decrypts them).
     """
-    from scapy.layers.inet import TCP, UDP
-    from scapy.utils import PcapNgReader
-
     ports = {}
     for entry in decode_as:
         selector, _, protocol = entry.partition(",")
         ports[int(selector.rpartition("==")[2])] = protocol.upper()
     lines = []
-    start = None
-    with PcapNgReader(str(path)) as reader:
-        for number, packet in enumerate(reader, start=1):
-            if limit is not None and number > limit:
-                lines.append("...")
-                break
-            moment = float(packet.time)
-            start = moment if start is None else start
-            layer = packet[TCP] if TCP in packet else packet[UDP] if UDP in packet else None
-            if layer is None:
-                continue
-            ip = layer.underlayer
-            payload = bytes(layer.payload)
-            protocol = ports.get(layer.dport) or ports.get(layer.sport) or ("TCP" if TCP in packet else "UDP")
-            if isinstance(layer, TCP) and not payload:
-                info, protocol = f"[{layer.sprintf('%TCP.flags%')}] Seq={layer.seq} Ack={layer.ack}", "TCP"
-            elif payload[:1] in (b"\x14", b"\x15", b"\x16", b"\x17") and payload[1:2] == b"\x03":
-                info, protocol = "encrypted: TLS records", "TLS"
-            elif protocol == "DNS":
-                info = f"DNS message, {len(payload)} bytes"
-            else:
-                info = payload.split(b"\r\n", 1)[0][:70].decode("latin-1")
-            lines.append(f"{number:5} {moment - start:9.6f} {ip.src}:{layer.sport} -> {ip.dst}:{layer.dport} "
-                         f"{protocol:5} {info}")
+    all_frames = frames(path)
+    start = all_frames[0].time if all_frames else 0.0
+    for frame in all_frames[:limit]:
+        protocol = ports.get(frame.destination_port) or ports.get(frame.source_port) or frame.transport.upper()
+        if frame.transport == "tcp" and not frame.payload:
+            protocol, info = "TCP", f"[{frame.flags}] Seq={frame.seq} Ack={frame.ack}"
+        elif frame.is_tls:
+            protocol, info = "TLS", "encrypted: TLS records"
+        elif protocol == "DNS":
+            info = f"DNS message, {len(frame.payload)} bytes"
+        else:
+            info = frame.text()
+        lines.append(f"{frame.number:5} {frame.time - start:9.6f} {frame.source}:{frame.source_port} -> "
+                     f"{frame.destination}:{frame.destination_port} {protocol:5} {info}")
+    if limit is not None and len(all_frames) > limit:
+        lines.append(f"... ({len(all_frames) - limit} more frames)")
     return "\n".join(lines)

@@ -1,0 +1,219 @@
+"""Exercises of the Wireshark notebook: predict what TLS hides, find STARTTLS's 220 in your capture, and read the
+password in the AUTH PLAIN line once Wireshark has decrypted the session.
+
+Each check reads the learner's own capture file (frame by frame, numbered as Wireshark numbers them) and the
+lab's trace of the same connections; the feedback to a wrong answer quotes what the capture holds and says
+how to find the right frame or line, never the answer itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from . import Feedback, failed, passed, unanswered
+
+__all__ = ["check_mail_prediction", "check_starttls_frame", "check_auth_password"]
+
+PREDICT = "Exercise 1 · predict: MAIL FROM without the key log"
+FRAME = "Exercise 2 · the frame of STARTTLS's 220"
+PASSWORD = "Exercise 3 · the password inside TLS"
+
+SUBMISSION_HOST = "smtp.example.org"
+_YES = {"yes", "y", "true", "si", "sí", "1"}
+_NO = {"no", "n", "false", "0"}
+_MAIL = re.compile(rb"^mail from:", re.IGNORECASE | re.MULTILINE)
+_AUTH_PLAIN = re.compile(r"^AUTH PLAIN (\S+)$", re.IGNORECASE)
+
+
+def _blank(value: Any) -> bool:
+    return value is None or value is ... or (isinstance(value, str) and not value.strip())
+
+
+def _frames(capture: Any) -> list[Any] | Feedback:
+    try:
+        return list(capture.frames())
+    except (AttributeError, OSError) as exc:
+        return failed(f"could not read {capture!r} as a capture ({exc}): pass the object lab.pcap(...) returned, "
+                      "e.g. capture.")
+
+
+@dataclass(frozen=True)
+class _Submission:
+    """One connection from a mail client to the submission port, as it is in the capture."""
+
+    client_port: int
+    frames: list[Any]  # its frames in order
+    starttls: Any  # the client's STARTTLS frame (a Frame, or None)
+    reply: Any  # the server's first data frame after it, the 220 (or None)
+
+
+def _submissions(frames: list[Any], lab: Any) -> list[_Submission]:
+    host = lab.host(SUBMISSION_HOST)
+    server = (host.address, host.ports["submission"])
+    by_port: dict[int, list[Any]] = {}
+    for frame in frames:
+        if (frame.destination, frame.destination_port) == server:
+            by_port.setdefault(frame.source_port, []).append(frame)
+        elif (frame.source, frame.source_port) == server:
+            by_port.setdefault(frame.destination_port, []).append(frame)
+    out = []
+    for port, own in by_port.items():
+        starttls = next((f for f in own if f.source_port == port and f.payload.upper() == b"STARTTLS\r\n"), None)
+        reply = None
+        if starttls is not None:
+            reply = next((f for f in own if f.number > starttls.number and f.destination_port == port
+                          and f.payload), None)
+        out.append(_Submission(port, own, starttls, reply))
+    return out
+
+
+def check_mail_prediction(answer: Any, capture: Any, lab: Any) -> Feedback:
+    """Without the key log, can anyone holding the capture read the client's `MAIL FROM` line? (yes / no)"""
+    if _blank(answer):
+        return unanswered('Write answer = "yes" or answer = "no", then run this cell.', PREDICT)
+    word = str(answer).strip().lower()
+    if isinstance(answer, bool):
+        word = "yes" if answer else "no"
+    if word not in _YES | _NO:
+        return failed(f"{answer!r} is neither yes nor no: answer \"yes\" if you expect to read MAIL FROM in the "
+                      "capture without the key log, \"no\" if not.", PREDICT)
+    frames = _frames(capture)
+    if isinstance(frames, Feedback):
+        return frames
+    clear = [f for f in frames if f.transport == "tcp" and _MAIL.search(f.payload)]
+    tls = [s for s in _submissions(frames, lab) if s.reply is not None]
+    if (word in _YES) == bool(clear):
+        if clear:
+            return passed(f"Right: frame {clear[0].number} carries {clear[0].text()!r} in clear text. Whoever holds "
+                          "the capture reads it, no key needed: this connection had no TLS.", PREDICT)
+        return passed("Right: no frame of the capture holds a MAIL FROM line in clear text. After STARTTLS the "
+                      "client's commands travel inside TLS application-data records; the envelope, the AUTH line "
+                      "and the message itself are all in there.", PREDICT)
+    if clear:
+        return failed(f"look at frame {clear[0].number}: it carries {clear[0].text()!r}, readable without any key. "
+                      "Which connection is it on, and did that connection say STARTTLS before?", PREDICT)
+    evidence = ""
+    if tls:
+        first = tls[0]
+        after = [f for f in first.frames if f.number > first.reply.number and f.payload]
+        kinds = sorted({"TLS records" if f.is_tls else "clear text" for f in after})
+        evidence = (f" In your capture, the client said STARTTLS in frame {first.starttls.number}; the "
+                    f"{len(after)} frames with data after the server's answer on that connection hold: "
+                    f"{', '.join(kinds)}.")
+    return failed("search the capture for the line yourself: no frame holds 'MAIL FROM' as text." + evidence +
+                  " Run the next cell, which asks tshark for MAIL commands without the key log.", PREDICT)
+
+
+def check_starttls_frame(answer: Any, capture: Any, lab: Any) -> Feedback:
+    """Which frame number carries the server's 220 reply to STARTTLS on your submission connection?"""
+    if _blank(answer):
+        return unanswered("Put the frame number (the first column of the listing) in answer, e.g. answer = 12.", FRAME)
+    if isinstance(answer, bool) or not re.fullmatch(r"\s*\d+\s*", str(answer)):
+        return failed(f"{answer!r} is not a frame number: give the number in the first column of the listing "
+                      "(Wireshark's 'No.' column), e.g. answer = 12.", FRAME)
+    number = int(str(answer))
+    frames = _frames(capture)
+    if isinstance(frames, Feedback):
+        return frames
+    submissions = [s for s in _submissions(frames, lab) if s.reply is not None]
+    if not submissions:
+        return failed(f"this capture holds no STARTTLS on a connection to {SUBMISSION_HOST}: write it after "
+                      "lab.send(...) with lab.pcap(...), and pass that capture.", FRAME)
+    if any(s.reply.number == number for s in submissions):
+        reply = next(s.reply for s in submissions if s.reply.number == number)
+        return passed(f"Right: frame {number}, {reply.source} to {reply.destination}: {reply.text()!r}. It is the "
+                      "last clear text on that connection; the next frame from the client is the TLS "
+                      "ClientHello.", FRAME)
+    by_number = {f.number: f for f in frames}
+    if number not in by_number:
+        return failed(f"your capture has frames 1 to {len(frames)}, and {number} is not one of them. Find the "
+                      "client's STARTTLS line, then the server's answer after it.", FRAME)
+    frame = by_number[number]
+    what = f"frame {number} goes from {frame.source}:{frame.source_port} to {frame.destination}:" \
+           f"{frame.destination_port} and carries {frame.text() or 'no data (a TCP ' + frame.flags + ')'}."
+    if any(s.starttls is not None and s.starttls.number == number for s in submissions):
+        hint = "That is the client's command; the 220 is the server's answer to it: a later frame, in the other direction."
+    elif frame.payload.startswith(b"220") and b"TLS" not in frame.payload.upper():
+        hint = "A 220 at the start of a connection is the greeting; the 220 you want answers the STARTTLS command."
+    elif frame.payload.startswith(b"220"):
+        hint = (f"That 220 answers a STARTTLS on another connection (the relay's, to an MX). Yours is the one "
+                f"between {SUBMISSION_HOST} and your notebook's client (127.0.0.1).")
+    elif frame.is_tls:
+        hint = "That frame is already encrypted: the 220 comes before the first TLS record of its connection."
+    else:
+        hint = "Filter the listing with smtp.response.code == 220 (tshark -Y, or Wireshark's filter bar)."
+    return failed(f"{what} {hint}", FRAME)
+
+
+def _auth_lines(capture: Any, lab: Any) -> list[tuple[str, str]]:
+    """(login, password) of every AUTH PLAIN that crossed a submission connection in the capture (inside TLS).
+
+    The bytes in the capture are encrypted; the lab's trace has what the server read after decrypting them.
+    """
+    frames = capture.frames()
+    ports = {s.client_port for s in _submissions(frames, lab)}
+    out = []
+    for event in lab.trace.filter(protocol="smtp", kind="line"):
+        if event.direction != "C" or event.port_name != "submission":
+            continue
+        if not event.client or int(event.client.rpartition(":")[2]) not in ports:
+            continue
+        match = _AUTH_PLAIN.match(event.text)
+        if match is None:
+            continue
+        try:
+            fields = base64.b64decode(match.group(1), validate=True).split(b"\0")
+        except (binascii.Error, ValueError):
+            continue
+        if len(fields) == 3:
+            out.append((fields[1].decode("utf-8", "replace"), fields[2].decode("utf-8", "replace")))
+    return out
+
+
+def check_auth_password(answer: Any, capture: Any, lab: Any) -> Feedback:
+    """What is the password in the AUTH PLAIN line of the decrypted submission session?"""
+    if _blank(answer):
+        return unanswered("Find 'AUTH PLAIN ...' in the decrypted listing, decode its token with base64.b64decode, "
+                          "and put the password (text) in answer.", PASSWORD)
+    if isinstance(answer, (bytes, bytearray)):
+        text = bytes(answer).decode("utf-8", "replace")
+        note = " (You gave bytes; .decode() makes them text.)"
+    elif isinstance(answer, str):
+        text, note = answer, ""
+    else:
+        return failed(f"give the password as text (a str), not a {type(answer).__name__}.", PASSWORD)
+    frames = _frames(capture)
+    if isinstance(frames, Feedback):
+        return frames
+    logins = _auth_lines(capture, lab)
+    if not logins:
+        return failed(f"no AUTH PLAIN line crossed a connection to {SUBMISSION_HOST} in this capture. Write the "
+                      "capture after lab.send(...) (which logs in with AUTH PLAIN), and pass that capture.", PASSWORD)
+    passwords = {password for _, password in logins}
+    if text in passwords:
+        return passed(f"Right.{note} TLS hid this line from everyone on the wire; with the session keys, Wireshark "
+                      "showed it, and base64 hid nothing from you. AUTH PLAIN is safe only inside TLS (RFC 4954 "
+                      "§4 and RFC 4616 §6 say so): a server that offers it on a plain connection gives the password "
+                      "away.", PASSWORD)
+    stripped = text.strip().strip("'\"")
+    if stripped in passwords:
+        return failed(f"almost: your answer has {len(text) - len(stripped)} characters too many around it (spaces or "
+                      "quotes). Give exactly the third field.", PASSWORD)
+    tokens = {base64.b64encode(f"\0{login}\0{password}".encode()).decode() for login, password in logins}
+    if any(len(stripped) >= 8 and stripped in token for token in tokens):
+        return failed(f"{stripped!r} is base64, as the token crossed the wire (inside TLS). base64.b64decode(token) "
+                      "turns it into the bytes it encodes.", PASSWORD)
+    if any(stripped.lower() == login.lower() for login, _ in logins):
+        return failed(f"{stripped!r} is the login name, the second of the three fields the token decodes to "
+                      "(authorization identity, login, password, separated by NUL bytes: RFC 4616). The password "
+                      "is the third.", PASSWORD)
+    if any(password in text for password in passwords):
+        return failed(f"the password is in there, with more around it: your answer has {len(text)} characters. "
+                      "Split the decoded bytes at b'\\0' and give only the third field.", PASSWORD)
+    return failed(f"{text!r} is not the password in the AUTH PLAIN line of your capture. In the decrypted listing, "
+                  "the line reads 'AUTH PLAIN <token>': decode the token with base64.b64decode(token) and split it "
+                  "at b'\\0'.", PASSWORD)
