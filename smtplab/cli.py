@@ -140,8 +140,10 @@ def _pcap(args: argparse.Namespace) -> int:
 def _print_capture(result: dict[str, Any]) -> None:
     print(f"wrote {result['pcap']} ({result['packets']} packets, {result['connections']} connections)")
     print(f"TLS keys of {result['sessions']} sessions in {result['keylog']}")
-    print(f"open it: {result['wireshark']}")
-    print(f"     or: {result['tshark']}")
+    print("open it in Wireshark:")
+    print(result["wireshark"])
+    print("or list it with tshark (add -Y FILTER to pick frames):")
+    print(result["tshark"])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,6 +42,8 @@ MSS = 65_495  # what Linux announces on loopback
 LOOPBACK_MAC = "00:00:00:00:00:00"  # a Linux loopback capture has Ethernet headers with zero addresses
 # The lab's port names and the Wireshark dissector for each (`-d tcp.port==N,smtp`).
 PORT_PROTOCOLS = {"smtp": "smtp", "submission": "smtp", "imap": "imap", "pop3": "pop", "dns": "dns"}
+# Implicit TLS (RFC 8314): the port is TLS from the first byte, and the protocol is inside it.
+IMPLICIT_TLS = {"submissions": "smtp", "imaps": "imap", "pop3s": "pop"}
 
 
 class CaptureError(SmtpLabError):
@@ -76,10 +78,13 @@ class Capture:
         return args
 
     def command(self, program: str = "wireshark", *, keys: bool = True) -> str:
-        """A command line to paste into a terminal, e.g. `wireshark -r ... -d ... -o tls.keylog_file:...`."""
+        """A command line to paste into a terminal, e.g. `wireshark -r ... -d ... -o tls.keylog_file:...`
+        (one option per line, continued with backslashes)."""
         import shlex
 
-        return " ".join([program, *(shlex.quote(a) for a in self.tshark_args(keys=keys))])
+        args = self.tshark_args(keys=keys)
+        options = [" ".join(shlex.quote(a) for a in args[i: i + 2]) for i in range(0, len(args), 2)]
+        return " \\\n    ".join([program, *options])
 
     def tshark(self, display_filter: str = "", *options: str, keys: bool = True) -> str:
         """Run tshark on this capture (with the lab's ports and, if `keys`, the key log); return what it prints.
@@ -102,9 +107,10 @@ class Capture:
             raise CaptureError(f"tshark failed: {result.stderr.strip()}")
         return result.stdout.rstrip("\n")
 
-    def summary(self, *, limit: int | None = None) -> str:
-        """The frames of the capture, listed in pure Python (no tshark needed); TLS stays encrypted."""
-        return summary(self.pcap, self.decode_as, limit=limit)
+    def summary(self, *, port: int | None = None, limit: int | None = None) -> str:
+        """The frames of the capture (only those of `port`), listed in pure Python (no tshark needed); TLS stays
+        encrypted."""
+        return summary(self.pcap, self.decode_as, port=port, limit=limit)
 
     def frames(self) -> list[Frame]:
         """The TCP and UDP frames of the capture, numbered as Wireshark numbers them."""
@@ -127,12 +133,19 @@ def write_capture(lab: Any, path: str | Path, message: Any = None) -> Capture:
         if not taps:
             raise CaptureError(f"no traffic of message {key!r} is kept: give a queue id or Message-ID from "
                                "lab.send(...) or lab.queue (the lab keeps the newest connections only)")
+    # Which port carries which protocol, for the servers in this capture (Wireshark's "Decode As").
+    served = {(tap.transport, tap.server[1]) for tap in taps}
     decode_as = []
     for host in lab.hosts.values():
         for service, port in host.ports.items():
+            if ("tcp", port) not in served:
+                continue
             if service in PORT_PROTOCOLS:
                 decode_as.append(f"tcp.port=={port},{PORT_PROTOCOLS[service]}")
-    decode_as += [f"udp.port=={lab.dns.port},dns", f"tcp.port=={lab.dns.port},dns"]
+            elif service in IMPLICIT_TLS:
+                decode_as += [f"tcp.port=={port},tls", f"tls.port=={port},{IMPLICIT_TLS[service]}"]
+    decode_as += [f"{transport}.port=={lab.dns.port},dns" for transport in ("udp", "tcp")
+                  if (transport, lab.dns.port) in served]
     return write_taps(taps, path, keylog_source=lab.ca.keylog(), decode_as=tuple(dict.fromkeys(decode_as)))
 
 
@@ -376,11 +389,13 @@ def frames(path: str | Path) -> list[Frame]:
     return out
 
 
-def summary(path: str | Path, decode_as: Iterable[str] = (), *, limit: int | None = None) -> str:
+def summary(path: str | Path, decode_as: Iterable[str] = (), *, port: int | None = None,
+            limit: int | None = None) -> str:
     """A tshark-like list of the frames in a capture, in pure Python: number, time, ends, protocol, info.
 
     `decode_as` (from `Capture.decode_as`) names the protocol of each lab port; TLS is recognised by its
     record header (the bytes stay encrypted: only tshark or Wireshark with the key log decrypts them).
+    With `port`, only the frames from or to that port (tshark's `tcp.port == N || udp.port == N`).
     """
     ports = {}
     for entry in decode_as:
@@ -389,6 +404,8 @@ def summary(path: str | Path, decode_as: Iterable[str] = (), *, limit: int | Non
     lines = []
     all_frames = frames(path)
     start = all_frames[0].time if all_frames else 0.0
+    if port is not None:
+        all_frames = [f for f in all_frames if port in (f.source_port, f.destination_port)]
     for frame in all_frames[:limit]:
         protocol = ports.get(frame.destination_port) or ports.get(frame.source_port) or frame.transport.upper()
         if frame.transport == "tcp" and not frame.payload:
