@@ -702,9 +702,10 @@ class Lab:
         """Write the lab's traffic (or one message's: queue id, Message-ID or SendResult) as a pcapng file
         that Wireshark and tshark read, and the TLS key log beside it; return both paths (`Capture`).
         See `smtplab.pcap` for what is in them."""
-        from .pcap import write_capture  # scapy loads on first use
+        from .pcap import write_capture
 
-        return write_capture(self, path, message)
+        self._require_running()  # a stopped temporary lab has no key log any more
+        return write_capture(self, path, message, self._wires.taps(), self.ca.keylog())
 
     def fault_for(self, host: str, stage: str, recipient: str = "") -> Fault | None:
         return self.faults.pick(host, stage, recipient)

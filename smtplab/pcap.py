@@ -3,7 +3,7 @@
 Capturing on the loopback interface (tcpdump, Wireshark) needs privileges that learners on Binder or a
 shared JupyterHub do not have. The lab does not need them: its servers record every byte at the TCP
 transport, below TLS, with the time it crossed (`wire.WireTap`). From those records this module builds
-the packets a capture would have held (scapy writes them): for each TCP connection the handshake
+the packets a capture would have held (dpkt builds and writes them): for each TCP connection the handshake
 (SYN, SYN-ACK, ACK), the data in segments of at most 65,000 bytes with their sequence and
 acknowledgement numbers, the acknowledgements, and FIN (or RST) at the close; for each DNS question over
 UDP the query and the answer datagram. Addresses and ports are the real ones of both ends (the lab's
@@ -16,8 +16,8 @@ Preferences > Protocols > TLS > (Pre)-Master-Secret log filename) Wireshark decr
 and shows the SMTP and IMAP inside STARTTLS; see `LabCA.keylog` for what that file is and why real
 servers never write one.
 
-The lab keeps the bytes of its newest connections (`lab.WIRE_KEEP`, 256 KiB each); a connection with
-more has a packet comment where its record ends, and no FIN.
+The lab keeps the bytes of its newest connections (200 SMTP, 200 IMAP, 2000 DNS questions: `smtplab.lab`'s
+WIRE_KEEP), 256 KiB of each; a connection with more has a packet comment where its record ends, and no FIN.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from .errors import SmtpLabError
 from .wire import LIMIT, WireTap
@@ -39,7 +39,8 @@ __all__ = ["Capture", "CaptureError", "ToolMissing", "Frame", "frames", "write_c
 SEGMENT = 65_000  # the largest TCP payload written (loopback's MTU is 65,536)
 WINDOW = 65_535
 MSS = 65_495  # what Linux announces on loopback
-LOOPBACK_MAC = "00:00:00:00:00:00"  # a Linux loopback capture has Ethernet headers with zero addresses
+LOOPBACK_MAC = bytes(6)  # a Linux loopback capture has Ethernet headers with zero addresses
+_FLAGS = {"F": 0x01, "S": 0x02, "R": 0x04, "P": 0x08, "A": 0x10}
 # The lab's port names and the Wireshark dissector for each (`-d tcp.port==N,smtp`).
 PORT_PROTOCOLS = {"smtp": "smtp", "submission": "smtp", "imap": "imap", "pop3": "pop", "dns": "dns"}
 # Implicit TLS (RFC 8314): the port is TLS from the first byte, and the protocol is inside it.
@@ -121,9 +122,9 @@ class Capture:
                 f"{self.sessions} sessions in {self.keylog}")
 
 
-def write_capture(lab: Any, path: str | Path, message: Any = None) -> Capture:
-    """Write `lab`'s kept traffic (or only the connections and DNS questions of `message`) to `path`."""
-    taps = lab._wires.taps()
+def write_capture(lab: Any, path: str | Path, message: Any, taps: list[WireTap], keylog_source: Path) -> Capture:
+    """Write `lab`'s kept traffic, `taps` (or only the connections and DNS questions of `message` among them),
+    to `path`, and the lines of `keylog_source` for its TLS sessions beside it."""
     if message is not None:
         from .journey import message_events, message_key
 
@@ -146,61 +147,83 @@ def write_capture(lab: Any, path: str | Path, message: Any = None) -> Capture:
                 decode_as += [f"tcp.port=={port},tls", f"tls.port=={port},{IMPLICIT_TLS[service]}"]
     decode_as += [f"{transport}.port=={lab.dns.port},dns" for transport in ("udp", "tcp")
                   if (transport, lab.dns.port) in served]
-    return write_taps(taps, path, keylog_source=lab.ca.keylog(), decode_as=tuple(dict.fromkeys(decode_as)))
+    return write_taps(taps, path, keylog_source=keylog_source, decode_as=tuple(dict.fromkeys(decode_as)))
 
 
 def write_taps(taps: Iterable[WireTap], path: str | Path, *, keylog_source: Path | None = None,
                keylog: str | Path | None = None, decode_as: tuple[str, ...] = ()) -> Capture:
     """Write the packets of `taps` to the pcapng file `path` and, beside it (`NAME.keylog`), the lines of
     `keylog_source` that belong to the TLS sessions in them. Both files are created 0600."""
-    from scapy.utils import PcapNgWriter  # scapy takes about a second to load: only when a capture is made
+    import dpkt  # type: ignore[import-untyped]
 
     pcap_path = Path(path)
     keylog_path = Path(keylog) if keylog is not None else pcap_path.with_suffix(".keylog")
     taps = list(taps)
-    timed: list[tuple[float, Any]] = []
+    timed: list[_Packet] = []
     randoms: set[str] = set()
     for tap in taps:
         timed += _udp_packets(tap) if tap.transport == "udp" else _tcp_packets(tap)
         randoms.update(_client_randoms(tap))
-    timed.sort(key=lambda item: item[0])  # stable: each connection's packets keep their order
-    _create_private(pcap_path)
-    writer = PcapNgWriter(str(pcap_path))
-    try:
-        for moment, packet in timed:
-            packet.time = moment
-            writer.write(packet)
-    finally:
-        writer.close()
+    timed.sort(key=lambda packet: packet.time)  # stable: each connection's packets keep their order
+    with _create_private(pcap_path) as out:
+        # Snap length above the largest frame (65,000 bytes of TCP payload and the headers).
+        writer = dpkt.pcapng.Writer(out, snaplen=262144, linktype=dpkt.pcap.DLT_EN10MB)
+        for packet in timed:
+            if packet.comment:
+                pcapng = dpkt.pcapng
+                block = pcapng.EnhancedPacketBlockLE(pkt_data=packet.data, opts=[
+                    pcapng.PcapngOptionLE(code=pcapng.PCAPNG_OPT_COMMENT, text=packet.comment),
+                    pcapng.PcapngOptionLE(code=pcapng.PCAPNG_OPT_ENDOFOPT)])
+                writer.writepkt(block, ts=packet.time)
+            else:
+                writer.writepkt_time(packet.data, packet.time)
     sessions = _write_keylog(keylog_path, keylog_source, randoms, pcap_path.name)
     return Capture(pcap_path, keylog_path, decode_as, len(timed), len(taps), sessions)
 
 
-def _create_private(path: Path) -> None:
-    """Create (or empty) `path` with mode 0600 before any byte is written; missing folders are made 0700."""
+def _create_private(path: Path, mode: str = "wb") -> IO[Any]:
+    """Open `path` for writing, created (or emptied) with mode 0600 before any byte is written; missing
+    folders are made 0700."""
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.fchmod(fd, 0o600)  # an existing file keeps its mode otherwise
-        finally:
+        except OSError:
             os.close(fd)
+            raise
     except OSError as exc:
         raise CaptureError(f"cannot write {path}: {exc.strerror or exc}; give a path in a folder you can "
                            "write to, e.g. lab.pcap('capture.pcapng')") from None
+    return open(fd, mode)
+
+
+@dataclass
+class _Packet:
+    time: float
+    data: bytes  # the whole frame: Ethernet, IP, TCP or UDP, payload
+    comment: str = ""
 
 
 # --- TCP and UDP packets from a tap ---
 
-def _ip(source: str, destination: str, ident: int) -> Any:
-    from scapy.layers.inet import IP
-    from scapy.layers.inet6 import IPv6
-    from scapy.layers.l2 import Ether
+def _frame(source: str, destination: str, ident: int, layer: Any) -> bytes:
+    """An Ethernet frame (zero addresses, as on Linux's loopback) carrying `layer` (TCP or UDP) over IPv4 or IPv6."""
+    import socket
 
-    ether = Ether(src=LOOPBACK_MAC, dst=LOOPBACK_MAC)
+    import dpkt  # type: ignore[import-untyped]
+
+    protocol = dpkt.ip.IP_PROTO_TCP if isinstance(layer, dpkt.tcp.TCP) else dpkt.ip.IP_PROTO_UDP
     if ":" in source:
-        return ether / IPv6(src=source, dst=destination)
-    return ether / IP(src=source, dst=destination, id=ident & 0xFFFF, flags="DF", ttl=64)
+        ip: Any = dpkt.ip6.IP6(src=socket.inet_pton(socket.AF_INET6, source),
+                               dst=socket.inet_pton(socket.AF_INET6, destination), nxt=protocol, hlim=64,
+                               plen=len(layer), data=layer)
+        kind = dpkt.ethernet.ETH_TYPE_IP6
+    else:
+        ip = dpkt.ip.IP(src=socket.inet_aton(source), dst=socket.inet_aton(destination), p=protocol,
+                        id=ident & 0xFFFF, df=1, ttl=64, data=layer)  # checksums: computed by dpkt
+        kind = dpkt.ethernet.ETH_TYPE_IP
+    return bytes(dpkt.ethernet.Ethernet(src=LOOPBACK_MAC, dst=LOOPBACK_MAC, type=kind, data=ip))
 
 
 def _isn(tap: WireTap, side: str) -> int:
@@ -208,35 +231,32 @@ def _isn(tap: WireTap, side: str) -> int:
     return zlib.crc32(f"{tap.conn}|{tap.client}|{tap.server}|{tap.opened}|{side}".encode())
 
 
-def _tcp_packets(tap: WireTap) -> list[tuple[float, Any]]:
-    from scapy.layers.inet import TCP
-    from scapy.packet import Raw
+def _tcp_packets(tap: WireTap) -> list[_Packet]:
+    import dpkt  # type: ignore[import-untyped]
 
     ends = {"C": (tap.client[0], tap.client[1]), "S": (tap.server[0], tap.server[1])}
     other = {"C": "S", "S": "C"}
     seq = {side: _isn(tap, side) for side in "CS"}
     ident = {side: _isn(tap, side + "ip") & 0xFFFF for side in "CS"}
-    out: list[tuple[float, Any]] = []
+    out: list[_Packet] = []
     last = [tap.opened]
 
-    def emit(moment: float, side: str, flags: str, payload: bytes = b"", options: Any = None) -> Any:
+    def emit(moment: float, side: str, flags: str, payload: bytes = b"", options: bytes = b"") -> None:
         moment = max(moment, last[0])  # the clock read on the loop never goes back within a connection
         last[0] = moment
         source, target = ends[side], ends[other[side]]
-        segment = TCP(sport=source[1], dport=target[1], flags=flags, seq=seq[side] & 0xFFFFFFFF,
-                      ack=seq[other[side]] & 0xFFFFFFFF if "A" in flags else 0, window=WINDOW,
-                      options=options or [])
+        segment = dpkt.tcp.TCP(sport=source[1], dport=target[1], seq=seq[side] & 0xFFFFFFFF,
+                               ack=seq[other[side]] & 0xFFFFFFFF if "A" in flags else 0, win=WINDOW,
+                               flags=sum(_FLAGS[flag] for flag in flags), opts=options, data=payload)
+        segment.off = (20 + len(options)) // 4  # the header length in 32-bit words, options included
         ident[side] += 1
-        packet = _ip(source[0], target[0], ident[side]) / segment
-        if payload:
-            packet = packet / Raw(payload)
-        out.append((moment, packet))
-        return packet
+        out.append(_Packet(moment, _frame(source[0], target[0], ident[side], segment)))
 
     # The three-way handshake (RFC 9293 §3.5), done when the server accepted the connection.
-    emit(tap.opened, "C", "S", options=[("MSS", MSS)])
+    mss = struct.pack("!BBH", 2, 4, MSS)  # the MSS option (RFC 9293 §3.2)
+    emit(tap.opened, "C", "S", options=mss)
     seq["C"] += 1
-    emit(tap.opened, "S", "SA", options=[("MSS", MSS)])
+    emit(tap.opened, "S", "SA", options=mss)
     seq["S"] += 1
     emit(tap.opened, "C", "A")
 
@@ -286,22 +306,19 @@ def _tcp_packets(tap: WireTap) -> list[tuple[float, Any]]:
         if not piggyback:
             emit(moment, other[side], "A")
     if tap.truncated and out:
-        out[-1][1].comments = [
-            f"smtplab: this connection carried {tap.dropped} more bytes that the lab did not keep (it keeps "
-            f"{LIMIT} bytes per connection); its capture ends here".encode()
-        ]
+        out[-1].comment = (f"smtplab: this connection carried {tap.dropped} more bytes that the lab did not keep "
+                           f"(it keeps {LIMIT} bytes per connection); its capture ends here")
     return out
 
 
-def _udp_packets(tap: WireTap) -> list[tuple[float, Any]]:
-    from scapy.layers.inet import UDP
-    from scapy.packet import Raw
+def _udp_packets(tap: WireTap) -> list[_Packet]:
+    import dpkt  # type: ignore[import-untyped]
 
     out = []
     for number, chunk in enumerate(tap.chunks):
         source, target = (tap.client, tap.server) if chunk.direction == "C" else (tap.server, tap.client)
-        packet = _ip(source[0], target[0], _isn(tap, "ip") + number) / UDP(sport=source[1], dport=target[1])
-        out.append((chunk.time, packet / Raw(chunk.data)))
+        datagram = dpkt.udp.UDP(sport=source[1], dport=target[1], ulen=8 + len(chunk.data), data=chunk.data)
+        out.append(_Packet(chunk.time, _frame(source[0], target[0], _isn(tap, "ip") + number, datagram)))
     return out
 
 
@@ -324,9 +341,8 @@ def _client_randoms(tap: WireTap) -> set[str]:
 
 def _write_keylog(path: Path, source: Path | None, randoms: set[str], capture_name: str) -> int:
     """Copy the lines of `source` whose client random is one of `randoms`; return how many sessions."""
-    _create_private(path)
     sessions: set[str] = set()
-    with open(path, "w", encoding="ascii") as out:
+    with _create_private(path, "w") as out:
         out.write(f"# TLS secrets of the sessions in {capture_name}, from the smtplab lab's servers (SSLKEYLOGFILE)\n")
         if source is None or not randoms or not source.exists():
             return 0
@@ -352,7 +368,7 @@ class Frame:
     destination: str
     destination_port: int
     transport: str  # "tcp" or "udp"
-    flags: str  # TCP flags as tshark prints them ("S", "SA", "PA", "FA", ...); "" for UDP
+    flags: str  # TCP flags: "S", "SA", "A", "PA", "FA", "RA" (FIN, SYN, RST, PSH, ACK); "" for UDP
     seq: int
     ack: int
     payload: bytes
@@ -373,19 +389,23 @@ class Frame:
 
 def frames(path: str | Path) -> list[Frame]:
     """Every TCP and UDP frame of the capture at `path`, in file order (the order Wireshark numbers)."""
-    from scapy.layers.inet import TCP, UDP
-    from scapy.utils import PcapNgReader
+    import socket
+
+    import dpkt  # type: ignore[import-untyped]
 
     out = []
-    with PcapNgReader(str(path)) as reader:
-        for number, packet in enumerate(reader, start=1):
-            layer = packet[TCP] if TCP in packet else packet[UDP] if UDP in packet else None
-            if layer is None:
+    with open(path, "rb") as file:
+        for number, (moment, data) in enumerate(dpkt.pcapng.Reader(file), start=1):
+            ip = dpkt.ethernet.Ethernet(data).data
+            layer = getattr(ip, "data", None)
+            if not isinstance(layer, (dpkt.tcp.TCP, dpkt.udp.UDP)):
                 continue
-            tcp = isinstance(layer, TCP)
-            out.append(Frame(number, float(packet.time), layer.underlayer.src, layer.sport, layer.underlayer.dst,
-                             layer.dport, "tcp" if tcp else "udp", str(layer.flags) if tcp else "",
-                             layer.seq if tcp else 0, layer.ack if tcp else 0, bytes(layer.payload)))
+            family = socket.AF_INET6 if isinstance(ip, dpkt.ip6.IP6) else socket.AF_INET
+            tcp = isinstance(layer, dpkt.tcp.TCP)
+            flags = "".join(name for name, bit in _FLAGS.items() if tcp and layer.flags & bit)
+            out.append(Frame(number, float(moment), socket.inet_ntop(family, ip.src), layer.sport,
+                             socket.inet_ntop(family, ip.dst), layer.dport, "tcp" if tcp else "udp", flags,
+                             layer.seq if tcp else 0, layer.ack if tcp else 0, bytes(layer.data)))
     return out
 
 

@@ -18,7 +18,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = ["WireTap", "Chunk", "End", "WireStore", "TLS_TYPES"]
 
@@ -27,16 +27,16 @@ LIMIT = 256 * 1024  # bytes kept per connection
 CHUNK_LIMIT = 8192  # chunks kept per connection: past it, bytes join the last chunk (one time for both)
 
 
-@dataclass(frozen=True)
-class Chunk:
+class Chunk(NamedTuple):
+    """Bytes that crossed in one direction (immutable; a named tuple: one is made per read and write)."""
+
     direction: str  # "C" client to server, "S" server to client
     data: bytes
     encrypted: bool
     time: float = 0.0  # when the bytes crossed (the tap's clock: the lab's clock in a lab)
 
 
-@dataclass(frozen=True)
-class End:
+class End(NamedTuple):
     """A side closing its half of the connection (`FIN`) or resetting it (`RST`), after `after` chunks."""
 
     direction: str

@@ -116,6 +116,10 @@ def test_sequence_numbers_are_right_and_every_connection_closes(
     _, _, capture = traffic
     assert tshark(capture, "tcp") and not tshark(capture, "tcp.analysis.flags", "frame.number", "_ws.expert.message")
     assert not tshark(capture, "_ws.malformed")
+    checksums = ("-o", "ip.check_checksum:TRUE", "-o", "tcp.check_checksum:TRUE", "-o", "udp.check_checksum:TRUE")
+    good = tshark(capture, 'ip.checksum.status == "Good" && (tcp.checksum.status == "Good" || '
+                  'udp.checksum.status == "Good")', options=checksums)
+    assert len(good) == capture.packets, "every IP, TCP and UDP checksum is right"
     streams = {row[0] for row in tshark(capture, "tcp", "tcp.stream")}
     syn = tshark(capture, "tcp.flags.syn == 1 && tcp.flags.ack == 0", "tcp.stream")
     synack = tshark(capture, "tcp.flags.syn == 1 && tcp.flags.ack == 1", "tcp.stream")
@@ -153,6 +157,12 @@ def test_a_message_capture_holds_that_message_only(lab: smtplab.Lab, tmp_path: P
     assert tshark(by_id, 'imf.subject == "the second"') and not tshark(by_id, 'imf.subject == "the first"')
     with pytest.raises(smtplab.SmtpLabError, match="no traffic of message 'NOSUCHID'"):
         lab.pcap(tmp_path / "none.pcapng", message="NOSUCHID")
+    with pytest.raises(smtplab.SmtpLabError, match="cannot write .*a-file.*give a path in a folder you can write"):
+        (tmp_path / "a-file").write_text("")
+        lab.pcap(tmp_path / "a-file" / "x.pcapng")
+    lab.stop()
+    with pytest.raises(smtplab.LabNotRunning):
+        lab.pcap(tmp_path / "late.pcapng")
 
 
 def test_a_connection_longer_than_the_tap_keeps_says_so(lab: smtplab.Lab, tmp_path: Path) -> None:
