@@ -13,14 +13,16 @@ write the packets a capture on the loopback interface would have held.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 import time
+from asyncio import sslproto
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-__all__ = ["WireTap", "Chunk", "End", "WireStore", "TLS_TYPES"]
+__all__ = ["WireTap", "Chunk", "End", "WireStore", "TLS_TYPES", "start_server"]
 
 TLS_TYPES = {20: "change cipher spec", 21: "alert", 22: "handshake", 23: "application data"}
 LIMIT = 256 * 1024  # bytes kept per connection
@@ -129,7 +131,7 @@ class WireTap:
             if isinstance(protocol, TapProtocol):
                 set_protocol(protocol)
                 return
-            if set_protocol_calls[0]:  # a later protocol is TLS starting (STARTTLS, STLS)
+            if isinstance(protocol, sslproto.SSLProtocol):  # TLS starts (STARTTLS, STLS, implicit TLS)
                 self.encrypted = True
             set_protocol(TapProtocol(protocol, self))
 
@@ -141,10 +143,8 @@ class WireTap:
             self.end("S", "RST")
             abort()
 
-        set_protocol_calls = [False]
         transport.set_protocol = tapped_set_protocol
         tapped_set_protocol(transport.get_protocol())
-        set_protocol_calls[0] = True
         transport.close, transport.abort = tapped_close, tapped_abort
 
     def tap_writes(self, transport: Any) -> None:
@@ -278,3 +278,46 @@ class WireStore:
             wanted = set(conns)
             taps = [tap for tap in taps if wanted.intersection(tap.conns)]
         return sorted(taps, key=lambda tap: tap.opened)
+
+
+async def start_server(client_connected_cb: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any], host: str,
+                       port: int, *, ssl_context: ssl.SSLContext | None = None,
+                       new_tap: Callable[[], WireTap] | None = None, limit: int = 2 ** 16) -> asyncio.Server:
+    """`asyncio.start_server`, with each connection's bytes tapped below TLS, implicit TLS included.
+
+    With `ssl=`, asyncio puts TLS on the socket before any protocol of ours sees it, so a tap could only
+    record the plain text. Here the server accepts plain TCP; each connection gets its tap (`new_tap()`,
+    which registers it with the lab), then TLS (`ssl_context`: implicit TLS, RFC 8314, e.g. 465, 993,
+    995) the way asyncio would put it there, then the stream protocol that calls `client_connected_cb`.
+    A STARTTLS later on the connection (`writer.start_tls`) is tapped as well.
+    """
+    loop = asyncio.get_running_loop()
+
+    def factory() -> asyncio.BaseProtocol:
+        reader = asyncio.StreamReader(limit=limit, loop=loop)
+        app = asyncio.StreamReaderProtocol(reader, client_connected_cb, loop=loop)
+        if new_tap is None and ssl_context is None:
+            return app
+        return _Accept(loop, app, ssl_context, new_tap)
+
+    return await loop.create_server(factory, host, port)
+
+
+class _Accept(asyncio.Protocol):
+    """The first protocol of an accepted connection: puts the tap on it, then TLS, then the stream protocol."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, app: asyncio.BaseProtocol,
+                 ssl_context: ssl.SSLContext | None, new_tap: Callable[[], WireTap] | None) -> None:
+        self.loop, self.app, self.ssl_context, self.new_tap = loop, app, ssl_context, new_tap
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.new_tap is not None:
+            self.new_tap().attach(transport)
+        protocol: asyncio.BaseProtocol = self.app
+        if self.ssl_context is not None:
+            waiter = self.loop.create_future()
+            # A failed handshake closes the connection; nobody else awaits the waiter, so read its result here.
+            waiter.add_done_callback(lambda done: done.cancelled() or done.exception())
+            protocol = sslproto.SSLProtocol(self.loop, self.app, self.ssl_context, waiter, server_side=True)
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)

@@ -207,3 +207,58 @@ def test_cli_writes_a_capture_of_a_running_lab(lab: smtplab.Lab, tmp_path: Path)
         assert result.returncode == 1 and "no traffic of message 'NOPE'" in result.stderr
     finally:
         lab._call(control.stop())
+
+
+def test_an_implicit_tls_server_is_tapped_below_tls(tmp_path: Path) -> None:
+    """wire.start_server: what a POP3S, IMAPS or SMTPS (RFC 8314) service of the lab uses to be captured too."""
+    import asyncio
+    import socket
+
+    from smtplab.pcap import write_taps
+    from smtplab.tls import LabCA
+    from smtplab.wire import WireTap, start_server
+
+    ca = LabCA(tmp_path / "tls")
+    taps: list[WireTap] = []
+
+    def new_tap() -> WireTap:
+        taps.append(WireTap("pop3s-1", "pop.example.org", service="pop3s"))
+        return taps[-1]
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"+OK POP3 ready\r\n")
+        line = await reader.readline()
+        writer.write(b"+OK " + line)
+        await writer.drain()
+        writer.close()
+
+    def client(port: int) -> bytes:
+        context = ca.client_context()
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+                context.wrap_socket(raw, server_hostname="pop.example.org") as tls:
+            greeting = tls.recv(100)
+            tls.sendall(b"USER alice@example.org\r\n")
+            return greeting + tls.recv(100)
+
+    async def run() -> bytes:
+        server = await start_server(serve, "127.0.0.1", 0, ssl_context=ca.server_context("pop.example.org"),
+                                    new_tap=new_tap)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            return await asyncio.get_running_loop().run_in_executor(None, client, port)
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    assert asyncio.run(run()) == b"+OK POP3 ready\r\n+OK USER alice@example.org\r\n"
+    ca.close()
+    (tap,) = taps
+    assert tap.chunks[0].direction == "C" and tap.chunks[0].data[:1] == b"\x16", "the ClientHello, not plain text"
+    assert b"USER" not in b"".join(chunk.data for chunk in tap.chunks)
+    port = tap.server[1]
+    capture = write_taps(taps, tmp_path / "pop3s.pcapng", keylog_source=ca.keylog(),
+                         decode_as=(f"tcp.port=={port},tls", f"tls.port=={port},pop"))
+    assert capture.sessions == 1
+    assert tshark(capture, 'pop.request.command == "USER"', "pop.request.parameter") == [["alice@example.org"]]
+    assert not tshark(capture, 'pop.request.command == "USER"', keys=False)
+    assert not tshark(capture, "tcp.analysis.flags")
