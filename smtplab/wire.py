@@ -26,6 +26,7 @@ __all__ = ["WireTap", "Chunk", "End", "WireStore", "TLS_TYPES", "start_server"]
 
 TLS_TYPES = {20: "change cipher spec", 21: "alert", 22: "handshake", 23: "application data"}
 LIMIT = 256 * 1024  # bytes kept per connection
+_GONE_LOCK = threading.Lock()
 CHUNK_LIMIT = 8192  # chunks kept per connection: past it, bytes join the last chunk (one time for both)
 
 
@@ -66,6 +67,7 @@ class WireTap:
     dropped: int = 0  # bytes that crossed after the LIMIT and were not kept
     also: list[str] = field(default_factory=list)  # further trace connection ids (DNS questions over TCP)
     clock: Callable[[], float] = time.time
+    _gone: threading.Event | None = field(default=None, init=False, repr=False, compare=False)
 
     # --- recording ---
     def record(self, direction: str, data: bytes) -> None:
@@ -95,7 +97,21 @@ class WireTap:
         """The connection is gone; a reset by the peer is the client's RST."""
         if isinstance(error, (ConnectionResetError, BrokenPipeError)):
             self.end("C", "RST")
-        self.closed = self.clock()
+        with _GONE_LOCK:
+            self.closed = self.clock()
+            if self._gone is not None:
+                self._gone.set()
+
+    def wait_closed(self, timeout: float | None = None) -> bool:
+        """Block until the connection is gone (True), or `timeout` seconds passed (False). From any thread but
+        the lab's loop; a UDP tap never closes."""
+        with _GONE_LOCK:
+            if self.closed:
+                return True
+            if self._gone is None:
+                self._gone = threading.Event()  # made only when someone waits: most taps never need one
+            gone = self._gone
+        return gone.wait(timeout)
 
     def name(self, conn: str) -> None:
         """Give the tap the trace connection id `conn` (the first one names it, later ones are kept too)."""

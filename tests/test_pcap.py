@@ -55,6 +55,10 @@ def traffic(lab: smtplab.Lab, tmp_path: Path) -> tuple[smtplab.Lab, smtplab.Send
     imap.logout()
     for conn in lab.trace.connections("smtp") + lab.trace.connections("imap"):
         wait_for_close(lab, conn)
+    # The server's session may end before its TCP connection does (IMAP after LOGOUT waits for the client).
+    for conn in [c for protocol in ("smtp", "imap", "dns") for c in lab.trace.connections(protocol)]:
+        tap = lab.wire(conn)
+        assert tap.transport == "udp" or tap.wait_closed(30), f"{conn} still open"
     return lab, sent, lab.pcap(tmp_path / "lab.pcapng")
 
 
