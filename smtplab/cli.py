@@ -165,9 +165,9 @@ def main(argv: list[str] | None = None) -> int:
                                             "with its TLS key log beside it")
     pcap.add_argument("path", help="the capture file to write, e.g. lab.pcapng (the key log: lab.keylog)")
     pcap.add_argument("--message", metavar="ID", help="only this message's traffic (queue id or Message-ID)")
-    pcap.add_argument("--dir", metavar="PATH", help="the --dir the lab was started with")
-    pcap.add_argument("--port", type=int, help="control port (printed by `up`)")
-    pcap.add_argument("--token", help="control token (printed by `up`)")
+    pcap.add_argument("--dir", metavar="PATH", help="the lab directory `up` printed (or set SMTPLAB_DIR)")
+    pcap.add_argument("--port", type=int, help=f"control port, with the token in ${TOKEN_VARIABLE}")
+    pcap.add_argument("--token", help=argparse.SUPPRESS)  # refused with an explanation, as by ctl
     args = parser.parse_args(argv)
     if args.command == "pcap":
         return _pcap(args)
