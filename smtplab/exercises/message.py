@@ -216,7 +216,7 @@ def check_msa_added(answer: Any, msg: Any, lab: Any) -> Feedback:
     if missing:
         return failed(f"you found {len(set(named))} of the {len(added)} fields that appear in the relayed DATA "
                       "and not in the submitted one: compare the two header blocks line by line.", ADDED)
-    why = {"date": "Date (RFC 6409 §8.3: the MSA may add a missing Date)",
+    why = {"date": "Date (RFC 6409 §8.2: the MSA may add a missing Date)",
            "message-id": "Message-ID (RFC 6409 §8.3 lets it add a missing one; RFC 5322 §3.6.4 asks for one)",
            "received": "Received (its trace field, RFC 5321 §4.4)",
            "dkim-signature": "DKIM-Signature (its signature for the domain, RFC 6376)"}

@@ -133,7 +133,7 @@ def _analyse_wire(lines: list[_Line], offered: bool) -> str:
                    f"even with PIPELINING, {previous} ends a group (RFC 2920 §3.1)")
             return (f"your client sent {_shown(line.raw)} before the reply to {after} had arrived: {why}. "
                     "Without that extension, SMTP is lock-step: one command, then read its whole reply, "
-                    "then the next (RFC 5321 §4.1).")
+                    "then the next (RFC 5321 §4.3.1).")
         previous = verb
         expected += 1
     return ""

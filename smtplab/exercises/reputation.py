@@ -1,7 +1,7 @@
 """Check for the lesson on reputation: forward-confirmed reverse DNS written by the learner.
 
 The check calls the learner's `fcrdns(address)` on every distinct address of the lab's hosts and on
-127.0.0.1 (a client the lab DNS does not know), in an order it shuffles, and compares each answer with
+127.0.0.1 (a client the lab DNS does not know, asked last), in an order it shuffles, and compares each answer with
 smtplab.iprev. It also reads the DNS questions the lab server received meanwhile: a function that knows
 the answers without asking (a table of the lab's hosts) asks no PTR question, and fails.
 """
@@ -42,8 +42,9 @@ def check_fcrdns(fcrdns: Any, lab: Any) -> Feedback:
     if not callable(fcrdns):
         return failed(f"pass the function itself (fcrdns, without parentheses), not a {type(fcrdns).__name__}.",
                       FCRDNS)
-    addresses = sorted({h.address for h in lab.hosts.values()} | {UNKNOWN})
+    addresses = sorted({h.address for h in lab.hosts.values()} - {UNKNOWN})
     random.shuffle(addresses)
+    addresses.append(UNKNOWN)  # last: a function that always says None is then told so at a known host
     right = 0
     for address in addresses:
         expected = iprev(address, lab)
