@@ -136,3 +136,14 @@ def test_feedback_never_contains_a_working_client(lab: smtplab.Lab) -> None:
         message = own_client.check_client(client, lab, wait=5).message
         assert "sendall(" not in message and "recv(" not in message or "socket.sendall" in message
         assert "def send_mail" not in message
+
+
+def test_bare_lf_prediction_right_wrong_empty(lab: smtplab.Lab) -> None:
+    assert_passed(own_client.check_bare_lf_prediction("answer", lab), "'EHLO student.example<LF>'", "'250-")
+    for wrong in ("error", "wait", " WAIT "):
+        feedback = own_client.check_bare_lf_prediction(wrong, lab)
+        assert_failed(feedback, "'EHLO student.example<LF>'", "first digit")
+        assert "'answer'" not in feedback.message
+    assert_failed(own_client.check_bare_lf_prediction("yes", lab), "not one of")
+    assert_unanswered(own_client.check_bare_lf_prediction(..., lab))
+    assert_unanswered(own_client.check_bare_lf_prediction(None, lab))

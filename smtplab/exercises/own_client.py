@@ -12,6 +12,7 @@ trace, and Bob's mailbox. Timing and line ends are judged on the clear-text part
 from __future__ import annotations
 
 import secrets
+import socket
 import threading
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -19,7 +20,7 @@ from typing import Any, NamedTuple
 from ..events import Connect, SmtpCommand, SmtpDataEnd, SmtpReply, TlsStarted
 from . import Feedback, failed, passed, unanswered
 
-__all__ = ["Server", "check_client", "MX", "STALL"]
+__all__ = ["Server", "check_client", "check_bare_lf_prediction", "MX", "STALL"]
 
 PLAIN = "Exercise 1 · an SMTP client of your own"
 TLS = "Exercise 2 · the same client over STARTTLS"
@@ -260,3 +261,47 @@ def check_client(send_mail: Any, lab: Any, *, tls: bool = False, wait: float = 1
                   f"even with mx1 pausing {STALL:g} s before each one, ended each line with CR LF, ended the "
                   "message with a lone dot and said QUIT.", exercise)
 
+
+
+# --- the prediction before the first experiment -------------------------------------------------------
+
+PREDICT = "Prediction · a bare LF after EHLO"
+_CHOICES = ("answer", "error", "wait")
+
+
+def check_bare_lf_prediction(prediction: Any, lab: Any, *, wait: float = 3.0) -> Feedback:
+    """Send 'EHLO student.example' ended by a bare LF to mx1 and compare what happens with the prediction.
+
+    The prediction is one of 'answer' (a 2xx reply), 'error' (a 4xx/5xx reply) or 'wait' (no reply:
+    the server waits for the rest of the line). The experiment runs only once a prediction is given.
+    """
+    if _blank(prediction):
+        return unanswered("Before you run this, write prediction = 'answer', 'error' or 'wait'.", PREDICT)
+    guess = str(prediction).strip().strip("'\"").lower()
+    if guess not in _CHOICES:
+        return failed(f"{prediction!r} is not one of 'answer', 'error' or 'wait'.", PREDICT)
+    host = lab.host(MX)
+    mark = lab.mark()
+    with socket.create_connection((host.address, host.ports["smtp"]), timeout=wait) as sock:
+        replies = sock.makefile("rb")
+        replies.readline()  # the greeting
+        sock.sendall(b"EHLO student.example\n")
+        first = ""
+        try:
+            first = line = replies.readline().decode("ascii", "replace").rstrip("\r\n")
+            while line[3:4] == "-":  # the rest of a multi-line reply (RFC 5321 §4.2.1)
+                line = replies.readline().decode("ascii", "replace").rstrip("\r\n")
+            sock.sendall(b"QUIT\r\n")
+            replies.readline()
+        except OSError:  # TimeoutError included: no reply is the evidence then
+            pass
+    code = first[:3]
+    observed = "wait" if not code.isdigit() else ("answer" if code.startswith("2") else "error")
+    read = next((e.text for e in lab.trace.since(mark) if e.direction == "C" and e.host == MX), "")
+    evidence = (f"The server read the line as {read!r} (<LF> marks the bare line feed) and its reply began "
+                f"{first!r}." if first else f"No reply came within {wait:g} s.")
+    if guess == observed:
+        return passed(f"{evidence} This server forgives a bare LF at the end of a command; inside a message it "
+                      "does not (RFC 5321 §2.3.8: lines end with CR LF).", PREDICT)
+    return failed(f"{evidence} Look at the reply code: what does its first digit say (RFC 5321 §4.2.1)? "
+                  "Then read on: why might a server forgive this in a command and not in a message?", PREDICT)
