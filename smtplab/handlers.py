@@ -36,7 +36,7 @@ def _received(server: LabSMTP, session: Session, queue_id: str, recipients: list
 
     `peer_name` is the client's forward-confirmed reverse-DNS name ("" when it has none)."""
     helo = session.host_name or "unknown"
-    address = session.peer[0] if session.peer else "unknown"
+    address = _peer_ip(session)
     protocol = "ESMTP" if session.extended_smtp else "SMTP"
     if envelope_utf8:
         protocol = "UTF8SMTP"  # RFC 6531 section 3.7.3: the SMTPUTF8 variants of the RFC 3848 keywords
@@ -308,9 +308,10 @@ class InboundHandler(_BaseHandler):
         folder, checks = "INBOX", b""
         if local:
             screening = await policy.screen(self.lab, self.host_name, self.domains[0], original,
-                                            client_ip=session.peer[0], mail_from=sender,
+                                            client_ip=_peer_ip(session), mail_from=sender,
                                             helo=session.host_name or "unknown", iprev=client)
-            outcome = ("deferred" if screening.reply[:1] == "4" else "refused") if screening.reply else \
+            refusal = screening.reply
+            outcome = ("deferred" if refusal[:1] == "4" else "refused") if refusal else \
                 "junk" if screening.folder == "Junk" else "accepted"
             server.note(f"policy: {screening.summary()}",
                         PolicyVerdict(outcome, screening.summary(), screening.reply or ""))
@@ -340,14 +341,14 @@ class InboundHandler(_BaseHandler):
 
     async def _blocklisted(self, server: LabSMTP, session: Session) -> str | None:
         """Ask the blocklists about the client once per connection (RFC 5782), as Postfix does at RCPT."""
-        cached = getattr(session, "smtplab_listing", None)
+        cached: str | None = getattr(session, "smtplab_listing", None)
         if cached is None:
             source = self.lab.hosts[self.host_name].address
-            listing = await policy.check_client(self.lab, self.domains[0], session.peer[0], source)
+            listing = await policy.check_client(self.lab, self.domains[0], _peer_ip(session), source)
             cached = listing.reply() if listing is not None else ""
-            session.smtplab_listing = cached
+            session.smtplab_listing = cached  # type: ignore[attr-defined]  # the lab's note on aiosmtpd's session
             if listing is not None:
-                server.note(f"{session.peer[0]} is listed in {listing.zone}: {listing.reason}",
+                server.note(f"{_peer_ip(session)} is listed in {listing.zone}: {listing.reason}",
                             PolicyVerdict("listed", f"{listing.zone}: {listing.reason}", cached))
         return cached or None
 
@@ -372,6 +373,12 @@ def failure_reply(error: BaseException) -> str:
     if isinstance(error, policy.UnparsableMessage):  # RFC 3463 X.6.0: the same bytes would fail again
         return replies.UNPARSABLE
     return replies.LOCAL_ERROR
+
+
+def _peer_ip(session: Session) -> str:
+    """The client's address: aiosmtpd types `Session.peer` as a string, but it is the socket's (address, port)."""
+    peer: Any = session.peer
+    return str(peer[0]) if peer else "unknown"
 
 
 def _split_address(address: str) -> tuple[str, str]:

@@ -110,10 +110,10 @@ def ladder_dot(participants: list[Participant], rows: list[Step], title: str = "
                 g.node(name, _header(p), shape="box", style="rounded,filled", fillcolor=fill, margin="0.12,0.05",
                        height=f"{HEADER_HEIGHT}")
             elif (rank, col) in notes:
-                step = notes[(rank, col)]
-                g.node(name, _label(step.lines, "\\l"), shape="note", style="filled", fontsize="9",
-                       fillcolor=FILLS["fail"] if step.tone == "fail" else FILLS["note"],
-                       color=TONES[step.tone], fontcolor=TONES[step.tone] if step.tone == "fail" else TONES["command"],
+                note = notes[(rank, col)]
+                g.node(name, _label(note.lines, "\\l"), shape="note", style="filled", fontsize="9",
+                       fillcolor=FILLS["fail"] if note.tone == "fail" else FILLS["note"],
+                       color=TONES[note.tone], fontcolor=TONES[note.tone] if note.tone == "fail" else TONES["command"],
                        margin="0.08,0.04")
             else:
                 g.node(name, "", shape="none", width="0.01", fixedsize="true", height=f"{heights[rank]:.2f}")

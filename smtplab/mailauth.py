@@ -212,7 +212,7 @@ class LabDns:
             raise spf.TempError(f"DNS timeout for {name}") from None
         if response.rcode() != dns.rcode.NOERROR:  # NXDOMAIN; REFUSED or SERVFAIL: nothing to use either
             return []
-        answer = response.resolve_chaining().answer  # follows CNAMEs inside the response
+        answer = response.resolve_chaining().answer  # type: ignore[attr-defined]  # a QueryMessage: follows CNAMEs
         return list(answer) if answer is not None else []
 
     def _over_tcp(self, query: dns.message.Message) -> dns.message.Message:
@@ -335,7 +335,7 @@ def _dkim(content: bytes, lab_dns: LabDns) -> tuple[str, str]:
 
 def _from_domain(content: bytes) -> str:
     head = content.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
-    values = []
+    values: list[str] = []
     current = None
     for line in head.split("\r\n"):
         if line[:1] in (" ", "\t"):

@@ -99,7 +99,7 @@ def _name_spoof(value: str) -> bool:
     if not match:
         return False
     shown = re.search(r"[\w.+-]+@[\w.-]+", match.group(1))
-    return bool(shown) and shown.group(0).lower() != match.group(2).strip().lower()
+    return shown is not None and shown.group(0).lower() != match.group(2).strip().lower()
 
 
 class _ScoredMessage(EmailMessage):
