@@ -15,6 +15,7 @@ from .errors import (
     DnsLookupError,
     LabDirectoryError,
     LabNotRunning,
+    PortInUse,
     ScenarioError,
     SendError,
     SessionError,
@@ -90,5 +91,6 @@ __all__ = [
     "SessionError",
     "ClockError",
     "LabDirectoryError",
+    "PortInUse",
     "RenderError",
 ]
