@@ -10,23 +10,14 @@ Every line both ways goes to the lab trace; message bodies collapse to their siz
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
-import os
 import re
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .disk import fsync_directory
+from .maildrop import Maildrop, MaildropMessage, uidl_of
 from .trace import Trace
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows: the in-process lock table still keeps sessions apart
-    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["Pop3Service", "MAX_LINE", "IDLE_TIMEOUT", "uidl_of"]
 
@@ -36,133 +27,7 @@ FAILED_LOGIN_DELAY = 0.2  # slows password guessing across users of a shared hos
 BAD_COMMAND_LIMIT = 20  # then the server hangs up, so a confused client cannot loop forever
 _NUMBER = re.compile(r"[1-9][0-9]{0,8}\Z")
 _COUNT = re.compile(r"[0-9]{1,9}\Z")
-_MESSAGE_ID = re.compile(rb"^message-id:[ \t]*(?:\r?\n)?[ \t]*(<[^>\r\n]+>)", re.IGNORECASE | re.MULTILINE)
-_BARE_LF = re.compile(rb"(?<!\r)\n")
 CRLF = b"\r\n"
-_locked: set[str] = set()  # maildrops locked in this process (flock covers other processes)
-
-
-def uidl_of(key: str) -> str:
-    """The unique-id listing of a Maildir message (RFC 1939 section 7): its key when that is 1-70
-    printable characters (0x21-0x7E), else a hash of the key, equally stable across sessions."""
-    if 0 < len(key) <= 70 and all(0x21 <= ord(c) <= 0x7E for c in key):
-        return key
-    return hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest()
-
-
-@dataclass
-class _Message:
-    key: str  # the Maildir key: the file name up to ":"
-    name: str  # "new/KEY" or "cur/KEY:2,FLAGS"
-    size: int  # octets as sent by RETR (CRLF line ends), before byte-stuffing
-    message_id: str
-    deleted: bool = False
-    retrieved: bool = False
-
-
-def _normalize(data: bytes) -> bytes:
-    """The message as POP3 sends it: CRLF line ends, ending with CRLF (RFC 1939 section 3)."""
-    data = _BARE_LF.sub(b"\r\n", data)
-    return data if data.endswith(b"\r\n") or not data else data + b"\r\n"
-
-
-def _scan(root: Path) -> list[_Message]:
-    """Read the INBOX's new/ and cur/ (oldest first): each message's key, size and Message-ID."""
-    found = []
-    for sub in ("new", "cur"):
-        try:
-            entries = list(os.scandir(root / sub))
-        except FileNotFoundError:
-            continue
-        for entry in entries:
-            if entry.name.startswith(".") or not entry.is_file():
-                continue
-            try:
-                data = _normalize(Path(entry.path).read_bytes())
-                mtime = entry.stat().st_mtime_ns
-            except FileNotFoundError:  # IMAP expunged it meanwhile
-                continue
-            head = data.split(b"\r\n\r\n", 1)[0]
-            match = _MESSAGE_ID.search(head)
-            found.append((mtime, entry.name, _Message(entry.name.split(":", 1)[0], f"{sub}/{entry.name}",
-                                                      len(data), match.group(1).decode("utf-8", "replace")
-                                                      if match else "")))
-    found.sort(key=lambda item: (item[0], item[1]))
-    return [message for _, _, message in found]
-
-
-def _locate(root: Path, message: _Message) -> Path | None:
-    """The file of `message` now: IMAP may have moved it to cur/ or changed its flags since."""
-    path = root / message.name
-    if path.exists():
-        return path
-    for sub in ("cur", "new"):
-        with contextlib.suppress(FileNotFoundError):
-            for name in os.listdir(root / sub):
-                if name == message.key or name.startswith(message.key + ":"):
-                    message.name = f"{sub}/{name}"
-                    return root / sub / name
-    return None
-
-
-def _update(root: Path, messages: list[_Message]) -> tuple[int, int, int]:
-    """The UPDATE state (RFC 1939 section 6): remove what was deleted, mark what was retrieved as Seen.
-
-    Returns (removed, marked, failed). Maildir semantics: a message read moves from new/ to cur/ with
-    the S flag (the maildir spec's "info" part), keeping its key, so IMAP keeps its UID.
-    """
-    removed = marked = failed = 0
-    for message in messages:
-        if not (message.deleted or message.retrieved):
-            continue
-        path = _locate(root, message)
-        if path is None:
-            removed += message.deleted  # gone already: what DELE asked for holds
-            continue
-        try:
-            if message.deleted:
-                path.unlink()
-                removed += 1
-            else:
-                flags = message.name.split(":2,", 1)[1] if ":2," in message.name else ""
-                if "S" not in flags:
-                    path.rename(root / "cur" / f"{message.key}:2,{''.join(sorted(flags + 'S'))}")
-                marked += 1
-        except OSError:
-            failed += 1
-    for sub in ("new", "cur"):
-        with contextlib.suppress(OSError):
-            fsync_directory(str(root / sub))  # the deletions survive a crash once +OK is said
-    return removed, marked, failed
-
-
-class _Maildrop:
-    """The exclusive lock of one user's maildrop (RFC 1939 section 8): flock on the Maildir directory."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self._key = str(root.resolve())
-        self._fd = -1
-
-    def acquire(self) -> bool:
-        if self._key in _locked:
-            return False
-        if fcntl is not None:
-            fd = os.open(self.root, os.O_RDONLY)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                os.close(fd)
-                return False
-            self._fd = fd
-        _locked.add(self._key)
-        return True
-
-    def release(self) -> None:
-        _locked.discard(self._key)
-        if self._fd >= 0:
-            os.close(self._fd)  # closing the descriptor releases the flock
-            self._fd = -1
 
 
 class Pop3Service:
@@ -246,8 +111,8 @@ class _Session:
         self.tls = False
         self.state = "AUTHORIZATION"
         self.user = ""
-        self.messages: list[_Message] = []
-        self.lock: _Maildrop | None = None
+        self.messages: list[MaildropMessage] = []
+        self.lock: Maildrop | None = None
         self.bad = 0
         self._buffer = b""
         self._discarding = False
@@ -329,8 +194,8 @@ class _Session:
                 return
             if not line:
                 self.record("line", f"<a line of more than {MAX_LINE} octets>", "C")
-                await self.send(f"-ERR line too long: a command is at most {MAX_LINE} octets (RFC 2449 section 4)")
-                if await self.count_bad():
+                if not await self.refuse(f"-ERR line too long: a command is at most {MAX_LINE} octets "
+                                         "(RFC 2449 section 4)"):
                     return
                 continue
             text = _show(line)
@@ -340,11 +205,13 @@ class _Session:
             if not await self.dispatch(keyword, argument):
                 return
 
-    async def count_bad(self) -> bool:
+    async def refuse(self, line: str) -> bool:
+        """Answer a bad command with `line`; False (after saying so) when there were too many."""
         self.bad += 1
-        if self.bad < BAD_COMMAND_LIMIT:
+        if self.bad >= BAD_COMMAND_LIMIT:
+            await self.send("-ERR too many bad commands, closing connection")
             return False
-        await self.send("-ERR too many bad commands, closing connection")
+        await self.send(line)
         return True
 
     async def dispatch(self, keyword: str, argument: str) -> bool:
@@ -356,10 +223,8 @@ class _Session:
         handler = everywhere.get(keyword) or (authorization if self.state == "AUTHORIZATION" else transaction).get(keyword)
         if handler is None:
             if keyword in authorization or keyword in transaction:
-                await self.send(f"-ERR {keyword} is not valid in the {self.state} state (RFC 1939 section 3)")
-            else:
-                await self.send("-ERR unknown command")
-            return not await self.count_bad()
+                return await self.refuse(f"-ERR {keyword} is not valid in the {self.state} state (RFC 1939 section 3)")
+            return await self.refuse("-ERR unknown command")
         return await handler(argument)
 
     # --- any state ---
@@ -388,9 +253,8 @@ class _Session:
             return False
         self.state = "UPDATE"
         assert self.lock is not None
-        root = self.lock.root
-        removed, marked, failed = await asyncio.get_running_loop().run_in_executor(None, _update, root,
-                                                                                     self.messages)
+        loop = asyncio.get_running_loop()
+        removed, marked, failed = await loop.run_in_executor(None, self.lock.update, self.messages)
         left = sum(1 for m in self.messages if not m.deleted)
         self.record("state", f"UPDATE: {removed} message(s) removed, {marked} marked as read; maildrop unlocked")
         self.unlock()
@@ -427,14 +291,13 @@ class _Session:
         root = self.service.maildrop(user)
         if root is None or not self.service.check_password(user, argument):
             await asyncio.sleep(FAILED_LOGIN_DELAY)
-            await self.send("-ERR [AUTH] invalid user name or password")
-            return not await self.count_bad()
-        lock = _Maildrop(root)
+            return await self.refuse("-ERR [AUTH] invalid user name or password")
+        lock = Maildrop(root)
         if not lock.acquire():
             await self.send("-ERR [IN-USE] maildrop already locked: another POP3 session is open")
             return True
         self.lock = lock
-        self.messages = await asyncio.get_running_loop().run_in_executor(None, _scan, root)
+        self.messages = await asyncio.get_running_loop().run_in_executor(None, lock.scan)
         self.state = "TRANSACTION"
         count, octets = self.totals()
         self.record("state", f"maildrop of {user} locked: {count} message(s), {octets} octets")
@@ -463,7 +326,7 @@ class _Session:
         kept = [m for m in self.messages if not m.deleted]
         return len(kept), sum(m.size for m in kept)
 
-    async def message(self, argument: str) -> _Message | None:
+    async def message(self, argument: str) -> MaildropMessage | None:
         """The message numbered `argument`, or None after answering -ERR (RFC 1939 section 5)."""
         if not _NUMBER.match(argument):
             await self.send("-ERR give a message number (1, 2, ...)")
@@ -535,18 +398,9 @@ class _Session:
             await self.send_message(found, int(lines))
         return True
 
-    async def send_message(self, found: _Message, body_lines: int | None) -> None:
+    async def send_message(self, found: MaildropMessage, body_lines: int | None) -> None:
         assert self.lock is not None
-        root = self.lock.root
-
-        def read() -> bytes | None:
-            path = _locate(root, found)
-            try:
-                return _normalize(path.read_bytes()) if path is not None else None
-            except FileNotFoundError:
-                return None
-
-        data = await asyncio.get_running_loop().run_in_executor(None, read)
+        data = await asyncio.get_running_loop().run_in_executor(None, self.lock.read, found)
         ids = (found.message_id,) if found.message_id else ()
         if data is None:
             await self.send("-ERR [SYS/TEMP] that message was removed by another client (IMAP) meanwhile")
