@@ -199,9 +199,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="pin the ports: DNS on BASE, the n-th host's services on BASE+10n+0 smtp, 1 submission, "
                          "2 submissions, 3 imap, 4 imaps, 5 pop3, 6 pop3s (without it, a lab started again "
                          "with the same --dir keeps its ports)")
-    ctl = commands.add_parser("ctl", help="steer a running lab: down/up HOST, fail HOST STAGE REPLY, "
-                                          "drop HOST STAGE, slow HOST STAGE SECONDS, clear [HOST], faults, "
-                                          "advance DURATION, queue [--all], hosts")
+    steer = ("steer a running lab: down/up HOST, fail HOST STAGE REPLY, drop HOST STAGE, slow HOST STAGE SECONDS, "
+             "clear [HOST], faults, advance DURATION, queue [--all], hosts")
+    ctl = commands.add_parser("ctl", help=steer, description=steer)
     ctl.add_argument("--dir", metavar="PATH", help="the lab directory `up` printed (or set SMTPLAB_DIR)")
     ctl.add_argument("--port", type=int, help=f"control port, with the token in ${TOKEN_VARIABLE}")
     ctl.add_argument("--token", help=argparse.SUPPRESS)  # refused with an explanation: never on a command line
