@@ -224,6 +224,8 @@ class _Session:
         if handler is None:
             if keyword in authorization or keyword in transaction:
                 return await self.refuse(f"-ERR {keyword} is not valid in the {self.state} state (RFC 1939 section 3)")
+            if keyword == "LAST":  # RFC 1460's, dropped by RFC 1725: fetchmail still probes for it
+                return await self.refuse("-ERR unknown command: LAST is obsolete (RFC 1725), use UIDL")
             return await self.refuse("-ERR unknown command")
         return await handler(argument)
 
