@@ -392,3 +392,15 @@ def test_imaplib_reads_on_imaps(lab: smtplab.Lab, context: ssl.SSLContext) -> No
         imap.select("INBOX")
         typ, data = imap.fetch("1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
         assert typ == "OK" and b"over imaps" in data[0][1]
+
+
+def test_a_pop3_session_draws_as_a_ladder(lab: smtplab.Lab, context: ssl.SSLContext) -> None:
+    deliver(lab, "drawn")
+    client = pop(lab, context)
+    client.capa()
+    client.retr(1)
+    client.quit()
+    svg = lab.ladder(conn=lab.trace.connections("pop3")[-1]).svg
+    for label in ("connect to port", "(pop3, 110 on the internet)", "+OK Begin TLS negotiation", "RETR 1",
+                  "&lt;message: ", "more lines", "UPDATE: 0 message(s) removed, 1"):
+        assert label in svg, label
