@@ -249,7 +249,7 @@ class LabSMTP(SMTP):
         if starting_tls:  # nothing sent before the handshake may be read after it (RFC 3207 section 4.2)
             self._backlog.clear()
         super().connection_made(transport)
-        if not starting_tls and self._encrypted:
+        if not starting_tls and self._encrypted and self.session is not None:
             self.session.ssl = transport.get_extra_info("ssl_object")  # Received: says ESMTPSA (RFC 3848)
         if starting_tls:
             self._encrypted = True
