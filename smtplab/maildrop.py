@@ -54,7 +54,7 @@ def normalize(data: bytes) -> bytes:
 
 
 class Maildrop:
-    """One user's INBOX Maildir, locked for one POP3 session (RFC 1939 section 8: the server should lock
+    """One user's INBOX Maildir, locked for one POP3 session (RFC 1939 section 4: the server locks
     the maildrop): flock on the Maildir directory, which also keeps out another process's session."""
 
     def __init__(self, root: Path) -> None:
