@@ -9,6 +9,8 @@ import os
 import poplib
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -404,3 +406,35 @@ def test_a_pop3_session_draws_as_a_ladder(lab: smtplab.Lab, context: ssl.SSLCont
     for label in ("connect to port", "(pop3, 110 on the internet)", "+OK Begin TLS negotiation", "RETR 1",
                   "&lt;message: ", "more lines", "UPDATE: 0 message(s) removed, 1"):
         assert label in svg, label
+
+
+def test_imap_changes_during_a_session_are_met_with_care(lab: smtplab.Lab, context: ssl.SSLContext) -> None:
+    deliver(lab, "flagged meanwhile", "expunged meanwhile")
+    client = pop(lab, context)
+    with lab.imap(BOB) as imap:  # IMAP is not locked out: it moves one file and removes the other
+        imap.select("INBOX")
+        imap.store("1", "+FLAGS", "\\Flagged")
+        imap.store("2", "+FLAGS", "\\Deleted")
+        imap.expunge()
+    assert b"flagged meanwhile" in b"\r\n".join(client.retr(1)[1]), "found again under its new name"
+    with pytest.raises(poplib.error_proto, match=r"-ERR \[SYS/TEMP\] that message was removed by another client"):
+        client.retr(2)
+    client.dele(2)
+    assert client.quit().startswith(b"+OK"), "deleting what is gone already is no error"
+    [name] = files(lab)["cur"]
+    assert name.endswith(":2,FS"), "retrieved: Seen added to IMAP's Flagged, both kept"
+
+
+def test_a_maildrop_locked_by_another_process_is_in_use(lab: smtplab.Lab, context: ssl.SSLContext) -> None:
+    # Another lab process on the same directory (`up --dir` twice) holds the flock on the Maildir.
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); "
+         "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); sys.stdin.read()", str(maildir(lab))],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        with pytest.raises(poplib.error_proto, match=r"-ERR \[IN-USE\]"):
+            pop(lab, context)
+    finally:
+        holder.communicate("", timeout=30)
+    pop(lab, context).quit()
