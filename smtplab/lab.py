@@ -37,7 +37,7 @@ from .imap import ImapService, has_idlers, mailbox_changed
 from .labdns import DigResult, DnsServer, MXRecord, build_zones, dig_async, lab_resolver, lookup_mx_async
 from .ledger import DeliveryLedger
 from .relay import QueueItem, Relay
-from .scenario import Scenario
+from .scenario import WELL_KNOWN_PORTS, Scenario
 from .handlers import InboundHandler, SubmissionHandler, header_value
 from .hosts import DnsInfo, Host, User, listeners_of, load_ports, plan_ports, save_ports
 from .loop import LoopThread
@@ -647,7 +647,8 @@ class Lab:
 
         rows = "".join(
             f"<tr><td>{escape(h.name)}</td><td>{h.address}</td><td>"
-            + ", ".join(f"{s} {p}" for s, p in h.ports.items())
+            + ", ".join(f'<span title="{WELL_KNOWN_PORTS.get(s, "?")} on the Internet">{s} {p}</span>'
+                        for s, p in h.ports.items())
             + f"</td><td>{'up' if h.is_up else '<b>down</b>'}</td></tr>"
             for h in self.hosts.values()
         )
@@ -656,6 +657,8 @@ class Lab:
         return (
             f"<b>smtplab</b> ({'running' if self.running else 'stopped'}) &mdash; DNS {self.dns.address}:{self.dns.port}"
             f"<table><tr><th>host</th><th>address</th><th>ports</th><th>state</th></tr>{rows}</table>"
+            "<small>submissions, imaps, pop3s: TLS from the first byte (RFC 8314); submission, imap, pop3: "
+            "STARTTLS/STLS first. Hover a port for its number on the Internet.</small>"
             f"<table><tr><th>user</th><th>password</th></tr>{users}</table>"
         )
 

@@ -119,3 +119,11 @@ def test_a_base_that_does_not_fit_is_refused() -> None:
         plan_ports(65525, [("a", ("smtp",))])
     with pytest.raises(smtplab.SmtpLabError, match="choose a base from 1024"):
         smtplab.start(ports=80)
+
+
+def test_the_lab_table_names_every_port_and_its_tls(lab: smtplab.Lab) -> None:
+    html = lab._repr_html_()
+    imap = lab.host("imap.example.net")
+    assert f'<span title="995 on the Internet">pop3s {imap.ports["pop3s"]}</span>' in html
+    assert f'<span title="465 on the Internet">submissions {lab.host("smtp.example.org").ports["submissions"]}' in html
+    assert "TLS from the first byte (RFC 8314)" in html
