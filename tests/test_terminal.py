@@ -249,3 +249,17 @@ def test_pop3_refuses_a_password_in_clear(lab: smtplab.Lab) -> None:
     )
     lines = result.stdout.splitlines()
     assert lines[1] == lines[2] == "-ERR [AUTH] Plaintext authentication disallowed before STLS: send STLS first"
+
+
+@pytest.mark.tool("openssl")
+def test_openssl_s_client_on_submissions_needs_no_starttls(lab: smtplab.Lab) -> None:
+    host = lab.host("smtp.example.org")
+    result = subprocess.run(
+        [require_tool("openssl"), "s_client", "-quiet", "-crlf", "-connect",
+         f"{host.address}:{host.ports['submissions']}", "-CAfile", lab.ca_file, "-verify_return_error",
+         "-verify_hostname", "smtp.example.org"],
+        input="EHLO client.local\nQUIT\n", capture_output=True, text=True, timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("220 smtp.example.org ESMTP")
+    assert "250-AUTH LOGIN PLAIN" in result.stdout and "STARTTLS" not in result.stdout
