@@ -322,6 +322,7 @@ class Lab:
             host.ports[listener] = await self._bind(f"{host.name} {listener}", host.ports.get(listener, 0), listen)
         host.is_up = True
         if self.running:
+            save_ports(self.directory, self.dns.port, {name: dict(h.ports) for name, h in self.hosts.items()})
             self._warn_moved_ports()
             self.trace.record("lab", "state", host.name, f"{host.name} is up again", peer=host.name,
                               payload=LabChange("up", host.name))

@@ -127,3 +127,22 @@ def test_the_lab_table_names_every_port_and_its_tls(lab: smtplab.Lab) -> None:
     assert f'<span title="995 on the Internet">pop3s {imap.ports["pop3s"]}</span>' in html
     assert f'<span title="465 on the Internet">submissions {lab.host("smtp.example.org").ports["submissions"]}' in html
     assert "TLS from the first byte (RFC 8314)" in html
+
+
+def test_a_host_brought_up_on_a_taken_port_moves_and_is_remembered(tmp_path: Path) -> None:
+    with smtplab.start(directory=tmp_path) as lab:
+        mx2 = lab.host("mx2")
+        address, port = mx2.address, mx2.ports["smtp"]
+        mx2.down()
+        squatter = socket.socket()
+        squatter.bind((address, port))
+        squatter.listen()
+        try:
+            with pytest.warns(RuntimeWarning, match=f"mx2.example.net smtp {port} -> "):
+                mx2.up()
+        finally:
+            squatter.close()
+        moved = mx2.ports["smtp"]
+    assert moved != port
+    with smtplab.start(directory=tmp_path) as lab:
+        assert lab.host("mx2").ports["smtp"] == moved
