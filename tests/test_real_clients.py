@@ -372,8 +372,18 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def postfix(lab: smtplab.Lab) -> Iterator[int]:
+def open_lab() -> Iterator[smtplab.Lab]:
+    """The default lab, open to other Unix users: Postfix's smtp client runs as the user `postfix`."""
+    scenario = smtplab.Scenario.default().to_dict()
+    scenario["options"] = {**scenario.get("options", {}), "allow_other_users": True}
+    with smtplab.start(scenario) as running:
+        yield running
+
+
+@pytest.fixture
+def postfix(open_lab: smtplab.Lab) -> Iterator[int]:
     """A private Postfix instance on 127.0.0.1 whose relayhost is the lab's mx1; yields its SMTP port."""
+    lab = open_lab
     binary = require_tool("postfix")
     if os.geteuid() != 0:
         pytest.skip("a Postfix instance needs root to start its master")
@@ -426,7 +436,8 @@ local_recipient_maps =
 
 
 @pytest.mark.tool("postfix")
-def test_postfix_relays_into_the_lab_mx(lab: smtplab.Lab, postfix: int) -> None:
+def test_postfix_relays_into_the_lab_mx(open_lab: smtplab.Lab, postfix: int) -> None:
+    lab = open_lab
     subject = f"via postfix {secrets.token_hex(3)}"
     delivered = threading.Event()
 
