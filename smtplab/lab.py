@@ -626,6 +626,26 @@ class Lab:
         self._require_running()
         return open_imap(self, address, starttls=starttls)
 
+    def pop3(self, address: str) -> Any:
+        """Return a poplib.POP3 connection logged in as `address` on its provider's POP3 port (after STLS).
+
+        The maildrop stays locked for other POP3 sessions until `.quit()` (which also removes what was
+        deleted with `.dele(n)`, RFC 1939 section 6) or until the connection closes (then nothing is removed).
+        """
+        import poplib
+
+        self._require_running()
+        user, host = self.user(address), self.imap_host(address)
+        client = poplib.POP3(host.address, host.ports["pop3"], timeout=30)
+        try:
+            client.stls(self._client_context)
+            client.user(user.login)
+            client.pass_(user.password)
+        except BaseException:
+            client.close()
+            raise
+        return client
+
     def describe(self) -> dict[str, Any]:
         """Return hosts, ports, users and files as plain data (what `python -m smtplab up --json` prints)."""
         return {

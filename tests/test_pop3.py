@@ -438,3 +438,16 @@ def test_a_maildrop_locked_by_another_process_is_in_use(lab: smtplab.Lab, contex
     finally:
         holder.communicate("", timeout=30)
     pop(lab, context).quit()
+
+
+def test_lab_pop3_gives_a_logged_in_client(lab: smtplab.Lab) -> None:
+    deliver(lab, "via lab.pop3")
+    client = lab.pop3(BOB)
+    assert client.stat()[0] == 1
+    client.dele(1)
+    client.quit()
+    assert lab.messages(BOB) == []
+    client = lab.pop3(BOB)
+    with pytest.raises(poplib.error_proto, match=r"\[IN-USE\]"):
+        lab.pop3(BOB)
+    client.quit()
