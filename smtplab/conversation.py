@@ -22,6 +22,7 @@ from .events import (
     LabChange,
     Note,
     PolicyVerdict,
+    Pop3Response,
     QueueChange,
     SmtpDataEnd,
     SmtpReply,

@@ -28,7 +28,7 @@ from .client import SendResult, SmtpSession, open_imap, open_session, send_from_
 from .clock import VirtualClock
 from .errors import (LabNotRunning, PortInUse, ScenarioError, UnknownConnection, UnknownHost, UnknownMessage,
                      UnknownUser)
-from .events import LabChange
+from .events import LabChange, Note
 from .faults import Fault, FaultTable
 from .files import directory_error, make_private_dir, write_private
 from .guard import BACKLOG, ConnectionGuard, LoginThrottle, limit_log_floods, warn_once
@@ -349,7 +349,7 @@ class Lab:
         if moved:
             text = (f"ports taken by another program, so these services listen elsewhere this time: "
                     f"{'; '.join(moved)} (update your mail client's settings)")
-            self.trace.record("lab", "state", "lab", text)
+            self.trace.record("lab", "state", "lab", text, payload=Note(warning=True))
             warnings.warn(text, RuntimeWarning, stacklevel=2)
 
     async def _smtp_server(self, host: Host, service: str, port: int) -> asyncio.base_events.Server:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .events import ClientLine, Close, Connect, Note, TlsStarted
 from .maildrop import Maildrop, MaildropMessage, uidl_of
 from .trace import Trace
 
@@ -86,13 +87,13 @@ class Pop3Service:
         try:
             await session.run()
         except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError) as exc:
-            session.record("close", f"connection lost ({exc.__class__.__name__})")
+            session.record("close", f"connection lost ({exc.__class__.__name__})", payload=Close(repr(exc)))
         except asyncio.CancelledError:  # not re-raised: asyncio 3.11's stream callback would log it as an error
-            session.record("close", "connection closed: the host went down")
+            session.record("close", "connection closed: the host went down", payload=Close("host down"))
         except Exception as exc:  # a bug ends this session only: in the trace, never a traceback on stderr
-            session.record("error", f"session failed: {exc!r}")
+            session.record("error", f"session failed: {exc!r}", payload=Close(repr(exc)))
         else:
-            session.record("close", "connection closed")
+            session.record("close", "connection closed", payload=Close())
         finally:
             session.unlock()
             self._writers.discard(writer)
@@ -120,11 +121,17 @@ class _Session:
         self.fields = dict(conn=service.trace.new_conn_id("pop3"), client=f"{peer[0]}:{peer[1]}",
                            server=f"{service.address}:{service.port}", peer=service.peer_name(peer[0]),
                            port_name=service.port_name)
-        self.record("connect", f"connection from {peer[0]}:{peer[1]}")
+        self.corr = service.trace.new_correlation("pop3")  # one unit of work per session
+        self.record("connect", f"connection from {peer[0]}:{peer[1]}",
+                    payload=Connect(self.fields["client"], self.fields["server"]))
 
-    def record(self, kind: str, text: str, direction: str = "", message_ids: tuple[str, ...] = ()) -> None:
+    def record(self, kind: str, text: str, direction: str = "", message_ids: tuple[str, ...] = (), *,
+               payload: object = None) -> None:
+        """Trace one event; a protocol line's payload is parsed from the line (smtplab.events)."""
+        if kind == "state" and payload is None:
+            payload = Note()
         self.service.trace.record("pop3", kind, self.service.host_name, text, direction=direction, tls=self.tls,
-                                  message_ids=message_ids, **self.fields)
+                                  message_ids=message_ids, payload=payload, corr=self.corr, **self.fields)
 
     def unlock(self) -> None:
         if self.lock is not None:
@@ -135,12 +142,14 @@ class _Session:
         try:
             await self.writer.start_tls(self.service.ssl_context)
         except (TimeoutError, ssl.SSLError, ConnectionError, OSError) as exc:
-            self.record("error", f"TLS handshake failed: {exc}")
+            self.record("error", f"TLS handshake failed: {exc}", payload=Close(repr(exc)))
             return False
         self.tls = True
         ssl_object = self.writer.get_extra_info("ssl_object")
         version = ssl_object.version() if ssl_object is not None else "TLS"
-        self.record("tls", f"{version} handshake done ({how}): the wire is encrypted from here")
+        cipher = ssl_object.cipher() if ssl_object is not None else None
+        self.record("tls", f"{version} handshake done ({how}): the wire is encrypted from here",
+                    payload=TlsStarted(version or "TLS", cipher[0] if cipher else ""))
         return True
 
     async def send(self, line: str, message_ids: tuple[str, ...] = ()) -> None:
@@ -177,8 +186,10 @@ class _Session:
         ssl_object = self.writer.get_extra_info("ssl_object")
         if ssl_object is not None:
             self.tls = True
+            cipher = ssl_object.cipher()
             self.record("tls", f"{ssl_object.version()} handshake done (implicit TLS, RFC 8314): "
-                               "the wire is encrypted from here")
+                               "the wire is encrypted from here",
+                        payload=TlsStarted(ssl_object.version() or "TLS", cipher[0] if cipher else ""))
         await self.send(f"+OK {self.service.host_name} POP3 server ready (smtplab)")
         while True:
             try:
@@ -188,12 +199,14 @@ class _Session:
                 return
             if line is None:
                 if self._buffer:
-                    self.record("line", _show(self._buffer) + "  (no line end: connection closed)", "C")
+                    text = _show(self._buffer[:200]) + "  (no line end: connection closed)"
+                    self.record("line", text, "C", payload=ClientLine(text, complete=False))
                 if self.state == "TRANSACTION":
                     self.record("state", "the client left without QUIT: no UPDATE, nothing deleted")
                 return
             if not line:
-                self.record("line", f"<a line of more than {MAX_LINE} octets>", "C")
+                text = f"<a line of more than {MAX_LINE} octets>"
+                self.record("line", text, "C", payload=ClientLine(text, complete=False))
                 if not await self.refuse(f"-ERR line too long: a command is at most {MAX_LINE} octets "
                                          "(RFC 2449 section 4)"):
                     return
@@ -312,7 +325,8 @@ class _Session:
             return True
         await self.send("+OK Begin TLS negotiation")
         if self._buffer:  # RFC 2595 / RFC 3207 section 4.2: plaintext sent after STLS is an injection
-            self.record("state", f"{len(self._buffer)} octets sent after STLS before the handshake: discarded")
+            self.record("state", f"{len(self._buffer)} octets sent after STLS before the handshake: discarded",
+                    payload=Note(warning=True))
             self._buffer = b""
         if not await self.start_tls("STLS, RFC 2595"):
             return False
