@@ -193,7 +193,10 @@ def test_a_session_that_ends_without_quit_deletes_nothing(lab: smtplab.Lab, raw:
     deliver(lab, "survives")
     raw.login(context)
     assert raw.ask("DELE 1").startswith("+OK")
+    closed = threading.Event()
+    lab.trace.subscribe(lambda e: closed.set() if e.protocol == "pop3" and e.kind == "close" else None)
     raw.close()  # no QUIT: the session never enters the UPDATE state (RFC 1939 section 6)
+    assert closed.wait(10)
     client = pop(lab, context)  # the lock is free again once the server saw the close
     assert client.stat()[0] == 1
     client.quit()
@@ -451,3 +454,28 @@ def test_lab_pop3_gives_a_logged_in_client(lab: smtplab.Lab) -> None:
     with pytest.raises(poplib.error_proto, match=r"\[IN-USE\]"):
         lab.pop3(BOB)
     client.quit()
+
+
+def test_pop3_events_have_typed_fields_and_belong_to_the_message(lab: smtplab.Lab, context: ssl.SSLContext) -> None:
+    from smtplab.events import Close, Connect, Note, Pop3Command, Pop3Response, TlsStarted
+
+    sent = lab.send("alice@example.org", BOB, "typed", "fields")
+    closed = threading.Event()
+    lab.trace.subscribe(lambda e: closed.set() if e.protocol == "pop3" and e.kind == "close" else None)
+    client = pop(lab, context)
+    client.retr(1)
+    client.quit()
+    assert closed.wait(10), "the server recorded the end of the session"
+    conn = lab.trace.connections("pop3")[-1]
+    events = lab.trace.filter(conn=conn)
+    assert isinstance(events[0].payload, Connect) and isinstance(events[-1].payload, Close)
+    assert [e.payload.version for e in events if isinstance(e.payload, TlsStarted)] in (["TLSv1.3"], ["TLSv1.2"])
+    commands = [e.payload.verb for e in events if isinstance(e.payload, Pop3Command)]
+    assert commands == ["CAPA", "STLS", "USER", "PASS", "RETR", "QUIT"]  # poplib asks CAPA before STLS
+    assert [e.payload.argument for e in events if isinstance(e.payload, Pop3Command) and e.payload.verb == "PASS"] \
+        == ["<password hidden>"]
+    assert sum(1 for e in events if isinstance(e.payload, Pop3Response) and e.payload.ok) == 7  # greeting and each command
+    assert any(isinstance(e.payload, Note) and "UPDATE" in e.text for e in events)
+    assert len({e.corr for e in events}) == 1 and events[0].corr.startswith("pop3:")
+    retrieval = [e.text for e in lab.trace.for_message(sent.message_id) if e.protocol == "pop3"]
+    assert retrieval[0].endswith(" octets") and retrieval[-1] == ".", "RETR belongs to the message it carried"
