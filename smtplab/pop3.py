@@ -211,8 +211,8 @@ class _Session:
                                          "(RFC 2449 section 4)"):
                     return
                 continue
-            text = _show(line)
-            keyword, _, argument = text.partition(" ")
+            text = _show(line)  # for the trace; the command itself is read from the line as sent
+            keyword, _, argument = line.rstrip(b"\r\n").decode("utf-8", "replace").partition(" ")
             keyword = keyword.upper()
             self.record("line", "PASS <password hidden>" if keyword == "PASS" else text, "C")
             if not await self.dispatch(keyword, argument):
