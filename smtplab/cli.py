@@ -41,7 +41,8 @@ def _roles(lab: Lab) -> tuple[Host | None, User | None, User | None, Host | None
 def env_lines(lab: Lab) -> list[str]:
     """`export` lines for a shell: the lab's CA, DNS, the usual hosts' addresses and ports, two users."""
     q = shlex.quote
-    lines = [f"export SMTPLAB_DIR={q(str(lab.directory))} CA={q(lab.ca_file)}",
+    # Absolute paths: the second terminal may be in another directory than the one `up` was started in.
+    lines = [f"export SMTPLAB_DIR={q(str(Path(lab.directory).resolve()))} CA={q(str(Path(lab.ca_file).resolve()))}",
              f"export DNS_ADDR={lab.dns.address} DNS={lab.dns.port}"]
     sub, sender, recipient, mx, imap = _roles(lab)
     for host, prefix, names in ((sub, "SUB", {"submission": "SUB", "submissions": "SUBS"}),
@@ -78,7 +79,7 @@ def _print_human(lab: Lab, env_file: Path) -> None:
     for user in lab.users.values():
         print(f"user {user.address:<24} password {user.password}")
     print(f"TLS  CA certificate: {lab.ca_file}  (curl --cacert, swaks --tls-ca-path, openssl -CAfile)")
-    print(f"In another terminal, `. {env_file}` sets these (or paste them):")
+    print(f"In another terminal, `. {env_file.resolve()}` sets these (or paste them):")
     for line in env_lines(lab):
         print("  " + line)
     sub, sender, recipient, _, _ = _roles(lab)

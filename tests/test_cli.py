@@ -352,7 +352,7 @@ def free_base() -> int:
 @pytest.mark.tool("swaks")
 def test_up_ports_pins_the_ports_and_env_sh_drives_the_printed_recipe(run_lab: Callable[..., LabProcess]) -> None:
     base = free_base()
-    process = run_lab("--ports", str(base))
+    process = run_lab("--ports", str(base), "--dir", "mylab")  # relative to where `up` runs
     text = "".join(process.read_until("Ctrl-C"))
     assert f"submission {base + 11}  submissions {base + 12}" in text
     assert f"imap {base + 63}  imaps {base + 64}  pop3 {base + 65}  pop3s {base + 66}" in text
@@ -360,6 +360,8 @@ def test_up_ports_pins_the_ports_and_env_sh_drives_the_printed_recipe(run_lab: C
     env_file = Path(text.split("In another terminal, `. ", 1)[1].split("`", 1)[0])
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600, "env.sh holds passwords"
     assert f"SUB={base + 11} SUBS={base + 12}" in env_file.read_text()
+    assert env_file.is_absolute() and f"CA={env_file.parent}/tls/ca.pem" in env_file.read_text(), \
+        "absolute paths: the second terminal may be elsewhere"
     recipe = text.split("then, for example:\n", 1)[1].split("Press Ctrl-C", 1)[0]
     subject = f"recipe {secrets.token_hex(3)}"
     sent = subprocess.run(["bash", "-c", f". {env_file}\n{recipe.strip()} --header 'Subject: {subject}'"],
