@@ -146,3 +146,10 @@ def test_a_host_brought_up_on_a_taken_port_moves_and_is_remembered(tmp_path: Pat
     assert moved != port
     with smtplab.start(directory=tmp_path) as lab:
         assert lab.host("mx2").ports["smtp"] == moved
+
+
+def test_a_stepping_session_on_an_implicit_tls_port_is_a_clear_error(lab: smtplab.Lab) -> None:
+    with pytest.raises(smtplab.SessionError, match="submissions, TLS from the first byte, use smtplib.SMTP_SSL"):
+        lab.session("smtp.example.org", "submissions")
+    with pytest.raises(smtplab.SessionError, match="runs imap, imaps, pop3, pop3s"):
+        lab.session("imap.example.net", "pop3")
