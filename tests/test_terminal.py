@@ -150,6 +150,8 @@ def test_recipe_dig(lab: smtplab.Lab, shell: Shell) -> None:
     out = shell.run("dig").stdout
     assert "10 mx1.example.net." in out and "20 mx2.example.net." in out
     assert "status: REFUSED" in out
+    assert re.search(r"^11\.2\.0\.127\.in-addr\.arpa\.\s.*PTR\s+mx1\.example\.net\.$", out, re.MULTILINE)
+    assert len(re.findall(r"^example\.net\.\s.*\sSOA\s", out, re.MULTILINE)) == 2, "AXFR: SOA first and last"
 
 
 @pytest.mark.tool("swaks")
