@@ -243,7 +243,8 @@ class Lab:
                 for name, implicit in (("pop3", False), ("pop3s", True)):
                     self._listeners[host.name, name] = Pop3Service(
                         host.name, host.address, context, self.trace, implicit_tls=implicit,
-                        check_password=self.check_password, maildrop=maildrop, peer_name=self.peer_name)
+                        check_password=self.check_password, maildrop=maildrop, peer_name=self.peer_name,
+                        guard=self.guard)
             if imap_hosts:
                 self._stores[provider.domain].on_delivered = self._mailbox_changed
                 service = self._imap[imap_hosts[0].name]

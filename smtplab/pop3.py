@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .events import ClientLine, Close, Connect, Note, TlsStarted
+from .guard import BACKLOG, ConnectionGuard
 from .maildrop import Maildrop, MaildropMessage, uidl_of
 from .trace import Trace
 
@@ -37,7 +38,7 @@ class Pop3Service:
     def __init__(self, host_name: str, address: str, ssl_context: ssl.SSLContext, trace: Trace, *,
                  implicit_tls: bool, check_password: Callable[[str, str], bool],
                  maildrop: Callable[[str], Path | None], peer_name: Callable[[str], str] = lambda a: "client",
-                 ) -> None:
+                 guard: ConnectionGuard | None = None) -> None:
         self.host_name = host_name
         self.address = address
         self.port = 0
@@ -49,6 +50,7 @@ class Pop3Service:
         self.maildrop = maildrop
         self.peer_name = peer_name
         self.idle_timeout = IDLE_TIMEOUT
+        self._guard = guard  # who may connect, and how many at once (guard.py)
         self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
@@ -56,7 +58,12 @@ class Pop3Service:
     async def start(self, port: int = 0) -> None:
         # pop3s: the server socket does the handshake (RFC 8314) before the session starts; doing it later
         # with start_tls would let the ClientHello land in the stream's plain-text buffer first.
-        self._server = await asyncio.start_server(self._serve, self.address, port,
+        serve: Any = self._serve
+        if self._guard is not None:  # another Unix user's connection, or one too many, is closed first
+            # RFC 2449 section 8: SYS/TEMP, a temporary problem of the server's, not of this client's.
+            serve = self._guard.callback(self._serve, self.host_name, self.port_name,
+                                         busy=b"-ERR [SYS/TEMP] Too many connections, try again later\r\n")
+        self._server = await asyncio.start_server(serve, self.address, port, backlog=BACKLOG,
                                                   ssl=self.ssl_context if self.implicit_tls else None)
         self.port = self._server.sockets[0].getsockname()[1]
 
