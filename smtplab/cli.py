@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import signal
 import sys
@@ -14,6 +13,7 @@ from typing import Any
 
 from .control import CONTROL_FILE, TOKEN_VARIABLE, ControlServer, find_control, request
 from .errors import SmtpLabError
+from .files import write_private
 from .hosts import Host, User
 from .lab import Lab, start
 from .scenario import WELL_KNOWN_PORTS, Scenario
@@ -58,11 +58,9 @@ def env_lines(lab: Lab) -> list[str]:
 
 
 def _write_env(lab: Lab) -> Path:
-    path = lab.directory / ENV_FILE
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds passwords
-    with os.fdopen(fd, "w") as file:
-        file.write("# written by `python -m smtplab up`: load it with  . " + str(path) + "\n")
-        file.write("\n".join(env_lines(lab)) + "\n")
+    path = lab.directory / ENV_FILE  # 0600: it holds passwords
+    write_private(path, f"# written by `python -m smtplab up`: load it with  . {path.resolve()}\n"
+                        + "\n".join(env_lines(lab)) + "\n")
     return path
 
 

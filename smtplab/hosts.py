@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -13,6 +12,7 @@ from typing import Any
 from .errors import SmtpLabError
 from .events import LabChange
 from .faults import Fault
+from .files import write_private
 from .scenario import LISTENERS, WELL_KNOWN_PORTS
 
 __all__ = ["User", "DnsInfo", "Host", "listeners_of", "PORT_OFFSETS", "plan_ports", "load_ports", "save_ports"]
@@ -49,12 +49,8 @@ def load_ports(directory: Path) -> tuple[int, dict[str, dict[str, int]]]:
 
 
 def save_ports(directory: Path, dns: int, hosts: dict[str, dict[str, int]]) -> None:
-    """Remember the ports in `directory` (the file is 0600 from its creation, replaced atomically)."""
-    path, tmp = directory / PORTS_FILE, directory / f".{PORTS_FILE}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as file:
-        json.dump({"dns": dns, "hosts": hosts}, file, indent=1)
-    os.replace(tmp, path)
+    """Remember the ports in `directory` (a 0600 file from its creation, replaced whole)."""
+    write_private(directory / PORTS_FILE, json.dumps({"dns": dns, "hosts": hosts}, indent=1))
 
 
 @dataclass(frozen=True)
