@@ -15,6 +15,7 @@ from .errors import (
     DnsLookupError,
     LabDirectoryError,
     LabNotRunning,
+    PortInUse,
     ScenarioError,
     SendError,
     SessionError,
@@ -92,5 +93,6 @@ __all__ = [
     "SessionError",
     "ClockError",
     "LabDirectoryError",
+    "PortInUse",
     "RenderError",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import signal
 import sys
 import threading
@@ -12,30 +13,78 @@ from typing import Any
 
 from .control import CONTROL_FILE, TOKEN_VARIABLE, ControlServer, find_control, request
 from .errors import SmtpLabError
+from .files import write_private
+from .hosts import Host, User
 from .lab import Lab, start
-from .scenario import Scenario
+from .scenario import WELL_KNOWN_PORTS, Scenario
 
-__all__ = ["main"]
+__all__ = ["main", "env_lines"]
+
+ENV_FILE = "env.sh"  # in the lab directory: `. mylab/env.sh` gives a second terminal the lab's values
 
 
-def _print_human(lab: Lab) -> None:
+def _roles(lab: Lab) -> tuple[Host | None, User | None, User | None, Host | None, Host | None]:
+    """The hosts and users of the usual recipe: a sender's submission host, a recipient's MX and IMAP host."""
+    sub = next((h for h in lab.hosts.values() if "submission" in h.ports), None)
+    sender = next((u for u in lab.users.values() if sub is not None and u.domain == sub.domain), None)
+    recipient = next((u for u in lab.users.values() if sender is not None and u.domain != sender.domain), sender)
+    mx = imap = None
+    if recipient is not None:
+        provider = lab.scenario.provider_of(recipient.domain)
+        exchanges = [name for _, name in sorted(provider.mx)] if provider is not None else []
+        mx = next((lab.hosts[n] for n in exchanges if n in lab.hosts and "smtp" in lab.hosts[n].ports),
+                  next((h for h in lab.hosts.values() if h.domain == recipient.domain and "smtp" in h.ports), None))
+        imap = next((h for h in lab.hosts.values() if h.domain == recipient.domain and "imap" in h.ports), None)
+    return sub, sender, recipient, mx, imap
+
+
+def env_lines(lab: Lab) -> list[str]:
+    """`export` lines for a shell: the lab's CA, DNS, the usual hosts' addresses and ports, two users."""
+    q = shlex.quote
+    # Absolute paths: the second terminal may be in another directory than the one `up` was started in.
+    lines = [f"export SMTPLAB_DIR={q(str(Path(lab.directory).resolve()))} CA={q(str(Path(lab.ca_file).resolve()))}",
+             f"export DNS_ADDR={lab.dns.address} DNS={lab.dns.port}"]
+    sub, sender, recipient, mx, imap = _roles(lab)
+    for host, prefix, names in ((sub, "SUB", {"submission": "SUB", "submissions": "SUBS"}),
+                                (mx, "MX", {"smtp": "MX"}),
+                                (imap, "IMAP", {"imap": "IMAP", "imaps": "IMAPS", "pop3": "POP3", "pop3s": "POP3S"})):
+        if host is not None:
+            ports = " ".join(f"{var}={host.ports[s]}" for s, var in names.items() if s in host.ports)
+            lines.append(f"export {prefix}_ADDR={host.address} {ports}  # {host.name}")
+    if sender is not None and recipient is not None:
+        lines.append(f"export FROM={q(sender.address)} FROM_PW={q(sender.password)} "
+                     f"TO={q(recipient.address)} TO_PW={q(recipient.password)}")
+    return lines
+
+
+def _write_env(lab: Lab) -> Path:
+    path = lab.directory / ENV_FILE  # 0600: it holds passwords
+    write_private(path, f"# written by `python -m smtplab up`: load it with  . {path.resolve()}\n"
+                        + "\n".join(env_lines(lab)) + "\n")
+    return path
+
+
+def _print_human(lab: Lab, env_file: Path) -> None:
     info = lab.describe()
     print(f"smtplab is running (lab directory {info['directory']})")
     print(f"DNS  {lab.dns.name:<18} {lab.dns.address}:{lab.dns.port}   try: {lab.dns.dig('example.net')}")
     for host in lab.hosts.values():
         ports = "  ".join(f"{service} {port}" for service, port in host.ports.items())
         print(f"host {host.name:<18} {host.address:<12} {ports}")
+    print("     on the Internet: " + ", ".join(f"{s} {p}" for s, p in WELL_KNOWN_PORTS.items() if s != "dns"))
+    print("     (submission, imap and pop3 start TLS with STARTTLS/STLS; submissions, imaps and pop3s from the "
+          "first byte)")
     for user in lab.users.values():
         print(f"user {user.address:<24} password {user.password}")
     print(f"TLS  CA certificate: {lab.ca_file}  (curl --cacert, swaks --tls-ca-path, openssl -CAfile)")
-    sub = next((h for h in lab.hosts.values() if "submission" in h.ports), None)
-    if sub is not None and lab.users:
-        user = next(u for u in lab.users.values() if u.domain == sub.domain)
-        other = next((u for u in lab.users.values() if u.domain != sub.domain), user)
-        print("example:")
-        print(f"  swaks --server {sub.address}:{sub.ports['submission']} --tls --tls-verify --tls-ca-path {lab.ca_file} \\")
-        print(f"        --auth PLAIN --auth-user {user.address} --auth-password {user.password} \\")
-        print(f"        --from {user.address} --to {other.address}")
+    print(f"In another terminal, `. {env_file.resolve()}` sets these (or paste them):")
+    for line in env_lines(lab):
+        print("  " + line)
+    sub, sender, recipient, _, _ = _roles(lab)
+    if sub is not None and sender is not None and recipient is not None:
+        print("then, for example:")
+        print('  swaks --server "$SUB_ADDR:$SUB" --tls --tls-verify --tls-ca-path "$CA" \\')
+        print('        --auth PLAIN --auth-user "$FROM" --auth-password "$FROM_PW" --from "$FROM" --to "$TO"')
     print("Press Ctrl-C to stop.")
 
 
@@ -55,7 +104,7 @@ def _up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        lab = start(scenario=scenario, directory=args.dir)
+        lab = start(scenario=scenario, directory=args.dir, ports=args.ports)
     except SmtpLabError as exc:
         print(f"smtplab: {exc}", file=sys.stderr)
         return 2
@@ -63,12 +112,13 @@ def _up(args: argparse.Namespace) -> int:
     try:
         lab._call(control.start())
         control.write_file(lab.directory / CONTROL_FILE)
+        env_file = _write_env(lab)
         if args.json:
             control_info = {"address": control.address, "port": control.port,
                             "file": str(lab.directory / CONTROL_FILE)}  # the token is in that file
-            print(json.dumps({**lab.describe(), "control": control_info}), flush=True)
+            print(json.dumps({**lab.describe(), "control": control_info, "env_file": str(env_file)}), flush=True)
         else:
-            _print_human(lab)
+            _print_human(lab, env_file)
             # The token stays in the lab directory (0600): `ctl` reads it there, never from a command line.
             print(f"control from another terminal: python -m smtplab ctl --dir {lab.directory} down mx1", flush=True)
         while not stop.wait(0.5):
@@ -124,6 +174,9 @@ def _ctl(args: argparse.Namespace) -> int:
     except (SmtpLabError, OSError, ValueError) as exc:
         print(f"smtplab: {exc}", file=sys.stderr)
         return 1
+    if args.action == "queue" and not args.all:  # what waits; `--all` adds what is delivered or bounced
+        result = [item for item in result
+                  if not all(r.get("state") in ("delivered", "bounced") for r in item.get("recipients", []))]
     if args.action == "pcap":
         _print_capture(result)
     else:
@@ -134,7 +187,8 @@ def _ctl(args: argparse.Namespace) -> int:
 def _pcap(args: argparse.Namespace) -> int:
     """`python -m smtplab pcap PATH [--message ID]`: a capture of the running lab (through its control port)."""
     params = [args.path] + ([args.message] if args.message else [])
-    return _ctl(argparse.Namespace(dir=args.dir, port=args.port, token=args.token, action="pcap", params=params))
+    return _ctl(argparse.Namespace(dir=args.dir, port=args.port, token=args.token, action="pcap", params=params,
+                                   all=False))
 
 
 def _print_capture(result: dict[str, Any]) -> None:
@@ -146,6 +200,16 @@ def _print_capture(result: dict[str, Any]) -> None:
     print(result["tshark"])
 
 
+def _port_base(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (e.g. 10000)") from None
+    if not 1024 <= value <= 65000:
+        raise argparse.ArgumentTypeError(f"{value} is outside 1024-65000 (e.g. 10000)")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m smtplab", description="A real mail network on loopback.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -153,13 +217,19 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--json", action="store_true", help="print hosts, ports and users as one JSON line")
     up.add_argument("--dir", metavar="PATH", help="keep mailboxes and queue in PATH (survives restarts)")
     up.add_argument("--scenario", metavar="FILE", help="a scenario as JSON (see Scenario.to_dict())")
-    ctl = commands.add_parser("ctl", help="steer a running lab: down/up HOST, fail/drop/slow HOST STAGE, "
-                                          "clear [HOST], faults, advance DURATION, queue, hosts")
+    up.add_argument("--ports", metavar="BASE", type=_port_base,
+                    help="pin the ports: DNS on BASE, the n-th host's services on BASE+10n+0 smtp, 1 submission, "
+                         "2 submissions, 3 imap, 4 imaps, 5 pop3, 6 pop3s (without it, a lab started again "
+                         "with the same --dir keeps its ports)")
+    steer = ("steer a running lab: down/up HOST, fail HOST STAGE REPLY, drop HOST STAGE, slow HOST STAGE SECONDS, "
+             "clear [HOST], faults, advance DURATION, queue [--all], hosts")
+    ctl = commands.add_parser("ctl", help=steer, description=steer)
     ctl.add_argument("--dir", metavar="PATH", help="the lab directory `up` printed (or set SMTPLAB_DIR)")
     ctl.add_argument("--port", type=int, help=f"control port, with the token in ${TOKEN_VARIABLE}")
     ctl.add_argument("--token", help=argparse.SUPPRESS)  # refused with an explanation: never on a command line
     ctl.add_argument("action", choices=["down", "up", "fail", "drop", "slow", "clear", "faults", "advance",
                                         "queue", "hosts", "pcap"])
+    ctl.add_argument("--all", action="store_true", help="queue: also what was delivered or bounced")
     ctl.add_argument("params", nargs="*", help="e.g. `fail mx1 RCPT '451 4.7.1 Try later'`, `advance 5m`")
     pcap = commands.add_parser("pcap", help="write the running lab's traffic as a pcapng file for Wireshark, "
                                             "with its TLS key log beside it")

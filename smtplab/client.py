@@ -392,6 +392,11 @@ def open_session(lab: Any, host_name: str, service: str | None = None, timeout: 
         service = "submission" if "submission" in host.ports else "smtp"
     if service not in host.ports:
         raise SessionError(f"{host.name} runs no {service} service; it runs {', '.join(host.ports)}")
+    if service not in ("smtp", "submission"):
+        smtp = [s for s in host.ports if s in ("smtp", "submission")]
+        raise SessionError(f"a session speaks SMTP in clear text first (STARTTLS when asked): {host.name}'s "
+                           f"{service} is not that; it runs {', '.join(host.ports)} (for submissions, TLS from "
+                           f"the first byte, use smtplib.SMTP_SSL); try service={smtp[0] if smtp else 'smtp'!r}")
     session = SmtpSession(host.address, host.ports[service], context=lab._client_context, server_name=host.name,
                           timeout=timeout, service=service, source=source)
     # The server recorded the connection before it greeted us: find its id in the trace.

@@ -22,6 +22,7 @@ from .events import (
     LabChange,
     Note,
     PolicyVerdict,
+    Pop3Response,
     QueueChange,
     SmtpDataEnd,
     SmtpReply,
@@ -85,6 +86,12 @@ def _reply_lines(protocol: str, events: list[TraceEvent]) -> tuple[tuple[str, ..
             return (_short(texts[0]),), tone
         # A multiline reply (EHLO): the greeting line, then the extensions it announces.
         return (_short(texts[0]), *_pack([t[4:] for t in texts[1:]], 44)), tone
+    if protocol == "pop3":  # "+OK" or "-ERR" (RFC 1939 section 3), maybe lines up to a lone "."
+        status = events[0].payload.ok if isinstance(events[0].payload, Pop3Response) else None
+        tone = {True: "2", False: "5"}.get(status, "command")
+        if len(texts) <= 4:
+            return tuple(_short(t) for t in texts), tone
+        return (_short(texts[0]), _short(texts[1]), f"… {len(texts) - 3} more lines", "."), tone
     last = texts[-1]
     if isinstance(last_payload, ImapResponse) and last_payload.tag == "+":
         tone = "3"
@@ -153,7 +160,7 @@ class _Builder:
         if event.server and not self.addresses.get(server):
             self.addresses[server] = event.server.rsplit(":", 1)[0]
         role = "dns" if event.protocol == "dns" else "server"
-        if event.protocol == "imap":  # the reader sits to the right of the mailbox server
+        if event.protocol in ("imap", "pop3"):  # the reader sits to the right of the mailbox server
             self.participant(server)
             self.participant(client)
         else:
@@ -169,7 +176,7 @@ class _Builder:
         while i < len(events):
             event = events[i]
             i += 1
-            if event.protocol in ("smtp", "imap", "dns"):
+            if event.protocol in ("smtp", "imap", "pop3", "dns"):
                 i = self.conversation(event, i)
             elif event.protocol == "queue":
                 self.queue(event, i)
@@ -244,6 +251,8 @@ class _Builder:
             return payload.more
         if isinstance(payload, ImapResponse):  # untagged data runs up to the tagged reply
             return payload.tag == "*"
+        if isinstance(payload, Pop3Response):  # a multi-line response runs up to its lone "." (RFC 1939 §3)
+            return last.text != "."
         return last.protocol == "imap" and last.text.startswith(" ")
 
     def queue(self, event: TraceEvent, i: int) -> None:

@@ -21,6 +21,7 @@ __all__ = [
     "LabTimeout",
     "LibraryMismatch",
     "LabDirectoryError",
+    "PortInUse",
 ]
 
 
@@ -105,3 +106,7 @@ class LibraryMismatch(SmtpLabError, RuntimeError):
 
 class LabDirectoryError(SmtpLabError, OSError):
     """The lab directory cannot be written (read-only, full, not yours); the message says what to give instead."""
+
+
+class PortInUse(SmtpLabError, OSError):
+    """A port the lab was told to use (`ports=BASE`, `up --ports BASE`) is taken by another program."""

@@ -2,15 +2,55 @@
 
 from __future__ import annotations
 
+import json
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from .errors import SmtpLabError
 from .events import LabChange
 from .faults import Fault
-from .scenario import WELL_KNOWN_PORTS
+from .files import write_private
+from .scenario import LISTENERS, WELL_KNOWN_PORTS
 
-__all__ = ["User", "DnsInfo", "Host"]
+__all__ = ["User", "DnsInfo", "Host", "listeners_of", "PORT_OFFSETS", "plan_ports", "load_ports", "save_ports"]
+
+# `ports=BASE` (`up --ports BASE`): the DNS listens on BASE, the n-th host of the scenario (1, 2, ...) on
+# BASE + 10*n + the service's offset; the last digit names the service, whatever the host.
+PORT_OFFSETS = {"smtp": 0, "submission": 1, "submissions": 2, "imap": 3, "imaps": 4, "pop3": 5, "pop3s": 6}
+PORTS_FILE = "ports.json"  # in the lab directory: a lab restarted there keeps its ports
+
+
+def listeners_of(services: Sequence[str]) -> list[str]:
+    """The listeners a host runs for its scenario services, in the order `up` prints them."""
+    return [name for service in services for name in LISTENERS.get(service, (service,))]
+
+
+def plan_ports(base: int, hosts: Sequence[tuple[str, Sequence[str]]]) -> tuple[int, dict[str, dict[str, int]]]:
+    """The DNS port and each host's ports for `ports=base` (see PORT_OFFSETS)."""
+    last = base + 10 * len(hosts) + max(PORT_OFFSETS.values())
+    if not 1024 <= base or last > 65535:
+        raise SmtpLabError(f"ports={base}: this lab needs ports {base} to {last}; choose a base from 1024 "
+                           f"to {65535 - (last - base)} (e.g. 10000)")
+    return base, {name: {s: base + 10 * n + PORT_OFFSETS[s] for s in listeners_of(services)}
+                  for n, (name, services) in enumerate(hosts, start=1)}
+
+
+def load_ports(directory: Path) -> tuple[int, dict[str, dict[str, int]]]:
+    """The ports a lab used last time in `directory` (0 and {} when it never ran there)."""
+    try:
+        saved = json.loads((directory / PORTS_FILE).read_text())
+        return int(saved.get("dns", 0)), {str(h): {str(s): int(p) for s, p in ports.items()}
+                                         for h, ports in saved.get("hosts", {}).items()}
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0, {}
+
+
+def save_ports(directory: Path, dns: int, hosts: dict[str, dict[str, int]]) -> None:
+    """Remember the ports in `directory` (a 0600 file from its creation, replaced whole)."""
+    write_private(directory / PORTS_FILE, json.dumps({"dns": dns, "hosts": hosts}, indent=1))
 
 
 @dataclass(frozen=True)
@@ -88,7 +128,7 @@ class Host:
 
     @property
     def well_known_ports(self) -> dict[str, int]:
-        """The port each service would use on the internet (25, 587, 143)."""
+        """The port each service would use on the internet (25, 587, 465, 143, 993, 110, 995)."""
         return {s: WELL_KNOWN_PORTS[s] for s in self.ports}
 
     def __repr__(self) -> str:

@@ -160,9 +160,13 @@ class ImapService:
         peer_name: Callable[[str], str] = lambda addr: "client",
         limits: Limits | None = None,
         guard: ConnectionGuard | None = None,
+        implicit_tls: bool = False,
     ) -> None:
         self._guard = guard  # who may connect, and how many at once (guard.py)
         self.base_dir = base_dir
+        # "imaps" (993's role, RFC 8314): TLS from the first byte, so no STARTTLS and LOGIN at once.
+        self.implicit_tls = implicit_tls
+        self.port_name = "imaps" if implicit_tls else "imap"
         self.host_name = host_name
         self.address = address
         self.port = 0
@@ -173,7 +177,7 @@ class ImapService:
             host_name,
             args=Namespace(passlib_cfg=None, proxy_protocol=None, debug=False),
             host=address, port=0, base_dir=str(base_dir), layout="++", colon=None,
-            ssl_context=ssl_context, hash_context=BuiltinHash(rounds=_HASH_ROUNDS),
+            ssl_context=ssl_context, tls_enabled=not implicit_tls, hash_context=BuiltinHash(rounds=_HASH_ROUNDS),
             subsystem=Subsystem.for_asyncio(), cpu_subsystem=Subsystem.for_asyncio(),
             invalid_user_sleep=0.0, reject_dnsbl=False, max_append_len=MAX_LITERAL,
         )
@@ -196,7 +200,7 @@ class ImapService:
     async def start(self, port: int = 0) -> None:
         server = LabImapServer(self._login, self._config, self.limits)
         # RFC 3501 section 7.1.5 (BYE) with RFC 5530's UNAVAILABLE code: one connection too many.
-        door = self._guard.listener(self.host_name, "imap", b"* BYE [UNAVAILABLE] Too many connections, try again "
+        door = self._guard.listener(self.host_name, self.port_name, b"* BYE [UNAVAILABLE] Too many connections, try again "
                                     b"later\r\n") if self._guard is not None else None
 
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, sock_info: Any) -> None:
@@ -214,10 +218,12 @@ class ImapService:
                 tap.name(conn)
             fields = dict(
                 conn=conn, client=f"{peer[0]}:{peer[1]}", server=f"{self.address}:{self.port}",
-                peer=self._peer_name(peer[0]), port_name="imap",
+                peer=self._peer_name(peer[0]), port_name=self.port_name,
                 corr=self._trace.new_correlation("imap"),  # one unit of work per session
             )
             tls = {"on": False}
+            if self.implicit_tls:  # the server socket did the handshake before this connection was handed over
+                tls["on"] = True
 
             def record(direction: str, text: str, message_ids: tuple[str, ...] = ()) -> None:
                 self._trace.record("imap", "line", self.host_name, text, direction=direction, tls=tls["on"],
@@ -238,6 +244,13 @@ class ImapService:
             self._writers.add(writer)
             self._trace.record("imap", "connect", self.host_name, f"connection from {peer[0]}:{peer[1]}",
                                payload=Connect(fields["client"], fields["server"]), **fields)
+            ssl_object = writer.get_extra_info("ssl_object")
+            if ssl_object is not None:
+                cipher = ssl_object.cipher()
+                self._trace.record("imap", "tls", self.host_name, f"{ssl_object.version()} handshake done (implicit "
+                                   "TLS, RFC 8314): the wire is encrypted from here", tls=True,
+                                   payload=TlsStarted(ssl_object.version() or "TLS", cipher[0] if cipher else ""),
+                                   **fields)
             try:
                 # pymap trusts loopback clients with plaintext LOGIN; in the lab every client is on
                 # loopback, so treat them as the remote clients they stand for (LOGINDISABLED until TLS).
@@ -264,7 +277,9 @@ class ImapService:
         callback = ProxyProtocolReader(self._config.proxy_protocol).get_callback(serve)
 
         async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            if self.wiretap is not None:  # the tap goes on before a byte is read; serve() names it
+            # The tap goes on before a byte is read; serve() names it. Under implicit TLS (imaps) this
+            # transport carries the clear text above TLS, not what crossed the wire: no tap there.
+            if self.wiretap is not None and not self.implicit_tls:
                 tap = WireTap("", self.host_name, service="imap")
                 self.wiretap(tap)
                 tap.attach(writer.transport)
@@ -275,7 +290,8 @@ class ImapService:
                 self._taps.pop(writer, None)
                 raise
 
-        self._server = await asyncio.start_server(accept, self.address, port, backlog=BACKLOG)
+        self._server = await asyncio.start_server(accept, self.address, port, backlog=BACKLOG,
+                                                  ssl=self._config.ssl_context if self.implicit_tls else None)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:

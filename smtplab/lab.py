@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import errno
 import json
 import secrets
 import shutil
@@ -17,7 +18,7 @@ import tempfile
 import threading
 import warnings
 import weakref
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,8 +26,9 @@ from typing import Any, TypeVar
 from .dsn import DsnRequest
 from .client import SendResult, SmtpSession, open_imap, open_session, send_from_lab
 from .clock import VirtualClock
-from .errors import LabNotRunning, ScenarioError, UnknownConnection, UnknownHost, UnknownMessage, UnknownUser
-from .events import LabChange
+from .errors import (LabNotRunning, PortInUse, ScenarioError, UnknownConnection, UnknownHost, UnknownMessage,
+                     UnknownUser)
+from .events import LabChange, Note
 from .faults import Fault, FaultTable
 from .files import directory_error, make_private_dir, write_private
 from .guard import BACKLOG, ConnectionGuard, LoginThrottle, limit_log_floods, warn_once
@@ -35,10 +37,11 @@ from .imap import ImapService, has_idlers, mailbox_changed
 from .labdns import DigResult, DnsServer, MXRecord, build_zones, dig_async, lab_resolver, lookup_mx_async
 from .ledger import DeliveryLedger
 from .relay import QueueItem, Relay
-from .scenario import Scenario
+from .scenario import WELL_KNOWN_PORTS, Scenario
 from .handlers import InboundHandler, SubmissionHandler, header_value
-from .hosts import DnsInfo, Host, User
+from .hosts import DnsInfo, Host, User, listeners_of, load_ports, plan_ports, save_ports
 from .loop import LoopThread
+from .pop3 import Pop3Service
 from .smtp import LabSMTP
 from .wire import WireStore, WireTap
 from .store import MailStore
@@ -79,7 +82,7 @@ class Lab:
     """A running miniature mail network. Use `smtplab.start()` to get one."""
 
     def __init__(self, scenario: Scenario | Mapping[str, Any] | None = None,
-                 directory: str | Path | None = None) -> None:
+                 directory: str | Path | None = None, ports: int | None = None) -> None:
         if scenario is None:
             scenario = Scenario.default()
         elif isinstance(scenario, Mapping):
@@ -109,6 +112,12 @@ class Lab:
         self._wires = WireStore(WIRE_KEEP_OTHERS, default=WIRE_KEEP)
         self._stores: dict[str, MailStore] = {}
         self._imap: dict[str, ImapService] = {}
+        # Ports: `ports=BASE` pins them (a taken one is an error); else the lab directory's ports.json
+        # gives last start's (a taken one moves, with a warning); else free ones.
+        self._port_base = ports
+        self._pinned = ports is not None
+        self._moved_ports: list[str] = []
+        self._listeners: dict[tuple[str, str], ImapService | Pop3Service] = {}
         self._by_address: dict[str, str] = {}
         self._loop: LoopThread | None = None
         self._dns_server: DnsServer | None = None
@@ -188,6 +197,13 @@ class Lab:
                 password = fixed or passwords.get(address) or _new_password()
                 self.users[address] = User(address, password, provider.domain)
                 store.add_user(address)
+        hosts = [(name, host.services) for name, host in self.hosts.items()]
+        self._dns_port, planned = plan_ports(self._port_base, hosts) if self._port_base is not None \
+            else load_ports(self.directory)
+        for name, wanted in planned.items():
+            if name in self.hosts:
+                self.hosts[name].ports.update((s, p) for s, p in wanted.items()
+                                              if s in listeners_of(self.hosts[name].services))
         write_private(state_file, json.dumps({"scenario": self.scenario.to_dict(),
                                               "passwords": {a: u.password for a, u in self.users.items()}}, indent=1))
         self._client_context = self.ca.client_context()
@@ -211,13 +227,27 @@ class Lab:
         )
         for provider in self.scenario.providers:
             imap_hosts = [h for h in provider.hosts if "imap" in h.services]
+            store = self._stores[provider.domain]
+
+            def maildrop(address: str, store: MailStore = store) -> Path | None:
+                return store.user_path(address) if store.has_user(address) else None
+
             for spec in imap_hosts:
                 host = self.hosts[spec.name]
+                context = self.ca.server_context(host.name, host.address)
                 service = ImapService(self.directory / "mail" / provider.domain, host.name, host.address,
-                                      self.ca.server_context(host.name, host.address), self.trace, self.peer_name,
-                                      guard=self.guard)
+                                      context, self.trace, self.peer_name, guard=self.guard)
                 service.wiretap = self._keep_wire
                 self._imap[host.name] = service
+                self._listeners[host.name, "imap"] = service
+                self._listeners[host.name, "imaps"] = ImapService(
+                    self.directory / "mail" / provider.domain, host.name, host.address, context, self.trace,
+                    self.peer_name, guard=self.guard, implicit_tls=True)
+                for name, implicit in (("pop3", False), ("pop3s", True)):
+                    self._listeners[host.name, name] = Pop3Service(
+                        host.name, host.address, context, self.trace, implicit_tls=implicit,
+                        check_password=self.check_password, maildrop=maildrop, peer_name=self.peer_name,
+                        guard=self.guard)
             if imap_hosts:
                 self._stores[provider.domain].on_delivered = self._mailbox_changed
                 service = self._imap[imap_hosts[0].name]
@@ -227,11 +257,19 @@ class Lab:
         # The zones without the DKIM keys, built now: a scenario's bad record stops the start, as it should.
         addresses = self._zone_addresses()
         plain = build_zones(zone_lines(self.scenario, addresses, {}), addresses, self.scenario.dns_name)
-        self._dns_server = DnsServer(None if self._dkim_pending else plain, self._dns_address, self.trace,
-                                     self.scenario.dns_name, self.peer_name, guard=self.guard)
-        self._dns_server.wiretap = self._keep_wire
-        await self._dns_server.start()
+        dns_server = self._dns_server = DnsServer(None if self._dkim_pending else plain, self._dns_address,
+                                                  self.trace, self.scenario.dns_name, self.peer_name, guard=self.guard)
+        dns_server.wiretap = self._keep_wire
+
+        async def start_dns(port: int) -> int:
+            await dns_server.start(port)
+            return dns_server.port
+
+        await self._bind(f"{self.scenario.dns_name} dns", self._dns_port, start_dns)
         self.dns = DnsInfo(self.scenario.dns_name, self._dns_address, self._dns_server.port)
+        self._pinned = False  # from here on (a host brought up again), a taken port moves with a warning
+        save_ports(self.directory, self.dns.port, {name: dict(h.ports) for name, h in self.hosts.items()})
+        self._warn_moved_ports()
         await self._relay.start()
         # The zones publish the DKIM keys. The lab is ready without waiting for them: a DNS question that
         # comes before they are made is answered as soon as they are, and a message waits for its signature.
@@ -275,52 +313,87 @@ class Lab:
     async def _host_up(self, host: Host) -> None:
         if host._servers:
             return
-        loop = asyncio.get_running_loop()
-        domains = (host.domain,)
-        for service in host.services:
-            port = host.ports.get(service, 0)
-            if service == "imap":
-                await self._imap[host.name].start(port)
-                host.ports[service] = self._imap[host.name].port
-                host._servers.append(self._imap[host.name])
-                continue
-            note = ""
-            if service == "submission":
-                handler: Any = SubmissionHandler(self, host.name, domains)
-                plain = "plaintext_auth" in host.options  # a teaching toggle, never a default
-                options = dict(require_starttls=not plain, auth_required=True, auth_require_tls=not plain,
-                               authenticator=handler.authenticator)
-                if plain:
-                    note = "teaching toggle: this host accepts passwords WITHOUT TLS - anyone on the wire can read them"
-            else:
-                handler = InboundHandler(self, host.name, domains)
-                options = dict(auth_exclude_mechanism=["LOGIN", "PLAIN"])
-            context = self.ca.server_context(host.name, host.address)
+        for listener in listeners_of(host.services):
+            async def listen(port: int, listener: str = listener) -> int:
+                service = self._listeners.get((host.name, listener))
+                if service is not None:
+                    await service.start(port)
+                    host._servers.append(service)
+                    return service.port
+                server = await self._smtp_server(host, listener, port)
+                host._servers.append(server)
+                return int(server.sockets[0].getsockname()[1])
 
-            if "open_relay" in host.options and service == "smtp":
-                note = "teaching toggle: this host is an OPEN RELAY - it passes on mail for any domain"
-
-            def factory(handler: Any = handler, options: dict[str, Any] = options, service: str = service,
-                        note: str = note) -> LabSMTP:
-                with warnings.catch_warnings():  # aiosmtpd warns about AUTH without TLS: that is the point here
-                    warnings.simplefilter("ignore", UserWarning)
-                    protocol = LabSMTP(handler, trace=self.trace, host_name=host.name, port_name=service,
-                                       peer_name=self.peer_name, faults=self.fault_for, tls_context=context,
-                                       data_size_limit=10 * 1024 * 1024, wiretap=self._keep_wire, note=note,
-                                       timeout=self.smtp_idle_timeout, loop=loop, **options)
-                host._protocols.add(protocol)
-                return protocol
-
-            # Another user's connection is closed before a protocol exists; one too many hears 421 (guard.py).
-            busy = TOO_MANY_CONNECTIONS.format(host=host.name).encode() + b"\r\n"
-            server = await loop.create_server(self.guard.protocol_factory(factory, host.name, service, busy=busy),
-                                              host=host.address, port=port, backlog=BACKLOG)
-            host.ports[service] = server.sockets[0].getsockname()[1]
-            host._servers.append(server)
+            host.ports[listener] = await self._bind(f"{host.name} {listener}", host.ports.get(listener, 0), listen)
         host.is_up = True
         if self.running:
+            save_ports(self.directory, self.dns.port, {name: dict(h.ports) for name, h in self.hosts.items()})
+            self._warn_moved_ports()
             self.trace.record("lab", "state", host.name, f"{host.name} is up again", peer=host.name,
                               payload=LabChange("up", host.name))
+
+    async def _bind(self, what: str, wanted: int, listen: Callable[[int], Awaitable[int]]) -> int:
+        """Listen on port `wanted` (0: any free port) and return the port; see `_port_base` for a taken one."""
+        if wanted:
+            try:
+                return await listen(wanted)
+            except OSError as exc:
+                if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
+                    raise
+                if self._pinned:
+                    raise PortInUse(f"{what}: port {wanted} is taken ({exc.strerror}); stop what uses it, or "
+                                    f"choose another base (ports=BASE, `up --ports BASE`)") from None
+                port = await listen(0)
+                self._moved_ports.append(f"{what} {wanted} -> {port}")
+                return port
+        return await listen(0)
+
+    def _warn_moved_ports(self) -> None:
+        """Say once, in the trace and as a warning, which remembered ports were taken and moved."""
+        moved, self._moved_ports = self._moved_ports, []
+        if moved:
+            text = (f"ports taken by another program, so these services listen elsewhere this time: "
+                    f"{'; '.join(moved)} (update your mail client's settings)")
+            self.trace.record("lab", "state", "lab", text, payload=Note(warning=True))
+            warnings.warn(text, RuntimeWarning, stacklevel=2)
+
+    async def _smtp_server(self, host: Host, service: str, port: int) -> asyncio.base_events.Server:
+        loop = asyncio.get_running_loop()
+        domains = (host.domain,)
+        note = ""
+        context = self.ca.server_context(host.name, host.address)
+        if service in ("submission", "submissions"):
+            handler: Any = SubmissionHandler(self, host.name, domains)
+            plain = "plaintext_auth" in host.options and service == "submission"  # a teaching toggle
+            # submissions (RFC 8314): TLS from the first byte, so no STARTTLS to require and AUTH at once.
+            implicit = service == "submissions"
+            options = dict(require_starttls=not plain and not implicit, auth_required=True,
+                           auth_require_tls=not plain and not implicit, authenticator=handler.authenticator)
+            if plain:
+                note = "teaching toggle: this host accepts passwords WITHOUT TLS - anyone on the wire can read them"
+        else:
+            handler = InboundHandler(self, host.name, domains)
+            options = dict(auth_exclude_mechanism=["LOGIN", "PLAIN"])
+            implicit = False
+        if "open_relay" in host.options and service == "smtp":
+            note = "teaching toggle: this host is an OPEN RELAY - it passes on mail for any domain"
+
+        def factory() -> LabSMTP:
+            with warnings.catch_warnings():  # aiosmtpd warns about AUTH without TLS: that is the point here
+                warnings.simplefilter("ignore", UserWarning)
+                protocol = LabSMTP(handler, trace=self.trace, host_name=host.name, port_name=service,
+                                   peer_name=self.peer_name, faults=self.fault_for,
+                                   tls_context=None if implicit else context,
+                                   data_size_limit=10 * 1024 * 1024, wiretap=self._keep_wire, note=note,
+                                   timeout=self.smtp_idle_timeout, loop=loop, **options)
+            host._protocols.add(protocol)
+            return protocol
+
+        # Another user's connection is closed before a protocol exists; one too many hears 421 (guard.py).
+        busy = TOO_MANY_CONNECTIONS.format(host=host.name).encode() + b"\r\n"
+        return await loop.create_server(self.guard.protocol_factory(factory, host.name, service, busy=busy),
+                                        host=host.address, port=port, backlog=BACKLOG,
+                                        ssl=context if implicit else None)
 
     async def _host_down(self, host: Host) -> None:
         await self._host_down_quiet(host)
@@ -364,7 +437,7 @@ class Lab:
     async def _host_down_quiet(self, host: Host) -> None:
         servers, host._servers = host._servers, []
         for server in servers:
-            if isinstance(server, ImapService):
+            if isinstance(server, (ImapService, Pop3Service)):
                 await server.stop()
             else:
                 server.close()
@@ -377,7 +450,7 @@ class Lab:
             if raw is not None:
                 raw.abort()
         for server in servers:
-            if not isinstance(server, ImapService):
+            if not isinstance(server, (ImapService, Pop3Service)):
                 await server.wait_closed()
         host.is_up = False
 
@@ -560,6 +633,26 @@ class Lab:
         self._require_running()
         return open_imap(self, address, starttls=starttls)
 
+    def pop3(self, address: str) -> Any:
+        """Return a poplib.POP3 connection logged in as `address` on its provider's POP3 port (after STLS).
+
+        The maildrop stays locked for other POP3 sessions until `.quit()` (which also removes what was
+        deleted with `.dele(n)`, RFC 1939 section 6) or until the connection closes (then nothing is removed).
+        """
+        import poplib
+
+        self._require_running()
+        user, host = self.user(address), self.imap_host(address)
+        client = poplib.POP3(host.address, host.ports["pop3"], timeout=30)
+        try:
+            client.stls(self._client_context)
+            client.user(user.login)
+            client.pass_(user.password)
+        except BaseException:
+            client.close()
+            raise
+        return client
+
     def describe(self) -> dict[str, Any]:
         """Return hosts, ports, users and files as plain data (what `python -m smtplab up --json` prints)."""
         return {
@@ -582,7 +675,8 @@ class Lab:
 
         rows = "".join(
             f"<tr><td>{escape(h.name)}</td><td>{h.address}</td><td>"
-            + ", ".join(f"{s} {p}" for s, p in h.ports.items())
+            + ", ".join(f'<span title="{WELL_KNOWN_PORTS.get(s, "?")} on the Internet">{s} {p}</span>'
+                        for s, p in h.ports.items())
             + f"</td><td>{'up' if h.is_up else '<b>down</b>'}</td></tr>"
             for h in self.hosts.values()
         )
@@ -591,6 +685,8 @@ class Lab:
         return (
             f"<b>smtplab</b> ({'running' if self.running else 'stopped'}) &mdash; DNS {self.dns.address}:{self.dns.port}"
             f"<table><tr><th>host</th><th>address</th><th>ports</th><th>state</th></tr>{rows}</table>"
+            "<small>submissions, imaps, pop3s: TLS from the first byte (RFC 8314); submission, imap, pop3: "
+            "STARTTLS/STLS first. Hover a port for its number on the Internet.</small>"
             f"<table><tr><th>user</th><th>password</th></tr>{users}</table>"
         )
 
@@ -774,18 +870,22 @@ def _new_password() -> str:
     return secrets.token_urlsafe(9).replace("-", "x").replace("_", "y")
 
 
-def start(scenario: Scenario | Mapping[str, Any] | None = None, directory: str | Path | None = None) -> Lab:
+def start(scenario: Scenario | Mapping[str, Any] | None = None, directory: str | Path | None = None,
+          ports: int | None = None) -> Lab:
     """Start a lab (the default scenario unless one is given) and return it, running.
 
     A lab started earlier with `start()` in this process is stopped first, so re-running a
-    notebook cell never leaves servers behind. Give `directory` to keep mailboxes and the queue.
+    notebook cell never leaves servers behind. Give `directory` to keep mailboxes, the queue and the
+    ports (a lab started again there listens where it did). `ports=BASE` pins every port: the DNS on
+    BASE, the n-th host's services on BASE + 10*n + 0 smtp, 1 submission, 2 submissions, 3 imap,
+    4 imaps, 5 pop3, 6 pop3s (raises PortInUse when one is taken).
     """
     global _current
     with _start_lock:
         previous, _current = _current, None
     if previous is not None:
         previous.stop()
-    lab = Lab(scenario, directory).start()
+    lab = Lab(scenario, directory, ports).start()
     with _start_lock:
         _current = lab
     return lab

@@ -18,7 +18,12 @@ __all__ = ["HostSpec", "ProviderSpec", "Scenario", "SERVICES"]
 # Services a host can run. "smtp" is the inbound MX (port 25 on the internet), "submission" the
 # authenticated MSA for the provider's own users (port 587), "imap" the mailbox access server (143).
 SERVICES = ("smtp", "submission", "imap")
-WELL_KNOWN_PORTS = {"smtp": 25, "submission": 587, "imap": 143, "dns": 53}
+# Each service also listens under TLS from the first byte (RFC 8314) and an IMAP host serves POP3 too;
+# the extra listeners have IANA service names: submissions (465), imaps (993), pop3 (110), pop3s (995).
+LISTENERS = {"smtp": ("smtp",), "submission": ("submission", "submissions"),
+             "imap": ("imap", "imaps", "pop3", "pop3s")}
+WELL_KNOWN_PORTS = {"smtp": 25, "submission": 587, "submissions": 465, "imap": 143, "imaps": 993, "pop3": 110,
+                    "pop3s": 995, "dns": 53}
 
 
 # Deliberate misconfigurations a teacher can switch on for one host, to show what the defaults prevent.

@@ -234,13 +234,22 @@ class LabSMTP(SMTP):
                          payload=Connect(self._client, self._fields["server"]))
             if self._note:
                 self._record("state", self._note, payload=Note(warning=True))
-            if self._wiretap is not None:
+            implicit = transport.get_extra_info("ssl_object")
+            if implicit is not None:  # "submissions" (RFC 8314): the server was created with ssl=
+                self._encrypted = True
+                cipher = implicit.cipher()
+                self._record("tls", f"{implicit.version()} handshake done (implicit TLS, RFC 8314): "
+                                    "the wire is encrypted from here",
+                             payload=TlsStarted(implicit.version() or "TLS", cipher[0] if cipher else ""))
+            elif self._wiretap is not None:  # (under implicit TLS this transport carries clear text: no tap)
                 self.tap = WireTap(self._conn, self._host_name, service=self._port_name)
                 self._wiretap(self.tap)
                 self.tap.attach(transport)  # below TLS: reads, writes and the close, as on the wire
         if starting_tls:  # nothing sent before the handshake may be read after it (RFC 3207 section 4.2)
             self._backlog.clear()
         super().connection_made(transport)
+        if not starting_tls and self._encrypted and self.session is not None:
+            self.session.ssl = transport.get_extra_info("ssl_object")  # Received: says ESMTPSA (RFC 3848)
         if starting_tls:
             self._encrypted = True
             cipher = transport.get_extra_info("cipher")

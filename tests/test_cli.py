@@ -6,11 +6,13 @@ import imaplib
 import json
 import os
 import queue
+import random
 import secrets
 import signal
 import smtplib
 import socket
 import ssl
+import stat
 import subprocess
 import sys
 import threading
@@ -275,6 +277,9 @@ def test_up_dir_keeps_passwords_and_mail_across_restarts(run_lab: Callable[..., 
     assert {a: u["password"] for a, u in after["users"].items()} == {
         a: u["password"] for a, u in before["users"].items()
     }
+    assert {n: h["ports"] for n, h in after["hosts"].items()} == {n: h["ports"] for n, h in before["hosts"].items()}, \
+        "a lab started again in its directory keeps its ports: client configurations keep working"
+    assert after["dns"]["port"] == before["dns"]["port"]
     with open_imap(after) as client:
         typ, _ = client.select("INBOX")
         assert typ == "OK"
@@ -329,3 +334,72 @@ def test_swaks_and_curl_work_against_the_cli_lab(run_lab: Callable[..., LabProce
     assert fetched.returncode == 0, fetched.stderr
     assert f"Subject: {subject}" in fetched.stdout and "sent with swaks" in fetched.stdout
     assert process.stop(signal.SIGTERM) == 0
+
+
+def free_base() -> int:
+    """A port base below Linux's ephemeral range, so no lab picking free ports lands on it."""
+    for _ in range(50):
+        base = random.randrange(20000, 32000, 100)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", base + 11))
+                return base
+            except OSError:
+                continue
+    pytest.skip("no free port base found")
+
+
+@pytest.mark.tool("swaks")
+def test_up_ports_pins_the_ports_and_env_sh_drives_the_printed_recipe(run_lab: Callable[..., LabProcess]) -> None:
+    base = free_base()
+    process = run_lab("--ports", str(base), "--dir", "mylab")  # relative to where `up` runs
+    text = "".join(process.read_until("Ctrl-C"))
+    assert f"submission {base + 11}  submissions {base + 12}" in text
+    assert f"imap {base + 63}  imaps {base + 64}  pop3 {base + 65}  pop3s {base + 66}" in text
+    assert "--token" not in text.split("Ctrl-C")[0]
+    env_file = Path(text.split("In another terminal, `. ", 1)[1].split("`", 1)[0])
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600, "env.sh holds passwords"
+    assert f"SUB={base + 11} SUBS={base + 12}" in env_file.read_text()
+    assert env_file.is_absolute() and f"CA={env_file.parent}/tls/ca.pem" in env_file.read_text(), \
+        "absolute paths: the second terminal may be elsewhere"
+    recipe = text.split("then, for example:\n", 1)[1].split("Press Ctrl-C", 1)[0]
+    subject = f"recipe {secrets.token_hex(3)}"
+    sent = subprocess.run(["bash", "-c", f". {env_file}\n{recipe.strip()} --header 'Subject: {subject}'"],
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PATH": os.path.dirname(require_tool("swaks")) + ":" + os.environ["PATH"]})
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    assert "250 2.0.0" in sent.stdout and "<~  235 2.7.0" in sent.stdout
+    assert process.stop() == 0
+
+
+def test_ctl_queue_shows_what_waits_and_all_with_a_flag(lab_dir: Path) -> None:
+    import smtplab
+    from smtplab.control import ControlServer
+
+    with smtplab.start(directory=lab_dir) as lab:
+        control = ControlServer(lab)
+        lab._call(control.start())
+        control.write_file(lab.directory / "control.json")
+        try:
+            delivered = lab.send(ALICE, BOB, "on time", "arrives")
+            lab.host("mx1").inject("RCPT", "451 4.7.1 Greylisted, try again later")
+            lab.host("mx2").inject("RCPT", "451 4.7.1 Greylisted, try again later")
+            waiting = lab.send(ALICE, BOB, "late", "waits")
+
+            def ctl(*args: str) -> list[dict[str, Any]]:
+                result = subprocess.run([sys.executable, "-m", "smtplab", "ctl", "--dir", str(lab_dir), *args],
+                                        capture_output=True, text=True, timeout=60)
+                assert result.returncode == 0, result.stderr
+                return json.loads(result.stdout)
+
+            assert [item["queue_id"] for item in ctl("queue")] == [waiting.queue_id]
+            assert {item["queue_id"] for item in ctl("queue", "--all")} == {delivered.queue_id, waiting.queue_id}
+        finally:
+            lab._call(control.stop())
+
+
+def test_ctl_help_names_every_argument() -> None:
+    result = subprocess.run([sys.executable, "-m", "smtplab", "ctl", "--help"], capture_output=True, text=True,
+                            timeout=60)
+    text = " ".join(result.stdout.split())
+    assert "slow HOST STAGE SECONDS" in text and "queue [--all]" in text

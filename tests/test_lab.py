@@ -19,9 +19,9 @@ def test_default_topology(lab: smtplab.Lab) -> None:
         "smtp.example.org", "imap.example.org", "smtp.example.net",
         "mx1.example.net", "mx2.example.net", "imap.example.net",
     }
-    assert set(lab.host("smtp.example.org").ports) == {"submission", "smtp"}
+    assert set(lab.host("smtp.example.org").ports) == {"submission", "submissions", "smtp"}
     assert set(lab.host("mx1").ports) == {"smtp"}
-    assert set(lab.host("imap.example.net").ports) == {"imap"}
+    assert set(lab.host("imap.example.net").ports) == {"imap", "imaps", "pop3", "pop3s"}
     assert set(lab.users) == {"alice@example.org", "bob@example.net"}
     passwords = [u.password for u in lab.users.values()]
     assert all(len(p) >= 10 for p in passwords) and len(set(passwords)) == 2
