@@ -45,11 +45,17 @@ def test_writes_waiting_together_share_one_folder_fsync(thread, tmp_path, monkey
     monkeypatch.setattr(disk, "fsync_directory", lambda path: (synced.append(path), real(path)))
     store = MailStore(tmp_path / "mail", "example.net")
     store.add_user("bob@example.net")
-    gate = threading.Event()
+    gate, holding = threading.Event(), threading.Event()
+
+    def hold() -> bool:
+        holding.set()
+        return gate.wait(10)
 
     async def main():
-        blocker = asyncio.ensure_future(thread.run(gate.wait, 10))  # holds the thread: the rest pile up
-        await asyncio.sleep(0)
+        blocker = asyncio.ensure_future(thread.run(hold))  # holds the thread: the rest pile up
+        # Wait until the thread is inside hold(): on a busy machine it may wake late, and writes queued before
+        # it took the blocker would share the blocker's batch instead of the next one.
+        assert await asyncio.to_thread(holding.wait, 10)
         writes = [thread.run(lambda n=n: store.deliver("bob@example.net", b"Subject: %d\r\n\r\nhi\r\n" % n,
                                                        fsync_folder=thread.fsync_later)) for n in range(50)]
         tasks = [asyncio.ensure_future(w) for w in writes]
