@@ -23,10 +23,10 @@ from .errors import (
     UnknownHost,
     UnknownUser,
 )
-from .lab import DnsInfo, Host, Lab, User, current, start
 from .hops import Hop, received_hops
 from .iprev import IprevResult, iprev
 from .journey import message_events
+from .lab import DnsInfo, Host, Lab, User, current, start
 from .labdns import DigResult, MXRecord, lookup_mx
 from .relay import QueueItem, RecipientStatus
 from .replies import Reply, explain

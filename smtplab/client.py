@@ -8,6 +8,7 @@ import socket
 import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC
 from email import policy
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
@@ -43,13 +44,13 @@ class SendResult:
 def build_message(sender: str, recipients: Iterable[str], subject: str, body: str, *,
                   headers: Mapping[str, str] | None = None, now: float | None = None) -> EmailMessage:
     """Build an RFC 5322 message the way a mail client would."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     message = EmailMessage()
     message["From"] = sender
     message["To"] = ", ".join(recipients)
     message["Subject"] = subject
-    when = datetime.fromtimestamp(now, tz=timezone.utc) if now is not None else datetime.now(timezone.utc)
+    when = datetime.fromtimestamp(now, tz=UTC) if now is not None else datetime.now(UTC)
     message["Date"] = format_datetime(when)
     message["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2] or "smtplab.local")
     for name, value in (headers or {}).items():
@@ -328,7 +329,7 @@ class SmtpSession:
         while b"\n" not in self._buffer:
             try:
                 chunk = self._sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 raise SessionError(
                     f"no reply within {self._timeout:g} s: the server is waiting for more "
                     "(in DATA, end the message with a line holding only '.')"

@@ -23,32 +23,31 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .dsn import DsnRequest
 from .client import SendResult, SmtpSession, open_imap, open_session, send_from_lab
 from .clock import VirtualClock
-from .errors import (LabNotRunning, PortInUse, ScenarioError, UnknownConnection, UnknownHost, UnknownMessage,
-                     UnknownUser)
+from .dsn import DsnRequest
+from .errors import LabNotRunning, PortInUse, ScenarioError, UnknownConnection, UnknownHost, UnknownMessage, UnknownUser
 from .events import LabChange, Note
 from .faults import Fault, FaultTable
 from .files import directory_error, make_private_dir, write_private
 from .guard import BACKLOG, ConnectionGuard, LoginThrottle, limit_log_floods, warn_once
-from .mailauth import LabDns
+from .handlers import InboundHandler, SubmissionHandler, header_value
+from .hosts import DnsInfo, Host, User, listeners_of, load_ports, plan_ports, save_ports
 from .imap import ImapService, has_idlers, mailbox_changed
 from .labdns import DigResult, DnsServer, MXRecord, build_zones, dig_async, lab_resolver, lookup_mx_async
 from .ledger import DeliveryLedger
+from .loop import LoopThread
+from .mailauth import LabDns
+from .pop3 import Pop3Service
 from .relay import QueueItem, Relay
 from .scenario import WELL_KNOWN_PORTS, Scenario
-from .handlers import InboundHandler, SubmissionHandler, header_value
-from .hosts import DnsInfo, Host, User, listeners_of, load_ports, plan_ports, save_ports
-from .loop import LoopThread
-from .pop3 import Pop3Service
 from .smtp import LabSMTP
-from .wire import WireStore, WireTap
 from .store import MailStore
 from .tls import LabCA
-from .zones import DkimKey, DkimKeys, zone_lines
 from .tlspolicy import Attacker, DowngradeKit, RelayTlsPolicies
 from .trace import Trace
+from .wire import WireStore, WireTap
+from .zones import DkimKey, DkimKeys, zone_lines
 
 __all__ = ["Lab", "Host", "User", "DnsInfo", "start", "current"]
 

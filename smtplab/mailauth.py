@@ -14,11 +14,13 @@ import contextlib
 import functools
 import socket
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from email.utils import getaddresses, parseaddr
-from collections.abc import Iterator
 from typing import Any
 
+import authheaders
+import authheaders.dmarc_lookup
 import dkim
 import dns.exception
 import dns.flags
@@ -26,8 +28,6 @@ import dns.message
 import dns.query
 import dns.rcode
 import spf
-import authheaders
-import authheaders.dmarc_lookup
 from authheaders import dmarc_per_from
 from authheaders.dmarc_lookup import DMARCException
 from cryptography.exceptions import InvalidSignature

@@ -9,9 +9,8 @@ dashed), delivery into the Maildir, IMAP reads.
 
 from __future__ import annotations
 
-import textwrap
-
 import re
+import textwrap
 from typing import Any
 
 import graphviz
