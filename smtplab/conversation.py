@@ -87,8 +87,8 @@ def _reply_lines(protocol: str, events: list[TraceEvent]) -> tuple[tuple[str, ..
         # A multiline reply (EHLO): the greeting line, then the extensions it announces.
         return (_short(texts[0]), *_pack([t[4:] for t in texts[1:]], 44)), tone
     if protocol == "pop3":  # "+OK" or "-ERR" (RFC 1939 section 3), maybe lines up to a lone "."
-        status = events[0].payload.ok if isinstance(events[0].payload, Pop3Response) else None
-        tone = {True: "2", False: "5"}.get(status, "command")
+        first = events[0].payload
+        tone = ("2" if first.ok else "5") if isinstance(first, Pop3Response) else "command"
         if len(texts) <= 4:
             return tuple(_short(t) for t in texts), tone
         return (_short(texts[0]), _short(texts[1]), f"… {len(texts) - 3} more lines", "."), tone
@@ -133,7 +133,7 @@ class _Builder:
         self.events = events
         self.lab = lab
         self.names = participant_labels(events, lab)
-        self.addresses = host_labels(lab)
+        self.addresses = dict(host_labels(lab))  # a copy: a server seen in the trace adds its address
         self.order: dict[str, Participant] = {}
         self.late: dict[str, Participant] = {}  # only in notes: placed after the others
         self.steps: list[Step] = []

@@ -192,7 +192,7 @@ class ImapService:
         """Register `address` (the login name) with `password` and its Maildir (relative path)."""
         self._config.apply_context()
         hashed = await Passwords(self._config).hash_password(password)
-        identity = await self._login.authorize(_Admin(), address)
+        identity = await self._login.authorize(_Admin(), address)  # type: ignore[arg-type]  # pymap reads name, roles
         await identity.set(
             UserMetadata(self._config, address, password=hashed, params={"mailbox_path": mailbox_path})  # type: ignore[arg-type]
         )

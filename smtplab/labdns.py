@@ -82,7 +82,7 @@ def build_zones(
         zone = _longest_suffix(host, texts)
         if zone is not None:
             texts[zone].append(f"{host}. {TTL} IN A {address}")
-    zones = {}
+    zones: dict[dns.name.Name, dns.zone.Zone] = {}
     for domain, lines in texts.items():
         header = [
             f"$ORIGIN {domain}.",
@@ -90,9 +90,15 @@ def build_zones(
             f"@ IN SOA {dns_name}. hostmaster.{domain}. 1 3600 600 86400 {TTL}",
             f"@ IN NS {dns_name}.",
         ]
-        zone = dns.zone.from_text("\n".join(header + lines) + "\n", origin=f"{domain}.", relativize=False)
-        zones[zone.origin] = zone
+        built = dns.zone.from_text("\n".join(header + lines) + "\n", origin=f"{domain}.", relativize=False)
+        zones[_origin(built)] = built
     return zones
+
+
+def _origin(zone: dns.zone.Zone) -> dns.name.Name:
+    """A zone's origin: dnspython types it optional, but every zone the lab builds has one."""
+    assert zone.origin is not None
+    return zone.origin
 
 
 def _longest_suffix(name: str, zones: Iterable[str]) -> str | None:
@@ -537,14 +543,15 @@ class DnsServer:
     def _zone_for(self, name: dns.name.Name) -> dns.zone.Zone | None:
         best = None
         for origin, zone in (self.zones or {}).items():
-            if name.is_subdomain(origin) and (best is None or len(origin) > len(best.origin)):
+            if name.is_subdomain(origin) and (best is None or len(origin) > len(_origin(best))):
                 best = zone
         return best
 
     def _add_soa(self, response: dns.message.Message, zone: dns.zone.Zone) -> None:
-        soa = zone.get_rdataset(zone.origin, dns.rdatatype.SOA)
+        origin = _origin(zone)
+        soa = zone.get_rdataset(origin, dns.rdatatype.SOA)
         if soa is not None:
-            response.authority.append(dns.rrset.from_rdata_list(zone.origin, soa.ttl, list(soa)))
+            response.authority.append(dns.rrset.from_rdata_list(origin, soa.ttl, list(soa)))
 
     def _add_glue(self, response: dns.message.Message, names: Iterable[dns.name.Name]) -> None:
         for name in names:

@@ -438,7 +438,7 @@ class LabSMTP(SMTP):
         if fault.delay:
             await asyncio.sleep(fault.delay)  # a slow server is the fault being shown
         if fault.drop:
-            if self.transport is not None:
+            if isinstance(self.transport, asyncio.Transport):
                 self.transport.abort()
             # Returned so the caller stops here (nothing delivered); push() sends nothing on a dead line.
             return "421 4.4.2 Connection dropped (injected fault)"
@@ -574,7 +574,8 @@ class LabSMTP(SMTP):
         if self.transport is not None and not self.transport.is_closing():
             line = replies.TIMEOUT.format(host=self._host_name)
             self._record("line", line, "S")
-            self.transport.write(line.encode() + b"\r\n")
+            if isinstance(self.transport, asyncio.WriteTransport):
+                self.transport.write(line.encode() + b"\r\n")
         super()._timeout_cb()
 
     def eof_received(self) -> bool | None:
