@@ -15,9 +15,9 @@ import nbformat
 import pytest
 
 import smtplab
-from smtplab.exercises import nb01, nb02
+from smtplab.exercises import forget_answers, nb01, nb02
 
-from feedback_checks import assert_failed, assert_passed, assert_unanswered
+from feedback_checks import assert_failed, assert_not_told, assert_passed, assert_unanswered, fresh_answers  # noqa: F401
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
@@ -47,12 +47,15 @@ def test_dot_stuffing_plain_dot_ends_the_message_early(lab: smtplab.Lab) -> None
     feedback = nb01.check_dot_stuffing(wire_lines("."), lab)
     assert_failed(feedback, "ended too early", "250 2.0.0 OK: delivered as",
                   "'Everything after it is still part of the message.' as a command",
-                  "500 5.5.1", "one more dot")
+                  "500 5.5.1", "RFC 5321 section 4.5.2")
+    assert_not_told(feedback, "'..'", "one more dot", "extra dot")
 
 
 def test_dot_stuffing_names_what_bob_saw_instead(lab: smtplab.Lab) -> None:
-    assert_failed(nb01.check_dot_stuffing(wire_lines("..."), lab), "shows '..'", "exactly one leading dot")
+    assert_failed(nb01.check_dot_stuffing(wire_lines("..."), lab), "shows '..'", "what Bob's mailbox holds")
     assert_failed(nb01.check_dot_stuffing(wire_lines(" ."), lab), "shows ' .'")
+    for wrong in ("...", " .", "dot"):
+        assert_not_told(nb01.check_dot_stuffing(wire_lines(wrong), lab), "send '..'", "one more dot")
 
 
 def test_dot_stuffing_without_the_final_dot_says_the_server_waits(lab: smtplab.Lab) -> None:
@@ -72,8 +75,8 @@ GOOD_SESSION = ["EHLO student.local", "MAIL FROM:<alice@example.org>", "RCPT TO:
                 "Subject: my own session", "", "Hello Bob.", ".", "QUIT"]
 
 
-def session_with(lab: smtplab.Lab, lines: list[str], host: str = "mx1.example.net") -> smtplab.SmtpSession:
-    session = lab.session(host)
+def session_with(lab: smtplab.Lab, lines: list[str], host: str = "mx1.example.net") -> nb01.TypedSession:
+    session = nb01.typing_session(lab, host)
     for line in lines:
         session.send(line)
     return session
@@ -136,37 +139,80 @@ def test_session_to_the_submission_port_explains_530(lab: smtplab.Lab) -> None:
 
 
 def test_session_placeholder(lab: smtplab.Lab) -> None:
-    assert_unanswered(nb01.check_session(lab.session("mx1.example.net"), lab))
+    assert_unanswered(nb01.check_session(nb01.typing_session(lab), lab))
     assert_unanswered(nb01.check_session(None, lab))
-    assert_failed(nb01.check_session("EHLO student.local", lab), "lab.session")
+    assert_failed(nb01.check_session("EHLO student.local", lab), "typing_session")
+
+
+def test_session_with_shortcuts_fails_even_when_it_delivered(lab: smtplab.Lab) -> None:
+    """The gamed solution: lab.session's ehlo()/mail()/rcpt()/data() shortcuts write the lines, not you."""
+    shortcut = lab.session("mx1.example.net")
+    shortcut.ehlo("student.local")
+    shortcut.mail("alice@example.org")
+    shortcut.rcpt("bob@example.net")
+    shortcut.data("Subject: not typed\n\nHello.")
+    shortcut.quit()
+    assert lab.messages("bob@example.net"), "the shortcut session did deliver"
+    assert_failed(nb01.check_session(shortcut, lab), "shortcuts", "typing_session")
+    typed = nb01.typing_session(lab)
+    with pytest.raises(AttributeError, match="type each line yourself"):
+        typed.data("Subject: x\n\ny")
+
+
+def test_session_null_sender_and_empty_message_fail(lab: smtplab.Lab) -> None:
+    null = ["EHLO student.local", "MAIL FROM:<>", "RCPT TO:<bob@example.net>", "DATA", "Subject: x", "", "y", ".",
+            "QUIT"]
+    assert_failed(nb01.check_session(session_with(lab, null), lab), "null sender")
+    empty = ["EHLO student.local", "MAIL FROM:<alice@example.org>", "RCPT TO:<bob@example.net>", "DATA", ".", "QUIT"]
+    assert_failed(nb01.check_session(session_with(lab, empty), lab), "no Subject: header")
+    no_body = [*GOOD_SESSION[:4], "Subject: only a header", "", ".", "QUIT"]
+    assert_failed(nb01.check_session(session_with(lab, no_body), lab), "no body")
+    no_blank = [*GOOD_SESSION[:4], "Subject: no blank line", ".", "QUIT"]
+    assert_failed(nb01.check_session(session_with(lab, no_blank), lab), "no body", "empty line")
 
 
 # --- notebook 01, exercise 3: predict 530 -------------------------------------------------------------
 
 def test_starttls_prediction(lab: smtplab.Lab) -> None:
     assert_passed(nb01.check_starttls_prediction(530, lab), "530 5.7.0 Must issue a STARTTLS command first")
+    forget_answers()
     assert_passed(nb01.check_starttls_prediction("530 5.7.0", lab))
-    assert_failed(nb01.check_starttls_prediction(250, lab), "250 would mean", "The server said: 530 5.7.0")
-    assert_failed(nb01.check_starttls_prediction(503, lab), "more specific")
-    assert_failed(nb01.check_starttls_prediction(535, lab), "not tried to log in")
-    assert_failed(nb01.check_starttls_prediction(451, lab), "temporary failure")
+    for wrong, phrase in [(250, "250 would mean"), (503, "permanent refusal"), (535, "not tried to log in"),
+                          (451, "temporary failure"), (220, "greeting"), (550, "permanent refusal")]:
+        forget_answers()
+        feedback = nb01.check_starttls_prediction(wrong, lab)
+        assert_failed(feedback, phrase, "lab.session")
+        assert_not_told(feedback, "530", "5.7.0", "STARTTLS command first")
     assert_failed(nb01.check_starttls_prediction("five hundred", lab), "three digits")
     assert_failed(nb01.check_starttls_prediction(True, lab), "three digits")
     assert_unanswered(nb01.check_starttls_prediction(None, lab))
+
+
+def test_starttls_prediction_counts_once(lab: smtplab.Lab) -> None:
+    """Brute force: after a wrong prediction, the right code is judged as the first answer, not afresh."""
+    assert_failed(nb01.check_starttls_prediction(250, lab))
+    feedback = nb01.check_starttls_prediction(530, lab)
+    assert_failed(feedback, "first answer checked, 250, is the one that counts")
+    assert_not_told(feedback, "5.7.0")
 
 
 # --- notebook 02, exercise 1: the first MX ----------------------------------------------------------
 
 def test_first_mx(lab: smtplab.Lab) -> None:
     assert_passed(nb02.check_first_mx("mx1.example.net", lab), "preference 10", "lowest")
+    forget_answers()
     assert_passed(nb02.check_first_mx(" MX1.example.net. ", lab))
+    forget_answers()
     assert_passed(nb02.check_first_mx("mx1", lab))
-    assert_failed(nb02.check_first_mx("mx2.example.net", lab), "preference 20", "lower number wins")
-    assert_failed(nb02.check_first_mx("example.net", lab), "implicit MX")
-    assert_failed(nb02.check_first_mx("smtp.example.net", lab), "submission server")
-    assert_failed(nb02.check_first_mx("imap.example.net", lab), "IMAP")
-    assert_failed(nb02.check_first_mx("smtp.example.org", lab), "Alice's own server")
-    assert_failed(nb02.check_first_mx("gmail.com", lab), "10 mx1.example.net, 20 mx2.example.net")
+    for wrong, phrase in [("mx2.example.net", "preference 20"), ("example.net", "implicit MX"),
+                          ("smtp.example.net", "submission server"), ("imap.example.net", "IMAP"),
+                          ("smtp.example.org", "Alice's own server"), ("gmail.com", "not one of"),
+                          ("dns.lab", "DNS server")]:
+        forget_answers()
+        feedback = nb02.check_first_mx(wrong, lab)
+        assert_failed(feedback, phrase, "RFC 5321 section 5.1")
+        assert_not_told(feedback, "mx1")
+    assert_failed(nb02.check_first_mx("mx1", lab), "first answer checked")
     assert_failed(nb02.check_first_mx(10, lab), "host name in quotes")
     assert_unanswered(nb02.check_first_mx(None, lab))
 
@@ -175,11 +221,22 @@ def test_first_mx(lab: smtplab.Lab) -> None:
 
 def test_null_mx_choice() -> None:
     assert_passed(nb02.check_null_mx("d"), "5.1.10", "at once")
+    forget_answers()
     assert_passed(nb02.check_null_mx(" D) "))
-    assert_failed(nb02.check_null_mx("a"), "root of DNS")
-    assert_failed(nb02.check_null_mx("b"), "temporary", "4xx")
-    assert_failed(nb02.check_null_mx("c"), "implicit MX applies only when")
+    for wrong, phrase in [("a", "RFC 7505"), ("b", "temporary"), ("c", "implicit MX")]:
+        forget_answers()
+        feedback = nb02.check_null_mx(wrong)
+        assert_failed(feedback, phrase, "cell after this check")
+        assert_not_told(feedback, "5.1.10", "at once", "bounce")
     assert_failed(nb02.check_null_mx("e"), "not one of the choices")
+
+
+def test_null_mx_cannot_be_brute_forced() -> None:
+    assert_failed(nb02.check_null_mx("a"))
+    for letter in "bcd":
+        feedback = nb02.check_null_mx(letter)
+        assert_failed(feedback, "first answer checked, 'a'")
+        assert_not_told(feedback, "5.1.10")
     assert_unanswered(nb02.check_null_mx(None))
 
 

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 import smtplab
-from smtplab.exercises import nb03, nb04
+from smtplab.exercises import forget_answers, nb03, nb04
 
-from feedback_checks import assert_failed, assert_passed, assert_unanswered
+from feedback_checks import assert_failed, assert_not_told, assert_passed, assert_unanswered, fresh_answers  # noqa: F401
 
 BOB = "bob@example.net"
 ALICE = "alice@example.org"
@@ -32,21 +32,32 @@ def fallback(lab: smtplab.Lab) -> smtplab.SendResult:
 
 def test_fallback_solution_passes_and_quotes_the_received_header(lab: smtplab.Lab, fallback: Any) -> None:
     for answer in ("mx2.example.net", "MX2.example.net.", "mx2"):
+        forget_answers()
         assert_passed(nb03.check_fallback_prediction(lab, answer, fallback), "by mx2.example.net",
                       "The header: from smtp.example.org")
 
 
 @pytest.mark.parametrize(("answer", "phrases"), [
-    ("mx1.example.net", ["lowest preference", "connection refused", "by mx2.example.net"]),
-    ("smtp.example.org", ["Alice's provider", "by mx2.example.net"]),
+    ("mx1.example.net", ["lowest preference", "connection is refused", "topmost Received header"]),
+    ("smtp.example.org", ["Alice's provider", "topmost Received header"]),
     ("smtp.example.net", ["Bob submits his own mail", "MX records"]),
-    ("imap.example.net", ["IMAP", "by mx2.example.net"]),
-    ("mail.example.com", ["not a host of this lab", "mx2.example.net"]),
+    ("imap.example.net", ["IMAP", "topmost Received header"]),
+    ("dns.lab", ["not a host of this lab"]),
+    ("mail.example.com", ["not a host of this lab", "lab.hosts"]),
     (42, ["give a host name as a string"]),
 ])
 def test_fallback_wrong_predictions_are_explained(lab: smtplab.Lab, fallback: Any, answer: Any,
                                                   phrases: list[str]) -> None:
-    assert_failed(nb03.check_fallback_prediction(lab, answer, fallback), *phrases)
+    feedback = nb03.check_fallback_prediction(lab, answer, fallback)
+    assert_failed(feedback, *phrases)
+    assert_not_told(feedback, "mx2")
+
+
+def test_fallback_prediction_counts_once(lab: smtplab.Lab, fallback: Any) -> None:
+    assert_failed(nb03.check_fallback_prediction(lab, "mx1.example.net", fallback))
+    feedback = nb03.check_fallback_prediction(lab, "mx2.example.net", fallback)
+    assert_failed(feedback, "first answer checked, 'mx1.example.net'")
+    assert_not_told(feedback, "by mx2")
 
 
 def test_fallback_placeholder_and_missing_result(lab: smtplab.Lab, fallback: Any) -> None:
@@ -67,12 +78,14 @@ def test_fallback_when_nothing_was_delivered_says_what_the_queue_says(lab: smtpl
 def test_fallback_with_mx1_up_compares_with_the_truth(lab: smtplab.Lab) -> None:
     normal = lab.send(ALICE, BOB, "Normal", "all up\n")
     assert_passed(nb03.check_fallback_prediction(lab, "mx1.example.net", normal), "by mx1.example.net")
-    assert_failed(nb03.check_fallback_prediction(lab, "mx2.example.net", normal), "by mx1.example.net")
+    forget_answers()
+    assert_not_told(nb03.check_fallback_prediction(lab, "mx2.example.net", normal), "mx1")
 
 
 # --- notebook 03, exercise 2: deferred, then delivered ---
 
 def test_deferred_then_delivered_solution_passes(lab: smtplab.Lab) -> None:
+    nb03.begin_retry_exercise(lab)
     # the solution cell of the notebook
     lab.host("mx1").inject("RCPT", "451 4.3.0 Mailbox temporarily locked, try later")
     lab.host("mx2").down()
@@ -85,7 +98,22 @@ def test_deferred_then_delivered_solution_passes(lab: smtplab.Lab) -> None:
     assert nb03.check_deferred_then_delivered(lab, mine).ok, "a SendResult is accepted too"
 
 
+def test_deferred_then_delivered_rejects_the_notebooks_own_message(lab: smtplab.Lab) -> None:
+    """The gamed solution: the message the notebook itself deferred (and delivered) before the exercise."""
+    lab.host("mx1").down()
+    lab.host("mx2").down()
+    waiting = lab.send(ALICE, BOB, "Are you there?", "the notebook's own deferred message\n")
+    lab.host("mx2").up()
+    lab.clock.advance("5m")
+    assert lab.queue_item(waiting.queue_id).recipients[0].state == "delivered"
+    assert_failed(nb03.check_deferred_then_delivered(lab, waiting.queue_id), "begin_retry_exercise")
+    nb03.begin_retry_exercise(lab)
+    assert_failed(nb03.check_deferred_then_delivered(lab, waiting.queue_id), "before the exercise began",
+                  "notebook's own")
+
+
 def test_deferred_then_delivered_explains_each_wrong_state(lab: smtplab.Lab) -> None:
+    nb03.begin_retry_exercise(lab)
     assert_unanswered(nb03.check_deferred_then_delivered(lab, None))
     assert_unanswered(nb03.check_deferred_then_delivered(lab, ...))
     assert_failed(nb03.check_deferred_then_delivered(lab, "NOSUCHID"), "no message with queue id 'NOSUCHID'",
@@ -171,6 +199,19 @@ def mailbox(lab: smtplab.Lab) -> smtplab.Lab:
     return lab
 
 
+@pytest.fixture
+def expunged(mailbox: smtplab.Lab) -> smtplab.Lab:
+    """The notebook's mailbox: a newsletter arrived first and was deleted, so every UID is one more than the
+    message's sequence number."""
+    mailbox.send(ALICE, BOB, "Weekly newsletter", "old news\n")
+    imap = mailbox.imap(BOB)
+    imap.select("INBOX")
+    imap.store("1", "+FLAGS", "(\\Deleted)")
+    imap.expunge()
+    imap.logout()
+    return mailbox
+
+
 def _uid_of(imap: imaplib.IMAP4, subject: str) -> bytes:
     status, data = imap.uid("SEARCH", None, "SUBJECT", f'"{subject}"')
     return data[0].split()[-1]
@@ -196,10 +237,23 @@ def test_uid_wrong_answers_are_explained(mailbox: smtplab.Lab) -> None:
     assert_failed(nb04.check_uid(mailbox, other.uid, "Project report"), f"UID {other.uid} is the message "
                   "'Lunch on Friday?' from alice@example.org", "SEARCH")
     assert_failed(nb04.check_uid(mailbox, 99, "Project report"), "no message", "has UID 99")
+    target = entries["Project report"]
+    for wrong in (other.uid, 99, 0):
+        assert_not_told(nb04.check_uid(mailbox, wrong, "Project report"), f"UID {target.uid} ", f"UID {target.uid}.")
     assert_failed(nb04.check_uid(mailbox, "1 2", "Project report"), "holds 2 numbers", "several messages")
     assert_failed(nb04.check_uid(mailbox, [b"1", b"2"], "Project report"), "not a list of 2 items")
     assert_failed(nb04.check_uid(mailbox, "Project report", "Project report"), "whole number")
     assert_failed(nb04.check_uid(mailbox, 1, "No such subject"), "no message with the subject")
+
+
+def test_uid_in_the_notebooks_mailbox_differs_from_the_sequence_number(expunged: smtplab.Lab) -> None:
+    """The notebook deletes a message before exercise 1, so the sequence number is a wrong answer there."""
+    target = next(e for e in nb04.mailbox_listing(expunged) if e.subject == "Project report")
+    assert target.seq != target.uid
+    feedback = nb04.check_uid(expunged, target.seq, "Project report")
+    assert_failed(feedback, "sequence number")
+    assert_not_told(feedback, f"UID {target.uid}")
+    assert_passed(nb04.check_uid(expunged, target.uid, "Project report"), f"its sequence number is {target.seq}")
 
 
 def test_uid_check_tells_a_sequence_number_from_a_uid(mailbox: smtplab.Lab) -> None:
@@ -220,8 +274,15 @@ def test_peek_prediction(mailbox: smtplab.Lab) -> None:
     right = nb04.check_peek_prediction(mailbox, False)
     assert_passed(right, "still not \\Seen", "FETCH 1 (BODY.PEEK[])", "OK FETCH completed")
     assert "LOGOUT" not in right.message and "SEARCH" not in right.message, "only the experiment is shown"
-    assert_failed(nb04.check_peek_prediction(mailbox, True), "Not so", "BODY[] without PEEK sets")
+    forget_answers()
+    wrong = nb04.check_peek_prediction(mailbox, True)
+    assert_failed(wrong, "Not what the server did", "compare the two FLAGS")
+    assert_not_told(wrong, "not \\Seen", "still", "without marking", "side effects")
+    forget_answers()
     assert nb04.check_peek_prediction(mailbox, "no").ok
+    forget_answers()
+    assert_failed(nb04.check_peek_prediction(mailbox, True))
+    assert_failed(nb04.check_peek_prediction(mailbox, False), "first answer checked, True")
     unseen = [e for e in nb04.mailbox_listing(mailbox) if "\\Seen" not in e.flags]
     assert len(unseen) == len(SUBJECTS), "the check marked nothing as read"
 
@@ -245,7 +306,19 @@ def test_flagged_solution_passes(mailbox: smtplab.Lab) -> None:
     imap.uid("STORE", lunch, "+FLAGS", "(\\Flagged)")
     assert_passed(nb04.check_flagged(mailbox, "Lunch on Friday?"), f"UID {int(lunch)}", "second IMAP connection")
     imap.uid("STORE", _uid_of(imap, "Project report"), "+FLAGS", "(\\Flagged)")
-    assert_passed(nb04.check_flagged(mailbox, "Lunch on Friday?"), "Also flagged", "-FLAGS")
+    assert_failed(nb04.check_flagged(mailbox, "Lunch on Friday?"), "so are 1 other message(s)", "-FLAGS")
+    imap.logout()
+
+
+def test_flagged_every_message_fails(mailbox: smtplab.Lab) -> None:
+    """The gamed solution: STORE 1:* +FLAGS (\\Flagged) stars the right message among all the others."""
+    imap = mailbox.imap(BOB)
+    imap.select("INBOX")
+    unanswered = nb04.check_flagged(mailbox, "Lunch on Friday?")
+    assert_unanswered(unanswered)
+    assert_not_told(unanswered, "+FLAGS", "STORE\", uid", "(\\\\Flagged)")
+    imap.store("1:*", "+FLAGS", "(\\Flagged)")
+    assert_failed(nb04.check_flagged(mailbox, "Lunch on Friday?"), "so are 2 other message(s)")
     imap.logout()
 
 
@@ -254,8 +327,9 @@ def test_flagged_wrong_message_is_named(mailbox: smtplab.Lab) -> None:
     imap.select("INBOX")
     report = _uid_of(imap, "Project report")
     imap.uid("STORE", report, "+FLAGS", "(\\Flagged)")
-    assert_failed(nb04.check_flagged(mailbox, "Lunch on Friday?"), f"you flagged UID {int(report)} ('Project report'",
-                  "no \\Flagged")
+    feedback = nb04.check_flagged(mailbox, "Lunch on Friday?")
+    assert_failed(feedback, f"you flagged UID {int(report)} ('Project report'", "no \\Flagged")
+    assert_not_told(feedback, f"UID {int(_uid_of(imap, 'Lunch on Friday?'))} ")
     imap.logout()
 
 

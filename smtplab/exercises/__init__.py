@@ -10,8 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from html import escape
+from typing import Any
 
-__all__ = ["Feedback", "passed", "failed", "unanswered", "combine"]
+__all__ = ["Feedback", "passed", "failed", "unanswered", "combine", "first_answer", "forget_answers"]
+
+# The first answer each prediction or choice question was checked with, in this Python process.
+_FIRST_ANSWERS: dict[str, Any] = {}
 
 
 @dataclass(frozen=True)
@@ -64,3 +68,30 @@ def combine(parts: Iterable[Feedback], exercise: str = "") -> Feedback:
         return passed(" ".join(f.message for f in items), exercise)
     first = problems[0]
     return Feedback(False, first.message, exercise or first.exercise, first.answered)
+
+
+def first_answer(exercise: str, answer: Any) -> Any:
+    """Commit `answer` as the answer to `exercise` if it is the first one checked; return the committed one.
+
+    A prediction or a multiple-choice question counts once: were every answer judged afresh, a learner
+    could try each option in turn and read the verdict instead of thinking (or running the experiment).
+    The checks call this with an answer they have already normalised and found well-formed, so a typo
+    does not use up the one try.
+    """
+    return _FIRST_ANSWERS.setdefault(exercise, answer)
+
+
+def forget_answers(exercise: str | None = None) -> None:
+    """Let `exercise` (or every exercise) be answered afresh: a teacher's reset, and the tests' own."""
+    if exercise is None:
+        _FIRST_ANSWERS.clear()
+    else:
+        _FIRST_ANSWERS.pop(exercise, None)
+
+
+def changed_answer_note(committed: Any, given: Any) -> str:
+    """What a check says when the learner changed an answer that was already committed."""
+    if committed == given:
+        return ""
+    return (f"(You changed your answer to {given!r}, but the first answer checked, {committed!r}, is the one "
+            "that counts: a prediction is judged once. The verdict below is about it.) ")

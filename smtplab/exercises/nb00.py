@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import SmtpLabError
 from ..hops import received_hops
-from . import Feedback, failed, passed, unanswered
+from . import Feedback, changed_answer_note, failed, first_answer, passed, unanswered
 
 __all__ = ["check_delivering_host", "check_reply"]
 
@@ -43,10 +43,19 @@ def _delivered_copy(lab: Any, message_id: str, recipient: str) -> Message | None
 
 # --- exercise 1: name the host that stored the message in Bob's Maildir ---
 
+_HOW_TO_FIND_OUT = ("Find out from the evidence: the topmost Received header of Bob's copy (printed in the "
+                    "route section) was written by the server that stored the message, after the word 'by'; "
+                    "the 'via' column of the relay queue names the same host.")
+
+
 def check_delivering_host(lab: Any, result: Any, answer: Any) -> Feedback:
-    """Compare `answer` (a host name) with the host that delivered `result` to Bob's mailbox."""
+    """Compare `answer` (a host name) with the host that delivered `result` to Bob's mailbox.
+
+    A wrong answer is told why that host cannot be it and where to look, never which host it was; the
+    first well-formed answer counts (`first_answer`), so trying every host name in turn teaches nothing.
+    """
     if _blank(answer):
-        return unanswered("Write a host name from lab.hosts, e.g. answer = \"smtp.example.org\".", DELIVERER)
+        return unanswered("Write a host name from lab.hosts, as a string.", DELIVERER)
     if not isinstance(answer, str):
         return failed(f"Give the host name as a string, like \"smtp.example.org\" (you gave {answer!r}).",
                       DELIVERER)
@@ -60,35 +69,32 @@ def check_delivering_host(lab: Any, result: Any, answer: Any) -> Feedback:
     status = next((r for r in item.recipients if r.address == BOB), item.recipients[0])
     if status.state != "delivered":
         return failed(f"The message has not reached Bob's mailbox yet: the queue says {status.address} is "
-                      f"{status.state} ({status.last_reply}). Run the sending cell again.", DELIVERER)
+                      f"{status.state}. Run the sending cell again.", DELIVERER)
     truth = status.via
-    copy = _delivered_copy(lab, result.message_id, status.address)
-    if copy is not None and copy.get_all("Received"):
-        evidence = (f"The topmost Received header of Bob's copy says 'by {received_hops(copy)[-1].by}': "
-                    f"{_one_line(copy.get_all('Received')[0])}")
-    else:
-        evidence = f"The relay queue says {status.address} was delivered by {truth}: {status.last_reply}."
-    name = answer.strip().lower().rstrip(".")
-    if name not in lab.hosts:
-        return failed(f"{answer!r} is not a host of this lab. The hosts are: {', '.join(lab.hosts)}.", DELIVERER)
+    given = answer.strip().lower().rstrip(".")
+    if given not in lab.hosts:
+        return failed(f"{answer!r} is not a host of this lab: lab.hosts lists them.", DELIVERER)
+    name = first_answer(DELIVERER, given)
+    note = changed_answer_note(name, given)
     if name == truth:
-        return passed(f"Right: {truth} accepted the message for {status.address} over SMTP and stored it in his "
-                      f"Maildir ('{status.last_reply}'). {evidence}", DELIVERER)
+        copy = _delivered_copy(lab, result.message_id, status.address)
+        evidence = (f" The topmost Received header of Bob's copy: {_one_line(copy.get_all('Received')[0])}"
+                    if copy is not None and copy.get_all("Received") else "")
+        return passed(f"{note}Right: {truth} accepted the message for {status.address} over SMTP and stored it in "
+                      f"his Maildir ('{status.last_reply}').{evidence}", DELIVERER)
     if name == "smtp.example.org":
         why = ("smtp.example.org is Alice's provider: it accepted her message (submission) and relayed it, but it "
                "has no mailbox for bob@example.net.")
     elif name == "smtp.example.net":
-        why = ("smtp.example.net is where Bob *sends* his own mail (submission, with a password). Mail from other "
-               "providers arrives at the hosts named in the MX records of example.net.")
+        why = ("smtp.example.net is where Bob *sends* his own mail (submission, with a password); mail from other "
+               "providers is not handed to it.")
     elif name.startswith("imap."):
-        why = (f"{name} only lets its users read their mailboxes: mail arrives by SMTP, not IMAP. Which host "
-               "received it over SMTP from smtp.example.org?")
-    elif lab.hosts[name].domain == "example.net":
-        why = (f"{name} is an MX of example.net too, but with a higher preference number: a backup, only used "
-               "when the preferred MX does not answer.")
+        why = f"{name} only lets its users read their mailboxes: mail arrives by SMTP, not IMAP."
+    elif name.startswith("dns."):
+        why = f"{name} answers questions about names; it never receives a message."
     else:
-        why = f"{name} did not handle this message."
-    return failed(f"Not quite. {why} {evidence}", DELIVERER)
+        why = f"{name} did not write a Received header into Bob's copy of this message."
+    return failed(f"{note}Not this one. {why} {_HOW_TO_FIND_OUT}", DELIVERER)
 
 
 # --- exercise 2: Bob answers Alice ---
@@ -96,8 +102,9 @@ def check_delivering_host(lab: Any, result: Any, answer: Any) -> Feedback:
 def check_reply(lab: Any, reply: Any) -> Feedback:
     """Check that `reply` (the SendResult of lab.send) went from Bob to Alice and reached her mailbox."""
     if _blank(reply):
-        return unanswered("Send Bob's answer with reply = lab.send(\"bob@example.net\", \"alice@example.org\", "
-                          "\"Re: Hello Bob\", \"Thanks, Alice!\") and run this check again.", REPLY)
+        return unanswered("Send Bob's answer with lab.send(...), keep what it returns in reply, and run this "
+                          "check again. Alice's call in 'Alice sends, Bob reads' shows the order of the "
+                          "arguments.", REPLY)
     if not hasattr(reply, "queue_id") or not hasattr(reply, "sender"):
         return failed(f"Reply should be what lab.send(...) returns (a SendResult), not {type(reply).__name__} "
                       f"{reply!r}.", REPLY)

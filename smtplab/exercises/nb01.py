@@ -14,9 +14,10 @@ from ..client import SmtpSession
 from ..errors import SmtpLabError
 from ..hops import received_hops
 from ..replies import Reply
-from . import Feedback, failed, passed, unanswered
+from . import Feedback, changed_answer_note, failed, first_answer, passed, unanswered
 
-__all__ = ["check_dot_stuffing", "check_session", "check_starttls_prediction", "DOT_LINES"]
+__all__ = ["check_dot_stuffing", "check_session", "check_starttls_prediction", "typing_session",
+           "TypedSession", "DOT_LINES"]
 
 DOT_STUFFING = "Exercise 1 · the lone dot"
 SESSION = "Exercise 2 · a whole session by hand"
@@ -143,7 +144,7 @@ def _why(step: _Step, after_dot: bool = False) -> str:
 def check_dot_stuffing(wire_lines: Any, lab: Any) -> Feedback:
     """Send `wire_lines` after DATA to mx1 and check that Bob receives DOT_LINES intact."""
     hint = ("Replace the ... in wire_lines with the line you must send so that Bob sees a line holding only "
-            "a dot (what does the server do with a lone '.'?)")
+            "a dot.")
     if _blank(wire_lines) or (isinstance(wire_lines, (list, tuple)) and any(_blank(x) for x in wire_lines)):
         return unanswered(hint, DOT_STUFFING)
     if not isinstance(wire_lines, (list, tuple)) or not all(isinstance(x, str) for x in wire_lines):
@@ -189,8 +190,9 @@ def check_dot_stuffing(wire_lines: Any, lab: Any) -> Feedback:
         return failed(
             f"your message ended too early. The server took a line holding only '.' for the end of the message "
             f"and answered {_said(first_end.reply)}: Bob got only the lines before it. "
-            f"{_why(early, after_dot=True)[0].upper()}{_why(early, after_dot=True)[1:]} Lines that start with a dot are sent with one more dot "
-            "(RFC 5321 section 4.5.2): the server removes it again.", DOT_STUFFING)
+            f"{_why(early, after_dot=True)[0].upper()}{_why(early, after_dot=True)[1:]} How do mail programs send "
+            "a line that starts with a dot? Compare the C: lines of the .bashrc/.profile example with what "
+            "arrived in Bob's mailbox (RFC 5321 section 4.5.2).", DOT_STUFFING)
     if message is None:
         return failed(f"the server accepted the message ({_said(first_end.reply)}) but it is not in Bob's mailbox.",
                       DOT_STUFFING)
@@ -206,9 +208,9 @@ def check_dot_stuffing(wire_lines: Any, lab: Any) -> Feedback:
         if not between:
             return failed("Bob's message has no line between the two sentences: the line with the dot is missing.",
                           DOT_STUFFING)
-        return failed(f"where Bob should see '.', his message shows {' / '.join(map(repr, between))}. The server "
-                      "removes exactly one leading dot from each line: send '.' followed by the line you want Bob "
-                      "to see.", DOT_STUFFING)
+        return failed(f"where Bob should see '.', his message shows {' / '.join(map(repr, between))}. What did the "
+                      "server do to the dot lines of the .bashrc/.profile example? Compare what went on the wire "
+                      "with what Bob's mailbox holds.", DOT_STUFFING)
     return failed("Bob's message does not hold the three body lines of the exercise: keep the other lines of "
                   "wire_lines as they were and change only the ... line.", DOT_STUFFING)
 
@@ -232,37 +234,134 @@ def _contains(lines: list[str], wanted: list[str]) -> bool:
 
 # --- exercise 2: a whole session --------------------------------------------------------------
 
+_SHORTCUTS = ("ehlo", "starttls", "auth_plain", "mail", "rcpt", "data", "quit", "send_raw")
+
+
+class TypedSession:
+    """An SMTP session to an MX that has only `send()`: in exercise 2 the learner types every line.
+
+    `lab.session(...)` also has shortcuts (`ehlo()`, `mail()`, `data(text)` ...) that write the lines for
+    you; this exercise is about writing them, so its session has none, and the check reads what crossed
+    the wire from the lab's trace of this very connection.
+    """
+
+    def __init__(self, lab: Any, host: str = "mx1.example.net", service: str | None = None) -> None:
+        self._session = lab.session(host, service)
+
+    def send(self, line: str) -> Reply | None:
+        """Send one line (CRLF added) and return the server's reply (None inside DATA, until the lone '.')."""
+        return self._session.send(line)
+
+    @property
+    def greeting(self) -> Reply:
+        return self._session.greeting
+
+    @property
+    def conn(self) -> str:
+        return self._session.conn
+
+    @property
+    def closed(self) -> bool:
+        return self._session.closed
+
+    @property
+    def in_data(self) -> bool:
+        return self._session.in_data
+
+    @property
+    def server_name(self) -> str:
+        return self._session.server_name
+
+    @property
+    def transcript(self) -> list[str]:
+        return list(self._session.transcript)
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __getattr__(self, name: str) -> Any:
+        if name in _SHORTCUTS:
+            raise AttributeError(f"{name}() is a shortcut that writes the line for you; in this exercise you type "
+                                 "each line yourself with send(\"...\").")
+        raise AttributeError(name)
+
+    def __repr__(self) -> str:
+        return f"<TypedSession to {self._session.server_name}: {len(self._session.transcript)} lines so far>"
+
+
+def typing_session(lab: Any, host: str = "mx1.example.net", service: str | None = None) -> TypedSession:
+    """Open the session of exercise 2: an SMTP connection to `host` with `send()` only."""
+    return TypedSession(lab, host, service)
+
+
+def _wire_lines(lab: Any, conn: str) -> list[str]:
+    """The connection's lines as the lab's MX recorded them, 'C: ...' and 'S: ...', message lines one each."""
+    lines: list[str] = []
+    for event in lab.trace.filter(conn=conn):
+        if event.kind == "line":
+            lines.append(f"{event.direction}: {event.text}")
+        elif event.kind == "data" and event.direction == "C":
+            lines.extend(f"C: {line}" for line in event.text.split("\n"))
+    return lines
+
+
+def _message_problem(step: _Step) -> str:
+    """What the exercise's message lacks: a Subject header, the empty line, a body line."""
+    lines = step.data
+    blank = lines.index("") if "" in lines else None
+    headers = lines if blank is None else lines[:blank]
+    body = [] if blank is None else [line for line in lines[blank + 1:] if line.strip()]
+    if not any(h.lower().startswith("subject:") and h.split(":", 1)[1].strip() for h in headers):
+        return ("your message has no Subject: header with a subject in it. The message starts with header "
+                "lines, like Subject: hello.")
+    if blank is None or not body:
+        return ("your message has no body: after the header lines comes an empty line (it separates the headers "
+                "from the body), then at least one line of text.")
+    return ""
+
 
 def check_session(session: Any, lab: Any) -> Feedback:
-    """Check that `session` delivered a message to Bob and ended with QUIT; name the first unfixed refusal."""
+    """Check that the learner typed a session that delivered a message with a Subject and a body to Bob."""
     if _blank(session):
-        return unanswered("Open a session with lab.session('mx1.example.net') and send your lines.", SESSION)
-    if not isinstance(session, SmtpSession):
-        return failed(f"give the session you opened with lab.session('mx1.example.net'), not a "
+        return unanswered("Open the session with my_session = nb01.typing_session(lab) and send your lines.",
+                          SESSION)
+    if isinstance(session, SmtpSession):
+        return failed("this is a session with shortcuts (ehlo(), mail(), data() ...), which write the lines for "
+                      "you. Open the exercise's own session with my_session = nb01.typing_session(lab) and type "
+                      "every line with my_session.send(...).", SESSION)
+    if not isinstance(session, TypedSession):
+        return failed(f"give the session you opened with nb01.typing_session(lab), not a "
                       f"{type(session).__name__}.", SESSION)
-    steps = _steps(session.transcript)
-    if not steps:
+    steps = _steps(_wire_lines(lab, session.conn) if session.conn else session.transcript)
+    steps = [s for s in steps if not s.line.startswith("*")]
+    if not any(s.reply is not None or s.line for s in steps):
         return unanswered("The session is open, but you have not sent anything yet: start with "
                           "my_session.send(\"EHLO student.local\").", SESSION)
+    mail = next((s for s in steps if s.verb == "MAIL" and s.reply is not None and s.reply.code < 400), None)
+    if mail is not None and "<>" in mail.line.replace(" ", ""):
+        return failed("your MAIL FROM is the null sender <>, which only bounces use (RFC 5321 section 4.5.5): "
+                      "nobody could answer or be told about a failure. Give a real sender address.", SESSION)
     deliveries = [(s, _delivered_id(s)) for s in steps if _delivered_id(s)]
     quit_ok = any(s.verb == "QUIT" and s.reply is not None and s.reply.code == 221 for s in steps)
     if deliveries:
-        lab.wait_for_delivery()  # a submission server only queued it: let the relay finish first
         for step, queue_id in deliveries:
             message = _find_in_mailbox(lab, BOB, queue_id)
             if message is None:
                 continue
+            problem = _message_problem(step)
+            if problem:
+                return failed(f"Bob got a message from you ({_said(step.reply)}), but {problem}", SESSION)
             subject = message.get("Subject", "(no subject)")
             if not quit_ok:
                 return failed(f"almost: Bob has your message (Subject: {subject}; the server answered the lone dot "
                               f"with {_said(step.reply)}), but the session is still open. End it politely with "
-                              "QUIT (my_session.send(\"QUIT\")): the server answers 221 and closes the connection.", SESSION)
+                              "QUIT (my_session.send(\"QUIT\")): the server answers 221 and closes the connection.",
+                              SESSION)
             refused = [s for s in steps if s.reply is not None and s.reply.code >= 400]
             note = (f" On the way the server refused {len(refused)} line(s), e.g. {_why(refused[0])} "
                     "You recovered, as a client may: a refused command changes nothing on the server."
                     if refused else "")
-            via = "" if session.server_name == "mx1.example.net" else f" (you used {session.server_name})"
-            return passed(f"Bob's mailbox has your message (Subject: {subject}){via}: the server answered the lone "
+            return passed(f"Bob's mailbox has your message (Subject: {subject}): the server answered the lone "
                           f"dot with {_said(step.reply)} and QUIT with 221.{note}", SESSION)
         _, queue_id = deliveries[-1]
         return failed(f"the server accepted a message (id {queue_id}) but it is not in Bob's mailbox: check "
@@ -270,7 +369,7 @@ def check_session(session: Any, lab: Any) -> Feedback:
     return failed(_what_is_missing(session, steps), SESSION)
 
 
-def _what_is_missing(session: SmtpSession, steps: list[_Step]) -> str:
+def _what_is_missing(session: Any, steps: list[_Step]) -> str:
     def ok(step: _Step) -> bool:
         return step.reply is not None and step.reply.code < 400
 
@@ -305,16 +404,18 @@ def _what_is_missing(session: SmtpSession, steps: list[_Step]) -> str:
 
 
 _WRONG_GUESSES = {
-    250: "250 would mean the sender was accepted. On an unencrypted connection a submission server does not even "
-         "start a transaction: the password that must come next would cross the network in clear text.",
-    503: "close: 503 is the general 'bad sequence of commands'. For 'encrypt first' the server has a more "
-         "specific code.",
-    535: "535 means a login was tried with wrong credentials, but you have not tried to log in at all.",
+    250: "250 would mean the sender was accepted. Would a provider start a transaction for a client that has "
+         "not said who it is, on a connection anyone can read?",
     220: "220 is the greeting, and the answer to STARTTLS ('go ahead'); a MAIL command never gets it.",
-    354: "354 is the server's 'go ahead, send the message' after DATA.",
-    550: "550 refuses a mailbox or an address; the server has not looked at the address yet.",
-    553: "553 refuses the sender address itself (e.g. not yours); the server has not looked at the address yet.",
-    554: "554 refuses a transaction or the connection for policy reasons; there is a more specific code here.",
+    354: "354 is the server's 'go ahead, send the message', and only DATA gets it.",
+    535: "535 answers a login with wrong credentials, but you have not tried to log in at all.",
+}
+_BY_CLASS = {
+    "2": "a success code: would the server accept a sender here, before encryption and login?",
+    "3": "a 'go on' code, but MAIL asks for nothing more to be sent.",
+    "4": "a temporary failure ('try again later'): would waiting change anything here?",
+    "5": "a permanent refusal: does its meaning (smtplab.explain(code)) fit a connection that lacks "
+         "encryption and a login?",
 }
 
 
@@ -334,25 +435,24 @@ def _submission_reply(lab: Any) -> Reply:
 
 
 def check_starttls_prediction(answer: Any, lab: Any) -> Feedback:
-    """Compare the predicted reply code with what the submission server really says to MAIL before STARTTLS."""
+    """Compare the predicted reply code with what the submission server really says to MAIL before STARTTLS.
+
+    The first well-formed prediction counts; a wrong one is told how to find out, never the code.
+    """
     if _blank(answer):
-        return unanswered("Write the three-digit reply code you expect, e.g. answer = 250.", PREDICT_530)
+        return unanswered("Write the three-digit reply code you expect, as a number.", PREDICT_530)
     match = re.match(r"\s*([2-5]\d\d)\b", str(answer)) if not isinstance(answer, bool) else None
     if match is None:
-        return failed(f"{answer!r} is not a reply code: answer with three digits such as 250 or 550.", PREDICT_530)
-    guess = int(match.group(1))
+        return failed(f"{answer!r} is not a reply code: answer with three digits, from 200 to 599.", PREDICT_530)
+    given = int(match.group(1))
+    guess = first_answer(PREDICT_530, given)
+    note = changed_answer_note(guess, given)
     reply = _submission_reply(lab)
-    said = f"The server said: {_said(reply)}."
     if guess == reply.code:
-        return passed(f"Right. {said} {reply.code} means: {reply.meaning}. A submission server will not start a "
-                      "transaction on a plain connection; the client must say STARTTLS, EHLO again, then AUTH.",
-                      PREDICT_530)
-    why = _WRONG_GUESSES.get(guess)
-    if why is None:
-        why = {
-            "2": f"{guess} is a success code, but the server will not accept a sender on a plain connection yet.",
-            "3": f"{guess} asks the client to go on, but nothing is underway yet.",
-            "4": f"{guess} is a temporary failure ('try again later'); waiting would not change anything here.",
-            "5": f"{guess} is a permanent failure, but not the one for 'encrypt and log in first'.",
-        }[str(guess)[0]]
-    return failed(f"{why} {said} ({reply.code} means: {reply.meaning}.)", PREDICT_530)
+        return passed(f"{note}Right. The server said: {_said(reply)}. {reply.code} means: {reply.meaning}. A "
+                      "submission server will not start a transaction on a plain connection (RFC 6409, RFC 4954): "
+                      "the client says STARTTLS, EHLO again, then AUTH.", PREDICT_530)
+    why = _WRONG_GUESSES.get(guess) or f"{guess} is {_BY_CLASS[str(guess)[0]]}"
+    return failed(f"{note}Not what the server answered. {why} Find out: the next section opens the same "
+                  "connection by hand, and lab.session('smtp.example.org') lets you send the line yourself.",
+                  PREDICT_530)

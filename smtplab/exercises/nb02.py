@@ -10,7 +10,7 @@ from typing import Any
 
 from ..errors import SmtpLabError
 from ..hops import received_hops
-from . import Feedback, failed, passed, unanswered
+from . import Feedback, changed_answer_note, failed, first_answer, passed, unanswered
 
 __all__ = ["check_first_mx", "check_mx2_first", "check_null_mx", "NULL_MX_CHOICES"]
 
@@ -19,6 +19,7 @@ NULL_MX = "Exercise 2 · mail for a Null MX domain"
 MX2_FIRST = "Exercise 3 · make mx2 the first choice"
 
 DOMAIN = "example.net"
+_NULL_MX_TRUTH = "d"
 
 NULL_MX_CHOICES = {
     "a": "It connects to the host called \".\", fails, and tries again later.",
@@ -40,47 +41,54 @@ def _records_text(records: list[Any]) -> str:
 
 
 def check_first_mx(answer: Any, lab: Any) -> Feedback:
-    """Check the predicted first MX for example.net against the lab's DNS."""
+    """Check the predicted first MX for example.net against the lab's DNS.
+
+    The first well-formed prediction counts; a wrong one hears why that host is not it and how to find
+    out (the records and RFC 5321 section 5.1), never the name of the host.
+    """
     if _blank(answer):
-        return unanswered("Write a host name in quotes, one of lab.hosts, e.g. answer = \"name.example.net\".", FIRST_MX)
+        return unanswered("Write a host name in quotes, one of lab.hosts.", FIRST_MX)
     if not isinstance(answer, str):
         return failed(f"answer with a host name in quotes, e.g. \"smtp.example.net\", not {answer!r}.", FIRST_MX)
     records = lab.lookup_mx(DOMAIN)
-    listed = _records_text(records)
-    name = answer.strip().lower().rstrip(".")
-    if name and name in {h.split(".", 1)[0] for h in lab.hosts}:
+    given = answer.strip().lower().rstrip(".")
+    if given and given in {h.split(".", 1)[0] for h in lab.hosts}:
         try:
-            name = lab.host(name).name
+            given = lab.host(given).name
         except SmtpLabError:
             pass
+    name = first_answer(FIRST_MX, given)
+    note = changed_answer_note(name, given)
     best = min(r.preference for r in records)
     firsts = [r.exchange for r in records if r.preference == best]
     by_name = {r.exchange: r for r in records}
+    how = ("Find out: read the MX records printed above, and RFC 5321 section 5.1 on what the preference number "
+           "means; the next cell shows the relay's own choice.")
     if name in firsts:
+        listed = _records_text(records)
         tie = "" if len(firsts) == 1 else f" (tied with {', '.join(f for f in firsts if f != name)}: a relay picks at random)"
-        return passed(f"Right: {name} has preference {best}, the lowest of example.net's MX records ({listed}){tie}. "
+        return passed(f"{note}Right: {name} has preference {best}, the lowest of example.net's MX records ({listed}){tie}. "
                       "A relay tries the lowest number first; the others are backups (RFC 5321 section 5.1).",
                       FIRST_MX)
     if name in by_name:
-        return failed(f"{name} has preference {by_name[name].preference}, but {firsts[0]} has {best}. The lower "
-                      "number wins: preference is a rank (1st, 2nd choice), not a score. "
-                      f"example.net's MX records: {listed}.", FIRST_MX)
+        return failed(f"{note}{name} is one of example.net's MX hosts, with preference {by_name[name].preference}. "
+                      f"Is a preference a score (higher is better) or a rank (1st, 2nd choice)? {how}", FIRST_MX)
     if name == DOMAIN:
-        return failed("example.net is the domain, not a server. A relay uses the domain's own address only when the "
-                      f"domain has no MX record at all (the implicit MX); example.net has: {listed}.", FIRST_MX)
+        return failed(f"{note}example.net is the domain, not a server. A relay uses the domain's own address only "
+                      f"when the domain has no MX record at all (the implicit MX). {how}", FIRST_MX)
     if name == f"smtp.{DOMAIN}":
-        return failed("smtp.example.net is Bob's submission server, where Bob sends his own mail with a password. "
-                      f"Mail from other providers goes to the hosts in example.net's MX records: {listed}.", FIRST_MX)
+        return failed(f"{note}smtp.example.net is Bob's submission server, where Bob sends his own mail with a "
+                      f"password; other providers deliver to the hosts in example.net's MX records. {how}", FIRST_MX)
     if name.startswith("imap."):
-        return failed(f"{name} only lets users read their mailboxes (IMAP); mail arrives by SMTP at the hosts in "
-                      f"the MX records: {listed}.", FIRST_MX)
+        return failed(f"{note}{name} only lets users read their mailboxes (IMAP); mail arrives by SMTP at the hosts in "
+                      f"the MX records. {how}", FIRST_MX)
     if name == "smtp.example.org":
-        return failed("smtp.example.org is Alice's own server: it is the relay that asks DNS the question. It "
-                      f"delivers to one of example.net's MX hosts: {listed}.", FIRST_MX)
+        return failed(f"{note}smtp.example.org is Alice's own server: it is the relay that asks DNS the question. "
+                      f"{how}", FIRST_MX)
     if name == getattr(getattr(lab, "dns", None), "name", "dns.lab"):
-        return failed(f"{name} answers the question (it is the DNS server) but receives no mail. The answer names "
-                      f"the mail servers: {listed}.", FIRST_MX)
-    return failed(f"{answer!r} is not one of example.net's MX hosts. The lab DNS answers: {listed}.", FIRST_MX)
+        return failed(f"{note}{name} answers the question (it is the DNS server) but receives no mail. {how}",
+                      FIRST_MX)
+    return failed(f"{note}{answer!r} is not one of example.net's MX hosts. {how}", FIRST_MX)
 
 
 # --- exercise 2: do -------------------------------------------------------------------------
@@ -148,24 +156,33 @@ def check_mx2_first(my_lab: Any) -> Feedback:
 
 
 _NULL_MX_FEEDBACK = {
-    "a": "\".\" is the root of DNS, not a host: \"0 .\" means 'no mail server at all'. RFC 7505 says a sender "
-         "must not try to connect anywhere, and since the answer is definite there is nothing to retry.",
-    "b": "retrying makes sense for temporary trouble (4xx: a server down, a full disk). A Null MX is the domain "
-         "saying, for good, 'I accept no mail': waiting days would change nothing and keep Alice in the dark.",
-    "c": "the implicit MX applies only when a domain has no MX record at all. The Null MX is a record, published "
-         "precisely so that senders do NOT fall back to the domain's address (often just a web server).",
+    "a": "Is \".\" a host at all? Look at what a name ending in a dot means in DNS, and at what RFC 7505 asks "
+         "a sender to do with \"0 .\".",
+    "b": "Retrying makes sense for temporary trouble (a server down, a 4xx reply). Is a Null MX a temporary "
+         "state of the domain?",
+    "c": "When does the implicit MX apply: when a domain has no MX record, or when it has this one? RFC 5321 "
+         "section 5.1 and RFC 7505 section 3 say.",
+    "d": "Does the relay connect anywhere before it decides? Look at its DNS and queue notes.",
 }
 
 
-def check_null_mx(choice: Any) -> Feedback:
-    """Check the multiple-choice answer about a Null MX domain (RFC 7505)."""
+def check_null_mx(choice: Any, lab: Any = None) -> Feedback:
+    """Check the multiple-choice answer about a Null MX domain (RFC 7505).
+
+    The first letter checked is the answer (`first_answer`): reading the verdict on each letter in turn
+    would replace the thinking. A wrong letter gets a question to find out with, and the cell after the
+    check shows what the relay really does.
+    """
     if _blank(choice):
         return unanswered("Set choice to one of \"a\", \"b\", \"c\" or \"d\".", NULL_MX)
-    letter = str(choice).strip().lower().rstrip(")").strip()
-    if letter not in NULL_MX_CHOICES:
+    given = str(choice).strip().lower().rstrip(")").strip()
+    if given not in NULL_MX_CHOICES:
         return failed(f"{choice!r} is not one of the choices: answer \"a\", \"b\", \"c\" or \"d\".", NULL_MX)
-    if letter == "d":
-        return passed("Right: a Null MX (\"0 .\", RFC 7505) says the domain accepts no mail. The relay gives up at "
-                      "once without connecting anywhere and bounces: status 5.1.10 ('recipient address has null "
-                      "MX'). Alice's bounce arrives within seconds instead of after days of retries.", NULL_MX)
-    return failed(_NULL_MX_FEEDBACK[letter], NULL_MX)
+    letter = first_answer(NULL_MX, given)
+    note = changed_answer_note(letter, given)
+    if letter == _NULL_MX_TRUTH:
+        return passed(f"{note}Right: a Null MX (\"0 .\", RFC 7505) says the domain accepts no mail. The relay gives "
+                      "up at once without connecting anywhere and bounces: status 5.1.10 ('recipient address has "
+                      "null MX'). Alice's bounce arrives within seconds instead of after days of retries.", NULL_MX)
+    return failed(f"{note}Not what the relay does. {_NULL_MX_FEEDBACK[letter]} The cell after this check sends "
+                  "the message: read its notes and the queue's status.", NULL_MX)

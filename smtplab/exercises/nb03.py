@@ -6,15 +6,17 @@ relay queue, the DSN in the sender's mailbox) and compares it with the learner's
 
 from __future__ import annotations
 
+import weakref
 from email.message import Message
 from typing import Any
 
 from ..events import QueueChange
 from ..hops import received_hops
 from ..replies import explain
-from . import Feedback, failed, passed, unanswered
+from . import Feedback, changed_answer_note, failed, first_answer, passed, unanswered
 
-__all__ = ["check_fallback_prediction", "check_deferred_then_delivered", "send_mystery", "check_dsn",
+__all__ = ["check_fallback_prediction", "begin_retry_exercise", "check_deferred_then_delivered", "send_mystery",
+           "check_dsn",
            "MYSTERY_SUBJECT"]
 
 FALLBACK = "Exercise 1 · which host delivers?"
@@ -47,26 +49,33 @@ def _find_delivered(lab: Any, message_id: str, recipients: tuple[str, ...]) -> M
 
 # --- exercise 1: predict the host that delivers when mx1 is down ---
 
+_FIND_OUT = ("Find out: the topmost Received header of Bob's copy was written by the host that stored it (the "
+             "word after 'by'); the ladder diagram below shows every attempt.")
+
+
 def check_fallback_prediction(lab: Any, prediction: Any, result: Any) -> Feedback:
-    """Compare the predicted delivering host with the `by` of the topmost Received header."""
+    """Compare the predicted delivering host with the `by` of the topmost Received header.
+
+    The first well-formed prediction counts; a wrong one hears why that host cannot be it and where the
+    evidence is, never the host that delivered.
+    """
     if _blank(prediction):
-        return unanswered("Write the name of the host you expect to put the message into Bob's mailbox, "
-                          "e.g. prediction = \"smtp.example.org\".", FALLBACK)
+        return unanswered("Write the name of the host you expect to put the message into Bob's mailbox.", FALLBACK)
     if not isinstance(prediction, str):
         return failed(f"give a host name as a string, like \"smtp.example.org\" (you gave {prediction!r}).",
                       FALLBACK)
     if result is None or not hasattr(result, "message_id"):
         return failed("run the cell that sends the message first: the check needs its SendResult.", FALLBACK)
-    name = prediction.strip().lower().rstrip(".")
     try:
-        host = lab.host(name).name
+        given = lab.host(prediction.strip().lower().rstrip(".")).name
     except KeyError:
-        return failed(f"{prediction!r} is not a host of this lab. The hosts are: {', '.join(lab.hosts)}.",
-                      FALLBACK)
+        return failed(f"{prediction!r} is not a host of this lab: lab.hosts lists them.", FALLBACK)
+    host = first_answer(FALLBACK, given)
+    note = changed_answer_note(host, given)
     message = _find_delivered(lab, result.message_id, tuple(result.recipients))
     if message is None:
         item = lab.queue_item(result.queue_id)
-        states = "; ".join(f"{r.address} is {r.state} ({r.last_reply})" for r in item.recipients)
+        states = "; ".join(f"{r.address} is {r.state}" for r in item.recipients)
         return failed(f"the message is not in any recipient's mailbox, so nobody delivered it yet: {states}. "
                       "Did you switch off mx2 as well? Bring it back with lab.host(\"mx2\").up(), "
                       "send again and compare.", FALLBACK)
@@ -77,24 +86,23 @@ def check_fallback_prediction(lab: Any, prediction: Any, result: Any) -> Feedbac
     if host == truth:
         why = ("mx1 refused the connection, so the relay tried the next MX by preference. "
                if truth != "mx1.example.net" else "")
-        return passed(f"Right: the topmost Received header says 'by {truth}'. {why}"
+        return passed(f"{note}Right: the topmost Received header says 'by {truth}'. {why}"
                       f"The header: {top}", FALLBACK)
-    hint = f"The topmost Received header of the delivered copy says 'by {truth}': {top}"
-    if host == "mx1.example.net" and truth != host:
-        return failed("mx1.example.net has the lowest preference, but it was down"
-                      + (" (it still is)" if mx1_down else "")
-                      + ": the relay got 'connection refused' and moved on to the next MX record. " + hint,
-                      FALLBACK)
-    if host == "smtp.example.org":
-        return failed("smtp.example.org is Alice's provider: it accepted her message and relayed it, but it "
-                      "has no mailbox for bob@example.net. " + hint, FALLBACK)
-    if host == "smtp.example.net":
-        return failed("smtp.example.net is where Bob submits his own mail (port 587, with a password); it is "
-                      "not in example.net's MX records, so no relay delivers to it. " + hint, FALLBACK)
-    if host.startswith("imap."):
-        return failed(f"{host} only lets Bob read his mailbox over IMAP; mail arrives over SMTP at the hosts "
-                      "named in the MX records. " + hint, FALLBACK)
-    return failed(f"{host} did not receive this message. " + hint, FALLBACK)
+    if host == "mx1.example.net":
+        why = ("mx1.example.net has the lowest preference, but it is down"
+               + (" (it still is)" if mx1_down else "")
+               + ": what does a relay do when the connection is refused (RFC 5321 section 5.1)?")
+    elif host == "smtp.example.org":
+        why = ("smtp.example.org is Alice's provider: it accepted her message and relayed it, but it has no "
+               "mailbox for bob@example.net.")
+    elif host == "smtp.example.net":
+        why = ("smtp.example.net is where Bob submits his own mail (port 587, with a password); it is not in "
+               "example.net's MX records, so no relay delivers to it.")
+    elif host.startswith("imap."):
+        why = f"{host} only lets Bob read his mailbox over IMAP; mail arrives over SMTP."
+    else:
+        why = f"{host} did not write a Received header into Bob's copy."
+    return failed(f"{note}Not this one. {why} {_FIND_OUT}", FALLBACK)
 
 
 # --- exercise 2: make a message wait in the queue, then get it delivered ---
@@ -105,12 +113,32 @@ def _queue_id(answer: Any) -> str:
     return str(answer).strip()
 
 
+# Where the trace stood when each lab's exercise 2 began: only messages sent after it are the learner's.
+_RETRY_START: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+
+
+def begin_retry_exercise(lab: Any) -> None:
+    """Mark the start of exercise 2: the messages the notebook deferred before it are not the learner's."""
+    _RETRY_START[lab] = lab.mark()
+
+
+def _sent_before(lab: Any, queue_id: str, start: int) -> bool:
+    """Whether the queue took this message in before `start` (a trace mark): its first event is older."""
+    events = lab.trace.for_message(queue_id)
+    return bool(events) and min(e.seq for e in events) <= start
+
+
 def check_deferred_then_delivered(lab: Any, answer: Any) -> Feedback:
-    """Pass when the message `answer` (queue id or SendResult) needed 2+ attempts and was delivered."""
+    """Pass when the learner's own message `answer` (queue id or SendResult), sent after the exercise began,
+    needed 2+ attempts and was delivered."""
     if _blank(answer):
         return unanswered("Send a message that cannot be delivered at once, get it delivered later, and put its "
-                          "queue id in my_queue_id (result.queue_id).", RETRY)
+                          "queue id in my_queue_id.", RETRY)
     queue_id = _queue_id(answer)
+    start = _RETRY_START.get(lab)
+    if start is None:
+        return failed("run the exercise's first cell (it calls nb03.begin_retry_exercise(lab)) before you send: "
+                      "the check counts only messages sent after it.", RETRY)
     try:
         item = lab.queue_item(queue_id)
     except KeyError:
@@ -118,6 +146,9 @@ def check_deferred_then_delivered(lab: Any, answer: Any) -> Feedback:
         return failed(f"there is no message with queue id {queue_id!r} in lab.queue (your messages: {ids}). "
                       "The queue id is the last word of the reply '250 2.0.0 OK: queued as ...', "
                       "also in result.queue_id.", RETRY)
+    if _sent_before(lab, queue_id, start):
+        return failed(f"{queue_id} was sent before the exercise began: it is one of the notebook's own messages. "
+                      "Send one yourself, in the exercise cell, make it wait, and get it delivered.", RETRY)
     if not item.sender:
         return failed(f"{queue_id} is a bounce (a DSN sent from the null sender <> to {item.recipients[0].address}), "
                       "not a message you sent. Use the queue id of your own message.", RETRY)

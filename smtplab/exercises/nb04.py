@@ -12,7 +12,7 @@ import time
 from email import message_from_bytes, policy
 from typing import Any
 
-from . import Feedback, failed, passed, unanswered
+from . import Feedback, changed_answer_note, failed, first_answer, passed, unanswered
 
 __all__ = ["check_uid", "check_peek_prediction", "check_flagged", "mailbox_listing", "settle"]
 
@@ -175,8 +175,8 @@ def check_uid(lab: Any, uid: Any, subject: str, address: str = "bob@example.net"
     if other is not None:
         return failed(f"UID {number} is the message '{other.subject}' from {other.sender}, not '{subject}'. "
                       f"Search for the subject: imap.uid(\"SEARCH\", None, 'SUBJECT \"{subject}\"').", UID)
-    uids = ", ".join(str(e.uid) for e in entries)
-    return failed(f"no message in {address}'s INBOX has UID {number} (the UIDs there are {uids}).", UID)
+    return failed(f"no message in {address}'s INBOX has UID {number}. Ask the server: a UID SEARCH answers with "
+                  "UIDs.", UID)
 
 
 # --- exercise 2 ---
@@ -196,11 +196,12 @@ def _as_bool(answer: Any) -> bool | None:
 def check_peek_prediction(lab: Any, prediction: Any, address: str = "bob@example.net") -> Feedback:
     """Run FETCH BODY.PEEK[] on an unseen message over a new connection and compare with the prediction."""
     if _blank(prediction):
-        return unanswered("Set peek_marks_seen = True (the message becomes \\Seen) or False (it stays unseen).",
-                          PEEK)
-    guess = _as_bool(prediction)
-    if guess is None:
+        return unanswered("Set peek_marks_seen to True or False.", PEEK)
+    given = _as_bool(prediction)
+    if given is None:
         return failed(f"answer True or False, not {prediction!r}.", PEEK)
+    guess = first_answer(PEEK, given)
+    note = changed_answer_note(guess, given)
     client = lab.imap(address)
     restore: bytes | None = None
     try:
@@ -234,12 +235,12 @@ def check_peek_prediction(lab: Any, prediction: Any, address: str = "bob@example
         return failed("This server did set \\Seen after BODY.PEEK[], which RFC 3501 section 6.4.5 forbids; "
                       "look at the transcript:\n" + transcript, PEEK)
     if not guess:
-        return passed("Right: after FETCH BODY.PEEK[] the message is still not \\Seen. PEEK reads without "
-                      "side effects (mail clients use it for previews); a plain BODY[] would set \\Seen.\n"
-                      "The experiment, on a fresh connection:\n" + transcript, PEEK)
-    return failed("Not so: BODY.PEEK[] downloaded the whole message, yet the FLAGS after it still lack \\Seen. "
-                  "PEEK is exactly the 'look without marking as read' variant; BODY[] without PEEK sets "
-                  "\\Seen.\nThe experiment, on a fresh connection:\n" + transcript, PEEK)
+        return passed(f"{note}Right: after FETCH BODY.PEEK[] the message is still not \\Seen. PEEK reads without "
+                      "side effects (mail clients use it for previews); a plain BODY[] would set \\Seen "
+                      "(RFC 3501 section 6.4.5).\nThe experiment, on a fresh connection:\n" + transcript, PEEK)
+    return failed(f"{note}Not what the server did. Find out yourself: on your connection, FETCH an unread "
+                  "message's (FLAGS), then its (BODY.PEEK[]), then its (FLAGS) again, and compare the two FLAGS "
+                  "answers (RFC 3501 section 6.4.5 defines BODY.PEEK).", PEEK)
 
 
 def _excerpt(events: list[Any], port: int) -> list[str]:
@@ -262,24 +263,24 @@ def check_flagged(lab: Any, subject: str, address: str = "bob@example.net") -> F
     targets = _matching(entries, subject)
     flagged = [e for e in entries if "\\Flagged" in e.flags.split()]
     if not flagged:
-        return unanswered(f"No message in {address}'s INBOX is \\Flagged yet. Find the UID of '{subject}', then "
-                          "imap.uid(\"STORE\", uid, \"+FLAGS\", \"(\\\\Flagged)\").", FLAG)
+        return unanswered(f"No message in {address}'s INBOX is \\Flagged yet: find '{subject}' and STORE the "
+                          "flag on it (the STORE section above shows how flags are added).", FLAG)
     if not targets:
         return failed(f"there is no message with the subject {subject!r} in {address}'s INBOX any more.", FLAG)
     target = targets[0]
     others = [e for e in flagged if e.uid not in {t.uid for t in targets}]
     if "\\Flagged" in target.flags.split():
-        extra = ""
         if others:
-            extra = (" Also flagged: " + ", ".join(e.describe() for e in others)
-                     + "; -FLAGS (\\Flagged) takes a flag away again.")
+            return failed(f"'{subject}' is \\Flagged, but so are {len(others)} other message(s): "
+                          + ", ".join(e.describe() for e in others)
+                          + ". Bob wants only this one starred. -FLAGS (\\Flagged) takes the flag away again; "
+                          "a STORE on one UID changes one message.", FLAG)
         return passed(f"Right: a second IMAP connection sees {target.describe()}. Flags live on the server, so "
-                      f"every mail client of {address} shows the star.{extra}", FLAG)
+                      f"every mail client of {address} shows the star.", FLAG)
     wrong = ", ".join(e.describe() for e in others)
     seq_hint = ""
     if any(e.seq == target.uid or e.uid == target.seq for e in others):
         seq_hint = (" Sequence numbers and UIDs are different numberings: imap.store(...) takes a sequence "
                     "number, imap.uid(\"STORE\", ...) a UID.")
-    return failed(f"you flagged {wrong}, but '{subject}' is UID {target.uid} and its flags are "
-                  f"({target.flags}): no \\Flagged.{seq_hint}",
-                  FLAG)
+    return failed(f"you flagged {wrong}, but '{subject}' has no \\Flagged.{seq_hint} A UID SEARCH for its "
+                  "subject finds the right message.", FLAG)
