@@ -13,11 +13,16 @@ from typing import Any
 
 import nbformat
 import pytest
+from feedback_checks import (  # noqa: F401 (fresh_answers is an autouse fixture)
+    assert_failed,
+    assert_not_told,
+    assert_passed,
+    assert_unanswered,
+    fresh_answers,
+)
 
 import smtplab
 from smtplab.exercises import forget_answers, nb01, nb02
-
-from feedback_checks import assert_failed, assert_not_told, assert_passed, assert_unanswered, fresh_answers  # noqa: F401
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 

@@ -11,11 +11,16 @@ from email.message import Message
 from typing import Any
 
 import pytest
+from feedback_checks import (  # noqa: F401 (fresh_answers is an autouse fixture)
+    assert_failed,
+    assert_not_told,
+    assert_passed,
+    assert_unanswered,
+    fresh_answers,
+)
 
 import smtplab
 from smtplab.exercises import forget_answers, nb03, nb04
-
-from feedback_checks import assert_failed, assert_not_told, assert_passed, assert_unanswered, fresh_answers  # noqa: F401
 
 BOB = "bob@example.net"
 ALICE = "alice@example.org"

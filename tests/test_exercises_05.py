@@ -14,11 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from feedback_checks import (  # noqa: F401 (fresh_answers is an autouse fixture)
+    assert_failed,
+    assert_not_told,
+    assert_passed,
+    assert_unanswered,
+    fresh_answers,
+)
 
 import smtplab
-from smtplab.exercises import nb05
-
-from feedback_checks import assert_failed, assert_passed, assert_unanswered
+from smtplab.exercises import forget_answers, nb05
 
 BOB = "bob@example.net"
 ALICE = "alice@example.org"
@@ -50,14 +55,26 @@ def _token(lab: smtplab.Lab) -> str:
     return match.group(1)
 
 
+def steal_password(wire_text: str) -> str:
+    """The notebook's solution: find the AUTH PLAIN line, decode its token, take the third field."""
+    token = re.search(r"^C: AUTH PLAIN (\S+)$", wire_text, re.M).group(1)  # type: ignore[union-attr]
+    return base64.b64decode(token).split(b"\0")[2].decode()
+
+
 def test_password_solution_passes(careless_lab: Any) -> None:
-    decoded = base64.b64decode(_token(careless_lab))  # the notebook's solution, step by step
-    answer = decoded.split(b"\0")[2].decode()
     password = careless_lab.users[BOB].password
-    assert answer == password
-    assert_passed(nb05.check_stolen_password(careless_lab, answer), f"{BOB}'s password is {password!r}",
-                  "AUTH PLAIN", "not encryption")
-    assert_passed(nb05.check_stolen_password(careless_lab, answer.encode()), "You gave bytes")
+    assert_passed(nb05.check_stolen_password(careless_lab, steal_password), f"{BOB}'s password",
+                  "AUTH PLAIN", "not encryption", "another lab")
+    assert_passed(nb05.check_stolen_password(careless_lab, lambda w: steal_password(w).encode()), "returns bytes")
+    assert password not in nb05.check_stolen_password(careless_lab, "x").message
+
+
+def test_password_from_a_notebook_variable_fails(careless_lab: Any) -> None:
+    """The gamed solutions: Bob's password pasted, or a function that returns the `bob` variable's password."""
+    bob = careless_lab.users[BOB]
+    assert_failed(nb05.check_stolen_password(careless_lab, bob.password), "the function itself")
+    assert_failed(nb05.check_stolen_password(careless_lab, lambda wire_text: bob.password), "another lab's capture",
+                  "whatever user logged in")
 
 
 def test_password_wrong_answers_are_explained(careless_lab: Any) -> None:
@@ -70,15 +87,20 @@ def test_password_wrong_answers_are_explained(careless_lab: Any) -> None:
         (decoded, ["NUL separators", "third field", "RFC 4616"]),
         (str(decoded), ["NUL separators"]),
         (decoded.replace(b"\0", b"").decode(), ["run together", "Split the decoded bytes"]),
-        (BOB, ["is the user name", "third field"]),
+        (BOB, ["is the user name", "RFC 4616"]),
         (f" {password}\n", ["extra characters around it"]),
         (f"password: {password}", ["more around it"]),
-        (careless_lab.users[ALICE].password, [f"that is {ALICE}'s password", f"belongs to {BOB}"]),
+        (careless_lab.users[ALICE].password, [f"that is {ALICE}'s password", BOB]),
         ("hunter2", ["not the password that crossed the wire", token]),
-        (42, ["give the password as text"]),
+        (42, ["as text"]),
     ]
     for answer, phrases in cases:
-        assert_failed(nb05.check_stolen_password(careless_lab, answer), *phrases)
+        feedback = nb05.check_stolen_password(careless_lab, lambda wire_text, answer=answer: answer)
+        assert_failed(feedback, *phrases)
+        if password not in str(answer):
+            assert_not_told(feedback, password)
+    assert_failed(nb05.check_stolen_password(careless_lab, lambda wire_text: 1 / 0), "ZeroDivisionError")
+    assert_failed(nb05.check_stolen_password(careless_lab, 42), "must be a function")
 
 
 def test_password_placeholder_is_unanswered(careless_lab: Any) -> None:
@@ -95,7 +117,7 @@ def test_password_check_finds_nothing_when_every_login_used_tls(lab: smtplab.Lab
     session.ehlo()
     session.auth_plain(alice.address, alice.password)
     session.quit()
-    assert_failed(nb05.check_stolen_password(lab, alice.password), "no password crossed", "in clear text")
+    assert_failed(nb05.check_stolen_password(lab, steal_password), "no password crossed", "in clear text")
 
 
 # --- exercise 2: an SPF record for example.com ---
@@ -201,15 +223,16 @@ def test_alignment_placeholder_and_missing_message(copies: dict[str, Any]) -> No
 
 def test_quarantine_solution_passes_with_what_really_happened() -> None:
     for answer in ("B", "b", "B)", "(b)"):
+        forget_answers()
         assert_passed(nb05.check_quarantine_prediction(answer), "Right (B", "250 2.0.0", "filed it in Bob's Junk",
                       "dmarc=fail (p=quarantine)")
 
 
 @pytest.mark.parametrize(("letter", "phrases"), [
-    ("A", ["p=none would do that"]),
-    ("C", ["that is p=reject"]),
-    ("D", ["at RCPT TO the MX has not seen the message yet", "blocklist"]),
-    ("E", ["backscatter"]),
+    ("A", ["p=none"]),
+    ("C", ["refusal"]),
+    ("D", ["at RCPT TO"]),
+    ("E", ["bounce"]),
     ("Z", ["not one of the choices"]),
     (3, ["not one of the choices"]),
 ])
@@ -217,7 +240,15 @@ def test_quarantine_wrong_predictions_are_explained(letter: Any, phrases: list[s
     feedback = nb05.check_quarantine_prediction(letter)
     assert_failed(feedback, *phrases)
     if letter in ("A", "C", "D", "E"):
-        assert "filed it in Bob's Junk" in feedback.message, "the real outcome is quoted"
+        assert_not_told(feedback, "Junk", "250", "B:", "(B", "suspicious mail goes")
+
+
+def test_quarantine_prediction_counts_once() -> None:
+    assert_failed(nb05.check_quarantine_prediction("A"))
+    for letter in "BCDE":
+        feedback = nb05.check_quarantine_prediction(letter)
+        assert_failed(feedback, "first answer checked, 'A'")
+        assert_not_told(feedback, "Junk")
 
 
 def test_quarantine_placeholder_is_unanswered() -> None:

@@ -9,9 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from feedback_checks import (  # noqa: F401 (fresh_answers is an autouse fixture)
+    assert_not_told,
+    fresh_answers,
+)
 
 import smtplab
-from smtplab.exercises import Feedback, nb00, nb06
+from smtplab.exercises import Feedback, forget_answers, nb00, nb06
 
 
 @pytest.fixture
@@ -50,11 +54,15 @@ def test_nb00_delivering_host(lab: smtplab.Lab) -> None:
     good = nb00.check_delivering_host(lab, result, "mx1.example.net")
     _ok(good)
     assert "by mx1.example.net" in good.message  # the Received header is quoted as evidence
+    forget_answers()
     _ok(nb00.check_delivering_host(lab, result, " MX1.example.net. "))
-    _wrong(nb00.check_delivering_host(lab, result, "smtp.example.org"), "Alice's provider", "by mx1.example.net")
-    _wrong(nb00.check_delivering_host(lab, result, "smtp.example.net"), "*sends*", "MX records")
-    _wrong(nb00.check_delivering_host(lab, result, "imap.example.net"), "SMTP, not IMAP")
-    _wrong(nb00.check_delivering_host(lab, result, "mx2.example.net"), "backup")
+    for wrong, phrase in [("smtp.example.org", "Alice's provider"), ("smtp.example.net", "*sends*"),
+                          ("imap.example.net", "SMTP, not IMAP"), ("mx2.example.net", "did not write")]:
+        forget_answers()
+        feedback = nb00.check_delivering_host(lab, result, wrong)
+        _wrong(feedback, phrase, "topmost Received header")
+        assert_not_told(feedback, "mx1")
+    _wrong(nb00.check_delivering_host(lab, result, "mx1.example.net"), "first answer checked, 'mx2.example.net'")
     _wrong(nb00.check_delivering_host(lab, result, "gmail.com"), "not a host of this lab")
     _wrong(nb00.check_delivering_host(lab, result, 42), "as a string")
     _placeholder(nb00.check_delivering_host(lab, result, None))
@@ -65,7 +73,8 @@ def test_nb00_delivering_host_follows_the_real_route(lab: smtplab.Lab) -> None:
     lab.host("mx1").down()
     result = _hello(lab)
     _ok(nb00.check_delivering_host(lab, result, "mx2.example.net"))
-    _wrong(nb00.check_delivering_host(lab, result, "mx1.example.net"), "by mx2.example.net")
+    forget_answers()
+    assert_not_told(nb00.check_delivering_host(lab, result, "mx1.example.net"), "mx2")
 
 
 def test_nb00_reply(lab: smtplab.Lab) -> None:
@@ -74,6 +83,7 @@ def test_nb00_reply(lab: smtplab.Lab) -> None:
     _ok(good)
     assert "smtp.example.net" in good.message and "smtp.example.org" in good.message
     _placeholder(nb00.check_reply(lab, None))
+    assert_not_told(nb00.check_reply(lab, None), "bob@example.net", '"alice@example.org"')
     _wrong(nb00.check_reply(lab, _hello(lab)), "sent by alice@example.org", "Bob must be the sender")
     to_self = lab.send("bob@example.net", "bob@example.net", "note to self", "x\n")
     _wrong(nb00.check_reply(lab, to_self), "not to alice@example.org")

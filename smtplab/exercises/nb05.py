@@ -19,7 +19,7 @@ from typing import Any
 from ..errors import ScenarioError, SmtpLabError
 from ..lab import Lab
 from ..scenario import Scenario
-from . import Feedback, failed, passed, unanswered
+from . import Feedback, changed_answer_note, failed, first_answer, passed, unanswered
 
 __all__ = ["check_stolen_password", "QUARANTINE_CHOICES", "check_quarantine_prediction", "check_spf_record",
            "check_alignment"]
@@ -129,62 +129,128 @@ def _clear_logins(lab: Any) -> list[tuple[str, str, str, str]]:
     return found
 
 
-def check_stolen_password(lab: Any, answer: Any) -> Feedback:
-    """Compare `answer` with the password that crossed the lab's wire in clear text (AUTH PLAIN)."""
-    if _blank(answer):
-        return unanswered("Find the line 'C: AUTH PLAIN ...' in wire_text, decode its token with "
-                          "base64.b64decode(...), and put the password (text) in stolen_password.", PASSWORD)
+def _careless_capture() -> tuple[str, str, str]:
+    """(wire text, login, password) of a clear-text AUTH PLAIN in a fresh lab the learner has never seen."""
+    scenario = Scenario.security(policy="none").to_dict()
+    scenario["providers"][0]["hosts"]["smtp.example.org"] = {"services": ["submission", "smtp"],
+                                                            "options": ["plaintext_auth"]}
+    with Lab(scenario).start() as other:
+        alice = other.users[ALICE]
+        session = other.session("smtp.example.org")
+        try:
+            session.ehlo("laptop.example.org")
+            session.auth_plain(alice.address, alice.password)
+            session.quit()
+        finally:
+            session.close()
+        return other.wire(session.conn).render(), alice.address, alice.password
+
+
+def _run(steal: Any, wire_text: str) -> tuple[Any, str]:
+    """Call the learner's function; return (its result, '') or (None, what went wrong)."""
+    try:
+        return steal(wire_text), ""
+    except Exception as exc:  # the learner's code: report, never crash a Run-All
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+def check_stolen_password(lab: Any, steal: Any) -> Feedback:
+    """Run the learner's `steal(wire_text)` on the notebook's capture and on a fresh one from another lab.
+
+    A function, not a pasted value: the second capture has a password the learner has never seen (and
+    that no variable of the notebook holds), so only code that really reads the wire finds it.
+    """
+    if _blank(steal):
+        return unanswered("Write the function steal_password(wire_text): it finds the AUTH PLAIN line in what the "
+                          "eavesdropper saw, decodes its token and returns the password as text.", PASSWORD)
+    if isinstance(steal, (str, bytes, bytearray)):
+        return failed("give the function itself (steal_password, without parentheses), not a value: the check "
+                      "runs it on the capture above and on a capture from another lab that you have not seen.",
+                      PASSWORD)
+    if not callable(steal):
+        return failed(f"steal_password must be a function of wire_text, not a {type(steal).__name__}.", PASSWORD)
     captures = _clear_logins(lab)
     if not captures:
         return failed("no password crossed any SMTP connection of this lab in clear text, so there is nothing to "
                       "read yet. Run the cell where Bob logs in to smtp.example.net without STARTTLS first. (If "
                       "you have gone on to a later section, `lab` is already a newer lab: run the notebook from "
                       "the top.)", PASSWORD)
+    conn = captures[-1][0]
+    answer, error = _run(steal, lab.wire(conn).render())
+    if error:
+        return failed(f"steal_password(wire_text) raised {error}. Try your steps one at a time in a cell on "
+                      "wire_text.", PASSWORD)
+    verdict = _judge_password(lab, answer, captures)
+    if not verdict.ok:
+        return verdict
+    try:
+        other_wire, other_login, other_password = _careless_capture()
+    except Exception as exc:  # the check must never crash a Run-All
+        return failed(f"the check could not start its second lab: {exc}", PASSWORD)
+    other, error = _run(steal, other_wire)
+    if error:
+        return failed(f"steal_password worked on this notebook's capture but raised {error} on another lab's "
+                      f"capture (a login by {other_login}). Does it rely on something only this capture has?",
+                      PASSWORD)
+    text = other.decode("utf-8", "replace") if isinstance(other, (bytes, bytearray)) else other
+    if text != other_password:
+        return failed(f"steal_password found the password in this notebook's capture, but on another lab's capture "
+                      f"(a login by {other_login}) it returned {other!r}, which is not what crossed that wire. Read "
+                      "the password out of wire_text itself, whatever user logged in.", PASSWORD)
+    return verdict
+
+
+def _judge_password(lab: Any, answer: Any, captures: list[tuple[str, str, str, str]]) -> Feedback:
+    """Compare what the learner's function returned with the passwords that crossed the lab's wire."""
     was_bytes = isinstance(answer, (bytes, bytearray))
     if was_bytes:
         text = bytes(answer).decode("utf-8", "replace")
     elif isinstance(answer, str):
         text = answer
     else:
-        return failed(f"give the password as text (a str), not a {type(answer).__name__}.", PASSWORD)
+        return failed(f"steal_password returned {answer!r}: give the password as text (a str), not a "
+                      f"{type(answer).__name__}.", PASSWORD)
+    if not text.strip():
+        return failed("steal_password returned nothing but blanks: find the line 'C: AUTH PLAIN ...' in wire_text "
+                      "first.", PASSWORD)
     by_password = {password: (conn, token, login) for conn, token, login, password in captures}
     if text in by_password:
         conn, token, login = by_password[text]
-        note = " (You gave bytes; .decode() would make it text.)" if was_bytes else ""
-        return passed(f"Right: {login}'s password is {text!r}.{note} It crossed connection {conn} as "
-                      f"'C: AUTH PLAIN {token}'. Base64 is an encoding, not encryption: anyone who sees the wire "
-                      "does what you just did. After STARTTLS the same line travels inside TLS records, which is "
-                      "why every other submission host refuses AUTH before STARTTLS.", PASSWORD)
+        note = " (It returns bytes; .decode() would make them text.)" if was_bytes else ""
+        return passed(f"Right: steal_password read {login}'s password off the wire.{note} It crossed connection "
+                      f"{conn} as 'C: AUTH PLAIN {token}', and your function found the password of another "
+                      "login in another lab as well. Base64 is an encoding, not encryption: anyone who sees the "
+                      "wire does what you just did. After STARTTLS the same line travels inside TLS records, which "
+                      "is why every other submission host refuses AUTH before STARTTLS.", PASSWORD)
     stripped = text.strip().strip("'\"")
     if stripped in by_password:
         return failed(f"almost: the password is there, but with extra characters around it ({text!r}). "
-                      "Give exactly the third field of the decoded token.", PASSWORD)
+                      "Return exactly the third field of the decoded token.", PASSWORD)
     conn, token, login, password = captures[-1]
-    decoded = f"\0{login}\0{password}"
     looks_like_nul = "\0" in text or "\\x00" in text or "\\0" in text
     if stripped in (token, f"AUTH PLAIN {token}", f"C: AUTH PLAIN {token}") or (len(stripped) >= 8
                                                                              and stripped in token):
         return failed(f"{stripped!r} is still base64: the token exactly as it crossed the wire. "
                       "base64.b64decode(token) turns it back into the bytes it encodes.", PASSWORD)
     if looks_like_nul and password in text:
-        return failed(f"you kept the whole decoded token, NUL separators included: {decoded.encode()!r}. "
-                      "AUTH PLAIN packs three fields separated by NUL bytes (b'\\0'): an authorization identity "
-                      "(empty here), the user name, the password (RFC 4616). Split at b'\\0' and take the third "
-                      "field.", PASSWORD)
+        return failed("you kept the whole decoded token, NUL separators included. AUTH PLAIN packs three fields "
+                      "separated by NUL bytes (b'\\0'): an authorization identity (empty here), the user name, the "
+                      "password (RFC 4616). Split at b'\\0' and take the third field.", PASSWORD)
     if text.lower() == login.lower():
-        return failed(f"{text!r} is the user name, the second field of the decoded token {decoded.encode()!r}. "
-                      "The password is the third field.", PASSWORD)
+        return failed(f"{text!r} is the user name, the second field of the decoded token. Which field comes after "
+                      "it (RFC 4616)?", PASSWORD)
     if password in text and login in text:
         return failed(f"{text!r} holds the user name and the password run together: the NUL bytes between them are "
                       "gone, and with them the boundary. Split the decoded bytes at b'\\0' instead of removing "
                       "the NULs.", PASSWORD)
     if password in text:
-        return failed(f"the password is in there, but with more around it: {text!r}. Give only the third field of "
-                      f"the decoded token {decoded.encode()!r}.", PASSWORD)
+        return failed(f"the password is in there, but with more around it: {text!r}. Return only the third field of "
+                      "the decoded token.", PASSWORD)
     others = [u.address for u in lab.users.values() if u.password == text]
     if others:
-        return failed(f"that is {others[0]}'s password, but {others[0]} never logged in without TLS. The password "
-                      f"that crossed the wire in clear belongs to {login}.", PASSWORD)
+        return failed(f"that is {others[0]}'s password, but {others[0]} never logged in without TLS: the function "
+                      f"must read the password from wire_text. The login that crossed the wire in clear was "
+                      f"{login}'s.", PASSWORD)
     return failed(f"{text!r} is not the password that crossed the wire. The clear-text line on connection {conn} is "
                   f"'C: AUTH PLAIN {token}'. Decode that token with base64.b64decode(...) and look at the bytes.",
                   PASSWORD)
@@ -225,37 +291,48 @@ def _quarantine_outcome() -> tuple[str, str]:
         return ("B" if folder == "Junk" else "A"), said
 
 
-_WHY_NOT = {
-    "A": "p=none would do that: it only asks receivers to report. p=quarantine asks them to treat failing mail as "
-         "suspicious: accept it, but not into the INBOX.",
+_WHY = {
+    "A": "p=none only asks receivers to report. p=quarantine asks them to treat failing mail as suspicious: "
+         "accept it, but not into the INBOX.",
     "B": "p=quarantine means: accept, but put it where suspicious mail goes. The MX still answers 250.",
-    "C": "that is p=reject: refuse at the end of DATA, once the From header is known. p=quarantine accepts the "
-         "message and keeps it away from the INBOX instead.",
-    "D": "at RCPT TO the MX has not seen the message yet, so it cannot know the From header that DMARC is about; "
-         "the DMARC decision comes after the final dot. (Refusing at RCPT is what a blocklist does.)",
+    "C": "that is p=reject: refuse at the end of DATA, once the From header is known.",
+    "D": "at RCPT TO the MX has not seen the message yet, so it cannot know the From header that DMARC is about.",
     "E": "once it has accepted a message, a receiver does not bounce it for a DMARC failure: the envelope sender "
-         "is forged, so the bounce would hit innocent Alice (backscatter). With p=quarantine it answers 250 and "
-         "keeps the message away from the INBOX.",
+         "is forged, so the bounce would hit innocent Alice (backscatter).",
+}
+# A question for each wrong letter: how to find out, never which letter is right.
+_ASK = {
+    "A": "What does RFC 7489 section 6.3 say p=quarantine asks of a receiver, compared with p=none?",
+    "B": "What does RFC 7489 section 6.3 say p=quarantine asks of a receiver?",
+    "C": "Which of the three policies asks for a refusal (RFC 7489 section 6.3)?",
+    "D": "When does the MX first see the From: header that DMARC is about: at RCPT TO, or after the message?",
+    "E": "Whose address is in the envelope of a forgery, and who would receive a bounce about it?",
 }
 
 
 def check_quarantine_prediction(prediction: Any) -> Feedback:
-    """Compare the predicted letter with what a fresh lab with p=quarantine really does to the forgery."""
+    """Compare the predicted letter with what a fresh lab with p=quarantine really does to the forgery.
+
+    The first letter checked counts (`first_answer`); a wrong one gets a question to find out with, and the
+    cells after the check run the experiment.
+    """
     if _blank(prediction):
-        return unanswered("Write the letter of your prediction, e.g. prediction = \"A\".", QUARANTINE)
-    letter = str(prediction).strip().strip("().: ").upper()[:1] if isinstance(prediction, str) else ""
-    if letter not in QUARANTINE_CHOICES:
+        return unanswered("Write the letter of your prediction.", QUARANTINE)
+    given = str(prediction).strip().strip("().: ").upper()[:1] if isinstance(prediction, str) else ""
+    if given not in QUARANTINE_CHOICES:
         return failed(f"{prediction!r} is not one of the choices: answer with one letter, "
                       f"{', '.join(QUARANTINE_CHOICES)}.", QUARANTINE)
+    letter = first_answer(QUARANTINE, given)
+    note = changed_answer_note(letter, given)
     try:
         truth, said = _quarantine_outcome()
     except Exception as exc:  # the check must never crash a Run-All
         return failed(f"the check could not run its own lab with p=quarantine: {exc}", QUARANTINE)
     if letter == truth:
-        return passed(f"Right ({letter}: {QUARANTINE_CHOICES[letter]}). In a fresh lab with p=quarantine, {said}. "
-                      f"{_WHY_NOT[letter]} Bob's mail program shows Junk as a folder over IMAP.", QUARANTINE)
-    return failed(f"not {letter} ({QUARANTINE_CHOICES[letter]}): {_WHY_NOT[letter]} What really happened in a fresh "
-                  f"lab with p=quarantine: {said}.", QUARANTINE)
+        return passed(f"{note}Right ({letter}: {QUARANTINE_CHOICES[letter]}). In a fresh lab with p=quarantine, "
+                      f"{said}. {_WHY[letter]} Bob's mail program shows Junk as a folder over IMAP.", QUARANTINE)
+    return failed(f"{note}Not what mx1 did with p=quarantine. {_ASK[letter]} The next cells run the forgery in a "
+                  "lab with p=quarantine: compare.", QUARANTINE)
 
 
 # --- exercise 2: an SPF record for example.com ---
