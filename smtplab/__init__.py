@@ -13,6 +13,7 @@ from .client import SendResult, SmtpSession
 from .clock import ClockError, VirtualClock
 from .errors import (
     DnsLookupError,
+    DnsOfflineError,
     LabDirectoryError,
     LabNotRunning,
     PortInUse,
@@ -89,6 +90,7 @@ __all__ = [
     "UnknownHost",
     "UnknownUser",
     "DnsLookupError",
+    "DnsOfflineError",
     "SendError",
     "SessionError",
     "ClockError",

@@ -12,6 +12,7 @@ __all__ = [
     "UnknownHost",
     "UnknownUser",
     "DnsLookupError",
+    "DnsOfflineError",
     "SendError",
     "SessionError",
     "UnknownMessage",
@@ -60,6 +61,10 @@ class DnsLookupError(SmtpLabError, LookupError):
     def __init__(self, message: str, rcode: str = "") -> None:
         super().__init__(message)
         self.rcode = rcode
+
+
+class DnsOfflineError(DnsLookupError):
+    """A real-world lookup could not reach the Internet's DNS: nothing can be said about the name."""
 
 
 class SendError(SmtpLabError):

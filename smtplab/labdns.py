@@ -32,7 +32,7 @@ import dns.resolver
 import dns.rrset
 import dns.zone
 
-from .errors import DnsLookupError
+from .errors import DnsLookupError, DnsOfflineError
 from .events import DnsAnswer, DnsError, DnsQuery
 from .guard import BACKLOG, ConnectionGuard, FloodControl
 from .trace import Trace, announce_dns_question, current_correlation
@@ -784,9 +784,33 @@ def lookup_mx(
                 ) from None
         resolver.lifetime = timeout
         resolver.timeout = timeout
-        return await lookup_mx_async(domain, resolver)
+        try:
+            return await lookup_mx_async(domain, resolver)
+        except DnsLookupError as exc:
+            if nameservers is not None or await _reaches_internet_dns(resolver):
+                raise
+            if exc.rcode == "NXDOMAIN":
+                raise DnsOfflineError(
+                    f"cannot reach the Internet's DNS: this computer's resolver says even the top-level domain "
+                    f"'com' does not exist, so its NXDOMAIN for {domain} means nothing. "
+                    "The lab's own DNS always works: lookup_mx(domain, lab=lab)", exc.rcode
+                ) from None
+            raise DnsOfflineError(f"cannot reach the Internet's DNS ({exc})", exc.rcode) from None
 
     return asyncio.run(run()) if not _loop_running() else _run_in_thread(run)
+
+
+async def _reaches_internet_dns(resolver: dns.asyncresolver.Resolver) -> bool:
+    """Whether the resolver answers for a name that always exists: the top-level domain 'com' (its SOA).
+
+    A network without outside DNS (a sandbox, a captive portal) may answer NXDOMAIN for every name, and
+    offline there is no answer at all; either way a lookup's "does not exist" would be an invention.
+    """
+    try:
+        answer = await resolver.resolve("com.", "SOA", raise_on_no_answer=False)
+    except (dns.exception.DNSException, OSError):
+        return False
+    return answer.rrset is not None
 
 
 def _loop_running() -> bool:
