@@ -542,9 +542,11 @@ class Relay:
         if port is None:
             # Only lab hosts (all on loopback) are ever connected to: mail never leaves the machine.
             error = f"{exchange} has no address" if not address else f"nothing listens for SMTP on {address}"
+            # RFC 3463: X.4.4 "unable to route" (no address for the MX); X.4.1 "no answer from host".
+            reply = f"451 4.4.4 {error}" if not address else f"451 4.4.1 {error}"
             self._event(entry, f"cannot connect to {exchange}: {error}", "connect-failed", mx=exchange,
-                        address=address, reply=f"451 4.4.1 {error}")
-            return _Outcome({}, False, f"451 4.4.1 {error}")
+                        address=address, reply=reply)
+            return _Outcome({}, False, reply)
         source = self._host_address(entry.host)
         require = await self._requirement(entry, exchange, source, rcpts)
         if require is not None and require.refused:

@@ -37,3 +37,19 @@ def test_lab_lookup_of_an_unknown_name_is_not_called_offline(lab: smtplab.Lab) -
     with pytest.raises(smtplab.DnsLookupError) as caught:
         lab.lookup_mx("nothere.example.net")
     assert not isinstance(caught.value, smtplab.DnsOfflineError)
+
+
+def test_an_mx_without_an_address_is_unroutable_x44_not_no_answer_x41() -> None:
+    """RFC 3463: X.4.4 is "unable to route"; X.4.1 ("no answer from host") is for a host that does not answer."""
+    from smtplab.exercises import nb06
+
+    lab = nb06.start_mystery_lab()
+    try:
+        payment = next(item for item in lab.queue
+                       if any(r.address.endswith("@bobsbikes.example") for r in item.recipients))
+        status = payment.recipients[0]
+        assert status.state == "deferred"
+        assert status.last_reply.startswith("451 4.4.4 "), status.last_reply
+        assert "has no address" in status.last_reply
+    finally:
+        lab.stop()
