@@ -41,9 +41,9 @@ def test_lab_lookup_of_an_unknown_name_is_not_called_offline(lab: smtplab.Lab) -
 
 def test_an_mx_without_an_address_is_unroutable_x44_not_no_answer_x41() -> None:
     """RFC 3463: X.4.4 is "unable to route"; X.4.1 ("no answer from host") is for a host that does not answer."""
-    from smtplab.exercises import nb06
+    from smtplab.exercises import nb07
 
-    lab = nb06.start_mystery_lab()
+    lab = nb07.start_mystery_lab()
     try:
         payment = next(item for item in lab.queue
                        if any(r.address.endswith("@bobsbikes.example") for r in item.recipients))

@@ -1,4 +1,4 @@
-"""Notebook 06 (capstone), "Bob never got the mail": a lab with hidden faults, and the checks.
+"""Notebook 07 (capstone), "Bob never got the mail": a lab with hidden faults, and the checks.
 
 `start_mystery_lab()` starts a lab, breaks it in a few independent ways without saying how, and sends
 this morning's messages from alice@example.org (a copy of each is in her Sent folder). The learner
@@ -190,7 +190,7 @@ def _case(lab: Any, key: str) -> tuple[SendResult, QueueItem] | str:
     """Return this morning's message `key` and its queue entry, or why they cannot be found."""
     results = _sent.get(lab) if isinstance(lab, Lab) else None
     if results is None:
-        return ("this check needs the lab of this notebook: lab = nb06.start_mystery_lab() (a lab from "
+        return ("this check needs the lab of this notebook: lab = nb07.start_mystery_lab() (a lab from "
                 "smtplab.start() has no mystery in it).")
     result = results[key]
     try:
@@ -220,7 +220,7 @@ def _cause(value: Any, exercise: str, example: str) -> str | Feedback:
     tried in turn would otherwise find the diagnosis without any.
     """
     if _blank(value):
-        return unanswered(f"Choose the cause from nb06.CAUSES and write its key in {example}.", exercise)
+        return unanswered(f"Choose the cause from nb07.CAUSES and write its key in {example}.", exercise)
     key = str(value).strip().lower().replace("_", "-").replace(" ", "-")
     if key not in CAUSES:
         return failed(f"{value!r} is not one of the causes. Choose one of: {', '.join(CAUSES)}.", exercise)
@@ -310,7 +310,7 @@ def _dsn_diagnostic(lab: Any, message_id: str, recipient: str) -> str:
 def check_ride(lab: Any, cause: Any, delivered_by: Any) -> Feedback:
     """The ride message reached Bob through mx2 while mx1 was down: a red herring."""
     if _blank(cause) and _blank(delivered_by):
-        return unanswered("Set ride_cause to a key of nb06.CAUSES and ride_delivered_by to the host that put "
+        return unanswered("Set ride_cause to a key of nb07.CAUSES and ride_delivered_by to the host that put "
                           "the message into Bob's mailbox.", RIDE)
     case = _case(lab, "ride")
     if isinstance(case, str):
@@ -371,7 +371,7 @@ def _ride_host(lab: Any, value: Any, truth: str, refused: str, where: str) -> Fe
 def check_payment(lab: Any, cause: Any, mx_name: Any) -> Feedback:
     """The payment note waits in the queue: bobsbikes.example's MX names a host that has no address."""
     if _blank(cause) and _blank(mx_name):
-        return unanswered("Set payment_cause to a key of nb06.CAUSES and payment_mx to the host name the MX "
+        return unanswered("Set payment_cause to a key of nb07.CAUSES and payment_mx to the host name the MX "
                           f"record of {SHOP_DOMAIN} gives.", PAYMENT)
     case = _case(lab, "payment")
     if isinstance(case, str):
@@ -437,7 +437,7 @@ def _payment_mx(lab: Any, value: Any, exchange: str, rcode: str, real: list[str]
 def check_route(lab: Any, cause: Any, reply: Any) -> Feedback:
     """The route bounced at once: riders@example.net's server refuses it by a rule (550 5.7.1)."""
     if _blank(cause) and _blank(reply):
-        return unanswered("Set route_cause to a key of nb06.CAUSES and route_reply to the reply code the "
+        return unanswered("Set route_cause to a key of nb07.CAUSES and route_reply to the reply code the "
                           f"server gave for {RULED}.", ROUTE)
     case = _case(lab, "route")
     if isinstance(case, str):
@@ -483,7 +483,7 @@ def _route_cause(value: Any, status: RecipientStatus, truth: str, dsn: str) -> F
 def check_photos(lab: Any, cause: Any, reply: Any) -> Feedback:
     """Bob got the photos, Carol did not: her mailbox is full (452 4.2.2), retried until the queue gives up."""
     if _blank(cause) and _blank(reply):
-        return unanswered("Set photos_cause to a key of nb06.CAUSES (for Carol's copy) and photos_reply to the "
+        return unanswered("Set photos_cause to a key of nb07.CAUSES (for Carol's copy) and photos_reply to the "
                           f"reply code the server gave for {FULL_MAILBOX}.", PHOTOS)
     case = _case(lab, "photos")
     if isinstance(case, str):
