@@ -1,4 +1,4 @@
-"""The exercise checks of notebook 05 (security), against real labs.
+"""The exercise checks of notebook 05 (authentication and TLS), against real labs.
 
 Every check passes on the solution, fails with the right explanation on typical wrong answers, and says
 "not answered yet" (without raising) on the notebook's placeholder.
@@ -27,7 +27,7 @@ from smtplab.exercises import forget_answers, nb05
 
 BOB = "bob@example.net"
 ALICE = "alice@example.org"
-NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "05-security.ipynb"
+NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "05-auth-tls.ipynb"
 
 
 # --- exercise 1: read the password off the wire ---
@@ -106,6 +106,11 @@ def test_password_wrong_answers_are_explained(careless_lab: Any) -> None:
 def test_password_placeholder_is_unanswered(careless_lab: Any) -> None:
     for placeholder in (None, ..., "", "   "):
         assert_unanswered(nb05.check_stolen_password(careless_lab, placeholder))
+
+    def steal_password(wire_text: str) -> None:
+        ...  # the notebook's placeholder: the function exists, its body does not yet
+
+    assert_unanswered(nb05.check_stolen_password(careless_lab, steal_password))
 
 
 def test_password_check_finds_nothing_when_every_login_used_tls(lab: smtplab.Lab) -> None:

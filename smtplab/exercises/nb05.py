@@ -1,4 +1,4 @@
-"""Exercises of notebook 05 (security): a password read off the wire, an SPF record of your own, DMARC
+"""Exercises of notebook 05 (authentication and TLS): a password read off the wire, an SPF record of your own, DMARC
 alignment, and what p=quarantine does to a forgery.
 
 Each check asks the real lab: the bytes an eavesdropper saw on an SMTP connection, a forgery sent from
@@ -180,6 +180,9 @@ def check_stolen_password(lab: Any, steal: Any) -> Feedback:
     if error:
         return failed(f"steal_password(wire_text) raised {error}. Try your steps one at a time in a cell on "
                       "wire_text.", PASSWORD)
+    if _blank(answer):
+        return unanswered("steal_password returns nothing yet: write its steps, and end it with return and the "
+                          "password.", PASSWORD)
     verdict = _judge_password(lab, answer, captures)
     if not verdict.ok:
         return verdict
