@@ -1,0 +1,100 @@
+"""Exercises of notebook 06 (anti-spam): write a message that a content filter files as Junk.
+
+The check reads what really happened in the lab: Bob's folders, the X-Spam-Score and X-Spam-Report
+headers his MX wrote, and the relay queue. Only a message the learner sent after the exercise began
+counts, so the notebook's own example does not pass it.
+"""
+
+from __future__ import annotations
+
+import weakref
+from email.message import Message
+from typing import Any
+
+from ..errors import SmtpLabError
+from . import Feedback, failed, passed, unanswered
+
+__all__ = ["begin_junk_exercise", "check_over_the_line", "NOTEBOOK_SUBJECT"]
+
+JUNK = "Exercise 1 · over the line"
+ALICE = "alice@example.org"
+BOB = "bob@example.net"
+NOTEBOOK_SUBJECT = "YOU ARE A WINNER"  # the notebook's own example: it does not count
+
+# Where the trace stood when each lab's exercise began: only messages sent after it are the learner's.
+_START: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+
+
+def begin_junk_exercise(lab: Any) -> None:
+    """Mark the start of the exercise: messages sent before it (the notebook's) do not count."""
+    _START[lab] = lab.mark()
+
+
+def _blank(value: Any) -> bool:
+    return value is None or value is ...
+
+
+def _copy(lab: Any, message_id: str) -> tuple[str, Message | None]:
+    for folder in ("INBOX", "Junk"):
+        for message in lab.messages(BOB, folder):
+            if str(message.get("Message-ID", "")).strip() == message_id.strip():
+                return folder, message
+    return "", None
+
+
+def _report(message: Message) -> tuple[float, str]:
+    """(score, the rules that fired) as Bob's MX wrote them into the message."""
+    try:
+        value = float(str(message.get("X-Spam-Score", "0")))
+    except ValueError:
+        value = 0.0
+    report = " ".join(str(message.get("X-Spam-Report", "")).split())
+    rules = report.split("rules:", 1)[1].strip() if "rules:" in report else "none"
+    return value, rules or "none"
+
+
+def check_over_the_line(lab: Any, result: Any) -> Feedback:
+    """Pass when the learner's own message from Alice to Bob landed in Bob's Junk folder by its content."""
+    if _blank(result):
+        return unanswered("Send Alice's message to Bob with lab.send(...) and keep what it returns in my_result.",
+                          JUNK)
+    if not hasattr(result, "queue_id") or not hasattr(result, "message_id"):
+        return failed(f"my_result should be what lab.send(...) returns, not {type(result).__name__} {result!r}.",
+                      JUNK)
+    start = _START.get(lab)
+    if start is None:
+        return failed("run the exercise's first cell (it calls nb06.begin_junk_exercise(lab)) before you send: the "
+                      "check counts only messages sent after it.", JUNK)
+    events = lab.trace.for_message(result.queue_id)
+    if events and min(e.seq for e in events) <= start:
+        return failed("this message was sent before the exercise began: it is the notebook's own example. Write "
+                      "and send one of yours in the exercise cell.", JUNK)
+    if str(getattr(result, "sender", "")).lower() != ALICE or BOB not in [r.lower() for r in result.recipients]:
+        return failed(f"send it from {ALICE} to {BOB}: Alice is authenticated, so SPF, DKIM and DMARC pass, and only "
+                      "the content decides.", JUNK)
+    try:
+        lab.wait_for_delivery()
+        status = next(r for r in lab.queue_item(result.queue_id).recipients if r.address.lower() == BOB)
+        folder, message = _copy(lab, result.message_id)
+    except (KeyError, StopIteration, SmtpLabError) as exc:
+        return failed(f"the check could not find your message in this lab ({exc}). Send it again with the running "
+                      "lab.", JUNK)
+    if message is None:
+        if status.state == "bounced":
+            return failed(f"mx1 refused your message: '{status.last_reply}'. A score from the refusal threshold on "
+                          "(reject-at in X-Spam-Report) is refused, not filed: the exercise wants it accepted and "
+                          "filed as Junk.", JUNK)
+        return failed(f"your message has not reached Bob's folders: the queue says {status.state} "
+                      f"('{status.last_reply}'). Are mx1 and mx2 up?", JUNK)
+    value, rules = _report(message)
+    if str(message.get("Subject", "")).strip() == NOTEBOOK_SUBJECT:
+        return failed(f"that is the notebook's subject, '{NOTEBOOK_SUBJECT}': write a message of your own.", JUNK)
+    if folder == "INBOX":
+        return failed(f"your message is in Bob's INBOX with X-Spam-Score {value:g} (rules that fired: {rules}). Junk "
+                      "starts at the junk-at score in its X-Spam-Report. Which rules of smtplab.spam.RULES could "
+                      "your text trigger? smtplab.spam.score(raw_bytes) lets you try before you send.", JUNK)
+    auth = " ".join(str(message.get("Authentication-Results", "")).split())
+    return passed(f"Right: Bob's MX filed your message in Junk with X-Spam-Score {value:g}; the rules that fired: "
+                  f"{rules}. Its Authentication-Results say {auth.split(';', 1)[-1].strip()}: the sender is "
+                  "genuine, the content alone moved it over the line. A real filter weighs hundreds of such rules, "
+                  "and learns from what users mark as spam.", JUNK)
