@@ -56,8 +56,9 @@ EXPECTED = {
     "02-mx-lookup": {"widgets": 1, "diagrams": 1},
     "03-relay-and-delivery": {"widgets": 1, "diagrams": 2},
     "04-imap": {"widgets": 1, "diagrams": 0},
-    "05-security": {"widgets": 0, "diagrams": 3},
-    "06-capstone": {"widgets": 0, "diagrams": 2},
+    "05-auth-tls": {"widgets": 0, "diagrams": 3},
+    "06-anti-spam": {"widgets": 0, "diagrams": 0},
+    "07-capstone": {"widgets": 0, "diagrams": 2},
 }
 
 # JupyterLab's user settings for the test: every cell stays in the DOM (no windowing), no "scroll past the

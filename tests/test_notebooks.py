@@ -37,6 +37,15 @@ def test_notebook_is_committed_without_outputs(path: Path) -> None:
     assert not dirty, f"{path.name}: code cells {dirty} have outputs or execution counts; clear them before committing"
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS + SOLUTIONS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_cell_is_tagged_core_or_optional(path: Path) -> None:
+    """docs/teaching.md builds its class plans from the core cells: every cell says which it is."""
+    nb = nbformat.read(path, as_version=4)
+    untagged = [cell.get("id", index) for index, cell in enumerate(nb.cells)
+                if len({"core", "optional"} & set(cell.metadata.get("tags", []))) != 1]
+    assert not untagged, f"{path.name}: cells {untagged} need exactly one of the tags core, optional"
+
+
 def execute(path: Path) -> nbformat.NotebookNode:
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(
