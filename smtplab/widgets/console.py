@@ -11,12 +11,13 @@ from ..client import SmtpSession
 from ..errors import SmtpLabError
 from ..replies import Reply
 from . import html
+from .summary import StaticSummary
 
 COMMANDS = ("EHLO", "STARTTLS", "AUTH", "MAIL", "RCPT", "DATA", "message", ".", "RSET", "NOOP", "QUIT")
 SENT_AT_ONCE = ("message", ".")  # these have nothing to edit: they are sent when clicked
 
 
-class HandshakeConsole(w.VBox):
+class HandshakeConsole(StaticSummary, w.VBox):
     """Buttons for the next sensible commands, a free line for anything, and the server's answers."""
 
     def __init__(self, lab: Any, host: str = "smtp.example.org", service: str | None = None) -> None:
@@ -52,6 +53,12 @@ class HandshakeConsole(w.VBox):
             w.Tab(children=[self.transcript_html, self.ladder_html], titles=("transcript", "ladder diagram")),
         ])
         self.reset()
+
+    def summary(self) -> str:
+        name, service = self.target.value
+        lines = len(self.session.transcript) if self.session is not None else 0
+        return (f"Handshake console: an SMTP conversation with {name} ({service}), {lines} transcript line(s) "
+                "so far, with buttons for the next sensible command.")
 
     # --- actions (each is one call on the core session) ---
     def reset(self) -> None:

@@ -13,11 +13,12 @@ import ipywidgets as w
 
 from ..hops import received_hops
 from . import html
+from .summary import StaticSummary
 
 _FETCH = re.compile(rb"UID (\d+).*FLAGS \(([^)]*)\)", re.S)
 
 
-class MailboxViewer(w.VBox):
+class MailboxViewer(StaticSummary, w.VBox):
     """A small IMAP client: folders, message list with flags, one message in full, and its transcript."""
 
     def __init__(self, lab: Any, address: str | None = None) -> None:
@@ -46,6 +47,11 @@ class MailboxViewer(w.VBox):
             w.Accordion(children=[self.raw_html, self.imap_html],
                         titles=("raw source", "what this viewer said over IMAP")),
         ])
+
+
+    def summary(self) -> str:
+        state = "logged in over IMAP" if self.client is not None else "not logged in yet"
+        return f"Mailbox viewer: {self.user.value}'s mailbox, {state}, {len(self.messages.options)} message(s) listed."
 
     def login(self) -> None:
         """Connect to the user's IMAP host, STARTTLS, LOGIN, and list the folders."""

@@ -10,9 +10,10 @@ import ipywidgets as w
 from ..errors import DnsLookupError
 from ..labdns import MXRecord, lookup_mx
 from . import html
+from .summary import StaticSummary
 
 
-class MxExplorer(w.VBox):
+class MxExplorer(StaticSummary, w.VBox):
     """Look up a domain's MX records in the lab DNS (or, optionally, the real one)."""
 
     def __init__(self, lab: Any, domain: str = "example.net") -> None:
@@ -29,6 +30,11 @@ class MxExplorer(w.VBox):
             self.result_html,
             w.Accordion(children=[self.raw_html], titles=("the raw DNS question and answer",)),
         ])
+
+
+    def summary(self) -> str:
+        found = ", ".join(f"{r.preference} {r.exchange}" for r in self.records) or "not looked up yet"
+        return f"MX explorer: the MX records of {self.domain.value}: {found}."
 
     def lookup(self) -> list[MXRecord]:
         """Look the domain up and show the records, the first one a relay would try highlighted."""

@@ -9,12 +9,13 @@ import ipywidgets as w
 
 from ..errors import SmtpLabError
 from . import html
+from .summary import StaticSummary
 
 FAULT_MODES = ("ok", "down", "4xx", "5xx")
 STEPS = ("1m", "5m", "15m", "1h", "4h", "1d", "5d")
 
 
-class RelayTracker(w.VBox):
+class RelayTracker(StaticSummary, w.VBox):
     """Send a message and follow it through the queue; toggle faults on the receiving hosts."""
 
     def __init__(self, lab: Any, sender: str | None = None, to: str = "bob@example.net, nobody@example.net") -> None:
@@ -53,6 +54,12 @@ class RelayTracker(w.VBox):
             w.Accordion(children=[self.topology_html], titles=("where it went (topology)",)),
         ])
         self.refresh()
+
+
+    def summary(self) -> str:
+        sent = f"last message sent: queue id {self.last_queue_id}" if self.last_queue_id else "nothing sent yet"
+        return (f"Relay tracker: send from {self.sender.value} to {self.to.value}, switch each MX between ok, "
+                f"down, 4xx and 5xx, and move the lab clock; {sent}.")
 
     def submit(self) -> None:
         """Submit the composed message as the chosen sender (STARTTLS + AUTH, like a mail client)."""

@@ -1,0 +1,30 @@
+"""Widgets in a static view (GitHub, nbviewer, a PDF export) read as a sentence, not as a box of boxes."""
+
+from __future__ import annotations
+
+import pytest
+
+import smtplab
+from smtplab.widgets import HandshakeConsole, MailboxViewer, MxExplorer, RelayTracker
+
+
+@pytest.mark.parametrize(("make", "phrases"), [
+    (lambda lab: HandshakeConsole(lab, "mx1.example.net"), ["Handshake console", "mx1.example.net (smtp)"]),
+    (lambda lab: MxExplorer(lab, "example.net"), ["MX explorer", "example.net"]),
+    (lambda lab: RelayTracker(lab), ["Relay tracker", "alice@example.org"]),
+    (lambda lab: MailboxViewer(lab, "bob@example.net"), ["Mailbox viewer", "bob@example.net", "not logged in"]),
+])
+def test_a_saved_widget_output_reads_as_a_sentence(lab: smtplab.Lab, make, phrases) -> None:  # type: ignore[no-untyped-def]
+    bundle = make(lab)._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle, "live Jupyter still gets the widget"
+    for mime in ("text/plain", "text/html"):
+        assert "children=" not in bundle[mime] and "Box(" not in bundle[mime], bundle[mime]
+        assert "run the notebook in Jupyter" in bundle[mime]
+        for phrase in phrases:
+            assert phrase in bundle[mime], (phrase, bundle[mime])
+
+
+def test_the_summary_follows_the_widgets_state(lab: smtplab.Lab) -> None:
+    explorer = MxExplorer(lab, "example.net")
+    explorer.lookup()
+    assert "10 mx1.example.net, 20 mx2.example.net" in explorer._repr_mimebundle_()["text/plain"]
