@@ -15,6 +15,7 @@ NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
 SOLUTIONS = sorted((NOTEBOOKS_DIR / "solutions").glob("*.ipynb"))
 FEEDBACK = re.compile(r"<div class='smtplab-feedback'[^>]*><span style='color:[^']*'>(.)</span>(.*?)</div>", re.S)
 CELL_TIMEOUT = 120  # seconds per cell
+RUNS = 2  # top to bottom, then again in the same kernel
 ANSI_COLOURS = re.compile(r"\x1b\[[0-9;]*m")  # IPython colours its tracebacks
 
 pytestmark = pytest.mark.notebook
@@ -56,7 +57,12 @@ def execute(path: Path) -> nbformat.NotebookNode:
     )
     failure = None
     try:
-        client.execute()
+        # Twice in one kernel, as a learner does with Run All after Run All: the second run must start a
+        # fresh lab over the first, and every check must judge the same answers the same way.
+        with client.setup_kernel():
+            for _ in range(RUNS):
+                for index, cell in enumerate(nb.cells):
+                    client.execute_cell(cell, index)
     except CellExecutionError as exc:
         # The message holds the failing cell's source and its traceback, as a learner would see them.
         failure = ANSI_COLOURS.sub("", str(exc))
