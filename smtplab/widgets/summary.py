@@ -8,6 +8,7 @@ while a static viewer shows what the widget was, what state it was in, and that 
 
 from __future__ import annotations
 
+import textwrap
 from html import escape
 from typing import Any
 
@@ -22,14 +23,14 @@ class StaticSummary:
         raise NotImplementedError
 
     def __repr__(self) -> str:
-        return f"{self.summary()} {LIVE}"
+        return textwrap.fill(f"{self.summary()} {LIVE}", 110)
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         data = super()._repr_mimebundle_(**kwargs)  # type: ignore[misc]
         if data is None:
             return None
         text = self.summary()
-        data["text/plain"] = f"{text} {LIVE}"
+        data["text/plain"] = textwrap.fill(f"{text} {LIVE}", 110)  # no line wider than the notebook
         data["text/html"] = (f"<div class='smtplab-widget-summary' style='border:1px dashed #8c959f;padding:4px 8px'>"
                              f"{escape(text)} <i>{escape(LIVE)}</i></div>")
         return data
