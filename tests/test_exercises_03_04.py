@@ -359,3 +359,12 @@ def test_settle_leaves_no_answer_behind(mailbox: smtplab.Lab) -> None:
     imap.logout()
     assert nb04.settle(mailbox)
     assert mailbox.trace.filter(protocol="imap")[-1].kind == "close"
+
+
+def test_dsn_wrong_answers_give_nothing_away(lab: smtplab.Lab) -> None:
+    mystery = nb03.send_mystery(lab)
+    for status, recipient in [("4.2.1", BOB), ("5.1.1", BOB), ("550", BOB), ("5.2.1", ALICE), ("x", "y"),
+                              ("5.2.1", "nobody@example.net")]:
+        feedback = nb03.check_dsn(lab, mystery, status, recipient)
+        given = {status, recipient}
+        assert_not_told(feedback, *[truth for truth in ("5.2.1", BOB) if truth not in given])

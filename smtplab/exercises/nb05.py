@@ -415,7 +415,8 @@ def check_spf_record(scenario: Any) -> Feedback:
     if g_result != "pass":
         alice = " (127.0.1.10 is smtp.example.org, Alice's server)" if "127.0.1.10" in shown else ""
         return failed(f"Carol's real mail got spf={g_result} ({g_reason}): your record does not list the host her mail "
-                      f"leaves from{alice}. {where} Name it with a:{CAROL_HOST}, mx, or ip4:{carol_address}.", SPF)
+                      f"leaves from{alice}. {where} Which of the SPF parts in the table above names a host, or a "
+                      "domain's mail servers?", SPF)
     if f_result == "pass":
         return failed(f"Carol's mail passes, but so does mallory's forgery: your record lets {evil_address} send for "
                       f"example.com too. {where} List only the hosts that really send example.com's mail "
