@@ -165,7 +165,7 @@ def test_spf_wrong_records_are_explained(records: Any, phrases: list[str]) -> No
     feedback = nb05.check_spf_record(carol_lab(records))
     assert_failed(feedback, *phrases)
     if "ip4:127.0.1.10" in str(records):
-        assert_not_told(feedback, "a:mail.example.com", " mx,", "-all\"")
+        assert_not_told(feedback, "a:mail.example.com", " mx,")
 
 
 def test_spf_placeholder_and_broken_scenarios() -> None:
