@@ -298,9 +298,10 @@ def open_a_message(viewer: Locator) -> None:
     """MailboxViewer: log in over IMAP, pick the first message, see its route, headers and body."""
     viewer.get_by_role("button", name="Log in (IMAP)").click()
     messages = viewer.locator(".widget-select select")
-    expect(messages.locator("option")).to_have_count(3, timeout=CLICK_REPLY)  # the three Alice sent
+    expect(messages.locator("option")).to_have_count(4, timeout=CLICK_REPLY)  # the four Alice sent
     first = messages.locator("option").first.get_attribute("value") or ""
-    subjects = [s for s in ("Lunch on Friday?", "Project report", "Photos from the trip") if s in first]
+    subjects = [s for s in ("Weekly newsletter", "Lunch on Friday?", "Project report", "Photos from the trip")
+                if s in first]
     assert subjects, f"the first message in the list is not one Alice sent: {first!r}"
     subject = subjects[0]
     messages.select_option(index=0)
