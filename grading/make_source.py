@@ -66,7 +66,9 @@ def source_notebook(name: str) -> nbformat.NotebookNode:
                            "display(feedback)\n"
                            "assert feedback.ok, str(feedback)")
             cell.metadata["nbgrader"] = _meta("test", f"{cell.get('id')}-check", points=1)
-    assert checks, f"{name}: no check cell found"
+    if not checks:
+        raise ValueError(f"{name}: no cell of its own runs a check (nbNN.check_...(...)), so nbgrader has no test "
+                         "cell to grade; give each check a cell of its own")
     return out
 
 
@@ -77,9 +79,14 @@ def build(course_dir: Path) -> list[str]:
     shutil.copy(Path(__file__).with_name("nbgrader_config.py"), course_dir / "nbgrader_config.py")
     for path in sorted(NOTEBOOKS.glob("*.ipynb")):
         name = path.stem
+        try:
+            notebook = source_notebook(name)
+        except ValueError as exc:  # a lesson written another way is left out, and says why
+            print(f"skipped {exc}", file=sys.stderr)
+            continue
         target = course_dir / "source" / name
         target.mkdir(parents=True, exist_ok=True)
-        nbformat.write(source_notebook(name), target / f"{name}.ipynb")
+        nbformat.write(notebook, target / f"{name}.ipynb")
         assignments.append(name)
     return assignments
 
