@@ -59,6 +59,7 @@ EXPECTED = {
     "05-auth-tls": {"widgets": 0, "diagrams": 3},
     "06-anti-spam": {"widgets": 0, "diagrams": 0},
     "07-capstone": {"widgets": 0, "diagrams": 2},
+    "12-tls-downgrade": {"widgets": 0, "diagrams": 3},
 }
 
 # JupyterLab's user settings for the test: every cell stays in the DOM (no windowing), no "scroll past the
