@@ -59,6 +59,10 @@ EXPECTED = {
     "05-auth-tls": {"widgets": 0, "diagrams": 3},
     "06-anti-spam": {"widgets": 0, "diagrams": 0},
     "07-capstone": {"widgets": 0, "diagrams": 2},
+    "08-wireshark": {"widgets": 0, "diagrams": 0},
+    "09-the-message": {"widgets": 0, "diagrams": 0},
+    "10-your-own-client": {"widgets": 0, "diagrams": 0},
+    "11-reputation": {"widgets": 0, "diagrams": 0},
     "12-tls-downgrade": {"widgets": 0, "diagrams": 3},
 }
 
