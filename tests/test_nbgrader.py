@@ -51,7 +51,7 @@ def _nbgrader(course: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def course(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("course")
     assignments = _make_source().build(directory)  # type: ignore[attr-defined]
-    course = sorted(p.stem for p in (ROOT / "notebooks").glob("0*.ipynb"))  # the course's lessons 00-07
+    course = sorted(p.stem for p in (ROOT / "notebooks").glob("0[0-7]-*.ipynb"))  # the course's lessons 00-07
     assert set(course) <= set(assignments), set(course) - set(assignments)
     for assignment in assignments:
         _nbgrader(directory, "generate_assignment", assignment, "--force")
