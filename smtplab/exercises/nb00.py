@@ -78,7 +78,7 @@ def check_delivering_host(lab: Any, result: Any, answer: Any) -> Feedback:
     note = changed_answer_note(name, given)
     if name == truth:
         copy = _delivered_copy(lab, result.message_id, status.address)
-        evidence = (f" The topmost Received header of Bob's copy: {_one_line(copy.get_all('Received')[0])}"
+        evidence = (f" The topmost Received header of Bob's copy: {_one_line((copy.get_all('Received') or [''])[0])}"
                     if copy is not None and copy.get_all("Received") else "")
         return passed(f"{note}Right: {truth} accepted the message for {status.address} over SMTP and stored it in "
                       f"his Maildir ('{status.last_reply}').{evidence}", DELIVERER)

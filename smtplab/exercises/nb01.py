@@ -88,7 +88,9 @@ def _steps(transcript: list[str]) -> list[_Step]:
     return steps
 
 
-def _said(reply: Reply) -> str:
+def _said(reply: Reply | None) -> str:
+    if reply is None:
+        return "nothing"
     first = reply.lines[0] if reply.lines else ""
     return " ".join(str(part) for part in (reply.code, reply.enhanced, first) if part)
 

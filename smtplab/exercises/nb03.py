@@ -80,7 +80,7 @@ def check_fallback_prediction(lab: Any, prediction: Any, result: Any) -> Feedbac
                       "Did you switch off mx2 as well? Bring it back with lab.host(\"mx2\").up(), "
                       "send again and compare.", FALLBACK)
     hops = received_hops(message)
-    top = _one_line(message.get_all("Received")[0])
+    top = _one_line((message.get_all("Received") or [""])[0])
     truth = hops[-1].by
     mx1_down = not lab.host("mx1").is_up if "mx1.example.net" in lab.hosts else False
     if host == truth:
@@ -218,10 +218,12 @@ def _dsn_fields(message: Message) -> tuple[str, list[dict[str, str]]]:
         if kind == "message/delivery-status":
             payload = part.get_payload()
             if isinstance(payload, list):
-                blocks = [{k: _one_line(v) for k, v in block.items()} for block in payload[1:]]
+                blocks = [{k: _one_line(v) for k, v in block.items()} for block in payload[1:]
+                          if not isinstance(block, str)]
         elif kind in ("text/rfc822-headers", "message/rfc822-headers"):
-            text = part.get_payload(decode=True) or b""
-            for line in text.decode("utf-8", "replace").splitlines():
+            text = part.get_payload(decode=True)
+            raw = text if isinstance(text, bytes) else b""
+            for line in raw.decode("utf-8", "replace").splitlines():
                 if line.lower().startswith("message-id:"):
                     original = line.split(":", 1)[1].strip()
     return original, blocks

@@ -320,7 +320,7 @@ def check_ride(lab: Any, cause: Any, delivered_by: Any) -> Feedback:
     notes = _relay_notes(lab, item.queue_id)
     refused = _refusal_of(notes, "mx1.example.net") or "mx1.example.net was not tried"
     copy = _copy_in(lab, status.address, result.message_id)
-    top = _one_line(copy.get_all("Received")[0]) if copy is not None and copy.get_all("Received") else ""
+    top = _one_line((copy.get_all("Received") or [""])[0]) if copy is not None and copy.get_all("Received") else ""
     by = received_hops(copy)[-1].by if copy is not None and top else status.via
     where = f"the topmost Received header of Bob's copy: '{top}'" if top else f"the queue: delivered by {status.via}"
     return combine([_ride_cause(cause, status, refused), _ride_host(lab, delivered_by, by, refused, where)], RIDE)

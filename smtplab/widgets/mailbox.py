@@ -63,7 +63,7 @@ class MailboxViewer(StaticSummary, w.VBox):
             return
         self.local_port = self.client.sock.getsockname()[1]
         typ, data = self.client.list()
-        names = [_folder_name(line) for line in data if line]
+        names = [_folder_name(line) for line in data if isinstance(line, bytes)]
         self.refresh_button.disabled = False
         self.status_html.value = html.note(f"logged in as {self.user.value}", "ok")
         self.folders.options = names
@@ -75,11 +75,11 @@ class MailboxViewer(StaticSummary, w.VBox):
         if self.client is None or not self.folders.value:
             return
         typ, data = self.client.select(f'"{self.folders.value}"')
-        count = int(data[0]) if typ == "OK" else 0
-        options = []
+        count = int(data[0] or 0) if typ == "OK" else 0
+        options: list[tuple[str, int]] = []
         if count:
-            typ, data = self.client.fetch("1:*", "(UID FLAGS BODY.PEEK[HEADER.FIELDS (FROM SUBJECT DATE)])")
-            for item in data:
+            _, fetched = self.client.fetch("1:*", "(UID FLAGS BODY.PEEK[HEADER.FIELDS (FROM SUBJECT DATE)])")
+            for item in fetched:
                 if not isinstance(item, tuple):
                     continue
                 meta = _FETCH.search(item[0])
