@@ -36,7 +36,7 @@ HOSTS = [
     "imap.example.net",
 ]
 START_TIMEOUT = 60.0  # seconds for the first line; generous for a slow CI machine, but never forever
-STOP_TIMEOUT = 30.0
+STOP_TIMEOUT = 60.0  # a hang detector, above the lab's own 30 s bound on its shutdown stage
 
 
 class LabProcess:
@@ -53,6 +53,7 @@ class LabProcess:
             stderr=self._stderr,
             text=True,
             cwd=workdir,
+            env={**os.environ, "PYTHONFAULTHANDLER": "1"},  # a hung stop dumps every thread's stack (see stop)
         )
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._reader = threading.Thread(target=self._pump, daemon=True)
@@ -95,7 +96,10 @@ class LabProcess:
         try:
             code = self.proc.wait(STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
-            pytest.fail(f"smtplab did not stop within {STOP_TIMEOUT:g} s after signal {signum}")
+            self.proc.send_signal(signal.SIGABRT)  # faulthandler writes where each thread waits to stderr
+            self.proc.wait(STOP_TIMEOUT)
+            pytest.fail(f"smtplab did not stop within {STOP_TIMEOUT:g} s after signal {signum}; "
+                        f"its threads: {self.stderr()[-6000:]}")
         self._reader.join(STOP_TIMEOUT)
         return code
 
