@@ -104,8 +104,8 @@ def check_uidl(answer: Any, lab: Any) -> Feedback:
                       "unique-id. Answer with the part after the space.", UIDL)
     if text in numbers:
         return failed(f"{text!r} is a message number: it is valid in one session only, and the numbers change "
-                      "once messages are deleted (RFC 1939 §5 and §7). The unique-id is the string that "
-                      "client.uidl() gives after a message's number.", UIDL)
+                      "from login to login (RFC 1939 §4 numbers the messages when the maildrop is locked). The "
+                      "unique-id is the string that client.uidl() gives after a message's number.", UIDL)
     others = {uid: subject for uid, subject in maildrop}
     if text in others:
         return failed(f"{text!r} is the unique-id of the message with the subject {others[text]!r}. Read each "
@@ -155,7 +155,7 @@ def check_select_prediction(answer: Any, lab: Any) -> Feedback:
     if guess == shown:
         return passed(f"{note}Right: IMAP's SELECT INBOX reports {shown} EXISTS. DELE only marks a message; QUIT "
                       "moves the session to the UPDATE state, which removes the marked messages from the server "
-                      "(RFC 1939 §6). IMAP reads the same mailbox, so a second device has nothing left to read.",
+                      "(RFC 1939 §6). IMAP reads the same mailbox, so the laptop finds only what POP3 did not delete.",
                       PREDICT)
     return failed(f"{note}Not what IMAP reports for your prediction of {guess}. Find out why: run the next cell, "
                   "which shows SELECT's EXISTS, and read the POP3 lines of your session in the trace: which "
