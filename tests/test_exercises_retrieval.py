@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import poplib
 import ssl
+import threading
 
 from feedback_checks import (  # noqa: F401 (fresh_answers is an autouse fixture)
     assert_failed,
@@ -122,7 +123,11 @@ def test_prediction_without_quit_keeps_the_messages(lab: smtplab.Lab) -> None:
     try:
         assert_failed(retrieval.check_select_prediction(0, lab), "[IN-USE]", ".quit()")
     finally:
+        conn = lab.trace.connections("pop3")[-2]  # the learner's: the check's refused one came after it
+        closed = threading.Event()
+        lab.trace.subscribe(lambda e: closed.set() if e.conn == conn and e.kind == "close" else None)
         client.close()  # no QUIT: no UPDATE, the mark is forgotten
+    assert closed.wait(10), "the server saw the learner's connection close"  # and unlocked in the same step
     assert_failed(retrieval.check_select_prediction(0, lab), "prediction of 0")
 
 
