@@ -64,6 +64,7 @@ EXPECTED = {
     "10-your-own-client": {"widgets": 0, "diagrams": 0},
     "11-reputation": {"widgets": 0, "diagrams": 0},
     "12-tls-downgrade": {"widgets": 0, "diagrams": 3},
+    "13-pop3-and-imap": {"widgets": 0, "diagrams": 0},
 }
 
 # JupyterLab's user settings for the test: every cell stays in the DOM (no windowing), no "scroll past the
