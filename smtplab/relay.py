@@ -312,9 +312,6 @@ class Relay:
             entry = self._entries.get(queue_id)
             return entry.snapshot() if entry else None
 
-    def pending(self) -> list[QueueItem]:
-        return [item for item in self.items() if not item.done]
-
     def wait_settled(self, queue_id: str | None = None, timeout: float = 30.0) -> bool:
         """Block until no attempt is running (for `queue_id`, or for all); False on timeout."""
 
