@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ..journey import message_events
 from . import Feedback, failed, passed, unanswered
+from ._answers import is_blank
 
 __all__ = ["new_code_word", "check_code_word", "ENFORCE_CHOICES", "check_enforce_prediction", "mx_certificate",
            "check_tlsa_record"]
@@ -38,10 +39,6 @@ ENFORCE_CHOICES = {
 }
 
 
-def _blank(value: Any) -> bool:
-    return value is None or value is ... or (isinstance(value, str) and not value.strip())
-
-
 def new_code_word() -> str:
     """A code word for the message the attacker will read (new each run, so only the wire can tell it)."""
     return f"{secrets.choice(_WORDS)}-{secrets.randbelow(9000) + 1000}"
@@ -56,7 +53,7 @@ def _clear_text_at_mx(lab: Any, queue_id: str) -> bytes:
 
 def check_code_word(lab: Any, queue_id: str, answer: Any) -> Feedback:
     """The learner read the message's code word off the wire between the relay (via the attacker) and the MX."""
-    if _blank(answer):
+    if is_blank(answer):
         return unanswered("Type the code word you read in the clear text between DATA and the final dot.", WIRE)
     word = str(answer).strip()
     clear = _clear_text_at_mx(lab, queue_id)
@@ -79,7 +76,7 @@ def check_code_word(lab: Any, queue_id: str, answer: Any) -> Feedback:
 
 def check_enforce_prediction(choice: Any) -> Feedback:
     """A prediction, made before the cell that shows it: what the relay does with enforce under attack."""
-    if _blank(choice):
+    if is_blank(choice):
         return unanswered(f"Pick one of {', '.join(sorted(ENFORCE_CHOICES))} and run the cell again.", PREDICT)
     key = str(choice).strip().lower()[:1]
     if key not in ENFORCE_CHOICES:
@@ -113,7 +110,7 @@ def mx_certificate(lab: Any, host: str = "mx1.example.net") -> bytes:
 
 def check_tlsa_record(lab: Any, record: Any, host: str = "mx1.example.net") -> Feedback:
     """The learner computed `3 1 1 <sha-256 of the SubjectPublicKeyInfo>` for the MX's certificate."""
-    if _blank(record):
+    if is_blank(record):
         return unanswered("Build the string '3 1 1 ' followed by the hex SHA-256 digest you computed.", TLSA)
     parts = str(record).split()
     if len(parts) != 4 or parts[:3] != ["3", "1", "1"]:

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..events import SmtpData
 from . import Feedback, failed, passed, unanswered
+from ._answers import is_blank
 
 __all__ = ["check_structure", "check_encoded_word", "check_msa_added", "WORD_SUBJECT", "BOB", "MSA"]
 
@@ -32,10 +33,6 @@ WORD_SUBJECT = "Café für José"
 # RFC 2047 §2: encoded-word = "=?" charset "?" encoding "?" encoded-text "?="
 _ENCODED_WORD = re.compile(r"=\?([^?\s()<>@,;:\"/\[\].=]+)\?([QqBb])\?([^?\s]*)\?=")
 _LOOSE_WORD = re.compile(r"=\?[^?\s]+\?[QqBb]\?[^?]*\?=")  # the same with spaces allowed, to say what is wrong
-
-
-def _blank(answer: Any) -> bool:
-    return answer is None or answer is Ellipsis or (isinstance(answer, str) and not answer.strip())
 
 
 def _parts(message: Message) -> list[Message]:
@@ -78,7 +75,7 @@ def _delivered(lab: Any, subject: str) -> Message | None:
 
 def check_structure(msg: Any, lab: Any) -> Feedback:
     """Find the learner's message in Bob's mailbox by its Subject and check its MIME tree and encodings."""
-    if _blank(msg):
+    if is_blank(msg):
         return unanswered("Build msg with EmailMessage, send it to Bob through smtp.example.org, then pass msg "
                           "here.", STRUCTURE)
     if not isinstance(msg, Message):
@@ -133,7 +130,7 @@ def check_structure(msg: Any, lab: Any) -> Feedback:
 
 def check_encoded_word(answer: Any) -> Feedback:
     """An RFC 2047 header value, ASCII only, that a mail reader decodes to WORD_SUBJECT."""
-    if _blank(answer):
+    if is_blank(answer):
         return unanswered(f"Write the Subject header's value for {WORD_SUBJECT!r} as it must cross the wire, e.g. "
                           "subject_on_the_wire = '=?...?=' .", WORD)
     if not isinstance(answer, str):
@@ -189,7 +186,7 @@ def _data_headers(lab: Any, subject: str) -> tuple[list[str], list[str]]:
 
 def check_msa_added(answer: Any, msg: Any, lab: Any) -> Feedback:
     """The header fields smtp.example.org added to the learner's message of exercise 1 (names, any case)."""
-    if _blank(answer) or (isinstance(answer, (list, tuple, set)) and not answer):
+    if is_blank(answer) or (isinstance(answer, (list, tuple, set)) and not answer):
         return unanswered("List the names of the header fields smtp.example.org added to your message, e.g. "
                           "added = ['X-Example', ...].", ADDED)
     if isinstance(answer, str) or not all(isinstance(x, str) for x in answer):

@@ -12,6 +12,7 @@ from typing import Any
 from ..errors import SmtpLabError
 from ..hops import received_hops
 from . import Feedback, changed_answer_note, failed, first_answer, passed, unanswered
+from ._answers import is_blank
 
 __all__ = ["check_delivering_host", "check_reply"]
 
@@ -20,10 +21,6 @@ REPLY = "Exercise 2 · Bob answers"
 
 ALICE = "alice@example.org"
 BOB = "bob@example.net"
-
-
-def _blank(value: Any) -> bool:
-    return value is None or value is ... or (isinstance(value, str) and not value.strip())
 
 
 def _one_line(text: str) -> str:
@@ -54,7 +51,7 @@ def check_delivering_host(lab: Any, result: Any, answer: Any) -> Feedback:
     A wrong answer is told why that host cannot be it and where to look, never which host it was; the
     first well-formed answer counts (`first_answer`), so trying every host name in turn teaches nothing.
     """
-    if _blank(answer):
+    if is_blank(answer):
         return unanswered("Write a host name from lab.hosts, as a string.", DELIVERER)
     if not isinstance(answer, str):
         return failed(f"Give the host name as a string, like \"smtp.example.org\" (you gave {answer!r}).",
@@ -101,7 +98,7 @@ def check_delivering_host(lab: Any, result: Any, answer: Any) -> Feedback:
 
 def check_reply(lab: Any, reply: Any) -> Feedback:
     """Check that `reply` (the SendResult of lab.send) went from Bob to Alice and reached her mailbox."""
-    if _blank(reply):
+    if is_blank(reply):
         return unanswered("Send Bob's answer with lab.send(...), keep what it returns in reply, and run this "
                           "check again. Alice's call in 'Alice sends, Bob reads' shows the order of the "
                           "arguments.", REPLY)

@@ -15,6 +15,7 @@ from ..errors import SmtpLabError
 from ..hops import received_hops
 from ..replies import Reply
 from . import Feedback, changed_answer_note, failed, first_answer, passed, unanswered
+from ._answers import is_placeholder
 
 __all__ = ["check_dot_stuffing", "check_session", "check_starttls_prediction", "typing_session",
            "TypedSession", "DOT_LINES"]
@@ -33,10 +34,6 @@ DOT_LINES = (
 _COMMANDS = {"HELO", "EHLO", "MAIL", "RCPT", "DATA", "RSET", "NOOP", "QUIT", "VRFY", "EXPN", "HELP", "STARTTLS",
              "AUTH"}
 _ID = re.compile(r"(?:delivered|queued) as (\S+)")
-
-
-def _blank(answer: Any) -> bool:
-    return answer is None or answer is Ellipsis
 
 
 @dataclass
@@ -147,7 +144,7 @@ def check_dot_stuffing(wire_lines: Any, lab: Any) -> Feedback:
     """Send `wire_lines` after DATA to mx1 and check that Bob receives DOT_LINES intact."""
     hint = ("Replace the ... in wire_lines with the line you must send so that Bob sees a line holding only "
             "a dot.")
-    if _blank(wire_lines) or (isinstance(wire_lines, (list, tuple)) and any(_blank(x) for x in wire_lines)):
+    if is_placeholder(wire_lines) or (isinstance(wire_lines, (list, tuple)) and any(is_placeholder(x) for x in wire_lines)):
         return unanswered(hint, DOT_STUFFING)
     if not isinstance(wire_lines, (list, tuple)) or not all(isinstance(x, str) for x in wire_lines):
         return failed("wire_lines must be a list of strings, one line each, as they go on the wire after DATA.",
@@ -324,7 +321,7 @@ def _message_problem(step: _Step) -> str:
 
 def check_session(session: Any, lab: Any) -> Feedback:
     """Check that the learner typed a session that delivered a message with a Subject and a body to Bob."""
-    if _blank(session):
+    if is_placeholder(session):
         return unanswered("Open the session with my_session = nb01.typing_session(lab) and send your lines.",
                           SESSION)
     if isinstance(session, SmtpSession):
@@ -441,7 +438,7 @@ def check_starttls_prediction(answer: Any, lab: Any) -> Feedback:
 
     The first well-formed prediction counts; a wrong one is told how to find out, never the code.
     """
-    if _blank(answer):
+    if is_placeholder(answer):
         return unanswered("Write the three-digit reply code you expect, as a number.", PREDICT_530)
     match = re.match(r"\s*([2-5]\d\d)\b", str(answer)) if not isinstance(answer, bool) else None
     if match is None:

@@ -11,6 +11,7 @@ from typing import Any
 from ..errors import SmtpLabError
 from ..hops import received_hops
 from . import Feedback, changed_answer_note, failed, first_answer, passed, unanswered
+from ._answers import is_placeholder
 
 __all__ = ["check_first_mx", "check_mx2_first", "check_null_mx", "NULL_MX_CHOICES"]
 
@@ -29,10 +30,6 @@ NULL_MX_CHOICES = {
 }
 
 
-def _blank(answer: Any) -> bool:
-    return answer is None or answer is Ellipsis
-
-
 def _records_text(records: list[Any]) -> str:
     return ", ".join(f"{r.preference} {r.exchange}" for r in records) or "no MX records"
 
@@ -46,7 +43,7 @@ def check_first_mx(answer: Any, lab: Any) -> Feedback:
     The first well-formed prediction counts; a wrong one hears why that host is not it and how to find
     out (the records and RFC 5321 section 5.1), never the name of the host.
     """
-    if _blank(answer):
+    if is_placeholder(answer):
         return unanswered("Write a host name in quotes, one of lab.hosts.", FIRST_MX)
     if not isinstance(answer, str):
         return failed(f"answer with a host name in quotes, e.g. \"smtp.example.net\", not {answer!r}.", FIRST_MX)
@@ -96,7 +93,7 @@ def check_first_mx(answer: Any, lab: Any) -> Feedback:
 
 def check_mx2_first(my_lab: Any) -> Feedback:
     """Check a learner's lab: mx2 must be example.net's preferred MX, with mx1 kept as backup, and really used."""
-    if _blank(my_lab):
+    if is_placeholder(my_lab):
         return unanswered("Change the preferences in my_scenario, then start it: "
                           "my_lab = smtplab.start(scenario=my_scenario).", MX2_FIRST)
     if isinstance(my_lab, dict) or type(my_lab).__name__ == "Scenario":
@@ -173,7 +170,7 @@ def check_null_mx(choice: Any, lab: Any = None) -> Feedback:
     would replace the thinking. A wrong letter gets a question to find out with, and the cell after the
     check shows what the relay really does.
     """
-    if _blank(choice):
+    if is_placeholder(choice):
         return unanswered("Set choice to one of \"a\", \"b\", \"c\" or \"d\".", NULL_MX)
     given = str(choice).strip().lower().rstrip(")").strip()
     if given not in NULL_MX_CHOICES:

@@ -14,6 +14,7 @@ from ..events import QueueChange
 from ..hops import received_hops
 from ..replies import explain
 from . import Feedback, changed_answer_note, failed, first_answer, passed, unanswered
+from ._answers import is_blank
 
 __all__ = ["check_fallback_prediction", "begin_retry_exercise", "check_deferred_then_delivered", "send_mystery",
            "check_dsn",
@@ -25,10 +26,6 @@ DSN = "Exercise 3 · read a bounce"
 
 MYSTERY_SUBJECT = "Minutes of Monday's meeting"
 _MYSTERY_FAULT = "550 5.2.1 <{rcpt}>: Mailbox disabled, not accepting messages"
-
-
-def _blank(value: Any) -> bool:
-    return value is None or value is ... or (isinstance(value, str) and not value.strip())
 
 
 def _one_line(text: str) -> str:
@@ -59,7 +56,7 @@ def check_fallback_prediction(lab: Any, prediction: Any, result: Any) -> Feedbac
     The first well-formed prediction counts; a wrong one hears why that host cannot be it and where the
     evidence is, never the host that delivered.
     """
-    if _blank(prediction):
+    if is_blank(prediction):
         return unanswered("Write the name of the host you expect to put the message into Bob's mailbox.", FALLBACK)
     if not isinstance(prediction, str):
         return failed(f"give a host name as a string, like \"smtp.example.org\" (you gave {prediction!r}).",
@@ -131,7 +128,7 @@ def _sent_before(lab: Any, queue_id: str, start: int) -> bool:
 def check_deferred_then_delivered(lab: Any, answer: Any) -> Feedback:
     """Pass when the learner's own message `answer` (queue id or SendResult), sent after the exercise began,
     needed 2+ attempts and was delivered."""
-    if _blank(answer):
+    if is_blank(answer):
         return unanswered("Send a message that cannot be delivered at once, get it delivered later, and put its "
                           "queue id in my_queue_id.", RETRY)
     queue_id = _queue_id(answer)
@@ -238,7 +235,7 @@ def _address(value: str) -> str:
 
 def check_dsn(lab: Any, mystery: Any, status: Any, recipient: Any, sender: str = "alice@example.org") -> Feedback:
     """Compare the learner's Status code and failing recipient with the DSN about `mystery`."""
-    if _blank(status) and _blank(recipient):
+    if is_blank(status) and is_blank(recipient):
         return unanswered("Find the DSN about the mystery message in Alice's mailbox and fill in dsn_status "
                           "and dsn_recipient.", DSN)
     if mystery is None or not hasattr(mystery, "message_id"):
@@ -260,7 +257,7 @@ def check_dsn(lab: Any, mystery: Any, status: Any, recipient: Any, sender: str =
     true_rcpt = _address(block.get("Final-Recipient", ""))
     diagnostic = block.get("Diagnostic-Code", "")
     problems = []
-    if _blank(status):
+    if is_blank(status):
         problems.append("dsn_status is still empty: copy the value of the Status field")
     else:
         given = str(status).strip()
@@ -274,7 +271,7 @@ def check_dsn(lab: Any, mystery: Any, status: Any, recipient: Any, sender: str =
                                 "this DSN is about another message and another reason")
             else:
                 problems.append(f"the Status field of this DSN does not say {given!r}")
-    if _blank(recipient):
+    if is_blank(recipient):
         problems.append("dsn_recipient is still empty: copy the address from Final-Recipient")
     else:
         given_rcpt = _address(str(recipient))

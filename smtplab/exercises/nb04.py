@@ -13,6 +13,7 @@ from email import message_from_bytes, policy
 from typing import Any
 
 from . import Feedback, changed_answer_note, failed, first_answer, passed, unanswered
+from ._answers import is_blank
 
 __all__ = ["check_uid", "check_peek_prediction", "check_flagged", "mailbox_listing", "settle"]
 
@@ -68,10 +69,6 @@ def _answered(events: list[Any]) -> bool:
                 if waiting[event.conn][1] != "LOGOUT":
                     del waiting[event.conn]
     return all(conn in closed for conn in waiting)  # a closed connection owes no answer
-
-
-def _blank(value: Any) -> bool:
-    return value is None or value is ... or (isinstance(value, (str, bytes)) and not value.strip())
 
 
 class _Entry:
@@ -150,7 +147,7 @@ def _as_number(answer: Any) -> int | str:
 
 def check_uid(lab: Any, uid: Any, subject: str, address: str = "bob@example.net") -> Feedback:
     """Pass when `uid` is the UID of the message with this exact `subject` in the user's INBOX."""
-    if _blank(uid):
+    if is_blank(uid):
         return unanswered("Ask the server with a UID SEARCH and the SUBJECT criterion (imap.uid(\"SEARCH\", None, "
                           "...)), and put the UID it returns into my_uid.", UID)
     number = _as_number(uid)
@@ -195,7 +192,7 @@ def _as_bool(answer: Any) -> bool | None:
 
 def check_peek_prediction(lab: Any, prediction: Any, address: str = "bob@example.net") -> Feedback:
     """Run FETCH BODY.PEEK[] on an unseen message over a new connection and compare with the prediction."""
-    if _blank(prediction):
+    if is_blank(prediction):
         return unanswered("Set peek_marks_seen to True or False.", PEEK)
     given = _as_bool(prediction)
     if given is None:

@@ -20,6 +20,7 @@ from ..errors import ScenarioError, SmtpLabError
 from ..lab import Lab
 from ..scenario import Scenario
 from . import Feedback, changed_answer_note, failed, first_answer, passed, unanswered
+from ._answers import is_blank
 
 __all__ = ["check_stolen_password", "QUARANTINE_CHOICES", "check_quarantine_prediction", "check_spf_record",
            "check_alignment"]
@@ -35,10 +36,6 @@ CAROL = "carol@example.com"
 CAROL_DOMAIN = "example.com"
 CAROL_HOST = "mail.example.com"
 EVIL_HOST = "mail.evil.example"
-
-
-def _blank(value: Any) -> bool:
-    return value is None or value is ... or (isinstance(value, str) and not value.strip())
 
 
 def _one_line(text: str) -> str:
@@ -160,7 +157,7 @@ def check_stolen_password(lab: Any, steal: Any) -> Feedback:
     A function, not a pasted value: the second capture has a password the learner has never seen (and
     that no variable of the notebook holds), so only code that really reads the wire finds it.
     """
-    if _blank(steal):
+    if is_blank(steal):
         return unanswered("Write the function steal_password(wire_text): it finds the AUTH PLAIN line in what the "
                           "eavesdropper saw, decodes its token and returns the password as text.", PASSWORD)
     if isinstance(steal, (str, bytes, bytearray)):
@@ -180,7 +177,7 @@ def check_stolen_password(lab: Any, steal: Any) -> Feedback:
     if error:
         return failed(f"steal_password(wire_text) raised {error}. Try your steps one at a time in a cell on "
                       "wire_text.", PASSWORD)
-    if _blank(answer):
+    if is_blank(answer):
         return unanswered("steal_password returns nothing yet: write its steps, and end it with return and the "
                           "password.", PASSWORD)
     verdict = _judge_password(lab, answer, captures)
@@ -319,7 +316,7 @@ def check_quarantine_prediction(prediction: Any) -> Feedback:
     The first letter checked counts (`first_answer`); a wrong one gets a question to find out with, and the
     cells after the check run the experiment.
     """
-    if _blank(prediction):
+    if is_blank(prediction):
         return unanswered("Write the letter of your prediction.", QUARANTINE)
     given = str(prediction).strip().strip("().: ").upper()[:1] if isinstance(prediction, str) else ""
     if given not in QUARANTINE_CHOICES:
@@ -359,7 +356,7 @@ def check_spf_record(scenario: Any) -> Feedback:
     """Start a lab from the learner's scenario; carol's real mail must get spf=pass and mallory's forgery spf=fail."""
     hint = ("Set carol_lab[\"providers\"][-1][\"records\"] to a list with one TXT record at the domain itself, "
             "e.g. [[\"@\", \"TXT\", '\"v=spf1 ... -all\"']].")
-    if _blank(scenario):
+    if is_blank(scenario):
         return unanswered(hint, SPF)
     if isinstance(scenario, Scenario):
         scenario = scenario.to_dict()
@@ -371,7 +368,7 @@ def check_spf_record(scenario: Any) -> Feedback:
     if provider is None:
         return failed("the scenario has no provider example.com any more: run the cell that appends it again.", SPF)
     records = provider.get("records")
-    if _blank(records) or (isinstance(records, list) and (not records or any(_blank(r) for r in records))):
+    if is_blank(records) or (isinstance(records, list) and (not records or any(is_blank(r) for r in records))):
         return unanswered(hint, SPF)
     if not isinstance(records, (list, tuple)) or not all(isinstance(r, (list, tuple)) and len(r) == 3
                                                          for r in records):
@@ -447,7 +444,7 @@ def _why_none(records: Any, published: tuple[str, ...]) -> str:
 
 def check_alignment(message: Any, carried_by: Any, aligned_domain: Any) -> Feedback:
     """Which check carried DMARC (spf or dkim), and which domain did it share with the From header?"""
-    if _blank(carried_by) and _blank(aligned_domain):
+    if is_blank(carried_by) and is_blank(aligned_domain):
         return unanswered("Fill in carried_by (\"spf\" or \"dkim\") and aligned_domain (a domain name).", ALIGNMENT)
     header = message if isinstance(message, str) else (message.get("Authentication-Results") if message is not None
                                                         else None)
@@ -467,7 +464,7 @@ def check_alignment(message: Any, carried_by: Any, aligned_domain: Any) -> Feedb
     quoted = f"The header: {_one_line(header)}"
     problems = []
     how = str(carried_by).strip().lower() if isinstance(carried_by, str) else ""
-    if _blank(carried_by):
+    if is_blank(carried_by):
         problems.append("carried_by is still empty: \"spf\" or \"dkim\"?")
     elif how not in ("spf", "dkim"):
         problems.append(f"carried_by is {carried_by!r}: answer \"spf\" or \"dkim\", the one check that passed and "
@@ -483,7 +480,7 @@ def check_alignment(message: Any, carried_by: Any, aligned_domain: Any) -> Feedb
             problems.append(f"{how.upper()} passed, but for another domain than the From header's ({from_domain})")
     domain = _domain(str(aligned_domain)) if isinstance(aligned_domain, str) else ""
     expected = set(carriers.values()) | ({from_domain} if carriers else set())
-    if _blank(aligned_domain):
+    if is_blank(aligned_domain):
         problems.append("aligned_domain is still empty: which domain do header.from and the passing check share?")
     elif not isinstance(aligned_domain, str):
         problems.append(f"aligned_domain must be a domain name as text, like \"example.com\" (you gave "

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..errors import SmtpLabError
 from . import Feedback, failed, passed, unanswered
+from ._answers import is_placeholder
 
 __all__ = ["begin_junk_exercise", "check_over_the_line", "NOTEBOOK_SUBJECT"]
 
@@ -28,10 +29,6 @@ _START: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
 def begin_junk_exercise(lab: Any) -> None:
     """Mark the start of the exercise: messages sent before it (the notebook's) do not count."""
     _START[lab] = lab.mark()
-
-
-def _blank(value: Any) -> bool:
-    return value is None or value is ...
 
 
 def _copy(lab: Any, message_id: str) -> tuple[str, Message | None]:
@@ -55,7 +52,7 @@ def _report(message: Message) -> tuple[float, str]:
 
 def check_over_the_line(lab: Any, result: Any) -> Feedback:
     """Pass when the learner's own message from Alice to Bob landed in Bob's Junk folder by its content."""
-    if _blank(result):
+    if is_placeholder(result):
         return unanswered("Send Alice's message to Bob with lab.send(...) and keep what it returns in my_result.",
                           JUNK)
     if not hasattr(result, "queue_id") or not hasattr(result, "message_id"):

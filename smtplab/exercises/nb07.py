@@ -28,6 +28,7 @@ from ..relay import QueueItem, RecipientStatus
 from ..replies import explain
 from ..scenario import Scenario
 from . import Feedback, combine, failed, first_answer, passed, unanswered
+from ._answers import is_blank
 
 __all__ = ["CAUSES", "SUBJECTS", "start_mystery_lab", "mystery_scenario", "reveal", "check_ride",
            "check_payment", "check_route", "check_photos"]
@@ -178,10 +179,6 @@ def reveal(lab: Lab) -> str:
 
 # --- shared helpers ---
 
-def _blank(value: Any) -> bool:
-    return value is None or value is ... or (isinstance(value, str) and not value.strip())
-
-
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
@@ -219,7 +216,7 @@ def _cause(value: Any, exercise: str, example: str) -> str | Feedback:
     The first well-formed cause checked for an exercise is the one judged (`first_answer`): eight causes
     tried in turn would otherwise find the diagnosis without any.
     """
-    if _blank(value):
+    if is_blank(value):
         return unanswered(f"Choose the cause from nb07.CAUSES and write its key in {example}.", exercise)
     key = str(value).strip().lower().replace("_", "-").replace(" ", "-")
     if key not in CAUSES:
@@ -228,7 +225,7 @@ def _cause(value: Any, exercise: str, example: str) -> str | Feedback:
 
 
 def _host(lab: Any, value: Any, exercise: str, example: str) -> str | Feedback:
-    if _blank(value):
+    if is_blank(value):
         return unanswered(f"Write a host name, e.g. {example} = \"smtp.example.org\".", exercise)
     if not isinstance(value, str):
         return failed(f"Give a host name as a string, like \"smtp.example.org\" (you gave {value!r}).", exercise)
@@ -264,7 +261,7 @@ def _check_reply(value: Any, truth: str, where: str, exercise: str, example: str
 
     A wrong code is told where the reply is written down (`where`), never the reply itself.
     """
-    if _blank(value):
+    if is_blank(value):
         return unanswered(f"Write the reply code the server gave in {example}.", exercise)
     given_basic, given_enhanced = _codes(str(value))
     basic, enhanced = _codes(truth)
@@ -309,7 +306,7 @@ def _dsn_diagnostic(lab: Any, message_id: str, recipient: str) -> str:
 
 def check_ride(lab: Any, cause: Any, delivered_by: Any) -> Feedback:
     """The ride message reached Bob through mx2 while mx1 was down: a red herring."""
-    if _blank(cause) and _blank(delivered_by):
+    if is_blank(cause) and is_blank(delivered_by):
         return unanswered("Set ride_cause to a key of nb07.CAUSES and ride_delivered_by to the host that put "
                           "the message into Bob's mailbox.", RIDE)
     case = _case(lab, "ride")
@@ -370,7 +367,7 @@ def _ride_host(lab: Any, value: Any, truth: str, refused: str, where: str) -> Fe
 
 def check_payment(lab: Any, cause: Any, mx_name: Any) -> Feedback:
     """The payment note waits in the queue: bobsbikes.example's MX names a host that has no address."""
-    if _blank(cause) and _blank(mx_name):
+    if is_blank(cause) and is_blank(mx_name):
         return unanswered("Set payment_cause to a key of nb07.CAUSES and payment_mx to the host name the MX "
                           f"record of {SHOP_DOMAIN} gives.", PAYMENT)
     case = _case(lab, "payment")
@@ -436,7 +433,7 @@ def _payment_mx(lab: Any, value: Any, exchange: str, rcode: str, real: list[str]
 
 def check_route(lab: Any, cause: Any, reply: Any) -> Feedback:
     """The route bounced at once: riders@example.net's server refuses it by a rule (550 5.7.1)."""
-    if _blank(cause) and _blank(reply):
+    if is_blank(cause) and is_blank(reply):
         return unanswered("Set route_cause to a key of nb07.CAUSES and route_reply to the reply code the "
                           f"server gave for {RULED}.", ROUTE)
     case = _case(lab, "route")
@@ -482,7 +479,7 @@ def _route_cause(value: Any, status: RecipientStatus, truth: str, dsn: str) -> F
 
 def check_photos(lab: Any, cause: Any, reply: Any) -> Feedback:
     """Bob got the photos, Carol did not: her mailbox is full (452 4.2.2), retried until the queue gives up."""
-    if _blank(cause) and _blank(reply):
+    if is_blank(cause) and is_blank(reply):
         return unanswered("Set photos_cause to a key of nb07.CAUSES (for Carol's copy) and photos_reply to the "
                           f"reply code the server gave for {FULL_MAILBOX}.", PHOTOS)
     case = _case(lab, "photos")

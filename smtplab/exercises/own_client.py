@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 
 from ..events import Connect, SmtpCommand, SmtpDataEnd, SmtpReply, TlsStarted
 from . import Feedback, failed, passed, unanswered
+from ._answers import is_placeholder
 
 __all__ = ["Server", "check_client", "check_bare_lf_prediction", "MX", "STALL"]
 
@@ -50,10 +51,6 @@ class _Line:
 
     raw: bytes
     replies_before: int
-
-
-def _blank(answer: Any) -> bool:
-    return answer is None or answer is Ellipsis
 
 
 def _wire_lines(chunks: list[Any]) -> tuple[list[_Line], list[str], bool]:
@@ -156,7 +153,7 @@ def _reply_text(event: Any) -> str:
 def check_client(send_mail: Any, lab: Any, *, tls: bool = False, wait: float = 15.0) -> Feedback:
     """Run the learner's `send_mail(server, sender, recipient, subject, body)` against a slow mx1 and judge it."""
     exercise = TLS if tls else PLAIN
-    if _blank(send_mail):
+    if is_placeholder(send_mail):
         return unanswered("Write the function send_mail(server, sender, recipient, subject, body) in the cell "
                           "above, then pass it here.", exercise)
     if not callable(send_mail):
@@ -275,7 +272,7 @@ def check_bare_lf_prediction(prediction: Any, lab: Any, *, wait: float = 3.0) ->
     The prediction is one of 'answer' (a 2xx reply), 'error' (a 4xx/5xx reply) or 'wait' (no reply:
     the server waits for the rest of the line). The experiment runs only once a prediction is given.
     """
-    if _blank(prediction):
+    if is_placeholder(prediction):
         return unanswered("Before you run this, write prediction = 'answer', 'error' or 'wait'.", PREDICT)
     guess = str(prediction).strip().strip("'\"").lower()
     if guess not in _CHOICES:

@@ -14,6 +14,7 @@ from typing import Any
 from ..events import DnsQuery
 from ..iprev import iprev
 from . import Feedback, failed, passed, unanswered
+from ._answers import is_placeholder
 
 __all__ = ["check_fcrdns", "reverse_name"]
 
@@ -26,10 +27,6 @@ def reverse_name(address: str) -> str:
     return ".".join(reversed(address.split("."))) + ".in-addr.arpa"
 
 
-def _blank(answer: Any) -> bool:
-    return answer is None or answer is Ellipsis
-
-
 def _how(address: str) -> str:
     return (f"Ask the lab DNS yourself: lab.dig({reverse_name(address)!r}, 'PTR'), then lab.dig(name, 'A') for the "
             "name it gives, and compare the address.")
@@ -37,7 +34,7 @@ def _how(address: str) -> str:
 
 def check_fcrdns(fcrdns: Any, lab: Any) -> Feedback:
     """Each address's confirmed name (or None), as the learner's function finds it through the lab DNS."""
-    if _blank(fcrdns):
+    if is_placeholder(fcrdns):
         return unanswered("Write fcrdns(address) in the cell above and pass the function here.", FCRDNS)
     if not callable(fcrdns):
         return failed(f"pass the function itself (fcrdns, without parentheses), not a {type(fcrdns).__name__}.",

@@ -14,6 +14,7 @@ from email.parser import BytesHeaderParser
 from typing import Any
 
 from . import Feedback, changed_answer_note, failed, first_answer, passed, unanswered
+from ._answers import is_blank
 
 __all__ = ["check_uidl", "check_select_prediction", "check_pop3s_port", "BOB", "MAILBOX_HOST", "UIDL_SUBJECT"]
 
@@ -34,10 +35,6 @@ _PORT_ROLES = {
 }
 _INTERNET_PORTS = {110: "pop3", 995: "pop3s", 143: "imap", 993: "imaps", 25: "smtp", 587: "submission",
                    465: "submissions"}
-
-
-def _blank(answer: Any) -> bool:
-    return answer is None or answer is Ellipsis or (isinstance(answer, str) and not answer.strip())
 
 
 def _subject(header_lines: list[bytes]) -> str:
@@ -77,7 +74,7 @@ def _maildrop(lab: Any, address: str) -> list[tuple[str, str]] | Feedback:
 
 def check_uidl(answer: Any, lab: Any) -> Feedback:
     """The unique-id (RFC 1939 §7) of the message with the subject UIDL_SUBJECT in Bob's maildrop."""
-    if _blank(answer):
+    if is_blank(answer):
         return unanswered(f"Open your own POP3 session (lab.pop3({BOB!r})), find the message with the subject "
                           f"{UIDL_SUBJECT!r}, and write its unique-id, e.g. my_uidl = '...'. End the session with "
                           ".quit().", UIDL)
@@ -136,7 +133,7 @@ def _exists(lab: Any, address: str) -> int:
 def check_select_prediction(answer: Any, lab: Any) -> Feedback:
     """The learner's prediction of the number of messages IMAP shows in Bob's INBOX after the POP3 session that
     retrieved and deleted, compared with what IMAP really reports. The first well-formed prediction counts."""
-    if _blank(answer):
+    if is_blank(answer):
         return unanswered("Write the number of messages you expect IMAP's SELECT INBOX to report, before you run "
                           "the POP3 session below, e.g. predicted = 3.", PREDICT)
     if isinstance(answer, bool) or not isinstance(answer, (int, str)) or not str(answer).strip().isdigit():
@@ -168,7 +165,7 @@ def check_select_prediction(answer: Any, lab: Any) -> Feedback:
 
 def check_pop3s_port(answer: Any, lab: Any) -> Feedback:
     """The port a mail client would be configured with for POP3 with implicit TLS on Bob's mailbox host."""
-    if _blank(answer):
+    if is_blank(answer):
         return unanswered(f"Write the port number of POP3 with implicit TLS on {MAILBOX_HOST} in this lab, e.g. "
                           "pop3s_port = 12345.", PORT)
     if isinstance(answer, bool) or not isinstance(answer, (int, str)) or not str(answer).strip().isdigit():

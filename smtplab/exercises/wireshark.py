@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import Feedback, failed, passed, unanswered
+from ._answers import is_blank
 
 __all__ = ["check_mail_prediction", "check_starttls_frame", "check_auth_password"]
 
@@ -27,10 +28,6 @@ _YES = {"yes", "y", "true", "si", "sí", "1"}
 _NO = {"no", "n", "false", "0"}
 _MAIL = re.compile(rb"^mail from:", re.IGNORECASE | re.MULTILINE)
 _AUTH_PLAIN = re.compile(r"^AUTH PLAIN (\S+)$", re.IGNORECASE)
-
-
-def _blank(value: Any) -> bool:
-    return value is None or value is ... or (isinstance(value, str) and not value.strip())
 
 
 def _frames(capture: Any) -> list[Any] | Feedback:
@@ -73,7 +70,7 @@ def _submissions(frames: list[Any], lab: Any) -> list[_Submission]:
 
 def check_mail_prediction(answer: Any, capture: Any, lab: Any) -> Feedback:
     """Without the key log, can anyone holding the capture read the client's `MAIL FROM` line? (yes / no)"""
-    if _blank(answer):
+    if is_blank(answer):
         return unanswered('Write answer = "yes" or answer = "no", then run this cell.', PREDICT)
     word = str(answer).strip().lower()
     if isinstance(answer, bool):
@@ -110,7 +107,7 @@ def check_mail_prediction(answer: Any, capture: Any, lab: Any) -> Feedback:
 
 def check_starttls_frame(answer: Any, capture: Any, lab: Any) -> Feedback:
     """Which frame number carries the server's 220 reply to STARTTLS on your submission connection?"""
-    if _blank(answer):
+    if is_blank(answer):
         return unanswered("Put the frame number (the first column of the listing) in answer, e.g. answer = 12.", FRAME)
     if isinstance(answer, bool) or not re.fullmatch(r"\s*\d+\s*", str(answer)):
         return failed(f"{answer!r} is not a frame number: give the number in the first column of the listing "
@@ -176,7 +173,7 @@ def _auth_lines(capture: Any, lab: Any) -> list[tuple[str, str]]:
 
 def check_auth_password(answer: Any, capture: Any, lab: Any) -> Feedback:
     """What is the password in the AUTH PLAIN line of the decrypted submission session?"""
-    if _blank(answer):
+    if is_blank(answer):
         return unanswered("Find 'AUTH PLAIN ...' in the decrypted listing, decode its token with base64.b64decode, "
                           "and put the password (text) in answer.", PASSWORD)
     if isinstance(answer, (bytes, bytearray)):
