@@ -22,9 +22,11 @@ from .errors import (
     SessionError,
     SmtpLabError,
     UnknownHost,
+    UnknownLanguage,
     UnknownUser,
 )
 from .hops import Hop, received_hops
+from .i18n import current_language, set_language
 from .iprev import IprevResult, iprev
 from .journey import message_events
 from .lab import DnsInfo, Host, Lab, User, current, start
@@ -58,6 +60,8 @@ def __dir__() -> list[str]:
 __all__ = [
     "start",
     "current",
+    "set_language",
+    "current_language",
     "lookup_mx",
     "received_hops",
     "iprev",
@@ -89,6 +93,7 @@ __all__ = [
     "LabNotRunning",
     "UnknownHost",
     "UnknownUser",
+    "UnknownLanguage",
     "DnsLookupError",
     "DnsOfflineError",
     "SendError",

@@ -5,6 +5,8 @@ Every message tells the learner what happened and what to do next.
 
 from __future__ import annotations
 
+from .i18n import _
+
 __all__ = [
     "SmtpLabError",
     "ScenarioError",
@@ -23,6 +25,7 @@ __all__ = [
     "LibraryMismatch",
     "LabDirectoryError",
     "PortInUse",
+    "UnknownLanguage",
 ]
 
 
@@ -115,3 +118,18 @@ class LabDirectoryError(SmtpLabError, OSError):
 
 class PortInUse(SmtpLabError, OSError):
     """A port the lab was told to use (`ports=BASE`, `up --ports BASE`) is taken by another program."""
+
+
+class UnknownLanguage(SmtpLabError, ValueError):
+    """A language smtplab has no translation for; `.known` lists the ones it has ("en", "es")."""
+
+    def __init__(self, given: str, known: list[str], source: str = "lang") -> None:
+        if source == "SMTPLAB_LANG":
+            text = _("SMTPLAB_LANG={given!r} names a language smtplab has no translation for. "
+                     "It speaks: {known}. Set SMTPLAB_LANG to one of them, or unset it.")
+        else:
+            text = _("smtplab has no translation for the language {given!r}. It speaks: {known}. "
+                     "Give one of them, e.g. lang={example!r}.")
+        super().__init__(text.format(given=given, known=", ".join(known), example=known[-1] if known else "en"))
+        self.given = given
+        self.known = known

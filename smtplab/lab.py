@@ -33,6 +33,7 @@ from .files import directory_error, make_private_dir, write_private
 from .guard import BACKLOG, ConnectionGuard, LoginThrottle, limit_log_floods, warn_once
 from .handlers import InboundHandler, SubmissionHandler, header_value
 from .hosts import DnsInfo, Host, User, listeners_of, load_ports, plan_ports, save_ports
+from .i18n import resolve_language, set_language
 from .imap import ImapService, has_idlers, mailbox_changed
 from .labdns import DigResult, DnsServer, MXRecord, build_zones, dig_async, lab_resolver, lookup_mx_async
 from .ledger import DeliveryLedger
@@ -81,7 +82,10 @@ class Lab:
     """A running miniature mail network. Use `smtplab.start()` to get one."""
 
     def __init__(self, scenario: Scenario | Mapping[str, Any] | None = None,
-                 directory: str | Path | None = None, ports: int | None = None) -> None:
+                 directory: str | Path | None = None, ports: int | None = None, lang: str | None = None) -> None:
+        # The language is checked before anything is made; it becomes the process's language when the lab starts.
+        self.language = resolve_language(lang)
+        self._lang = lang
         if scenario is None:
             scenario = Scenario.default()
         elif isinstance(scenario, Mapping):
@@ -135,6 +139,8 @@ class Lab:
 
     # --- start / stop ---
     def start(self) -> Lab:
+        if self._lang is not None:
+            set_language(self._lang)  # kernel-wide: the views, widgets and exercises of this lab speak it too
         self._loop = LoopThread(f"smtplab-{id(self):x}")
         limit_log_floods(self._loop.loop)
         # On a shared host only this Unix user's connections are served, unless the scenario opens the lab.
@@ -870,7 +876,7 @@ def _new_password() -> str:
 
 
 def start(scenario: Scenario | Mapping[str, Any] | None = None, directory: str | Path | None = None,
-          ports: int | None = None) -> Lab:
+          ports: int | None = None, lang: str | None = None) -> Lab:
     """Start a lab (the default scenario unless one is given) and return it, running.
 
     A lab started earlier with `start()` in this process is stopped first, so re-running a
@@ -878,13 +884,18 @@ def start(scenario: Scenario | Mapping[str, Any] | None = None, directory: str |
     ports (a lab started again there listens where it did). `ports=BASE` pins every port: the DNS on
     BASE, the n-th host's services on BASE + 10*n + 0 smtp, 1 submission, 2 submissions, 3 imap,
     4 imaps, 5 pop3, 6 pop3s (raises PortInUse when one is taken).
+
+    `lang` ("en", "es") is the language of everything the learner reads (explanations, feedback, widgets,
+    errors; never the protocol lines): else the language chosen earlier in this kernel, else SMTPLAB_LANG, else
+    the locale, else English (smtplab.i18n). An unknown one raises UnknownLanguage before anything starts.
     """
     global _current
+    resolve_language(lang)
     with _start_lock:
         previous, _current = _current, None
     if previous is not None:
         previous.stop()
-    lab = Lab(scenario, directory, ports).start()
+    lab = Lab(scenario, directory, ports, lang=lang).start()
     with _start_lock:
         _current = lab
     return lab

@@ -34,3 +34,15 @@ def lab() -> Iterator[smtplab.Lab]:
 def lab_dir(tmp_path):  # type: ignore[no-untyped-def]
     """A directory for a persistent lab."""
     return tmp_path / "lab"
+
+
+# Tests read English unless they ask for another language (a developer's Spanish locale must not change them);
+# `SMTPLAB_LANG=es pytest` still runs the suite in Spanish on purpose.
+os.environ.setdefault("SMTPLAB_LANG", "en")
+
+
+@pytest.fixture(autouse=True)
+def _language_of_the_environment() -> Iterator[None]:
+    """A test that chose a language (start(lang="es"), set_language) leaves none behind for the next one."""
+    yield
+    smtplab.set_language(None)
