@@ -5,7 +5,7 @@ Each notebook becomes an assignment of its own name (`source/00-welcome/00-welco
 - an exercise cell is the student's cell (its placeholder, e.g. `answer = None`) followed by the worked
   solution from `notebooks/solutions/`, between `### BEGIN SOLUTION` and `### END SOLUTION`. nbgrader's
   `generate_assignment` strips that part, so the released notebook is the student notebook again;
-- every check cell (`nb01.check_session(my_session, lab)` ...) becomes an autograded test worth one
+- every check cell (`handshake.check_session(my_session, lab)` ...) becomes an autograded test worth one
   point: it shows the course's feedback and fails when the check does not pass;
 - every other cell is read-only for nbgrader's checksums where it sets the lab up, and left as it is.
 
@@ -26,7 +26,7 @@ import nbformat
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
-CHECK = re.compile(r"^\s*(nb\d\d)\.(check_\w+)\((.*)\)\s*$", re.S)
+CHECK = re.compile(r"^\s*([a-z_][a-z0-9_]*)\.(check_\w+)\((.*)\)\s*$", re.S)  # e.g. handshake.check_session(...)
 
 
 def _region(source: str) -> str:
@@ -67,7 +67,7 @@ def source_notebook(name: str) -> nbformat.NotebookNode:
                            "assert feedback.ok, str(feedback)")
             cell.metadata["nbgrader"] = _meta("test", f"{cell.get('id')}-check", points=1)
     if not checks:
-        raise ValueError(f"{name}: no cell of its own runs a check (nbNN.check_...(...)), so nbgrader has no test "
+        raise ValueError(f"{name}: no cell of its own runs a check (module.check_...(...)), so nbgrader has no test "
                          "cell to grade; give each check a cell of its own")
     return out
 

@@ -22,7 +22,7 @@ from feedback_checks import (  # noqa: F401 (fresh_answers is an autouse fixture
 )
 
 import smtplab
-from smtplab.exercises import forget_answers, nb01, nb02
+from smtplab.exercises import forget_answers, handshake, msa, nb02
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
@@ -35,21 +35,21 @@ def wire_lines(middle: Any, end: bool = True) -> list[Any]:
         "To: Bob <bob@example.net>",
         "Subject: the lone dot",
         "",
-        nb01.DOT_LINES[0],
+        handshake.DOT_LINES[0],
         middle,
-        nb01.DOT_LINES[2],
+        handshake.DOT_LINES[2],
     ]
     return lines + ["."] if end else lines
 
 
 def test_dot_stuffing_solution_arrives_intact(lab: smtplab.Lab) -> None:
-    assert_passed(nb01.check_dot_stuffing(wire_lines(".."), lab), "You sent '..'", "250 2.0.0")
+    assert_passed(handshake.check_dot_stuffing(wire_lines(".."), lab), "You sent '..'", "250 2.0.0")
     body = lab.messages("bob@example.net")[-1].get_payload().replace("\r\n", "\n").split("\n")
-    assert nb01.DOT_LINES[1] in body
+    assert handshake.DOT_LINES[1] in body
 
 
 def test_dot_stuffing_plain_dot_ends_the_message_early(lab: smtplab.Lab) -> None:
-    feedback = nb01.check_dot_stuffing(wire_lines("."), lab)
+    feedback = handshake.check_dot_stuffing(wire_lines("."), lab)
     assert_failed(feedback, "ended too early", "250 2.0.0 OK: delivered as",
                   "'Everything after it is still part of the message.' as a command",
                   "500 5.5.1", "RFC 5321 section 4.5.2")
@@ -57,21 +57,21 @@ def test_dot_stuffing_plain_dot_ends_the_message_early(lab: smtplab.Lab) -> None
 
 
 def test_dot_stuffing_names_what_bob_saw_instead(lab: smtplab.Lab) -> None:
-    assert_failed(nb01.check_dot_stuffing(wire_lines("..."), lab), "shows '..'", "what Bob's mailbox holds")
-    assert_failed(nb01.check_dot_stuffing(wire_lines(" ."), lab), "shows ' .'")
+    assert_failed(handshake.check_dot_stuffing(wire_lines("..."), lab), "shows '..'", "what Bob's mailbox holds")
+    assert_failed(handshake.check_dot_stuffing(wire_lines(" ."), lab), "shows ' .'")
     for wrong in ("...", " .", "dot"):
-        assert_not_told(nb01.check_dot_stuffing(wire_lines(wrong), lab), "send '..'", "one more dot")
+        assert_not_told(handshake.check_dot_stuffing(wire_lines(wrong), lab), "send '..'", "one more dot")
 
 
 def test_dot_stuffing_without_the_final_dot_says_the_server_waits(lab: smtplab.Lab) -> None:
-    assert_failed(nb01.check_dot_stuffing(wire_lines("..", end=False), lab), "still waiting", "End wire_lines")
+    assert_failed(handshake.check_dot_stuffing(wire_lines("..", end=False), lab), "still waiting", "End wire_lines")
 
 
 def test_dot_stuffing_placeholder_and_nonsense(lab: smtplab.Lab) -> None:
-    assert_unanswered(nb01.check_dot_stuffing(wire_lines(...), lab))
-    assert_unanswered(nb01.check_dot_stuffing(None, lab))
-    assert_failed(nb01.check_dot_stuffing("..", lab), "list of strings")
-    assert_failed(nb01.check_dot_stuffing(["a\nb", "."], lab), "one line per item")
+    assert_unanswered(handshake.check_dot_stuffing(wire_lines(...), lab))
+    assert_unanswered(handshake.check_dot_stuffing(None, lab))
+    assert_failed(handshake.check_dot_stuffing("..", lab), "list of strings")
+    assert_failed(handshake.check_dot_stuffing(["a\nb", "."], lab), "one line per item")
 
 
 # --- notebook 01, exercise 2: a whole session -------------------------------------------------------
@@ -80,73 +80,73 @@ GOOD_SESSION = ["EHLO student.local", "MAIL FROM:<alice@example.org>", "RCPT TO:
                 "Subject: my own session", "", "Hello Bob.", ".", "QUIT"]
 
 
-def session_with(lab: smtplab.Lab, lines: list[str], host: str = "mx1.example.net") -> nb01.TypedSession:
-    session = nb01.typing_session(lab, host)
+def session_with(lab: smtplab.Lab, lines: list[str], host: str = "mx1.example.net") -> handshake.TypedSession:
+    session = handshake.typing_session(lab, host)
     for line in lines:
         session.send(line)
     return session
 
 
 def test_session_solution_passes(lab: smtplab.Lab) -> None:
-    assert_passed(nb01.check_session(session_with(lab, GOOD_SESSION), lab),
+    assert_passed(handshake.check_session(session_with(lab, GOOD_SESSION), lab),
                   "Subject: my own session", "250 2.0.0 OK: delivered as", "QUIT with 221")
 
 
 def test_session_rcpt_before_mail(lab: smtplab.Lab) -> None:
     lines = ["EHLO student.local", "RCPT TO:<bob@example.net>", "MAIL FROM:<alice@example.org>", "DATA",
              "Subject: oops", "", "Hello.", "."]
-    assert_failed(nb01.check_session(session_with(lab, lines), lab),
+    assert_failed(handshake.check_session(session_with(lab, lines), lab),
                   "your RCPT came before MAIL: the server said 503 5.5.1 Error: need MAIL command")
     assert lab.messages("bob@example.net") == []
 
 
 def test_session_mail_before_ehlo(lab: smtplab.Lab) -> None:
-    assert_failed(nb01.check_session(session_with(lab, ["MAIL FROM:<alice@example.org>"]), lab),
+    assert_failed(handshake.check_session(session_with(lab, ["MAIL FROM:<alice@example.org>"]), lab),
                   "your MAIL came before EHLO: the server said 503 5.5.1")
 
 
 def test_session_recovered_mistakes_still_pass_and_are_mentioned(lab: smtplab.Lab) -> None:
-    feedback = nb01.check_session(session_with(lab, ["MAIL FROM:<alice@example.org>", *GOOD_SESSION]), lab)
+    feedback = handshake.check_session(session_with(lab, ["MAIL FROM:<alice@example.org>", *GOOD_SESSION]), lab)
     assert_passed(feedback, "refused 1 line(s)", "your MAIL came before EHLO", "You recovered")
 
 
 def test_session_without_quit_is_almost(lab: smtplab.Lab) -> None:
-    assert_failed(nb01.check_session(session_with(lab, GOOD_SESSION[:-1]), lab), "almost", "QUIT", "221")
+    assert_failed(handshake.check_session(session_with(lab, GOOD_SESSION[:-1]), lab), "almost", "QUIT", "221")
 
 
 def test_session_wrong_recipients_and_syntax(lab: smtplab.Lab) -> None:
     relayed = ["EHLO student.local", "MAIL FROM:<alice@example.org>", "RCPT TO:<bob@gmail.com>", "DATA"]
-    assert_failed(nb01.check_session(session_with(lab, relayed), lab), "550 5.7.1 Relaying denied", "open relay")
+    assert_failed(handshake.check_session(session_with(lab, relayed), lab), "550 5.7.1 Relaying denied", "open relay")
     unknown = ["EHLO student.local", "MAIL FROM:<alice@example.org>", "RCPT TO:<bobby@example.net>"]
-    assert_failed(nb01.check_session(session_with(lab, unknown), lab), "550 5.1.1", "no such mailbox")
+    assert_failed(handshake.check_session(session_with(lab, unknown), lab), "550 5.1.1", "no such mailbox")
     syntax = ["EHLO student.local", "MAIL FROM alice@example.org"]
-    assert_failed(nb01.check_session(session_with(lab, syntax), lab), "501 5.5.4", "angle brackets")
+    assert_failed(handshake.check_session(session_with(lab, syntax), lab), "501 5.5.4", "angle brackets")
 
 
 def test_session_message_lines_before_data(lab: smtplab.Lab) -> None:
     lines = ["EHLO student.local", "MAIL FROM:<alice@example.org>", "RCPT TO:<bob@example.net>", "Subject: hi"]
-    assert_failed(nb01.check_session(session_with(lab, lines), lab),
+    assert_failed(handshake.check_session(session_with(lab, lines), lab),
                   "took your line 'Subject: hi' for a command", "500 5.5.1", "after DATA")
 
 
 def test_session_missing_steps_are_named(lab: smtplab.Lab) -> None:
     envelope = ["EHLO student.local", "MAIL FROM:<alice@example.org>", "RCPT TO:<bob@example.net>"]
-    assert_failed(nb01.check_session(session_with(lab, envelope), lab), "never sent DATA")
-    assert_failed(nb01.check_session(session_with(lab, [*envelope, "DATA", "Subject: x"]), lab),
+    assert_failed(handshake.check_session(session_with(lab, envelope), lab), "never sent DATA")
+    assert_failed(handshake.check_session(session_with(lab, [*envelope, "DATA", "Subject: x"]), lab),
                   "inside DATA", "'.'")
-    assert_failed(nb01.check_session(session_with(lab, ["EHLO student.local"]), lab), "no sender")
+    assert_failed(handshake.check_session(session_with(lab, ["EHLO student.local"]), lab), "no sender")
 
 
 def test_session_to_the_submission_port_explains_530(lab: smtplab.Lab) -> None:
     lines = ["EHLO student.local", "MAIL FROM:<alice@example.org>"]
-    assert_failed(nb01.check_session(session_with(lab, lines, "smtp.example.org"), lab),
+    assert_failed(handshake.check_session(session_with(lab, lines, "smtp.example.org"), lab),
                   "530 5.7.0", "submission server", "mx1.example.net")
 
 
 def test_session_placeholder(lab: smtplab.Lab) -> None:
-    assert_unanswered(nb01.check_session(nb01.typing_session(lab), lab))
-    assert_unanswered(nb01.check_session(None, lab))
-    assert_failed(nb01.check_session("EHLO student.local", lab), "typing_session")
+    assert_unanswered(handshake.check_session(handshake.typing_session(lab), lab))
+    assert_unanswered(handshake.check_session(None, lab))
+    assert_failed(handshake.check_session("EHLO student.local", lab), "typing_session")
 
 
 def test_session_with_shortcuts_fails_even_when_it_delivered(lab: smtplab.Lab) -> None:
@@ -158,8 +158,8 @@ def test_session_with_shortcuts_fails_even_when_it_delivered(lab: smtplab.Lab) -
     shortcut.data("Subject: not typed\n\nHello.")
     shortcut.quit()
     assert lab.messages("bob@example.net"), "the shortcut session did deliver"
-    assert_failed(nb01.check_session(shortcut, lab), "shortcuts", "typing_session")
-    typed = nb01.typing_session(lab)
+    assert_failed(handshake.check_session(shortcut, lab), "shortcuts", "typing_session")
+    typed = handshake.typing_session(lab)
     with pytest.raises(AttributeError, match="type each line yourself"):
         typed.data("Subject: x\n\ny")
 
@@ -167,36 +167,36 @@ def test_session_with_shortcuts_fails_even_when_it_delivered(lab: smtplab.Lab) -
 def test_session_null_sender_and_empty_message_fail(lab: smtplab.Lab) -> None:
     null = ["EHLO student.local", "MAIL FROM:<>", "RCPT TO:<bob@example.net>", "DATA", "Subject: x", "", "y", ".",
             "QUIT"]
-    assert_failed(nb01.check_session(session_with(lab, null), lab), "null sender")
+    assert_failed(handshake.check_session(session_with(lab, null), lab), "null sender")
     empty = ["EHLO student.local", "MAIL FROM:<alice@example.org>", "RCPT TO:<bob@example.net>", "DATA", ".", "QUIT"]
-    assert_failed(nb01.check_session(session_with(lab, empty), lab), "no Subject: header")
+    assert_failed(handshake.check_session(session_with(lab, empty), lab), "no Subject: header")
     no_body = [*GOOD_SESSION[:4], "Subject: only a header", "", ".", "QUIT"]
-    assert_failed(nb01.check_session(session_with(lab, no_body), lab), "no body")
+    assert_failed(handshake.check_session(session_with(lab, no_body), lab), "no body")
     no_blank = [*GOOD_SESSION[:4], "Subject: no blank line", ".", "QUIT"]
-    assert_failed(nb01.check_session(session_with(lab, no_blank), lab), "no body", "empty line")
+    assert_failed(handshake.check_session(session_with(lab, no_blank), lab), "no body", "empty line")
 
 
 # --- notebook 01, exercise 3: predict 530 -------------------------------------------------------------
 
 def test_starttls_prediction(lab: smtplab.Lab) -> None:
-    assert_passed(nb01.check_starttls_prediction(530, lab), "530 5.7.0 Must issue a STARTTLS command first")
+    assert_passed(msa.check_starttls_prediction(530, lab), "530 5.7.0 Must issue a STARTTLS command first")
     forget_answers()
-    assert_passed(nb01.check_starttls_prediction("530 5.7.0", lab))
+    assert_passed(msa.check_starttls_prediction("530 5.7.0", lab))
     for wrong, phrase in [(250, "250 would mean"), (503, "permanent refusal"), (535, "not tried to log in"),
                           (451, "temporary failure"), (220, "greeting"), (550, "permanent refusal")]:
         forget_answers()
-        feedback = nb01.check_starttls_prediction(wrong, lab)
+        feedback = msa.check_starttls_prediction(wrong, lab)
         assert_failed(feedback, phrase, "lab.session")
         assert_not_told(feedback, "530", "5.7.0", "STARTTLS command first")
-    assert_failed(nb01.check_starttls_prediction("five hundred", lab), "three digits")
-    assert_failed(nb01.check_starttls_prediction(True, lab), "three digits")
-    assert_unanswered(nb01.check_starttls_prediction(None, lab))
+    assert_failed(msa.check_starttls_prediction("five hundred", lab), "three digits")
+    assert_failed(msa.check_starttls_prediction(True, lab), "three digits")
+    assert_unanswered(msa.check_starttls_prediction(None, lab))
 
 
 def test_starttls_prediction_counts_once(lab: smtplab.Lab) -> None:
     """Brute force: after a wrong prediction, the right code is judged as the first answer, not afresh."""
-    assert_failed(nb01.check_starttls_prediction(250, lab))
-    feedback = nb01.check_starttls_prediction(530, lab)
+    assert_failed(msa.check_starttls_prediction(250, lab))
+    feedback = msa.check_starttls_prediction(530, lab)
     assert_failed(feedback, "first answer checked, 250, is the one that counts")
     assert_not_told(feedback, "5.7.0")
 
@@ -296,8 +296,8 @@ def test_mx2_first_other_mistakes() -> None:
 
 # --- the notebooks and their solutions come from one source ---------------------------------------
 
-@pytest.mark.parametrize("name", ["01-smtp-handshake", "02-mx-lookup"])
-def test_solution_notebook_differs_only_in_solution_cells(name: str) -> None:
+@pytest.mark.parametrize(("name", "exercises"), [("01-smtp-handshake", 4), ("02-mx-lookup", 3)])
+def test_solution_notebook_differs_only_in_solution_cells(name: str, exercises: int) -> None:
     student = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     solution = nbformat.read(NOTEBOOKS / "solutions" / f"{name}.ipynb", as_version=4)
     assert len(student.cells) == len(solution.cells)
@@ -309,4 +309,4 @@ def test_solution_notebook_differs_only_in_solution_cells(name: str) -> None:
             assert "### END SOLUTION" in theirs.source
         else:
             assert mine.source == theirs.source
-    assert answers == 3
+    assert answers == exercises

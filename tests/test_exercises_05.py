@@ -23,7 +23,7 @@ from feedback_checks import (  # noqa: F401 (fresh_answers is an autouse fixture
 )
 
 import smtplab
-from smtplab.exercises import forget_answers, nb05
+from smtplab.exercises import authentication, forget_answers, tls
 
 BOB = "bob@example.net"
 ALICE = "alice@example.org"
@@ -63,17 +63,17 @@ def steal_password(wire_text: str) -> str:
 
 def test_password_solution_passes(careless_lab: Any) -> None:
     password = careless_lab.users[BOB].password
-    assert_passed(nb05.check_stolen_password(careless_lab, steal_password), f"{BOB}'s password",
+    assert_passed(tls.check_stolen_password(careless_lab, steal_password), f"{BOB}'s password",
                   "AUTH PLAIN", "not encryption", "another lab")
-    assert_passed(nb05.check_stolen_password(careless_lab, lambda w: steal_password(w).encode()), "returns bytes")
-    assert password not in nb05.check_stolen_password(careless_lab, "x").message
+    assert_passed(tls.check_stolen_password(careless_lab, lambda w: steal_password(w).encode()), "returns bytes")
+    assert password not in tls.check_stolen_password(careless_lab, "x").message
 
 
 def test_password_from_a_notebook_variable_fails(careless_lab: Any) -> None:
     """The gamed solutions: Bob's password pasted, or a function that returns the `bob` variable's password."""
     bob = careless_lab.users[BOB]
-    assert_failed(nb05.check_stolen_password(careless_lab, bob.password), "the function itself")
-    assert_failed(nb05.check_stolen_password(careless_lab, lambda wire_text: bob.password), "another lab's capture",
+    assert_failed(tls.check_stolen_password(careless_lab, bob.password), "the function itself")
+    assert_failed(tls.check_stolen_password(careless_lab, lambda wire_text: bob.password), "another lab's capture",
                   "whatever user logged in")
 
 
@@ -95,22 +95,22 @@ def test_password_wrong_answers_are_explained(careless_lab: Any) -> None:
         (42, ["as text"]),
     ]
     for answer, phrases in cases:
-        feedback = nb05.check_stolen_password(careless_lab, lambda wire_text, answer=answer: answer)
+        feedback = tls.check_stolen_password(careless_lab, lambda wire_text, answer=answer: answer)
         assert_failed(feedback, *phrases)
         if password not in str(answer):
             assert_not_told(feedback, password)
-    assert_failed(nb05.check_stolen_password(careless_lab, lambda wire_text: 1 / 0), "ZeroDivisionError")
-    assert_failed(nb05.check_stolen_password(careless_lab, 42), "must be a function")
+    assert_failed(tls.check_stolen_password(careless_lab, lambda wire_text: 1 / 0), "ZeroDivisionError")
+    assert_failed(tls.check_stolen_password(careless_lab, 42), "must be a function")
 
 
 def test_password_placeholder_is_unanswered(careless_lab: Any) -> None:
     for placeholder in (None, ..., "", "   "):
-        assert_unanswered(nb05.check_stolen_password(careless_lab, placeholder))
+        assert_unanswered(tls.check_stolen_password(careless_lab, placeholder))
 
     def steal_password(wire_text: str) -> None:
         ...  # the notebook's placeholder: the function exists, its body does not yet
 
-    assert_unanswered(nb05.check_stolen_password(careless_lab, steal_password))
+    assert_unanswered(tls.check_stolen_password(careless_lab, steal_password))
 
 
 def test_password_check_finds_nothing_when_every_login_used_tls(lab: smtplab.Lab) -> None:
@@ -122,7 +122,7 @@ def test_password_check_finds_nothing_when_every_login_used_tls(lab: smtplab.Lab
     session.ehlo()
     session.auth_plain(alice.address, alice.password)
     session.quit()
-    assert_failed(nb05.check_stolen_password(lab, steal_password), "no password crossed", "in clear text")
+    assert_failed(tls.check_stolen_password(lab, steal_password), "no password crossed", "in clear text")
 
 
 # --- exercise 2: an SPF record for example.com ---
@@ -143,7 +143,7 @@ def carol_lab(records: Any) -> dict[str, Any]:
 
 @pytest.mark.parametrize("record", ['"v=spf1 a:mail.example.com -all"', '"v=spf1 mx -all"'])
 def test_spf_solutions_pass(record: str) -> None:
-    assert_passed(nb05.check_spf_record(carol_lab([["@", "TXT", record]])), "Carol's real mail got spf=pass",
+    assert_passed(authentication.check_spf_record(carol_lab([["@", "TXT", record]])), "Carol's real mail got spf=pass",
                   "forgery spf=fail", record)
 
 
@@ -162,7 +162,7 @@ def test_spf_solutions_pass(record: str) -> None:
 ])
 def test_spf_wrong_records_are_explained(records: Any, phrases: list[str]) -> None:
     """(And a record that leaves Carol's host out is not told the mechanisms that would list it.)"""
-    feedback = nb05.check_spf_record(carol_lab(records))
+    feedback = authentication.check_spf_record(carol_lab(records))
     assert_failed(feedback, *phrases)
     if "ip4:127.0.1.10" in str(records):
         assert_not_told(feedback, "a:mail.example.com", " mx,")
@@ -170,10 +170,10 @@ def test_spf_wrong_records_are_explained(records: Any, phrases: list[str]) -> No
 
 def test_spf_placeholder_and_broken_scenarios() -> None:
     for placeholder in (..., None, [], [...]):
-        assert_unanswered(nb05.check_spf_record(carol_lab(placeholder)))
-    assert_unanswered(nb05.check_spf_record(None))
-    assert_failed(nb05.check_spf_record({"no": "providers"}), "the scenario dict the cell builds")
-    assert_failed(nb05.check_spf_record(smtplab.Scenario.security().to_dict()), "no provider example.com")
+        assert_unanswered(authentication.check_spf_record(carol_lab(placeholder)))
+    assert_unanswered(authentication.check_spf_record(None))
+    assert_failed(authentication.check_spf_record({"no": "providers"}), "the scenario dict the cell builds")
+    assert_failed(authentication.check_spf_record(smtplab.Scenario.security().to_dict()), "no provider example.com")
 
 
 # --- exercise 3: why did DMARC pass although DKIM failed? ---
@@ -197,13 +197,13 @@ def copies() -> dict[str, Any]:
 
 def test_alignment_solution_passes(copies: dict[str, Any]) -> None:
     footer = copies["footer"]
-    assert_passed(nb05.check_alignment(footer, "spf", "example.org"), "spf=pass",
+    assert_passed(authentication.check_alignment(footer, "spf", "example.org"), "spf=pass",
                   "smtp.mailfrom=alice@example.org", "header.from=example.org", "although dkim=fail")
-    assert_passed(nb05.check_alignment(footer, " SPF ", "example.org."))
-    assert_passed(nb05.check_alignment(footer, "spf", "alice@example.org"))
-    assert_passed(nb05.check_alignment(str(footer["Authentication-Results"]), "spf", "example.org"))
+    assert_passed(authentication.check_alignment(footer, " SPF ", "example.org."))
+    assert_passed(authentication.check_alignment(footer, "spf", "alice@example.org"))
+    assert_passed(authentication.check_alignment(str(footer["Authentication-Results"]), "spf", "example.org"))
     # With a genuine message both checks pass aligned, so both answers are right.
-    assert_passed(nb05.check_alignment(copies["genuine"], "dkim", "example.org"))
+    assert_passed(authentication.check_alignment(copies["genuine"], "dkim", "example.org"))
 
 
 @pytest.mark.parametrize(("carried_by", "domain", "phrases"), [
@@ -219,13 +219,13 @@ def test_alignment_solution_passes(copies: dict[str, Any]) -> None:
 ])
 def test_alignment_wrong_answers_are_explained(copies: dict[str, Any], carried_by: Any, domain: Any,
                                                phrases: list[str]) -> None:
-    assert_failed(nb05.check_alignment(copies["footer"], carried_by, domain), *phrases, "The header:")
+    assert_failed(authentication.check_alignment(copies["footer"], carried_by, domain), *phrases, "The header:")
 
 
 def test_alignment_placeholder_and_missing_message(copies: dict[str, Any]) -> None:
-    assert_unanswered(nb05.check_alignment(copies["footer"], None, None))
-    assert_unanswered(nb05.check_alignment(copies["footer"], "", "  "))
-    assert_failed(nb05.check_alignment(None, "spf", "example.org"), "run the cells of the footer lab")
+    assert_unanswered(authentication.check_alignment(copies["footer"], None, None))
+    assert_unanswered(authentication.check_alignment(copies["footer"], "", "  "))
+    assert_failed(authentication.check_alignment(None, "spf", "example.org"), "run the cells of the footer lab")
 
 
 # --- exercise 4: predict what p=quarantine does ---
@@ -233,7 +233,7 @@ def test_alignment_placeholder_and_missing_message(copies: dict[str, Any]) -> No
 def test_quarantine_solution_passes_with_what_really_happened() -> None:
     for answer in ("B", "b", "B)", "(b)"):
         forget_answers()
-        assert_passed(nb05.check_quarantine_prediction(answer), "Right (B", "250 2.0.0", "filed it in Bob's Junk",
+        assert_passed(authentication.check_quarantine_prediction(answer), "Right (B", "250 2.0.0", "filed it in Bob's Junk",
                       "dmarc=fail (p=quarantine)")
 
 
@@ -246,26 +246,26 @@ def test_quarantine_solution_passes_with_what_really_happened() -> None:
     (3, ["not one of the choices"]),
 ])
 def test_quarantine_wrong_predictions_are_explained(letter: Any, phrases: list[str]) -> None:
-    feedback = nb05.check_quarantine_prediction(letter)
+    feedback = authentication.check_quarantine_prediction(letter)
     assert_failed(feedback, *phrases)
     if letter in ("A", "C", "D", "E"):
         assert_not_told(feedback, "Junk", "250", "B:", "(B", "suspicious mail goes")
 
 
 def test_quarantine_prediction_counts_once() -> None:
-    assert_failed(nb05.check_quarantine_prediction("A"))
+    assert_failed(authentication.check_quarantine_prediction("A"))
     for letter in "BCDE":
-        feedback = nb05.check_quarantine_prediction(letter)
+        feedback = authentication.check_quarantine_prediction(letter)
         assert_failed(feedback, "first answer checked, 'A'")
         assert_not_told(feedback, "Junk")
 
 
 def test_quarantine_placeholder_is_unanswered() -> None:
     for placeholder in (None, ..., ""):
-        assert_unanswered(nb05.check_quarantine_prediction(placeholder))
+        assert_unanswered(authentication.check_quarantine_prediction(placeholder))
 
 
 def test_the_notebook_lists_the_choices_the_check_explains() -> None:
     text = "\n".join("".join(cell["source"]) for cell in json.loads(NOTEBOOK.read_text())["cells"])
-    for letter, choice in nb05.QUARANTINE_CHOICES.items():
-        assert f"**{letter}.** {choice}" in text, f"choice {letter} differs between notebook and nb05"
+    for letter, choice in authentication.QUARANTINE_CHOICES.items():
+        assert f"**{letter}.** {choice}" in text, f"choice {letter} differs between notebook and the checks"

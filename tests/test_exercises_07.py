@@ -15,7 +15,7 @@ from feedback_checks import (  # noqa: F401 (fresh_answers is an autouse fixture
 )
 
 import smtplab
-from smtplab.exercises import Feedback, forget_answers, nb00, nb07
+from smtplab.exercises import Feedback, forget_answers, journey, nb07
 
 
 @pytest.fixture
@@ -51,49 +51,49 @@ def _hello(lab: smtplab.Lab) -> smtplab.SendResult:
 
 def test_nb00_delivering_host(lab: smtplab.Lab) -> None:
     result = _hello(lab)
-    good = nb00.check_delivering_host(lab, result, "mx1.example.net")
+    good = journey.check_delivering_host(lab, result, "mx1.example.net")
     _ok(good)
     assert "by mx1.example.net" in good.message  # the Received header is quoted as evidence
     forget_answers()
-    _ok(nb00.check_delivering_host(lab, result, " MX1.example.net. "))
+    _ok(journey.check_delivering_host(lab, result, " MX1.example.net. "))
     for wrong, phrase in [("smtp.example.org", "Alice's provider"), ("smtp.example.net", "*sends*"),
                           ("imap.example.net", "SMTP, not IMAP"), ("mx2.example.net", "did not write")]:
         forget_answers()
-        feedback = nb00.check_delivering_host(lab, result, wrong)
+        feedback = journey.check_delivering_host(lab, result, wrong)
         _wrong(feedback, phrase, "topmost Received header")
         assert_not_told(feedback, "mx1")
-    _wrong(nb00.check_delivering_host(lab, result, "mx1.example.net"), "first answer checked, 'mx2.example.net'")
-    _wrong(nb00.check_delivering_host(lab, result, "gmail.com"), "not a host of this lab")
-    _wrong(nb00.check_delivering_host(lab, result, 42), "as a string")
-    _placeholder(nb00.check_delivering_host(lab, result, None))
-    _placeholder(nb00.check_delivering_host(lab, result, ...))
+    _wrong(journey.check_delivering_host(lab, result, "mx1.example.net"), "first answer checked, 'mx2.example.net'")
+    _wrong(journey.check_delivering_host(lab, result, "gmail.com"), "not a host of this lab")
+    _wrong(journey.check_delivering_host(lab, result, 42), "as a string")
+    _placeholder(journey.check_delivering_host(lab, result, None))
+    _placeholder(journey.check_delivering_host(lab, result, ...))
 
 
 def test_nb00_delivering_host_follows_the_real_route(lab: smtplab.Lab) -> None:
     lab.host("mx1").down()
     result = _hello(lab)
-    _ok(nb00.check_delivering_host(lab, result, "mx2.example.net"))
+    _ok(journey.check_delivering_host(lab, result, "mx2.example.net"))
     forget_answers()
-    assert_not_told(nb00.check_delivering_host(lab, result, "mx1.example.net"), "mx2")
+    assert_not_told(journey.check_delivering_host(lab, result, "mx1.example.net"), "mx2")
 
 
 def test_nb00_reply(lab: smtplab.Lab) -> None:
     reply = lab.send("bob@example.net", "alice@example.org", "Re: Hello Bob", "Thanks!\n")
-    good = nb00.check_reply(lab, reply)
+    good = journey.check_reply(lab, reply)
     _ok(good)
     assert "smtp.example.net" in good.message and "smtp.example.org" in good.message
-    _placeholder(nb00.check_reply(lab, None))
-    assert_not_told(nb00.check_reply(lab, None), "bob@example.net", '"alice@example.org"')
-    _wrong(nb00.check_reply(lab, _hello(lab)), "sent by alice@example.org", "Bob must be the sender")
+    _placeholder(journey.check_reply(lab, None))
+    assert_not_told(journey.check_reply(lab, None), "bob@example.net", '"alice@example.org"')
+    _wrong(journey.check_reply(lab, _hello(lab)), "sent by alice@example.org", "Bob must be the sender")
     to_self = lab.send("bob@example.net", "bob@example.net", "note to self", "x\n")
-    _wrong(nb00.check_reply(lab, to_self), "not to alice@example.org")
-    _wrong(nb00.check_reply(lab, "250 OK"), "SendResult")
+    _wrong(journey.check_reply(lab, to_self), "not to alice@example.org")
+    _wrong(journey.check_reply(lab, "250 OK"), "SendResult")
 
 
 def test_nb00_reply_not_delivered(lab: smtplab.Lab) -> None:
     lab.host("smtp.example.org").down()  # example.org's only MX: Bob's reply must wait
     reply = lab.send("bob@example.net", "alice@example.org", "Re: Hello Bob", "Thanks!\n")
-    _wrong(nb00.check_reply(lab, reply), "has not reached Alice yet", "deferred")
+    _wrong(journey.check_reply(lab, reply), "has not reached Alice yet", "deferred")
 
 
 # --- notebook 07 ---

@@ -97,7 +97,7 @@ def test_a_sample_class_is_autograded_with_the_courses_checks(course: Path) -> N
     answers = {cell.get("id"): re.search(r"### BEGIN SOLUTION\n(.*?)\n\s*### END SOLUTION", cell.source,
                                          re.S).group(1)  # type: ignore[union-attr]
                for cell in source.cells if cell.metadata.get("nbgrader", {}).get("solution")}
-    assert len(answers) == 2
+    assert len(answers) == 3
     first = next(iter(answers))
     _submit(course, "correct", answers)
     _submit(course, "partly", {**answers, first: 'answer = "smtp.example.org"'})  # exercise 1 wrong
@@ -109,8 +109,9 @@ def test_a_sample_class_is_autograded_with_the_courses_checks(course: Path) -> N
         scores = {student: (gradebook.find_submission(ASSIGNMENT, student).score,
                             gradebook.find_submission(ASSIGNMENT, student).max_score)
                   for student in ("correct", "partly", "empty")}
-    assert scores == {"correct": (2.0, 2.0), "partly": (1.0, 2.0), "empty": (0.0, 2.0)}
+    assert scores == {"correct": (3.0, 3.0), "partly": (2.0, 3.0), "empty": (0.0, 3.0)}
     graded = nbformat.read(course / "autograded" / "partly" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", as_version=4)
     feedback = "".join(str(output.get("data", {}).get("text/plain", "")) for cell in graded.cells
                        for output in cell.get("outputs", []))
-    assert "✘ Exercise 1" in feedback and "✔ Exercise 2" in feedback, "the learner sees the course's feedback"
+    assert "✘ Exercise 1" in feedback and "✔ Exercise 2" in feedback and "✔ Exercise 3" in feedback, \
+        "the learner sees the course's feedback"

@@ -2,7 +2,8 @@
 
 Every check returns a `Feedback` instead of raising, so an unsolved exercise never stops a Run-All;
 the feedback says exactly what was wrong and why ("your RCPT came before MAIL: the server said
-503 5.5.1 ..."), never just "wrong". One module per notebook (`nb01`, `nb02`, ...).
+503 5.5.1 ..."), never just "wrong". One module per topic (`handshake`, `msa`, `roles`, `tls`, `blocklist` ...) or
+per notebook (`nb02`, `nb03` ...).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Exercises of notebook 06 (anti-spam): write a message that a content filter files as Junk.
+"""Check of notebook 06's spam-score exercise: write a message that a content filter files as Junk, and
+name the rules that moved it over the line.
 
 The check reads what really happened in the lab: Bob's folders, the X-Spam-Score and X-Spam-Report
 headers his MX wrote, and the relay queue. Only a message the learner sent after the exercise began
@@ -7,6 +8,7 @@ counts, so the notebook's own example does not pass it.
 
 from __future__ import annotations
 
+import re
 import weakref
 from email.message import Message
 from typing import Any
@@ -17,7 +19,7 @@ from ._answers import is_placeholder
 
 __all__ = ["begin_junk_exercise", "check_over_the_line", "NOTEBOOK_SUBJECT"]
 
-JUNK = "Exercise 1 · over the line"
+JUNK = "Exercise 2 · over the line"
 ALICE = "alice@example.org"
 BOB = "bob@example.net"
 NOTEBOOK_SUBJECT = "YOU ARE A WINNER"  # the notebook's own example: it does not count
@@ -29,6 +31,7 @@ _START: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
 def begin_junk_exercise(lab: Any) -> None:
     """Mark the start of the exercise: messages sent before it (the notebook's) do not count."""
     _START[lab] = lab.mark()
+
 
 
 def _copy(lab: Any, message_id: str) -> tuple[str, Message | None]:
@@ -50,8 +53,55 @@ def _report(message: Message) -> tuple[float, str]:
     return value, rules or "none"
 
 
-def check_over_the_line(lab: Any, result: Any) -> Feedback:
-    """Pass when the learner's own message from Alice to Bob landed in Bob's Junk folder by its content."""
+_HIT = re.compile(r"([A-Z][A-Z0-9_]+)=(-?[0-9.]+)")
+
+
+def _hits(message: Message) -> tuple[float, dict[str, float]]:
+    """(junk-at threshold, {rule: points}) from the X-Spam-Report header Bob's MX wrote."""
+    report = " ".join(str(message.get("X-Spam-Report", "")).split())
+    match = re.search(r"junk-at=(-?[0-9.]+)", report)
+    junk_at = float(match.group(1)) if match else 5.0
+    rules = report.split("rules:", 1)[1] if "rules:" in report else ""
+    return junk_at, {name: float(points) for name, points in _HIT.findall(rules)}
+
+
+def _names(value: Any) -> list[str] | None:
+    if isinstance(value, str):
+        items = [part for part in re.split(r"[\s,]+", value) if part]
+    elif isinstance(value, (list, tuple, set, frozenset)) and all(isinstance(v, str) for v in value):
+        items = [str(v).strip() for v in value if str(v).strip()]
+    else:
+        return None
+    return [item.upper() for item in items]
+
+
+def _judge_rules(value: float, message: Message, deciding: Any) -> str:
+    """'' when `deciding` names a smallest set of fired rules without which the message would stay in INBOX."""
+    junk_at, fired = _hits(message)
+    names = _names(deciding)
+    listing = ", ".join(f"{n}={p:g}" for n, p in fired.items()) or "none"
+    if names is None:
+        return (f"deciding_rules must be a rule name, or a list of names, as text (you gave {deciding!r}).")
+    if not names:
+        return "deciding_rules is empty: name the rule, or rules, that moved your message over the line."
+    unknown = [n for n in names if n not in fired]
+    if unknown:
+        return (f"{unknown[0]} did not fire for your message: X-Spam-Report lists the rules that did, with their "
+                f"points ({listing}).")
+    without = value - sum(fired[n] for n in set(names))
+    if without >= junk_at:
+        return (f"without {', '.join(names)} your message would still score {without:g}, at or above junk-at "
+                f"{junk_at:g}: still Junk. Which points are the ones that carried it over {junk_at:g}?")
+    spare = [n for n in names if value - sum(fired[m] for m in set(names) if m != n) < junk_at]
+    if spare:
+        return (f"your message stays under junk-at {junk_at:g} even if {spare[0]} still fires: name only the rules it "
+                "needs, without any that are not needed to cross the line.")
+    return ""
+
+
+def check_over_the_line(lab: Any, result: Any, deciding_rules: Any = None) -> Feedback:
+    """Pass when the learner's own message from Alice to Bob landed in Bob's Junk folder by its content, and
+    `deciding_rules` names a smallest set of the rules that fired without which it would have stayed in INBOX."""
     if is_placeholder(result):
         return unanswered("Send Alice's message to Bob with lab.send(...) and keep what it returns in my_result.",
                           JUNK)
@@ -60,7 +110,7 @@ def check_over_the_line(lab: Any, result: Any) -> Feedback:
                       JUNK)
     start = _START.get(lab)
     if start is None:
-        return failed("run the exercise's first cell (it calls nb06.begin_junk_exercise(lab)) before you send: the "
+        return failed("run the exercise's first cell (it calls spam_score.begin_junk_exercise(lab)) before you send: the "
                       "check counts only messages sent after it.", JUNK)
     events = lab.trace.for_message(result.queue_id)
     if events and min(e.seq for e in events) <= start:
@@ -90,8 +140,16 @@ def check_over_the_line(lab: Any, result: Any) -> Feedback:
         return failed(f"your message is in Bob's INBOX with X-Spam-Score {value:g} (rules that fired: {rules}). Junk "
                       "starts at the junk-at score in its X-Spam-Report. Which rules of smtplab.spam.RULES could "
                       "your text trigger? smtplab.spam.score(raw_bytes) lets you try before you send.", JUNK)
+    if is_placeholder(deciding_rules):
+        return unanswered(f"Your message is in Junk (X-Spam-Score {value:g}). Now name in deciding_rules the rule, or "
+                          "rules, without which it would have stayed in INBOX.", JUNK)
+    problem = _judge_rules(value, message, deciding_rules)
+    if problem:
+        return failed(f"your message is in Junk, but {problem}", JUNK)
     auth = " ".join(str(message.get("Authentication-Results", "")).split())
+    named = ", ".join(_names(deciding_rules) or [])
     return passed(f"Right: Bob's MX filed your message in Junk with X-Spam-Score {value:g}; the rules that fired: "
-                  f"{rules}. Its Authentication-Results say {auth.split(';', 1)[-1].strip()}: the sender is "
+                  f"{rules}. Without {named} it would have scored under the junk-at line. Its Authentication-Results "
+                  f"say {auth.split(';', 1)[-1].strip()}: the sender is "
                   "genuine, the content alone moved it over the line. A real filter weighs hundreds of such rules, "
                   "and learns from what users mark as spam.", JUNK)

@@ -1,4 +1,4 @@
-"""Exercises of notebook 00 (welcome): who delivered Alice's message, and Bob's reply.
+"""Checks of notebook 00 (welcome): who delivered Alice's message, and Bob's reply.
 
 The checks read what really happened in the lab (the relay queue, the Received headers of the
 delivered copy) and say where the learner's answer fits in the journey when it is not the right one.
@@ -17,7 +17,7 @@ from ._answers import is_blank
 __all__ = ["check_delivering_host", "check_reply"]
 
 DELIVERER = "Exercise 1 · who put the message into Bob's mailbox?"
-REPLY = "Exercise 2 · Bob answers"
+REPLY = "Exercise 3 · Bob answers"
 
 ALICE = "alice@example.org"
 BOB = "bob@example.net"

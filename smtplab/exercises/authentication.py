@@ -1,15 +1,13 @@
-"""Exercises of notebook 05 (authentication and TLS): a password read off the wire, an SPF record of your own, DMARC
-alignment, and what p=quarantine does to a forgery.
+"""Checks of notebook 05's sender authentication: an SPF record of your own, DMARC alignment, and what
+p=quarantine does to a forgery.
 
-Each check asks the real lab: the bytes an eavesdropper saw on an SMTP connection, a forgery sent from
-mallory's host to a fresh lab with the policy in question, a lab started from the learner's own scenario,
-and the Authentication-Results header that Bob's MX wrote.
+Each check asks the real lab: a forgery sent from mallory's host to a fresh lab with the policy in
+question, a lab started from the learner's own scenario, and the Authentication-Results header that
+Bob's MX wrote.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from collections.abc import Mapping
 from email.message import Message
@@ -22,13 +20,11 @@ from ..scenario import Scenario
 from . import Feedback, changed_answer_note, failed, first_answer, passed, unanswered
 from ._answers import is_blank
 
-__all__ = ["check_stolen_password", "QUARANTINE_CHOICES", "check_quarantine_prediction", "check_spf_record",
-           "check_alignment"]
+__all__ = ["QUARANTINE_CHOICES", "check_quarantine_prediction", "check_spf_record", "check_alignment"]
 
-PASSWORD = "Exercise 1 · read a password off the wire"
-SPF = "Exercise 2 · an SPF record for example.com"
-ALIGNMENT = "Exercise 3 · why did DMARC pass?"
-QUARANTINE = "Exercise 4 · predict p=quarantine"
+SPF = "Exercise 3 · an SPF record for example.com"
+ALIGNMENT = "Exercise 4 · why did DMARC pass?"
+QUARANTINE = "Exercise 5 · predict p=quarantine"
 
 ALICE = "alice@example.org"
 BOB = "bob@example.net"
@@ -36,6 +32,7 @@ CAROL = "carol@example.com"
 CAROL_DOMAIN = "example.com"
 CAROL_HOST = "mail.example.com"
 EVIL_HOST = "mail.evil.example"
+
 
 
 def _one_line(text: str) -> str:
@@ -102,161 +99,7 @@ def _org(domain: str) -> str:
     return ".".join(domain.split(".")[-2:])
 
 
-# --- exercise 1: the password on the wire ---
-
-_AUTH_PLAIN = re.compile(r"^C: AUTH PLAIN (\S+)\s*$", re.M)
-
-
-def _clear_logins(lab: Any) -> list[tuple[str, str, str, str]]:
-    """(connection, token, login, password) of every AUTH PLAIN that crossed an SMTP connection in clear."""
-    found = []
-    for conn in lab.trace.connections("smtp"):
-        try:
-            wire = lab.wire(conn).render()
-        except KeyError:
-            continue
-        for token in _AUTH_PLAIN.findall(wire):
-            try:
-                fields = base64.b64decode(token, validate=True).split(b"\0")
-            except (binascii.Error, ValueError):
-                continue
-            if len(fields) == 3:
-                login, password = (f.decode("utf-8", "replace") for f in fields[1:])
-                found.append((conn, token, login, password))
-    return found
-
-
-def _careless_capture() -> tuple[str, str, str]:
-    """(wire text, login, password) of a clear-text AUTH PLAIN in a fresh lab the learner has never seen."""
-    scenario = Scenario.security(policy="none").to_dict()
-    scenario["providers"][0]["hosts"]["smtp.example.org"] = {"services": ["submission", "smtp"],
-                                                            "options": ["plaintext_auth"]}
-    with Lab(scenario).start() as other:
-        alice = other.users[ALICE]
-        session = other.session("smtp.example.org")
-        try:
-            session.ehlo("laptop.example.org")
-            session.auth_plain(alice.address, alice.password)
-            session.quit()
-        finally:
-            session.close()
-        return other.wire(session.conn).render(), alice.address, alice.password
-
-
-def _run(steal: Any, wire_text: str) -> tuple[Any, str]:
-    """Call the learner's function; return (its result, '') or (None, what went wrong)."""
-    try:
-        return steal(wire_text), ""
-    except Exception as exc:  # the learner's code: report, never crash a Run-All
-        return None, f"{type(exc).__name__}: {exc}"
-
-
-def check_stolen_password(lab: Any, steal: Any) -> Feedback:
-    """Run the learner's `steal(wire_text)` on the notebook's capture and on a fresh one from another lab.
-
-    A function, not a pasted value: the second capture has a password the learner has never seen (and
-    that no variable of the notebook holds), so only code that really reads the wire finds it.
-    """
-    if is_blank(steal):
-        return unanswered("Write the function steal_password(wire_text): it finds the AUTH PLAIN line in what the "
-                          "eavesdropper saw, decodes its token and returns the password as text.", PASSWORD)
-    if isinstance(steal, (str, bytes, bytearray)):
-        return failed("give the function itself (steal_password, without parentheses), not a value: the check "
-                      "runs it on the capture above and on a capture from another lab that you have not seen.",
-                      PASSWORD)
-    if not callable(steal):
-        return failed(f"steal_password must be a function of wire_text, not a {type(steal).__name__}.", PASSWORD)
-    captures = _clear_logins(lab)
-    if not captures:
-        return failed("no password crossed any SMTP connection of this lab in clear text, so there is nothing to "
-                      "read yet. Run the cell where Bob logs in to smtp.example.net without STARTTLS first. (If "
-                      "you have gone on to a later section, `lab` is already a newer lab: run the notebook from "
-                      "the top.)", PASSWORD)
-    conn = captures[-1][0]
-    answer, error = _run(steal, lab.wire(conn).render())
-    if error:
-        return failed(f"steal_password(wire_text) raised {error}. Try your steps one at a time in a cell on "
-                      "wire_text.", PASSWORD)
-    if is_blank(answer):
-        return unanswered("steal_password returns nothing yet: write its steps, and end it with return and the "
-                          "password.", PASSWORD)
-    verdict = _judge_password(lab, answer, captures)
-    if not verdict.ok:
-        return verdict
-    try:
-        other_wire, other_login, other_password = _careless_capture()
-    except Exception as exc:  # the check must never crash a Run-All
-        return failed(f"the check could not start its second lab: {exc}", PASSWORD)
-    other, error = _run(steal, other_wire)
-    if error:
-        return failed(f"steal_password worked on this notebook's capture but raised {error} on another lab's "
-                      f"capture (a login by {other_login}). Does it rely on something only this capture has?",
-                      PASSWORD)
-    text = other.decode("utf-8", "replace") if isinstance(other, (bytes, bytearray)) else other
-    if text != other_password:
-        return failed(f"steal_password found the password in this notebook's capture, but on another lab's capture "
-                      f"(a login by {other_login}) it returned {other!r}, which is not what crossed that wire. Read "
-                      "the password out of wire_text itself, whatever user logged in.", PASSWORD)
-    return verdict
-
-
-def _judge_password(lab: Any, answer: Any, captures: list[tuple[str, str, str, str]]) -> Feedback:
-    """Compare what the learner's function returned with the passwords that crossed the lab's wire."""
-    was_bytes = isinstance(answer, (bytes, bytearray))
-    if was_bytes:
-        text = bytes(answer).decode("utf-8", "replace")
-    elif isinstance(answer, str):
-        text = answer
-    else:
-        return failed(f"steal_password returned {answer!r}: give the password as text (a str), not a "
-                      f"{type(answer).__name__}.", PASSWORD)
-    if not text.strip():
-        return failed("steal_password returned nothing but blanks: find the line 'C: AUTH PLAIN ...' in wire_text "
-                      "first.", PASSWORD)
-    by_password = {password: (conn, token, login) for conn, token, login, password in captures}
-    if text in by_password:
-        conn, token, login = by_password[text]
-        note = " (It returns bytes; .decode() would make them text.)" if was_bytes else ""
-        return passed(f"Right: steal_password read {login}'s password off the wire.{note} It crossed connection "
-                      f"{conn} as 'C: AUTH PLAIN {token}', and your function found the password of another "
-                      "login in another lab as well. Base64 is an encoding, not encryption: anyone who sees the "
-                      "wire does what you just did. After STARTTLS the same line travels inside TLS records, which "
-                      "is why every other submission host refuses AUTH before STARTTLS.", PASSWORD)
-    stripped = text.strip().strip("'\"")
-    if stripped in by_password:
-        return failed(f"almost: the password is there, but with extra characters around it ({text!r}). "
-                      "Return exactly the third field of the decoded token.", PASSWORD)
-    conn, token, login, password = captures[-1]
-    looks_like_nul = "\0" in text or "\\x00" in text or "\\0" in text
-    if stripped in (token, f"AUTH PLAIN {token}", f"C: AUTH PLAIN {token}") or (len(stripped) >= 8
-                                                                             and stripped in token):
-        return failed(f"{stripped!r} is still base64: the token exactly as it crossed the wire. "
-                      "base64.b64decode(token) turns it back into the bytes it encodes.", PASSWORD)
-    if looks_like_nul and password in text:
-        return failed("you kept the whole decoded token, NUL separators included. AUTH PLAIN packs three fields "
-                      "separated by NUL bytes (b'\\0'): an authorization identity (empty here), the user name, the "
-                      "password (RFC 4616). Split at b'\\0' and take the third field.", PASSWORD)
-    if text.lower() == login.lower():
-        return failed(f"{text!r} is the user name, the second field of the decoded token. Which field comes after "
-                      "it (RFC 4616)?", PASSWORD)
-    if password in text and login in text:
-        return failed(f"{text!r} holds the user name and the password run together: the NUL bytes between them are "
-                      "gone, and with them the boundary. Split the decoded bytes at b'\\0' instead of removing "
-                      "the NULs.", PASSWORD)
-    if password in text:
-        return failed(f"the password is in there, but with more around it: {text!r}. Return only the third field of "
-                      "the decoded token.", PASSWORD)
-    others = [u.address for u in lab.users.values() if u.password == text]
-    if others:
-        return failed(f"that is {others[0]}'s password, but {others[0]} never logged in without TLS: the function "
-                      f"must read the password from wire_text. The login that crossed the wire in clear was "
-                      f"{login}'s.", PASSWORD)
-    return failed(f"{text!r} is not the password that crossed the wire. The clear-text line on connection {conn} is "
-                  f"'C: AUTH PLAIN {token}'. Decode that token with base64.b64decode(...) and look at the bytes.",
-                  PASSWORD)
-
-
-# --- exercise 4: predict what p=quarantine does to mallory's forgery ---
+# --- exercise 5: predict what p=quarantine does to mallory's forgery ---
 
 QUARANTINE_CHOICES: dict[str, str] = {
     "A": "mx1 answers 250 and Bob finds the forgery in his INBOX, as with p=none",
@@ -335,7 +178,7 @@ def check_quarantine_prediction(prediction: Any) -> Feedback:
                   "lab with p=quarantine: compare.", QUARANTINE)
 
 
-# --- exercise 2: an SPF record for example.com ---
+# --- exercise 3: an SPF record for example.com ---
 
 _GENUINE_SUBJECT = "Lunch next week? (from Carol)"
 _FORGED_SUBJECT = "Carol's new bank account"
@@ -440,7 +283,7 @@ def _why_none(records: Any, published: tuple[str, ...]) -> str:
             "receiver found no SPF policy: spf=none.")
 
 
-# --- exercise 3: DMARC passed although DKIM failed ---
+# --- exercise 4: DMARC passed although DKIM failed ---
 
 def check_alignment(message: Any, carried_by: Any, aligned_domain: Any) -> Feedback:
     """Which check carried DMARC (spf or dkim), and which domain did it share with the From header?"""

@@ -1,4 +1,4 @@
-"""Checks for notebook 01, the SMTP handshake: dot-stuffing, a whole session by hand, STARTTLS first.
+"""Checks of notebook 01, the SMTP handshake typed by hand: dot-stuffing, and a whole session to an MX.
 
 Each check reads what really crossed the wire (the session's transcript, or a session it opens itself)
 and Bob's mailbox, and says which line the server refused and why.
@@ -14,15 +14,13 @@ from ..client import SmtpSession
 from ..errors import SmtpLabError
 from ..hops import received_hops
 from ..replies import Reply
-from . import Feedback, changed_answer_note, failed, first_answer, passed, unanswered
+from . import Feedback, failed, passed, unanswered
 from ._answers import is_placeholder
 
-__all__ = ["check_dot_stuffing", "check_session", "check_starttls_prediction", "typing_session",
-           "TypedSession", "DOT_LINES"]
+__all__ = ["check_dot_stuffing", "check_session", "typing_session", "TypedSession", "DOT_LINES"]
 
 DOT_STUFFING = "Exercise 1 · the lone dot"
 SESSION = "Exercise 2 · a whole session by hand"
-PREDICT_530 = "Exercise 3 · predict the reply"
 
 BOB = "bob@example.net"
 # The body lines Bob must receive in exercise 1, in this order.
@@ -34,6 +32,7 @@ DOT_LINES = (
 _COMMANDS = {"HELO", "EHLO", "MAIL", "RCPT", "DATA", "RSET", "NOOP", "QUIT", "VRFY", "EXPN", "HELP", "STARTTLS",
              "AUTH"}
 _ID = re.compile(r"(?:delivered|queued) as (\S+)")
+
 
 
 @dataclass
@@ -322,14 +321,14 @@ def _message_problem(step: _Step) -> str:
 def check_session(session: Any, lab: Any) -> Feedback:
     """Check that the learner typed a session that delivered a message with a Subject and a body to Bob."""
     if is_placeholder(session):
-        return unanswered("Open the session with my_session = nb01.typing_session(lab) and send your lines.",
+        return unanswered("Open the session with my_session = handshake.typing_session(lab) and send your lines.",
                           SESSION)
     if isinstance(session, SmtpSession):
         return failed("this is a session with shortcuts (ehlo(), mail(), data() ...), which write the lines for "
-                      "you. Open the exercise's own session with my_session = nb01.typing_session(lab) and type "
+                      "you. Open the exercise's own session with my_session = handshake.typing_session(lab) and type "
                       "every line with my_session.send(...).", SESSION)
     if not isinstance(session, TypedSession):
-        return failed(f"give the session you opened with nb01.typing_session(lab), not a "
+        return failed(f"give the session you opened with handshake.typing_session(lab), not a "
                       f"{type(session).__name__}.", SESSION)
     steps = _steps(_wire_lines(lab, session.conn) if session.conn else session.transcript)
     steps = [s for s in steps if not s.line.startswith("*")]
@@ -397,61 +396,3 @@ def _what_is_missing(session: Any, steps: list[_Step]) -> str:
         return ("the envelope is ready (MAIL and RCPT accepted), but you never sent DATA: send DATA, wait for 354, "
                 "then the message lines and a line holding only '.'.")
     return "the message was never accepted: end it with a line holding only '.' and look for 250."
-
-
-# --- exercise 3: predict --------------------------------------------------------------------
-
-
-_WRONG_GUESSES = {
-    250: "250 would mean the sender was accepted. Would a provider start a transaction for a client that has "
-         "not said who it is, on a connection anyone can read?",
-    220: "220 is the greeting, and the answer to STARTTLS ('go ahead'); a MAIL command never gets it.",
-    354: "354 is the server's 'go ahead, send the message', and only DATA gets it.",
-    535: "535 answers a login with wrong credentials, but you have not tried to log in at all.",
-}
-_BY_CLASS = {
-    "2": "a success code: would the server accept a sender here, before encryption and login?",
-    "3": "a 'go on' code, but MAIL asks for nothing more to be sent.",
-    "4": "a temporary failure ('try again later'): would waiting change anything here?",
-    "5": "a permanent refusal: does its meaning (smtplab.explain(code)) fit a connection that lacks "
-         "encryption and a login?",
-}
-
-
-def _submission_reply(lab: Any) -> Reply:
-    hosts = [h for h in lab.hosts.values() if "submission" in h.ports]
-    host = next((h for h in hosts if h.name == "smtp.example.org"), hosts[0])
-    sender = next((u.address for u in lab.users.values() if u.domain == host.domain), "alice@example.org")
-    session = lab.session(host.name, "submission")
-    try:
-        session.ehlo("student.local")
-        reply = session.send(f"MAIL FROM:<{sender}>")
-        assert reply is not None
-        session.send("QUIT")
-        return reply
-    finally:
-        session.close()
-
-
-def check_starttls_prediction(answer: Any, lab: Any) -> Feedback:
-    """Compare the predicted reply code with what the submission server really says to MAIL before STARTTLS.
-
-    The first well-formed prediction counts; a wrong one is told how to find out, never the code.
-    """
-    if is_placeholder(answer):
-        return unanswered("Write the three-digit reply code you expect, as a number.", PREDICT_530)
-    match = re.match(r"\s*([2-5]\d\d)\b", str(answer)) if not isinstance(answer, bool) else None
-    if match is None:
-        return failed(f"{answer!r} is not a reply code: answer with three digits, from 200 to 599.", PREDICT_530)
-    given = int(match.group(1))
-    guess = first_answer(PREDICT_530, given)
-    note = changed_answer_note(guess, given)
-    reply = _submission_reply(lab)
-    if guess == reply.code:
-        return passed(f"{note}Right. The server said: {_said(reply)}. {reply.code} means: {reply.meaning}. A "
-                      "submission server will not start a transaction on a plain connection (RFC 6409, RFC 4954): "
-                      "the client says STARTTLS, EHLO again, then AUTH.", PREDICT_530)
-    why = _WRONG_GUESSES.get(guess) or f"{guess} is {_BY_CLASS[str(guess)[0]]}"
-    return failed(f"{note}Not what the server answered. {why} Find out: the next section opens the same "
-                  "connection by hand, and lab.session('smtp.example.org') lets you send the line yourself.",
-                  PREDICT_530)
