@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
+from pathlib import Path
+
 import dns.asyncresolver
 import pytest
 
@@ -53,3 +57,38 @@ def test_an_mx_without_an_address_is_unroutable_x44_not_no_answer_x41() -> None:
         assert "has no address" in status.last_reply
     finally:
         lab.stop()
+
+
+def _markdown(notebook: str, cell_id: str) -> str:
+    """The text of one markdown cell of an English notebook, found by its id."""
+    import nbformat
+
+    path = Path(__file__).resolve().parent.parent / "notebooks" / notebook
+    return next(c.source for c in nbformat.read(path, as_version=4).cells if c.get("id") == cell_id)
+
+
+def test_lesson_04_names_the_special_use_folders_the_lab_lists(lab: smtplab.Lab) -> None:
+    """04 explains LIST: every special-use attribute (RFC 6154) the server answers with is named in the text."""
+    client = lab.imap("bob@example.net")
+    try:
+        status, lines = client.list()
+    finally:
+        client.logout()
+    assert status == "OK"
+    attributes = {flag for line in lines for flag in re.findall(r"\\(Sent|Drafts|Junk|Trash|Archive|All)\b",
+                                                                line.decode())}
+    assert attributes, lines
+    text = _markdown("04-imap.ipynb", "nb04-16")
+    assert "RFC 6154" in text
+    assert not [a for a in attributes if f"`\\{a}`" not in text], (sorted(attributes), text)
+
+
+def test_lesson_02_explains_the_blocklist_question_the_mx_really_asks(lab: smtplab.Lab) -> None:
+    """02 prints mx1's DNS questions beside the relay's: the DNSBL name it explains is the one in the trace."""
+    result = lab.send("alice@example.org", "bob@example.net", "Which MX?", "Hello Bob!")
+    client = ipaddress.ip_address(lab.host("smtp.example.org").address)
+    name = ".".join(reversed(str(client).split("."))) + ".bl.lab."  # RFC 5782 section 2.1
+    asked = [e.text for e in lab.trace.for_message(result.message_id) if e.protocol == "dns"]
+    assert any(text.startswith(f"{name} A?") for text in asked), asked
+    text = _markdown("02-mx-lookup.ipynb", "02-18")
+    assert f"`{name} A?`" in text and str(client) in text and "RFC 5782" in text

@@ -171,7 +171,8 @@ def check_uid(lab: Any, uid: Any, subject: str, address: str = "bob@example.net"
     other = next((e for e in entries if e.uid == number), None)
     if other is not None:
         return failed(f"UID {number} is the message '{other.subject}' from {other.sender}, not '{subject}'. "
-                      f"Search for the subject: imap.uid(\"SEARCH\", None, 'SUBJECT \"{subject}\"').", UID)
+                      "Search by subject: a UID SEARCH with the SUBJECT criterion, the whole subject in double quotes.",
+                      UID)
     return failed(f"no message in {address}'s INBOX has UID {number}. Ask the server: a UID SEARCH answers with "
                   "UIDs.", UID)
 

@@ -1,46 +1,40 @@
-"""Notebook 07 (capstone), "Bob never got the mail": a lab with hidden faults, and the checks.
+"""Checks of notebook 07 (capstone), "Bob never got the mail": the learner's diagnosis of each message.
 
-`start_mystery_lab()` starts a lab, breaks it in a few independent ways without saying how, and sends
-this morning's messages from alice@example.org (a copy of each is in her Sent folder). The learner
-diagnoses every message with the tools of notebooks 01-04; each check compares the learner's
-diagnosis with the evidence in the real lab (queue, DNS, replies, DSNs) and quotes that evidence.
-`reveal(lab)` says how the lab was broken (the solution notebook shows it).
+The lab with hidden faults comes from `mystery` (`start_mystery_lab()`, `reveal(lab)`, re-exported here
+for the notebook). The learner diagnoses every message with the tools of notebooks 01-04; each check
+compares the diagnosis with the evidence in the real lab (queue, DNS, replies, DSNs) and quotes that
+evidence, never the diagnosis itself.
 """
 
 from __future__ import annotations
 
-import imaplib
 import re
-import weakref
-from collections.abc import Mapping
-from datetime import timedelta
-from email import policy
-from email.message import EmailMessage, Message
-from email.utils import format_datetime, make_msgid
+from email.message import Message
 from typing import Any
 
 from ..client import SendResult
 from ..errors import SmtpLabError
 from ..events import QueueChange
 from ..hops import received_hops
-from ..lab import Lab, start
 from ..relay import QueueItem, RecipientStatus
 from ..replies import explain
-from ..scenario import Scenario
 from . import Feedback, combine, failed, first_answer, passed, unanswered
 from ._answers import is_blank
+from .mystery import (
+    ALICE,
+    FULL_MAILBOX,
+    MISSING_MX,
+    RULED,
+    SHOP_DOMAIN,
+    SUBJECTS,
+    morning_results,
+    mystery_scenario,
+    reveal,
+    start_mystery_lab,
+)
 
 __all__ = ["CAUSES", "SUBJECTS", "start_mystery_lab", "mystery_scenario", "reveal", "check_ride",
            "check_payment", "check_route", "check_photos"]
-
-ALICE = "alice@example.org"
-SHOP_DOMAIN = "bobsbikes.example"
-MISSING_MX = f"mail.{SHOP_DOMAIN}"  # named by the MX record, but has no address
-SHOP_MX = f"mx.{SHOP_DOMAIN}"  # the host that really runs SMTP for the shop
-FULL_MAILBOX = "carol@example.net"
-RULED = "riders@example.net"
-FULL_REPLY = "452 4.2.2 Mailbox full"
-RULE_REPLY = f"550 5.7.1 <{RULED}>: Recipient address rejected: only club members may post to this address"
 
 # What can make a message arrive, wait or bounce. The learner picks one key per message.
 CAUSES: dict[str, str] = {
@@ -54,127 +48,10 @@ CAUSES: dict[str, str] = {
     "policy-rejection": "the recipient's server refuses the message by a rule: a permanent refusal (5xx, 5.7.x)",
 }
 
-# This morning's messages: key, minutes after 08:00 (lab time), recipients, subject, body.
-_MORNING = (
-    ("ride", 2, ("bob@example.net",), "Club ride: meeting point",
-     "Hi Bob,\n\nfor the club ride we meet at 9:00 at the fountain. Bring a spare tube!\n\nAlice\n"),
-    ("payment", 17, (f"bob@{SHOP_DOMAIN}",), "Paid: invoice 2041 (new wheels)",
-     "Hello Bob's Bikes,\n\nI paid invoice 2041 by bank transfer this morning.\n"
-     "Can I pick up the wheels on Friday?\n\nAlice\n"),
-    ("photos", 41, ("bob@example.net", FULL_MAILBOX), "Photos from our last ride",
-     "Hi Bob, hi Carol,\n\nhere are the photos from our last ride (imagine them attached).\n\nAlice\n"),
-    ("route", 65, (RULED,), "Route for the club ride (62 km)",
-     "Hello riders,\n\nthe route: river path to the old bridge, then up the hill. 62 km, 700 m climbing.\n\n"
-     "Alice\n"),
-)
-SUBJECTS: dict[str, str] = {key: subject for key, _, _, subject, _ in _MORNING}
-NOW_MINUTES = 90  # the story starts at 09:30 lab time
-
 RIDE = "Exercise 1 · the club ride"
 PAYMENT = "Exercise 2 · the payment note"
 ROUTE = "Exercise 3 · the route for the club"
 PHOTOS = "Exercise 4 · the photos"
-
-_sent: weakref.WeakKeyDictionary[Lab, dict[str, SendResult]] = weakref.WeakKeyDictionary()
-
-
-# --- the scenario ---
-
-def mystery_scenario() -> dict[str, Any]:
-    """Return the lab of the capstone as plain data: the default lab plus Bob's shop and two more users.
-
-    example.net gets carol and riders (the cycling club's address, which Bob reads); bobsbikes.example
-    is Bob's shop, whose MX record names a host that does not exist.
-    """
-    scenario = Scenario.default().to_dict()
-    scenario["description"] = "Bob never got the mail (smtplab capstone)"
-    net = next(p for p in scenario["providers"] if p["domain"] == "example.net")
-    net["users"] = {"bob@example.net": None, FULL_MAILBOX: None, RULED: None}
-    scenario["providers"].append({
-        "domain": SHOP_DOMAIN,
-        "hosts": {SHOP_MX: ["smtp"], f"imap.{SHOP_DOMAIN}": ["imap"]},
-        "mx": [[10, MISSING_MX]],
-        "users": [f"bob@{SHOP_DOMAIN}"],
-    })
-    return scenario
-
-
-def start_mystery_lab() -> Lab:
-    """Start the capstone lab: break it quietly, send this morning's messages, stop the clock at 09:30.
-
-    Nothing is printed: finding out what is wrong is the exercise. `reveal(lab)` tells.
-    """
-    lab = start(scenario=mystery_scenario())
-    now = lab.clock.datetime()
-    morning = now.replace(hour=8, minute=0, second=0, microsecond=0)
-    if morning < now:
-        morning += timedelta(days=1)
-    lab.clock.advance(morning - now)
-    _break(lab)
-    results: dict[str, SendResult] = {}
-    imap = lab.imap(ALICE)
-    try:
-        imap.create("Sent")
-        for key, minute, recipients, subject, body in _MORNING:
-            target = morning + timedelta(minutes=minute)
-            if target > lab.clock.datetime():
-                lab.clock.advance(target - lab.clock.datetime())
-            headers = {"Date": format_datetime(lab.clock.datetime()), "Message-ID": make_msgid(domain="example.org")}
-            results[key] = lab.send(ALICE, list(recipients), subject, body, headers=headers)
-            copy = _sent_copy(recipients, subject, body, headers)
-            imap.append("Sent", r"(\Seen)", imaplib.Time2Internaldate(lab.clock.now()), copy)
-    finally:
-        imap.logout()
-    lab.clock.advance(morning + timedelta(minutes=NOW_MINUTES) - lab.clock.datetime())
-    _sent[lab] = results
-    return lab
-
-
-def _break(lab: Lab) -> None:
-    lab.host("mx1").down()
-    for name in ("mx1", "mx2"):  # the same policy on both MX hosts, as a provider would have
-        lab.host(name).inject("RCPT", FULL_REPLY, recipient=FULL_MAILBOX)
-        lab.host(name).inject("RCPT", RULE_REPLY, recipient=RULED)
-
-
-def _sent_copy(recipients: tuple[str, ...], subject: str, body: str, headers: Mapping[str, str]) -> bytes:
-    """The copy a mail client keeps in Sent (IMAP APPEND): the same headers and body it submitted."""
-    message = EmailMessage()
-    message["From"] = ALICE
-    message["To"] = ", ".join(recipients)
-    message["Subject"] = subject
-    for name, value in headers.items():
-        message[name] = value
-    message.set_content(body)
-    return message.as_bytes(policy=policy.SMTP)
-
-
-def reveal(lab: Lab) -> str:
-    """Return how the lab was broken, from its live state: DNS records, hosts down, injected faults."""
-    lines = ["How this lab was broken before the story began:", ""]
-    n = 1
-    for provider in lab.scenario.providers:
-        for pref, exchange in provider.mx:
-            if exchange != "." and exchange not in lab.hosts:
-                smtp_hosts = [h.name for h in lab.hosts.values() if h.domain == provider.domain and "smtp" in h.ports]
-                lines.append(f"{n}. DNS: {provider.domain} publishes 'MX {pref} {exchange}', a name with no address. "
-                             f"Its mail server is {', '.join(smtp_hosts)}: the record should name it.")
-                lines.append(f"   (scenario: \"mx\": [[{pref}, \"{exchange}\"]] for {provider.domain})")
-                n += 1
-    for host in lab.hosts.values():
-        if not host.is_up:
-            lines.append(f"{n}. lab.host(\"{host.name}\").down()   # harmless while another MX answers")
-            n += 1
-    for host in lab.hosts.values():
-        for fault in host.faults:
-            lines.append(f"{n}. lab.host(\"{host.name}\").inject(\"{fault.stage}\", \"{fault.reply}\", "
-                         f"recipient=\"{fault.recipient}\")")
-            n += 1
-    if n == 1:
-        lines.append("nothing is broken any more (hosts up, no faults).")
-    lines += ["", "A recipient fault answers whoever the sender is; a real list server would check the sender "
-              "against its members before refusing."]
-    return "\n".join(lines)
 
 
 # --- shared helpers ---
@@ -185,7 +62,7 @@ def _one_line(text: str) -> str:
 
 def _case(lab: Any, key: str) -> tuple[SendResult, QueueItem] | str:
     """Return this morning's message `key` and its queue entry, or why they cannot be found."""
-    results = _sent.get(lab) if isinstance(lab, Lab) else None
+    results = morning_results(lab)
     if results is None:
         return ("this check needs the lab of this notebook: lab = nb07.start_mystery_lab() (a lab from "
                 "smtplab.start() has no mystery in it).")
