@@ -11,10 +11,15 @@ import socket
 import ssl
 from typing import Any
 
-from feedback_checks import assert_failed, assert_passed, assert_unanswered
+from feedback_checks import (  # noqa: F401 (fresh_answers is an autouse fixture)
+    assert_failed,
+    assert_passed,
+    assert_unanswered,
+    fresh_answers,
+)
 
 import smtplab
-from smtplab.exercises import own_client
+from smtplab.exercises import forget_answers, own_client
 from smtplab.exercises.own_client import Server
 
 
@@ -141,9 +146,18 @@ def test_feedback_never_contains_a_working_client(lab: smtplab.Lab) -> None:
 def test_bare_lf_prediction_right_wrong_empty(lab: smtplab.Lab) -> None:
     assert_passed(own_client.check_bare_lf_prediction("answer", lab), "'EHLO student.example<LF>'", "'250-")
     for wrong in ("error", "wait", " WAIT "):
+        forget_answers()
         feedback = own_client.check_bare_lf_prediction(wrong, lab)
         assert_failed(feedback, "'EHLO student.example<LF>'", "first digit")
         assert "'answer'" not in feedback.message
     assert_failed(own_client.check_bare_lf_prediction("yes", lab), "not one of")
     assert_unanswered(own_client.check_bare_lf_prediction(..., lab))
     assert_unanswered(own_client.check_bare_lf_prediction(None, lab))
+
+
+def test_bare_lf_prediction_counts_once(lab: smtplab.Lab) -> None:
+    """The second answer does not get a fresh verdict: the first well-formed prediction is the one judged."""
+    assert_failed(own_client.check_bare_lf_prediction("maybe", lab), "not one of")  # malformed: no try used
+    assert_failed(own_client.check_bare_lf_prediction("wait", lab), "first digit")
+    flipped = own_client.check_bare_lf_prediction("answer", lab)
+    assert_failed(flipped, "You changed your answer to 'answer'", "first answer checked, 'wait'")

@@ -9,10 +9,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from feedback_checks import assert_failed, assert_passed, assert_unanswered
+from feedback_checks import (  # noqa: F401 (fresh_answers is an autouse fixture)
+    assert_failed,
+    assert_passed,
+    assert_unanswered,
+    fresh_answers,
+)
 
 import smtplab
-from smtplab.exercises import Feedback, wireshark
+from smtplab.exercises import Feedback, forget_answers, wireshark
 from smtplab.pcap import Capture
 
 ALICE = "alice@example.org"
@@ -45,6 +50,7 @@ def test_the_prediction(captured: tuple[smtplab.Lab, Capture]) -> None:
     lab, capture = captured
     assert_passed(wireshark.check_mail_prediction("no", capture, lab), "no frame of the capture holds")
     assert_passed(wireshark.check_mail_prediction(False, capture, lab))
+    forget_answers()
     wrong = wireshark.check_mail_prediction("yes", capture, lab)
     assert_failed(wrong, "the client said STARTTLS in frame", "TLS records")
     assert "clear text" not in wrong.message.split("hold:")[1], "every frame after STARTTLS is TLS"
@@ -61,7 +67,17 @@ def test_the_prediction_on_a_capture_with_mail_in_clear_text(tmp_path: Path) -> 
         session.quit()
         capture = lab.pcap(tmp_path / "clear.pcapng")
         assert_passed(wireshark.check_mail_prediction("yes", capture, lab), "in clear text")
+        forget_answers()
         assert_failed(wireshark.check_mail_prediction("no", capture, lab), "readable without any key")
+
+
+def test_the_prediction_counts_once(captured: tuple[smtplab.Lab, Capture]) -> None:
+    """A learner who reads 'wrong' and flips the answer is still judged on the first one: no brute force."""
+    lab, capture = captured
+    assert_failed(wireshark.check_mail_prediction("maybe", capture, lab), "neither yes nor no")  # a typo: no try used
+    assert_failed(wireshark.check_mail_prediction("yes", capture, lab), "TLS records")
+    flipped = wireshark.check_mail_prediction("no", capture, lab)
+    assert_failed(flipped, "You changed your answer to 'no'", "first answer checked, 'yes'")
 
 
 def test_the_starttls_frame(captured: tuple[smtplab.Lab, Capture]) -> None:

@@ -157,7 +157,8 @@ def check_encoded_word(answer: Any) -> Feedback:
                       "name and the encoded bytes.", WORD)
     if decoded == WORD_SUBJECT:
         return passed(f"a mail reader shows {decoded!r}. On the wire the header stays 7-bit ASCII; the charset "
-                      "inside the word tells the reader how to turn the bytes back into characters.", WORD)
+                      "inside the word tells the reader how to turn the bytes back into characters. Compare with "
+                      "what Python writes: email.header.Header(WORD_SUBJECT, 'utf-8').encode().", WORD)
     return failed(f"a mail reader decodes your answer to {decoded!r}. Compare it with the subject letter by letter: "
                   "which characters differ? email.header.decode_header(answer) shows each word's bytes and charset.",
                   WORD)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from ..events import Connect, SmtpCommand, SmtpDataEnd, SmtpReply, TlsStarted
-from . import Feedback, failed, passed, unanswered
+from . import Feedback, changed_answer_note, failed, first_answer, passed, unanswered
 from ._answers import is_placeholder
 
 __all__ = ["Server", "check_client", "check_bare_lf_prediction", "MX", "STALL"]
@@ -277,6 +277,8 @@ def check_bare_lf_prediction(prediction: Any, lab: Any, *, wait: float = 3.0) ->
     guess = str(prediction).strip().strip("'\"").lower()
     if guess not in _CHOICES:
         return failed(f"{prediction!r} is not one of 'answer', 'error' or 'wait'.", PREDICT)
+    committed = first_answer(PREDICT, guess)  # a prediction counts once: trying each choice teaches nothing
+    note = changed_answer_note(committed, guess)
     host = lab.host(MX)
     mark = lab.mark()
     with socket.create_connection((host.address, host.ports["smtp"]), timeout=wait) as sock:
@@ -297,8 +299,8 @@ def check_bare_lf_prediction(prediction: Any, lab: Any, *, wait: float = 3.0) ->
     read = next((e.text for e in lab.trace.since(mark) if e.direction == "C" and e.host == MX), "")
     evidence = (f"The server read the line as {read!r} (<LF> marks the bare line feed) and its reply began "
                 f"{first!r}." if first else f"No reply came within {wait:g} s.")
-    if guess == observed:
-        return passed(f"{evidence} This server forgives a bare LF at the end of a command; inside a message it "
+    if committed == observed:
+        return passed(f"{note}{evidence} This server forgives a bare LF at the end of a command; inside a message it "
                       "does not (RFC 5321 §2.3.8: lines end with CR LF).", PREDICT)
-    return failed(f"{evidence} Look at the reply code: what does its first digit say (RFC 5321 §4.2.1)? "
+    return failed(f"{note}{evidence} Look at the reply code: what does its first digit say (RFC 5321 §4.2.1)? "
                   "Then read on: why might a server forgive this in a command and not in a message?", PREDICT)

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from . import Feedback, failed, passed, unanswered
+from . import Feedback, changed_answer_note, failed, first_answer, passed, unanswered
 from ._answers import is_blank
 
 __all__ = ["check_mail_prediction", "check_starttls_frame", "check_auth_password"]
@@ -81,17 +81,21 @@ def check_mail_prediction(answer: Any, capture: Any, lab: Any) -> Feedback:
     frames = _frames(capture)
     if isinstance(frames, Feedback):
         return frames
+    # A yes/no prediction counts once: were every answer judged afresh, the verdict would replace the search.
+    given = "yes" if word in _YES else "no"
+    committed = first_answer(PREDICT, given)
+    note = changed_answer_note(committed, given)
     clear = [f for f in frames if f.transport == "tcp" and _MAIL.search(f.payload)]
     tls = [s for s in _submissions(frames, lab) if s.reply is not None]
-    if (word in _YES) == bool(clear):
+    if (committed == "yes") == bool(clear):
         if clear:
-            return passed(f"Right: frame {clear[0].number} carries {clear[0].text()!r} in clear text. Whoever holds "
+            return passed(f"{note}Right: frame {clear[0].number} carries {clear[0].text()!r} in clear text. Whoever holds "
                           "the capture reads it, no key needed: this connection had no TLS.", PREDICT)
-        return passed("Right: no frame of the capture holds a MAIL FROM line in clear text. After STARTTLS the "
+        return passed(f"{note}Right: no frame of the capture holds a MAIL FROM line in clear text. After STARTTLS the "
                       "client's commands travel inside TLS application-data records; the envelope, the AUTH line "
                       "and the message itself are all in there.", PREDICT)
     if clear:
-        return failed(f"look at frame {clear[0].number}: it carries {clear[0].text()!r}, readable without any key. "
+        return failed(f"{note}look at frame {clear[0].number}: it carries {clear[0].text()!r}, readable without any key. "
                       "Which connection is it on, and did that connection say STARTTLS before?", PREDICT)
     evidence = ""
     if tls:
@@ -101,7 +105,7 @@ def check_mail_prediction(answer: Any, capture: Any, lab: Any) -> Feedback:
         evidence = (f" In your capture, the client said STARTTLS in frame {first.starttls.number}; the "
                     f"{len(after)} frames with data after the server's answer on that connection hold: "
                     f"{', '.join(kinds)}.")
-    return failed("search the capture for the line yourself: no frame holds 'MAIL FROM' as text." + evidence +
+    return failed(f"{note}search the capture for the line yourself: no frame holds 'MAIL FROM' as text." + evidence +
                   " Run the next cell, which asks tshark for MAIL commands without the key log.", PREDICT)
 
 
