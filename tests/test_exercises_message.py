@@ -14,6 +14,7 @@ from feedback_checks import assert_failed, assert_passed, assert_unanswered
 
 import smtplab
 from smtplab.exercises import message
+from smtplab.i18n import use_language
 
 
 def submit(lab: smtplab.Lab, msg: EmailMessage) -> None:
@@ -107,3 +108,13 @@ def test_what_the_msa_added(lab: smtplab.Lab) -> None:
     assert_unanswered(message.check_msa_added([], msg, lab))
     assert_failed(message.check_msa_added("Date", msg, lab), "list of header field names")
     assert_failed(message.check_msa_added(["Date"], build("not sent"), lab), "no submission and relay")
+
+
+def test_the_feedback_speaks_spanish_and_still_keeps_the_answer() -> None:
+    """With lang="es" the verdict is Spanish, quotes what a reader would show, and gives no encoded-word away."""
+    with use_language("es"):
+        wrong = message.check_encoded_word("=?utf-8?q?Caf=C3=A9?=")
+        assert_failed(wrong, "un lector de correo decodifica tu respuesta como 'Café'")
+        assert wrong.exercise == "Ejercicio 2 · una palabra codificada, a mano"
+        assert "=C3=BC" not in wrong.message and "Jos=C3=A9" not in wrong.message
+        assert_passed(message.check_encoded_word("=?utf-8?b?Q2Fmw6kgZsO8ciBKb3PDqQ==?="), "un lector de correo muestra")

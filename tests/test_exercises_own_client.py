@@ -21,6 +21,7 @@ from feedback_checks import (  # noqa: F401 (fresh_answers is an autouse fixture
 import smtplab
 from smtplab.exercises import forget_answers, own_client
 from smtplab.exercises.own_client import Server
+from smtplab.i18n import use_language
 
 
 def make_client(*, eol: str = "\r\n", greet: bool = True, lockstep: bool = True, dot: bool = True,
@@ -161,3 +162,12 @@ def test_bare_lf_prediction_counts_once(lab: smtplab.Lab) -> None:
     assert_failed(own_client.check_bare_lf_prediction("wait", lab), "first digit")
     flipped = own_client.check_bare_lf_prediction("answer", lab)
     assert_failed(flipped, "You changed your answer to 'answer'", "first answer checked, 'wait'")
+
+
+def test_the_feedback_speaks_spanish_and_the_wire_does_not(lab: smtplab.Lab) -> None:
+    """The explanation is Spanish; the line the server read and its reply are quoted exactly as they crossed."""
+    with use_language("es"):
+        assert_failed(own_client.check_bare_lf_prediction("quizás", lab), "no es ninguna de")
+        feedback = own_client.check_bare_lf_prediction("error", lab)
+        assert_failed(feedback, "El servidor leyó la línea como 'EHLO student.example<LF>'", "'250-", "primera cifra")
+        assert feedback.exercise == "Predicción · un LF suelto después de EHLO"

@@ -18,6 +18,7 @@ from feedback_checks import (  # noqa: F401 (fresh_answers is an autouse fixture
 
 import smtplab
 from smtplab.exercises import Feedback, forget_answers, wireshark
+from smtplab.i18n import use_language
 from smtplab.pcap import Capture
 
 ALICE = "alice@example.org"
@@ -144,3 +145,13 @@ def test_the_password(captured: tuple[smtplab.Lab, Capture]) -> None:
     assert_failed(wireshark.check_auth_password(1234, capture, lab), "as text")
     assert_unanswered(wireshark.check_auth_password("", capture, lab))
     assert_unanswered(wireshark.check_auth_password(None, capture, lab))
+
+
+def test_the_feedback_speaks_spanish(captured: tuple[smtplab.Lab, Capture]) -> None:
+    lab, capture = captured
+    with use_language("es"):
+        assert_failed(wireshark.check_starttls_frame("doce", capture, lab), "no es un número de trama")
+        wrong = wireshark.check_auth_password("hunter2", capture, lab)
+        assert_failed(wrong, "no es la contraseña de la línea AUTH PLAIN")
+        assert wrong.exercise == "Ejercicio 3 · la contraseña dentro de TLS"
+        assert_passed(wireshark.check_mail_prediction("no", capture, lab), "Correcto: ninguna trama")

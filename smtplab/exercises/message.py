@@ -18,14 +18,15 @@ from email.policy import default
 from typing import Any
 
 from ..events import SmtpData
+from ..i18n import N_, _, ngettext
 from . import Feedback, failed, passed, unanswered
 from ._answers import is_blank
 
 __all__ = ["check_structure", "check_encoded_word", "check_msa_added", "WORD_SUBJECT", "BOB", "MSA"]
 
-STRUCTURE = "Exercise 1 · text, HTML and an attachment"
-WORD = "Exercise 2 · an encoded-word by hand"
-ADDED = "Exercise 3 · what the MSA added"
+STRUCTURE = N_("Exercise 1 · text, HTML and an attachment")
+WORD = N_("Exercise 2 · an encoded-word by hand")
+ADDED = N_("Exercise 3 · what the MSA added")
 
 BOB = "bob@example.net"
 MSA = "smtp.example.org"
@@ -47,7 +48,7 @@ def _tree(part: Message, depth: int = 0) -> list[str]:
     if not part.is_multipart():
         label += f" ({part.get('Content-Transfer-Encoding', '7bit').lower()})"
         if part.get_filename():
-            label += f", file {part.get_filename()!r}"
+            label += ", " + _("file {name!r}").format(name=part.get_filename())
     lines = ["  " * depth + label]
     for child in _parts(part):
         lines += _tree(child, depth + 1)
@@ -76,53 +77,60 @@ def _delivered(lab: Any, subject: str) -> Message | None:
 def check_structure(msg: Any, lab: Any) -> Feedback:
     """Find the learner's message in Bob's mailbox by its Subject and check its MIME tree and encodings."""
     if is_blank(msg):
-        return unanswered("Build msg with EmailMessage, send it to Bob through smtp.example.org, then pass msg "
-                          "here.", STRUCTURE)
+        return unanswered(_("Build msg with EmailMessage, send it to Bob through smtp.example.org, then pass msg "
+                            "here."), _(STRUCTURE))
     if not isinstance(msg, Message):
-        return failed(f"pass the EmailMessage you built and sent, not a {type(msg).__name__}.", STRUCTURE)
+        return failed(_("pass the EmailMessage you built and sent, not a {kind}.").format(kind=type(msg).__name__),
+                      _(STRUCTURE))
     subject = _subject_of(msg)
     if not subject:
-        return failed("your message has no Subject: give it one, so the check can find it in Bob's mailbox.",
-                      STRUCTURE)
+        return failed(_("your message has no Subject: give it one, so the check can find it in Bob's mailbox."),
+                      _(STRUCTURE))
     stored = _delivered(lab, subject)
     if stored is None:
-        return failed(f"Bob has no message with the subject {subject!r}. Did the send cell run without an error? "
-                      "lab.trace.connections('smtp') lists the connections; the last ones are yours.", STRUCTURE)
+        return failed(_("Bob has no message with the subject {subject!r}. Did the send cell run without an error? "
+                        "lab.trace.connections('smtp') lists the connections; the last ones are yours.").format(
+                            subject=subject), _(STRUCTURE))
     raw = stored.as_bytes() if hasattr(stored, "as_bytes") else bytes(stored)
     message = message_from_bytes(raw, policy=default)
     tree = "\n".join(_tree(message))
-    seen = f" Bob's copy has this structure:\n{tree}"
+    seen = " " + _("Bob's copy has this structure:") + "\n" + tree
     if message.get_content_type() != "multipart/mixed":
-        return failed(f"the top of your message is {message.get_content_type()}. A message that carries a file "
-                      "beside its text is a mix of independent parts (RFC 2046 §5.1.3)." + seen, STRUCTURE)
+        return failed(_("the top of your message is {type}. A message that carries a file beside its text is a mix "
+                        "of independent parts (RFC 2046 §5.1.3).").format(type=message.get_content_type()) + seen,
+                      _(STRUCTURE))
     parts = _parts(message)
     alternatives = [p for p in parts if p.get_content_type() == "multipart/alternative"]
     attachments = [p for p in message.walk() if not p.is_multipart() and p.get_content_disposition() == "attachment"]
     if not alternatives:
-        return failed("there is no multipart/alternative inside: the plain text and the HTML are two versions of "
-                      "the same text and belong together in one alternative part (RFC 2046 §5.1.4)." + seen,
-                      STRUCTURE)
+        return failed(_("there is no multipart/alternative inside: the plain text and the HTML are two versions of "
+                        "the same text and belong together in one alternative part (RFC 2046 §5.1.4).") + seen,
+                      _(STRUCTURE))
     versions = [p.get_content_type() for p in _parts(alternatives[0])]
     if versions != ["text/plain", "text/html"]:
-        return failed(f"the alternative part holds {', '.join(versions)}. RFC 2046 §5.1.4 orders the versions from "
-                      "the plainest to the richest; a reader shows the last one it can display." + seen, STRUCTURE)
+        return failed(_("the alternative part holds {types}. RFC 2046 §5.1.4 orders the versions from the plainest "
+                        "to the richest; a reader shows the last one it can display.").format(
+                            types=", ".join(versions)) + seen, _(STRUCTURE))
     if not attachments or not all(a.get_filename() for a in attachments):
-        return failed("there is no part marked as an attachment with a file name (Content-Disposition: "
-                      "attachment; filename=..., RFC 2183)." + seen, STRUCTURE)
+        return failed(_("there is no part marked as an attachment with a file name (Content-Disposition: "
+                        "attachment; filename=..., RFC 2183).") + seen, _(STRUCTURE))
     if any(a in alternatives[0].walk() for a in attachments):
-        return failed("your attachment sits inside the alternative part: a reader would take it for one more "
-                      "version of the text, and show only one of them." + seen, STRUCTURE)
+        return failed(_("your attachment sits inside the alternative part: a reader would take it for one more "
+                        "version of the text, and show only one of them.") + seen, _(STRUCTURE))
     texts = _parts(alternatives[0])
     encodings = {p.get_content_type(): p.get("Content-Transfer-Encoding", "7bit").lower() for p in texts}
     wrong = {t: e for t, e in encodings.items() if e != "quoted-printable"}
     if wrong:
         kind, cte = next(iter(wrong.items()))
-        return failed(f"your {kind} part crossed the wire as Content-Transfer-Encoding: {cte}. The exercise asks "
-                      "for quoted-printable: readable where the text is ASCII, =XX for every other byte "
-                      "(RFC 2045 §6.7). Which argument of set_content and add_alternative picks it?" + seen,
-                      STRUCTURE)
-    return passed(f"Bob's copy is a multipart/mixed with the two versions of your text in a "
-                  f"multipart/alternative and {len(attachments)} attachment(s):\n{tree}", STRUCTURE)
+        return failed(_("your {kind} part crossed the wire as Content-Transfer-Encoding: {cte}. The exercise asks "
+                        "for quoted-printable: readable where the text is ASCII, =XX for every other byte "
+                        "(RFC 2045 §6.7). Which argument of set_content and add_alternative picks it?").format(
+                            kind=kind, cte=cte) + seen, _(STRUCTURE))
+    return passed(ngettext("Bob's copy is a multipart/mixed with the two versions of your text in a "
+                           "multipart/alternative and {count} attachment:",
+                           "Bob's copy is a multipart/mixed with the two versions of your text in a "
+                           "multipart/alternative and {count} attachments:", len(attachments)).format(
+                               count=len(attachments)) + "\n" + tree, _(STRUCTURE))
 
 
 # --- exercise 2 ------------------------------------------------------------------------------------
@@ -131,37 +139,40 @@ def check_structure(msg: Any, lab: Any) -> Feedback:
 def check_encoded_word(answer: Any) -> Feedback:
     """An RFC 2047 header value, ASCII only, that a mail reader decodes to WORD_SUBJECT."""
     if is_blank(answer):
-        return unanswered(f"Write the Subject header's value for {WORD_SUBJECT!r} as it must cross the wire, e.g. "
-                          "subject_on_the_wire = '=?...?=' .", WORD)
+        return unanswered(_("Write the Subject header's value for {subject!r} as it must cross the wire, e.g. "
+                            "subject_on_the_wire = '=?...?=' .").format(subject=WORD_SUBJECT), _(WORD))
     if not isinstance(answer, str):
-        return failed(f"write the header value as a string, not a {type(answer).__name__}.", WORD)
+        return failed(_("write the header value as a string, not a {kind}.").format(kind=type(answer).__name__),
+                      _(WORD))
     if not answer.isascii():
         odd = next(c for c in answer if not c.isascii())
-        return failed(f"{odd!r} is not ASCII: a header line without SMTPUTF8 carries only US-ASCII "
-                      "(RFC 5322 §2.2), which is why encoded-words exist.", WORD)
+        return failed(_("{character!r} is not ASCII: a header line without SMTPUTF8 carries only US-ASCII "
+                        "(RFC 5322 §2.2), which is why encoded-words exist.").format(character=odd), _(WORD))
     spaced = next((m.group(0) for m in _LOOSE_WORD.finditer(answer) if re.search(r"\s", m.group(0))), None)
     if spaced is not None:
-        return failed(f"{spaced!r} holds a space: an encoded-word has none (RFC 2047 §2); in Q encoding a space "
-                      "is written '_' or =20 (RFC 2047 §4.2).", WORD)
+        return failed(_("{word!r} holds a space: an encoded-word has none (RFC 2047 §2); in Q encoding a space is "
+                        "written '_' or =20 (RFC 2047 §4.2).").format(word=spaced), _(WORD))
     if not _ENCODED_WORD.search(answer):
-        return failed("no encoded-word in your answer: the form is =?charset?encoding?encoded-text?= "
-                      "(RFC 2047 §2), with Q or B as the encoding.", WORD)
+        return failed(_("no encoded-word in your answer: the form is =?charset?encoding?encoded-text?= "
+                        "(RFC 2047 §2), with Q or B as the encoding."), _(WORD))
     too_long = next((m.group(0) for m in _ENCODED_WORD.finditer(answer) if len(m.group(0)) > 75), None)
     if too_long is not None:
-        return failed(f"the encoded-word {too_long[:30]}... is {len(too_long)} characters long; RFC 2047 §2 allows "
-                      "75. Split the text into several encoded-words separated by a space.", WORD)
+        return failed(_("the encoded-word {start}... is {length} characters long; RFC 2047 §2 allows 75. Split the "
+                        "text into several encoded-words separated by a space.").format(
+                            start=too_long[:30], length=len(too_long)), _(WORD))
     try:
         decoded = str(make_header(decode_header(answer)))
     except (HeaderParseError, UnicodeDecodeError, LookupError, ValueError) as exc:
-        return failed(f"a mail reader cannot decode your answer ({type(exc).__name__}: {exc}). Check the charset "
-                      "name and the encoded bytes.", WORD)
+        return failed(_("a mail reader cannot decode your answer ({kind}: {error}). Check the charset name and the "
+                        "encoded bytes.").format(kind=type(exc).__name__, error=exc), _(WORD))
     if decoded == WORD_SUBJECT:
-        return passed(f"a mail reader shows {decoded!r}. On the wire the header stays 7-bit ASCII; the charset "
-                      "inside the word tells the reader how to turn the bytes back into characters. Compare with "
-                      "what Python writes: email.header.Header(WORD_SUBJECT, 'utf-8').encode().", WORD)
-    return failed(f"a mail reader decodes your answer to {decoded!r}. Compare it with the subject letter by letter: "
-                  "which characters differ? email.header.decode_header(answer) shows each word's bytes and charset.",
-                  WORD)
+        return passed(_("a mail reader shows {decoded!r}. On the wire the header stays 7-bit ASCII; the charset "
+                        "inside the word tells the reader how to turn the bytes back into characters. Compare with "
+                        "what Python writes: email.header.Header(WORD_SUBJECT, 'utf-8').encode().").format(
+                            decoded=decoded), _(WORD))
+    return failed(_("a mail reader decodes your answer to {decoded!r}. Compare it with the subject letter by letter: "
+                    "which characters differ? email.header.decode_header(answer) shows each word's bytes and "
+                    "charset.").format(decoded=decoded), _(WORD))
 
 
 # --- exercise 3 ------------------------------------------------------------------------------------
@@ -188,34 +199,38 @@ def _data_headers(lab: Any, subject: str) -> tuple[list[str], list[str]]:
 def check_msa_added(answer: Any, msg: Any, lab: Any) -> Feedback:
     """The header fields smtp.example.org added to the learner's message of exercise 1 (names, any case)."""
     if is_blank(answer) or (isinstance(answer, (list, tuple, set)) and not answer):
-        return unanswered("List the names of the header fields smtp.example.org added to your message, e.g. "
-                          "added = ['X-Example', ...].", ADDED)
+        return unanswered(_("List the names of the header fields smtp.example.org added to your message, e.g. "
+                            "added = ['X-Example', ...]."), _(ADDED))
     if isinstance(answer, str) or not all(isinstance(x, str) for x in answer):
-        return failed("answer with a list of header field names (strings), e.g. ['X-Example', 'X-Other'].", ADDED)
+        return failed(_("answer with a list of header field names (strings), e.g. ['X-Example', 'X-Other']."),
+                      _(ADDED))
     if not isinstance(msg, Message):
-        return failed("this exercise reads your message of exercise 1: run that one first (msg).", ADDED)
+        return failed(_("this exercise reads your message of exercise 1: run that one first (msg)."), _(ADDED))
     subject = _subject_of(msg)
     lab.wait_for_delivery()  # the relay's DATA to the MX is part of the evidence
     received, passed_on = _data_headers(lab, subject)
     if not received or not passed_on:
-        return failed(f"the trace has no submission and relay of a message with the subject {subject!r} (the lab "
-                      "keeps the most recent events): send msg again in exercise 1, then run this check.", ADDED)
+        return failed(_("the trace has no submission and relay of a message with the subject {subject!r} (the lab "
+                        "keeps the most recent events): send msg again in exercise 1, then run this check.").format(
+                            subject=subject), _(ADDED))
     added = set(passed_on) - set(received)
     named = [x.strip().rstrip(":").lower() for x in answer]
     already = [x for x in answer if x.strip().rstrip(":").lower() in received]
     if already:
-        return failed(f"{already[0]!r} was already in the DATA your client sent to smtp.example.org: look at the "
-                      "first DATA of your message in the trace.", ADDED)
+        return failed(_("{field!r} was already in the DATA your client sent to smtp.example.org: look at the first "
+                        "DATA of your message in the trace.").format(field=already[0]), _(ADDED))
     later = [x for x in answer if x.strip().rstrip(":").lower() not in passed_on]
     if later:
-        return failed(f"{later[0]!r} is not in the DATA smtp.example.org passed on to mx1.example.net: if Bob's copy "
-                      "has it, a later server added it.", ADDED)
+        return failed(_("{field!r} is not in the DATA smtp.example.org passed on to mx1.example.net: if Bob's copy "
+                        "has it, a later server added it.").format(field=later[0]), _(ADDED))
     missing = added - set(named)
     if missing:
-        return failed(f"you found {len(set(named))} of the {len(added)} fields that appear in the relayed DATA "
-                      "and not in the submitted one: compare the two header blocks line by line.", ADDED)
-    why = {"date": "Date (RFC 6409 §8.2: the MSA may add a missing Date)",
-           "message-id": "Message-ID (RFC 6409 §8.3 lets it add a missing one; RFC 5322 §3.6.4 asks for one)",
-           "received": "Received (its trace field, RFC 5321 §4.4)",
-           "dkim-signature": "DKIM-Signature (its signature for the domain, RFC 6376)"}
-    return passed("smtp.example.org added " + "; ".join(why.get(x, x) for x in sorted(added)) + ".", ADDED)
+        return failed(_("you found {found} of the {count} fields that appear in the relayed DATA and not in the "
+                        "submitted one: compare the two header blocks line by line.").format(
+                            found=len(set(named)), count=len(added)), _(ADDED))
+    why = {"date": N_("Date (RFC 6409 §8.2: the MSA may add a missing Date)"),
+           "message-id": N_("Message-ID (RFC 6409 §8.3 lets it add a missing one; RFC 5322 §3.6.4 asks for one)"),
+           "received": N_("Received (its trace field, RFC 5321 §4.4)"),
+           "dkim-signature": N_("DKIM-Signature (its signature for the domain, RFC 6376)")}
+    return passed(_("smtp.example.org added {fields}.").format(
+        fields="; ".join(_(why[x]) if x in why else x for x in sorted(added))), _(ADDED))

@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from ..events import Connect, SmtpCommand, SmtpDataEnd, SmtpReply, TlsStarted
+from ..i18n import N_, _, pgettext
 from . import Feedback, changed_answer_note, failed, first_answer, passed, unanswered
 from ._answers import is_placeholder
 
 __all__ = ["Server", "check_client", "check_bare_lf_prediction", "MX", "STALL"]
 
-PLAIN = "Exercise 1 · an SMTP client of your own"
-TLS = "Exercise 2 · the same client over STARTTLS"
+PLAIN = N_("Exercise 1 · an SMTP client of your own")
+TLS = N_("Exercise 2 · the same client over STARTTLS")
 
 MX = "mx1.example.net"
 SENDER = "alice@example.org"
@@ -91,16 +92,16 @@ def _analyse_wire(lines: list[_Line], offered: bool) -> str:
         return ""
     first = lines[0]
     if first.replies_before == 0:
-        return (f"your client spoke first: the server received {_shown(first.raw)} before it had sent its "
-                "greeting. An SMTP session starts with the server's 220 line (RFC 5321 §3.1); a client reads it "
-                "before its first command. Talking first is what spam robots do, and real servers (Postfix's "
-                "postscreen 'pregreet' test) refuse them for it. Read from the socket before you send.")
+        return _("your client spoke first: the server received {line} before it had sent its greeting. An SMTP "
+                 "session starts with the server's 220 line (RFC 5321 §3.1); a client reads it before its first "
+                 "command. Talking first is what spam robots do, and real servers (Postfix's postscreen 'pregreet' "
+                 "test) refuse them for it. Read from the socket before you send.").format(line=_shown(first.raw))
     bare = next((x for x in lines if x.raw.endswith(b"\n") and not x.raw.endswith(b"\r\n")), None)
     if bare is not None:
-        return (f"the server received {_shown(bare.raw)}: the line ends with a bare LF. SMTP lines end with CR LF, "
-                "the two bytes b'\\r\\n' (RFC 5321 §2.3.8). This server forgives it in a command, but inside a "
-                "message only CR LF '.' CR LF ends it, and a message with a bare LF is refused (SMTP smuggling "
-                "hides in that difference).")
+        return _("the server received {line}: the line ends with a bare LF. SMTP lines end with CR LF, the two "
+                 "bytes b'\\r\\n' (RFC 5321 §2.3.8). This server forgives it in a command, but inside a message "
+                 "only CR LF '.' CR LF ends it, and a message with a bare LF is refused (SMTP smuggling hides in "
+                 "that difference).").format(line=_shown(bare.raw))
     # Lock-step: command i (counted from 0) is sent after the greeting and the replies to the i commands before.
     expected = 1
     in_body = False
@@ -114,10 +115,10 @@ def _analyse_wire(lines: list[_Line], offered: bool) -> str:
                 expected += 1
             continue
         if previous == "DATA" and line.replies_before < expected:
-            return (f"your client sent {_shown(line.raw)} right after DATA, before the server's 354 "
-                    "('go ahead') had arrived. After DATA a client waits for 354 before the message "
-                    "(RFC 5321 §4.1.1.4; with PIPELINING too, DATA ends a group: RFC 2920 §3.1). Read the "
-                    "reply after every command.")
+            return _("your client sent {line} right after DATA, before the server's 354 ('go ahead') had "
+                     "arrived. After DATA a client waits for 354 before the message (RFC 5321 §4.1.1.4; with "
+                     "PIPELINING too, DATA ends a group: RFC 2920 §3.1). Read the reply after every "
+                     "command.").format(line=_shown(line.raw))
         if previous == "DATA":
             if text == b".":  # an empty message
                 previous, expected = ".", expected + 1
@@ -126,12 +127,13 @@ def _analyse_wire(lines: list[_Line], offered: bool) -> str:
             continue
         verb = text.split(b" ", 1)[0].decode("ascii", "replace").upper()
         if line.replies_before < expected and not (offered and previous not in _LAST_IN_GROUP):
-            after = {"": "the greeting", ".": "the end of the message"}.get(previous, previous)
-            why = ("the server had not offered PIPELINING" if not offered else
-                   f"even with PIPELINING, {previous} ends a group (RFC 2920 §3.1)")
-            return (f"your client sent {_shown(line.raw)} before the reply to {after} had arrived: {why}. "
-                    "Without that extension, SMTP is lock-step: one command, then read its whole reply, "
-                    "then the next (RFC 5321 §4.3.1).")
+            after = {"": pgettext("what a reply answers", "the greeting"),
+                     ".": pgettext("what a reply answers", "the end of the message")}.get(previous, previous)
+            why = (_("the server had not offered PIPELINING") if not offered else
+                   _("even with PIPELINING, {command} ends a group (RFC 2920 §3.1)").format(command=previous))
+            return _("your client sent {line} before the reply to {after} had arrived: {why}. Without that "
+                     "extension, SMTP is lock-step: one command, then read its whole reply, then the next "
+                     "(RFC 5321 §4.3.1).").format(line=_shown(line.raw), after=after, why=why)
         previous = verb
         expected += 1
     return ""
@@ -152,13 +154,13 @@ def _reply_text(event: Any) -> str:
 
 def check_client(send_mail: Any, lab: Any, *, tls: bool = False, wait: float = 15.0) -> Feedback:
     """Run the learner's `send_mail(server, sender, recipient, subject, body)` against a slow mx1 and judge it."""
-    exercise = TLS if tls else PLAIN
+    exercise = _(TLS if tls else PLAIN)
     if is_placeholder(send_mail):
-        return unanswered("Write the function send_mail(server, sender, recipient, subject, body) in the cell "
-                          "above, then pass it here.", exercise)
+        return unanswered(_("Write the function send_mail(server, sender, recipient, subject, body) in the cell "
+                            "above, then pass it here."), exercise)
     if not callable(send_mail):
-        return failed(f"give the function itself (send_mail, without parentheses), not a {type(send_mail).__name__}.",
-                      exercise)
+        return failed(_("give the function itself (send_mail, without parentheses), not a {kind}.").format(
+            kind=type(send_mail).__name__), exercise)
     host = lab.host(MX)
     server = Server(host.name, host.address, host.ports["smtp"], lab.ca_file)
     token = secrets.token_hex(4)
@@ -198,18 +200,20 @@ def check_client(send_mail: Any, lab: Any, *, tls: bool = False, wait: float = 1
     events = lab.trace.since(mark)
     conns = [e.conn for e in events if e.kind == "connect" and e.host == MX and isinstance(e.payload, Connect)
              and e.payload.server == f"{server.address}:{server.port}"]
-    still = (f" (it had not returned after {wait:g} s: it is probably waiting for a reply that will not come)"
-             if worker.is_alive() else "")
-    raised = f" It raised {type(error[0]).__name__}: {error[0]}." if error else ""
+    # Two sentences some verdicts end with: the learner's function still running, or the exception it raised.
+    still = (" " + _("Your function had not returned after {seconds:g} s: it is probably waiting for a reply that "
+                     "will not come.").format(seconds=wait) if worker.is_alive() else "")
+    raised = " " + _("It raised {kind}: {error}.").format(kind=type(error[0]).__name__, error=error[0]) if error else ""
     if not conns:
-        return failed("mx1 saw no connection from your function" + still + "." + raised +
-                      f" Connect to (server.address, server.port), here {server.address}:{server.port}.", exercise)
+        return failed(_("mx1 saw no connection from your function.") + still + raised + " " +
+                      _("Connect to (server.address, server.port), here {address}:{port}.").format(
+                          address=server.address, port=server.port), exercise)
     conn = conns[0]
     mine = [e for e in events if e.conn == conn]
-    lines, _, offered = _wire_lines(lab.wire(conn).chunks)
+    lines, _replies, offered = _wire_lines(lab.wire(conn).chunks)
     if _smtplib_shape(lines):
-        return failed("the server saw smtplib's own spelling ('ehlo', 'mail FROM:'): this exercise is to write "
-                      "each line yourself with socket.sendall and read each reply with recv.", exercise)
+        return failed(_("the server saw smtplib's own spelling ('ehlo', 'mail FROM:'): this exercise is to write "
+                        "each line yourself with socket.sendall and read each reply with recv."), exercise)
     mistake = _analyse_wire(lines, offered)
     if mistake:
         return failed(mistake[0].upper() + mistake[1:] + still + raised, exercise)
@@ -220,49 +224,58 @@ def check_client(send_mail: Any, lab: Any, *, tls: bool = False, wait: float = 1
                     and isinstance(e.payload, SmtpReply) and e.payload.code >= 500), None)
     if refused is not None:
         command, reply = refused
-        return failed(f"the server refused your line {command.text!r} with {_reply_text(reply)}. Compare it with a "
-                      "line that worked in notebook 01 (lab.session)." + raised, exercise)
+        return failed(_("the server refused your line {line!r} with {reply}. Compare it with a line that worked in "
+                        "notebook 01 (lab.session).").format(line=command.text, reply=_reply_text(reply)) + raised,
+                      exercise)
     tls_at = next((e.seq for e in mine if isinstance(e.payload, TlsStarted)), None)
     if tls:
         mail = next((e for e, p in commands if p.verb == "MAIL"), None)
         if tls_at is None:
-            return failed("the server saw no TLS handshake on your connection: after EHLO, send STARTTLS, read its "
-                          "220, then wrap the socket with an ssl context that trusts server.cafile and names "
-                          "server.name (RFC 3207 §4)." + still + raised, exercise)
+            return failed(_("the server saw no TLS handshake on your connection: after EHLO, send STARTTLS, read "
+                            "its 220, then wrap the socket with an ssl context that trusts server.cafile and names "
+                            "server.name (RFC 3207 §4).") + still + raised, exercise)
         if mail is not None and mail.seq < tls_at:
-            return failed(f"your {mail.text!r} crossed the wire before STARTTLS, in clear text." + raised, exercise)
+            return failed(_("your {line!r} crossed the wire before STARTTLS, in clear text.").format(line=mail.text) +
+                          raised, exercise)
         after = [p.verb for e, p in commands if e.seq > tls_at]
-        if after[:1] not in (["EHLO"], ["HELO"]):
-            return failed(f"after the TLS handshake your first command was {after[0] if after else 'nothing'}: the "
-                          "server forgot everything it knew of you, so introduce yourself again (RFC 3207 §4.2 "
-                          "says the client SHOULD send EHLO again)." + raised, exercise)
+        if not after:
+            return failed(_("after the TLS handshake your client sent no command: the server forgot everything it knew "
+                            "of you, so introduce yourself again (RFC 3207 §4.2 says the client SHOULD send EHLO "
+                            "again).") + raised, exercise)
+        if after[0] not in ("EHLO", "HELO"):
+            return failed(_("after the TLS handshake your first command was {command}: the server forgot everything "
+                            "it knew of you, so introduce yourself again (RFC 3207 §4.2 says the client SHOULD send "
+                            "EHLO again).").format(command=after[0]) + raised, exercise)
     if any(isinstance(e.payload, SmtpCommand) and e.payload.verb == "DATA" for e in mine) and \
             not any(isinstance(e.payload, SmtpDataEnd) for e in mine):
-        return failed("the server read your message but never the line holding only '.' that ends it (with CR LF "
-                      "before and after it): it was still waiting for more of the message" + still + "." + raised,
+        return failed(_("the server read your message but never the line holding only '.' that ends it (with CR LF "
+                        "before and after it): it was still waiting for more of the message.") + still + raised,
                       exercise)
     delivered = [m for m in lab.messages(BOB) if m.get("Subject", "") == subject]
     if not delivered:
-        sent = [p.verb for _, p in commands]
-        return failed(f"Bob has no message with the subject the check gave you ({subject!r}). The server saw these "
-                      f"commands: {', '.join(sent) or 'none'}. Did your message start with a Subject: header line "
-                      "built from the subject argument?" + still + raised, exercise)
+        sent = [p.verb for _event, p in commands]
+        return failed(_("Bob has no message with the subject the check gave you ({subject!r}). The server saw these "
+                        "commands: {commands}. Did your message start with a Subject: header line built from the "
+                        "subject argument?").format(subject=subject, commands=", ".join(sent) or pgettext("no SMTP command", "none")) +
+                      still + raised, exercise)
     if token not in delivered[-1].get_payload():
-        return failed("Bob has your message, but its body is not the body the check passed to your function: "
-                      "send the body argument after the header lines and one empty line." + raised, exercise)
-    if not any(p.verb == "QUIT" for _, p in commands):
-        return failed("Bob has your message, but your client never said QUIT: it just hung up. RFC 5321 §4.1.1.10 "
-                      "asks the client to end the session with QUIT and read the server's 221." + raised, exercise)
-    how = "over TLS from STARTTLS on" if tls else "in clear text"
-    return passed(f"Bob has your message (Subject: {subject}), sent {how}. Your client waited for every reply, "
-                  f"even with mx1 pausing {STALL:g} s before each one, ended each line with CR LF, ended the "
-                  "message with a lone dot and said QUIT.", exercise)
-
+        return failed(_("Bob has your message, but its body is not the body the check passed to your function: send "
+                        "the body argument after the header lines and one empty line.") + raised, exercise)
+    if not any(p.verb == "QUIT" for _event, p in commands):
+        return failed(_("Bob has your message, but your client never said QUIT: it just hung up. RFC 5321 §4.1.1.10 "
+                        "asks the client to end the session with QUIT and read the server's 221.") + raised, exercise)
+    if tls:
+        done = _("Bob has your message (Subject: {subject}), sent over TLS from STARTTLS on.")
+    else:
+        done = _("Bob has your message (Subject: {subject}), sent in clear text.")
+    return passed(done.format(subject=subject) + " " + _(
+        "Your client waited for every reply, even with mx1 pausing {seconds:g} s before each one, ended each line "
+        "with CR LF, ended the message with a lone dot and said QUIT.").format(seconds=STALL), exercise)
 
 
 # --- the prediction before the first experiment -------------------------------------------------------
 
-PREDICT = "Prediction · a bare LF after EHLO"
+PREDICT = N_("Prediction · a bare LF after EHLO")
 _CHOICES = ("answer", "error", "wait")
 
 
@@ -273,10 +286,11 @@ def check_bare_lf_prediction(prediction: Any, lab: Any, *, wait: float = 3.0) ->
     the server waits for the rest of the line). The experiment runs only once a prediction is given.
     """
     if is_placeholder(prediction):
-        return unanswered("Before you run this, write prediction = 'answer', 'error' or 'wait'.", PREDICT)
+        return unanswered(_("Before you run this, write prediction = 'answer', 'error' or 'wait'."), _(PREDICT))
     guess = str(prediction).strip().strip("'\"").lower()
     if guess not in _CHOICES:
-        return failed(f"{prediction!r} is not one of 'answer', 'error' or 'wait'.", PREDICT)
+        return failed(_("{prediction!r} is not one of 'answer', 'error' or 'wait'.").format(prediction=prediction),
+                      _(PREDICT))
     committed = first_answer(PREDICT, guess)  # a prediction counts once: trying each choice teaches nothing
     note = changed_answer_note(committed, guess)
     host = lab.host(MX)
@@ -297,10 +311,15 @@ def check_bare_lf_prediction(prediction: Any, lab: Any, *, wait: float = 3.0) ->
     code = first[:3]
     observed = "wait" if not code.isdigit() else ("answer" if code.startswith("2") else "error")
     read = next((e.text for e in lab.trace.since(mark) if e.direction == "C" and e.host == MX), "")
-    evidence = (f"The server read the line as {read!r} (<LF> marks the bare line feed) and its reply began "
-                f"{first!r}." if first else f"No reply came within {wait:g} s.")
+    if first:
+        evidence = _("The server read the line as {line!r} (<LF> marks the bare line feed) and its reply began "
+                     "{reply!r}.").format(line=read, reply=first)
+    else:
+        evidence = _("No reply came within {seconds:g} s.").format(seconds=wait)
     if committed == observed:
-        return passed(f"{note}{evidence} This server forgives a bare LF at the end of a command; inside a message it "
-                      "does not (RFC 5321 §2.3.8: lines end with CR LF).", PREDICT)
-    return failed(f"{note}{evidence} Look at the reply code: what does its first digit say (RFC 5321 §4.2.1)? "
-                  "Then read on: why might a server forgive this in a command and not in a message?", PREDICT)
+        return passed(note + evidence + " " + _("This server forgives a bare LF at the end of a command; inside a "
+                                                "message it does not (RFC 5321 §2.3.8: lines end with CR LF)."),
+                      _(PREDICT))
+    return failed(note + evidence + " " + _("Look at the reply code: what does its first digit say (RFC 5321 "
+                                            "§4.2.1)? Then read on: why might a server forgive this in a command "
+                                            "and not in a message?"), _(PREDICT))

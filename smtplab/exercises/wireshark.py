@@ -14,14 +14,15 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from ..i18n import N_, _, pgettext
 from . import Feedback, changed_answer_note, failed, first_answer, passed, unanswered
 from ._answers import is_blank
 
 __all__ = ["check_mail_prediction", "check_starttls_frame", "check_auth_password"]
 
-PREDICT = "Exercise 1 · predict: MAIL FROM without the key log"
-FRAME = "Exercise 2 · the frame of STARTTLS's 220"
-PASSWORD = "Exercise 3 · the password inside TLS"
+PREDICT = N_("Exercise 1 · predict: MAIL FROM without the key log")
+FRAME = N_("Exercise 2 · the frame of STARTTLS's 220")
+PASSWORD = N_("Exercise 3 · the password inside TLS")
 
 SUBMISSION_HOST = "smtp.example.org"
 _YES = {"yes", "y", "true", "si", "sí", "1"}
@@ -34,8 +35,8 @@ def _frames(capture: Any) -> list[Any] | Feedback:
     try:
         return list(capture.frames())
     except (AttributeError, OSError) as exc:
-        return failed(f"could not read {capture!r} as a capture ({exc}): pass the object lab.pcap(...) returned, "
-                      "e.g. capture.")
+        return failed(_("could not read {capture!r} as a capture ({error}): pass the object lab.pcap(...) returned, "
+                        "e.g. capture.").format(capture=capture, error=exc))
 
 
 @dataclass(frozen=True)
@@ -71,13 +72,13 @@ def _submissions(frames: list[Any], lab: Any) -> list[_Submission]:
 def check_mail_prediction(answer: Any, capture: Any, lab: Any) -> Feedback:
     """Without the key log, can anyone holding the capture read the client's `MAIL FROM` line? (yes / no)"""
     if is_blank(answer):
-        return unanswered('Write answer = "yes" or answer = "no", then run this cell.', PREDICT)
+        return unanswered(_('Write answer = "yes" or answer = "no", then run this cell.'), _(PREDICT))
     word = str(answer).strip().lower()
     if isinstance(answer, bool):
         word = "yes" if answer else "no"
     if word not in _YES | _NO:
-        return failed(f"{answer!r} is neither yes nor no: answer \"yes\" if you expect to read MAIL FROM in the "
-                      "capture without the key log, \"no\" if not.", PREDICT)
+        return failed(_("{answer!r} is neither yes nor no: answer \"yes\" if you expect to read MAIL FROM in the "
+                        "capture without the key log, \"no\" if not.").format(answer=answer), _(PREDICT))
     frames = _frames(capture)
     if isinstance(frames, Feedback):
         return frames
@@ -89,65 +90,79 @@ def check_mail_prediction(answer: Any, capture: Any, lab: Any) -> Feedback:
     tls = [s for s in _submissions(frames, lab) if s.reply is not None]
     if (committed == "yes") == bool(clear):
         if clear:
-            return passed(f"{note}Right: frame {clear[0].number} carries {clear[0].text()!r} in clear text. Whoever holds "
-                          "the capture reads it, no key needed: this connection had no TLS.", PREDICT)
-        return passed(f"{note}Right: no frame of the capture holds a MAIL FROM line in clear text. After STARTTLS the "
-                      "client's commands travel inside TLS application-data records; the envelope, the AUTH line "
-                      "and the message itself are all in there.", PREDICT)
+            return passed(note + _("Right: frame {number} carries {text!r} in clear text. Whoever holds the capture "
+                                   "reads it, no key needed: this connection had no TLS.").format(
+                                       number=clear[0].number, text=clear[0].text()), _(PREDICT))
+        return passed(note + _("Right: no frame of the capture holds a MAIL FROM line in clear text. After STARTTLS "
+                               "the client's commands travel inside TLS application-data records; the envelope, the "
+                               "AUTH line and the message itself are all in there."), _(PREDICT))
     if clear:
-        return failed(f"{note}look at frame {clear[0].number}: it carries {clear[0].text()!r}, readable without any key. "
-                      "Which connection is it on, and did that connection say STARTTLS before?", PREDICT)
+        return failed(note + _("look at frame {number}: it carries {text!r}, readable without any key. Which "
+                               "connection is it on, and did that connection say STARTTLS before?").format(
+                                   number=clear[0].number, text=clear[0].text()), _(PREDICT))
     evidence = ""
     if tls:
         first = tls[0]
         after = [f for f in first.frames if f.number > first.reply.number and f.payload]
-        kinds = sorted({"TLS records" if f.is_tls else "clear text" for f in after})
-        evidence = (f" In your capture, the client said STARTTLS in frame {first.starttls.number}; the "
-                    f"{len(after)} frames with data after the server's answer on that connection hold: "
-                    f"{', '.join(kinds)}.")
-    return failed(f"{note}search the capture for the line yourself: no frame holds 'MAIL FROM' as text." + evidence +
-                  " Run the next cell, which asks tshark for MAIL commands without the key log.", PREDICT)
+        kinds = sorted({pgettext("capture contents", "TLS records") if f.is_tls
+                        else pgettext("capture contents", "clear text") for f in after})
+        evidence = " " + _("In your capture, the client said STARTTLS in frame {frame}; the {count} frames with data "
+                           "after the server's answer on that connection hold: {kinds}.").format(
+                               frame=first.starttls.number, count=len(after), kinds=", ".join(kinds))
+    return failed(note + _("search the capture for the line yourself: no frame holds 'MAIL FROM' as text.") + evidence +
+                  " " + _("Run the next cell, which asks tshark for MAIL commands without the key log."), _(PREDICT))
 
 
 def check_starttls_frame(answer: Any, capture: Any, lab: Any) -> Feedback:
     """Which frame number carries the server's 220 reply to STARTTLS on your submission connection?"""
     if is_blank(answer):
-        return unanswered("Put the frame number (the first column of the listing) in answer, e.g. answer = 12.", FRAME)
+        return unanswered(_("Put the frame number (the first column of the listing) in answer, e.g. answer = 12."),
+                          _(FRAME))
     if isinstance(answer, bool) or not re.fullmatch(r"\s*\d+\s*", str(answer)):
-        return failed(f"{answer!r} is not a frame number: give the number in the first column of the listing "
-                      "(Wireshark's 'No.' column), e.g. answer = 12.", FRAME)
+        return failed(_("{answer!r} is not a frame number: give the number in the first column of the listing "
+                        "(Wireshark's 'No.' column), e.g. answer = 12.").format(answer=answer), _(FRAME))
     number = int(str(answer))
     frames = _frames(capture)
     if isinstance(frames, Feedback):
         return frames
     submissions = [s for s in _submissions(frames, lab) if s.reply is not None]
     if not submissions:
-        return failed(f"this capture holds no STARTTLS on a connection to {SUBMISSION_HOST}: write it after "
-                      "lab.send(...) with lab.pcap(...), and pass that capture.", FRAME)
+        return failed(_("this capture holds no STARTTLS on a connection to {host}: write it after lab.send(...) "
+                        "with lab.pcap(...), and pass that capture.").format(host=SUBMISSION_HOST), _(FRAME))
     if any(s.reply.number == number for s in submissions):
         reply = next(s.reply for s in submissions if s.reply.number == number)
-        return passed(f"Right: frame {number}, {reply.source} to {reply.destination}: {reply.text()!r}. It is the "
-                      "last clear text on that connection; the next frame from the client is the TLS "
-                      "ClientHello.", FRAME)
+        return passed(_("Right: frame {number}, {source} to {destination}: {text!r}. It is the last clear text on "
+                        "that connection; the next frame from the client is the TLS ClientHello.").format(
+                            number=number, source=reply.source, destination=reply.destination, text=reply.text()),
+                      _(FRAME))
     by_number = {f.number: f for f in frames}
     if number not in by_number:
-        return failed(f"your capture has frames 1 to {len(frames)}, and {number} is not one of them. Find the "
-                      "client's STARTTLS line, then the server's answer after it.", FRAME)
+        return failed(_("your capture has frames 1 to {count}, and {number} is not one of them. Find the client's "
+                        "STARTTLS line, then the server's answer after it.").format(count=len(frames), number=number),
+                      _(FRAME))
     frame = by_number[number]
-    what = f"frame {number} goes from {frame.source}:{frame.source_port} to {frame.destination}:" \
-           f"{frame.destination_port} and carries {frame.text() or 'no data (a TCP ' + frame.flags + ')'}."
-    if any(s.starttls is not None and s.starttls.number == number for s in submissions):
-        hint = "That is the client's command; the 220 is the server's answer to it: a later frame, in the other direction."
-    elif frame.payload.startswith(b"220") and b"TLS" not in frame.payload.upper():
-        hint = "A 220 at the start of a connection is the greeting; the 220 you want answers the STARTTLS command."
-    elif frame.payload.startswith(b"220"):
-        hint = (f"That 220 answers a STARTTLS on another connection (the relay's, to an MX). Yours is the one "
-                f"between {SUBMISSION_HOST} and your notebook's client (127.0.0.1).")
-    elif frame.is_tls:
-        hint = "That frame is already encrypted: the 220 comes before the first TLS record of its connection."
+    if frame.text():
+        what = _("frame {number} goes from {source}:{source_port} to {destination}:{destination_port} and carries "
+                 "{text}.")
     else:
-        hint = "Filter the listing with smtp.response.code == 220 (tshark -Y, or Wireshark's filter bar)."
-    return failed(f"{what} {hint}", FRAME)
+        what = _("frame {number} goes from {source}:{source_port} to {destination}:{destination_port} and carries "
+                 "no data (a TCP {flags}).")
+    what = what.format(number=number, source=frame.source, source_port=frame.source_port,
+                       destination=frame.destination, destination_port=frame.destination_port, text=frame.text(),
+                       flags=frame.flags)
+    if any(s.starttls is not None and s.starttls.number == number for s in submissions):
+        hint = _("That is the client's command; the 220 is the server's answer to it: a later frame, in the other "
+                 "direction.")
+    elif frame.payload.startswith(b"220") and b"TLS" not in frame.payload.upper():
+        hint = _("A 220 at the start of a connection is the greeting; the 220 you want answers the STARTTLS command.")
+    elif frame.payload.startswith(b"220"):
+        hint = _("That 220 answers a STARTTLS on another connection (the relay's, to an MX). Yours is the one "
+                 "between {host} and your notebook's client (127.0.0.1).").format(host=SUBMISSION_HOST)
+    elif frame.is_tls:
+        hint = _("That frame is already encrypted: the 220 comes before the first TLS record of its connection.")
+    else:
+        hint = _("Filter the listing with smtp.response.code == 220 (tshark -Y, or Wireshark's filter bar).")
+    return failed(f"{what} {hint}", _(FRAME))
 
 
 def _auth_lines(capture: Any, lab: Any) -> list[tuple[str, str]]:
@@ -178,43 +193,46 @@ def _auth_lines(capture: Any, lab: Any) -> list[tuple[str, str]]:
 def check_auth_password(answer: Any, capture: Any, lab: Any) -> Feedback:
     """What is the password in the AUTH PLAIN line of the decrypted submission session?"""
     if is_blank(answer):
-        return unanswered("Find 'AUTH PLAIN ...' in the decrypted listing, decode its token with base64.b64decode, "
-                          "and put the password (text) in answer.", PASSWORD)
+        return unanswered(_("Find 'AUTH PLAIN ...' in the decrypted listing, decode its token with "
+                            "base64.b64decode, and put the password (text) in answer."), _(PASSWORD))
     if isinstance(answer, (bytes, bytearray)):
         text = bytes(answer).decode("utf-8", "replace")
-        note = " (You gave bytes; .decode() makes them text.)"
+        note = " " + _("(You gave bytes; .decode() makes them text.)")
     elif isinstance(answer, str):
         text, note = answer, ""
     else:
-        return failed(f"give the password as text (a str), not a {type(answer).__name__}.", PASSWORD)
+        return failed(_("give the password as text (a str), not a {kind}.").format(kind=type(answer).__name__),
+                      _(PASSWORD))
     frames = _frames(capture)
     if isinstance(frames, Feedback):
         return frames
     logins = _auth_lines(capture, lab)
     if not logins:
-        return failed(f"no AUTH PLAIN line crossed a connection to {SUBMISSION_HOST} in this capture. Write the "
-                      "capture after lab.send(...) (which logs in with AUTH PLAIN), and pass that capture.", PASSWORD)
-    passwords = {password for _, password in logins}
+        return failed(_("no AUTH PLAIN line crossed a connection to {host} in this capture. Write the capture after "
+                        "lab.send(...) (which logs in with AUTH PLAIN), and pass that capture.").format(
+                            host=SUBMISSION_HOST), _(PASSWORD))
+    passwords = {password for _login, password in logins}
     if text in passwords:
-        return passed(f"Right.{note} TLS hid this line from everyone on the wire; with the session keys, Wireshark "
-                      "showed it, and base64 hid nothing from you. AUTH PLAIN is safe only inside TLS (RFC 4954 "
-                      "§4 and RFC 4616 §6 say so): a server that offers it on a plain connection gives the password "
-                      "away.", PASSWORD)
+        return passed(_("Right.{note} TLS hid this line from everyone on the wire; with the session keys, Wireshark "
+                        "showed it, and base64 hid nothing from you. AUTH PLAIN is safe only inside TLS (RFC 4954 §4 "
+                        "and RFC 4616 §6 say so): a server that offers it on a plain connection gives the password "
+                        "away.").format(note=note), _(PASSWORD))
     stripped = text.strip().strip("'\"")
     if stripped in passwords:
-        return failed(f"almost: your answer has {len(text) - len(stripped)} characters too many around it (spaces or "
-                      "quotes). Give exactly the third field.", PASSWORD)
+        return failed(_("almost: your answer has {count} characters too many around it (spaces or quotes). Give "
+                        "exactly the third field.").format(count=len(text) - len(stripped)), _(PASSWORD))
     tokens = {base64.b64encode(f"\0{login}\0{password}".encode()).decode() for login, password in logins}
     if any(len(stripped) >= 8 and stripped in token for token in tokens):
-        return failed(f"{stripped!r} is base64, as the token crossed the wire (inside TLS). base64.b64decode(token) "
-                      "turns it into the bytes it encodes.", PASSWORD)
-    if any(stripped.lower() == login.lower() for login, _ in logins):
-        return failed(f"{stripped!r} is the login name, the second of the three fields the token decodes to "
-                      "(authorization identity, login, password, separated by NUL bytes: RFC 4616). The password "
-                      "is the third.", PASSWORD)
+        return failed(_("{answer!r} is base64, as the token crossed the wire (inside TLS). base64.b64decode(token) "
+                        "turns it into the bytes it encodes.").format(answer=stripped), _(PASSWORD))
+    if any(stripped.lower() == login.lower() for login, _password in logins):
+        return failed(_("{answer!r} is the login name, the second of the three fields the token decodes to "
+                        "(authorization identity, login, password, separated by NUL bytes: RFC 4616). The password "
+                        "is the third.").format(answer=stripped), _(PASSWORD))
     if any(password in text for password in passwords):
-        return failed(f"the password is in there, with more around it: your answer has {len(text)} characters. "
-                      "Split the decoded bytes at b'\\0' and give only the third field.", PASSWORD)
-    return failed(f"{text!r} is not the password in the AUTH PLAIN line of your capture. In the decrypted listing, "
-                  "the line reads 'AUTH PLAIN <token>': decode the token with base64.b64decode(token) and split it "
-                  "at b'\\0'.", PASSWORD)
+        return failed(_("the password is in there, with more around it: your answer has {count} characters. Split "
+                        "the decoded bytes at b'\\0' and give only the third field.").format(count=len(text)),
+                      _(PASSWORD))
+    return failed(_("{answer!r} is not the password in the AUTH PLAIN line of your capture. In the decrypted "
+                    "listing, the line reads 'AUTH PLAIN <token>': decode the token with base64.b64decode(token) and "
+                    "split it at b'\\0'.").format(answer=text), _(PASSWORD))
