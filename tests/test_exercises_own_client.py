@@ -171,3 +171,5 @@ def test_the_feedback_speaks_spanish_and_the_wire_does_not(lab: smtplab.Lab) -> 
         feedback = own_client.check_bare_lf_prediction("error", lab)
         assert_failed(feedback, "El servidor leyó la línea como 'EHLO student.example<LF>'", "'250-", "primera cifra")
         assert feedback.exercise == "Predicción · un LF suelto después de EHLO"
+        assert_passed(own_client.check_client(make_client(), lab), "Bob tiene tu mensaje (Subject: mi propio cliente",
+                      "enviado en claro")

@@ -164,8 +164,9 @@ def check_client(send_mail: Any, lab: Any, *, tls: bool = False, wait: float = 1
     host = lab.host(MX)
     server = Server(host.name, host.address, host.ports["smtp"], lab.ca_file)
     token = secrets.token_hex(4)
-    subject = f"my own client {token}"
-    body = f"Hello Bob,\nthis message crossed the wire line by line ({token}).\nAlice"
+    # The message the learner's client carries, in the learner's language (ASCII, so any client can send it).
+    subject = _("my own client {token}").format(token=token)
+    body = _("Hello Bob,\nthis message crossed the wire line by line ({token}).\nAlice").format(token=token)
     mark = lab.mark()
     faults = [lab.faults.add(MX, stage, delay=STALL) for stage in STALLED]
     error: list[BaseException] = []
