@@ -21,7 +21,7 @@ from typing import Any
 
 from .errors import SmtpLabError
 from .files import write_private
-from .guard import BACKLOG
+from .net.guard import BACKLOG
 
 __all__ = ["ControlServer", "request", "find_control", "COMMANDS", "CONTROL_FILE", "TOKEN_VARIABLE"]
 

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from .errors import SmtpLabError
-from .events import LabChange
-from .faults import Fault
 from .files import write_private
+from .net.faults import Fault
 from .scenario import LISTENERS, WELL_KNOWN_PORTS
+from .trace.events import LabChange
 
 __all__ = ["User", "DnsInfo", "Host", "listeners_of", "PORT_OFFSETS", "plan_ports", "load_ports", "save_ports"]
 

@@ -23,31 +23,31 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .client import SendResult, SmtpSession, open_imap, open_session, send_from_lab
+from .auth.mailauth import LabDns
+from .auth.tlspolicy import Attacker, DowngradeKit, RelayTlsPolicies
 from .clock import VirtualClock
-from .dsn import DsnRequest
 from .errors import LabNotRunning, PortInUse, ScenarioError, UnknownConnection, UnknownHost, UnknownMessage, UnknownUser
-from .events import LabChange, Note
-from .faults import Fault, FaultTable
 from .files import directory_error, make_private_dir, write_private
-from .guard import BACKLOG, ConnectionGuard, LoginThrottle, limit_log_floods, warn_once
-from .handlers import InboundHandler, SubmissionHandler, header_value
 from .hosts import DnsInfo, Host, User, listeners_of, load_ports, plan_ports, save_ports
 from .i18n import resolve_language, set_language
-from .imap import ImapService, has_idlers, mailbox_changed
-from .labdns import DigResult, DnsServer, MXRecord, build_zones, dig_async, lab_resolver, lookup_mx_async
-from .ledger import DeliveryLedger
 from .loop import LoopThread
-from .mailauth import LabDns
-from .pop3 import Pop3Service
-from .relay import QueueItem, Relay
+from .mail.dsn import DsnRequest
+from .mail.handlers import InboundHandler, SubmissionHandler, header_value
+from .mail.ledger import DeliveryLedger
+from .mail.relay import QueueItem, Relay
+from .mail.store import MailStore
+from .net.client import SendResult, SmtpSession, open_imap, open_session, send_from_lab
+from .net.faults import Fault, FaultTable
+from .net.guard import BACKLOG, ConnectionGuard, LoginThrottle, limit_log_floods, warn_once
+from .net.imap import ImapService, has_idlers, mailbox_changed
+from .net.labdns import DigResult, DnsServer, MXRecord, build_zones, dig_async, lab_resolver, lookup_mx_async
+from .net.pop3 import Pop3Service
+from .net.smtp import LabSMTP
+from .net.tls import LabCA
+from .net.wire import WireStore, WireTap
 from .scenario import WELL_KNOWN_PORTS, Scenario
-from .smtp import LabSMTP
-from .store import MailStore
-from .tls import LabCA
-from .tlspolicy import Attacker, DowngradeKit, RelayTlsPolicies
-from .trace import Trace
-from .wire import WireStore, WireTap
+from .trace.events import LabChange, Note
+from .trace.ring import Trace
 from .zones import DkimKey, DkimKeys, zone_lines
 
 __all__ = ["Lab", "Host", "User", "DnsInfo", "start", "current"]
@@ -546,13 +546,13 @@ class Lab:
                events: list[Any] | None = None, title: str | None = None) -> Any:
         """Draw a ladder diagram: one message end to end (queue id, Message-ID or SendResult), one or
         more connections (`conn="smtp-1"`), everything since `lab.mark()`, or given `events`."""
-        from .ladder_diagram import ladder_of  # the views layer, loaded when a diagram is asked for
+        from .views.ladder import ladder_of  # the views layer, loaded when a diagram is asked for
 
         return ladder_of(self, message_id, conn=conn, since=since, events=events, title=title)
 
     def topology(self, message_id: Any = None, *, title: str | None = None) -> Any:
         """Draw the lab's providers, hosts, DNS and MX records; with `message_id`, that message's path."""
-        from .topology_diagram import topology
+        from .views.topology import topology
 
         return topology(self, message_id, title=title)
 
@@ -802,8 +802,8 @@ class Lab:
     def pcap(self, path: str | Path, message: Any = None) -> Any:
         """Write the lab's traffic (or one message's: queue id, Message-ID or SendResult) as a pcapng file
         that Wireshark and tshark read, and the TLS key log beside it; return both paths (`Capture`).
-        See `smtplab.pcap` for what is in them."""
-        from .pcap import write_capture
+        See `smtplab.net.pcap` for what is in them."""
+        from .net.pcap import write_capture
 
         self._require_running()  # a stopped temporary lab has no key log any more
         return write_capture(self, path, message, self._wires.taps(), self.ca.keylog())

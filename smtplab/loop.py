@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from .disk import DiskThread
 from .errors import LabTimeout
-from .relay import MAX_CONCURRENT_ATTEMPTS
+from .mail.relay import MAX_CONCURRENT_ATTEMPTS
 
 __all__ = ["LoopThread"]
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import dns.reversename
 
-from . import dnsbl
+from .auth import dnsbl
+from .auth.mailauth import new_dkim_key, public_record
 from .files import make_private_dir, write_private
-from .mailauth import new_dkim_key, public_record
 from .scenario import ProviderSpec, Scenario
 
 __all__ = ["DkimKey", "DkimKeys", "zone_lines", "reverse_zone_lines", "BLOCKLIST_ZONE", "DKIM_SELECTOR"]

@@ -32,8 +32,8 @@ import pytest
 from conftest import IN_CI, require_tool
 
 import smtplab
-from smtplab import replies
-from smtplab.replies import Reply
+from smtplab.net import replies
+from smtplab.net.replies import Reply
 
 SUBMISSION, MX = "submission", "smtp"
 HOSTS = {SUBMISSION: "smtp.example.org", MX: "mx1.example.net"}

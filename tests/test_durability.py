@@ -21,9 +21,9 @@ import pytest
 from loopwatch import LoopWatch
 
 import smtplab
-from smtplab.client import submit
 from smtplab.errors import BadDuration
-from smtplab.ledger import DeliveryLedger
+from smtplab.mail.ledger import DeliveryLedger
+from smtplab.net.client import submit
 
 ROOT = Path(__file__).resolve().parents[1]
 ALICE_ = "alice@example.org"

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 import pytest
 
 import smtplab
-import smtplab.trace
-from smtplab.imapd import Limits
+import smtplab.trace.ring
+from smtplab.net.imapd import Limits
 
 
 @pytest.fixture
@@ -120,7 +120,7 @@ def test_the_answer_to_a_failed_login_waits_for_the_delay(lab: smtplab.Lab, limi
     limits.login_delay = 600.0
     failed = threading.Event()
 
-    def listener(event: smtplab.trace.TraceEvent) -> None:
+    def listener(event: smtplab.trace.ring.TraceEvent) -> None:
         if event.text.startswith("login failed"):
             failed.set()
 

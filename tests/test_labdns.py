@@ -159,7 +159,7 @@ def test_the_mx_checks_stub_resolver(lab: smtplab.Lab) -> None:
     REFUSED, and a temporary error (never a wrong answer) when the DNS does not answer."""
     import spf
 
-    from smtplab.mailauth import LabDns
+    from smtplab.auth.mailauth import LabDns
 
     stub = lab.lab_dns()
     assert stub.txt("_dmarc.example.org") == ["v=DMARC1; p=none"]
@@ -245,9 +245,9 @@ def test_a_ptr_name_that_does_not_lead_back_fails_iprev() -> None:
     """Anyone may write any name in the reverse zone of their own addresses: only the forward check counts."""
     import asyncio
 
-    from smtplab.iprev import iprev_async
-    from smtplab.labdns import DnsServer, build_zones, lab_resolver
-    from smtplab.trace import Trace
+    from smtplab.auth.iprev import iprev_async
+    from smtplab.net.labdns import DnsServer, build_zones, lab_resolver
+    from smtplab.trace.ring import Trace
 
     zones = build_zones({
         "bank.test": ["www IN A 127.0.0.80", "a IN A 127.0.0.70", "b IN A 127.0.0.70"],

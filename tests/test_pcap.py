@@ -18,8 +18,8 @@ from conftest import require_tool
 
 import smtplab
 from smtplab.control import ControlServer
-from smtplab.pcap import Capture, summary
-from smtplab.wire import LIMIT
+from smtplab.net.pcap import Capture, summary
+from smtplab.net.wire import LIMIT
 
 ALICE = "alice@example.org"
 BOB = "bob@example.net"
@@ -218,9 +218,9 @@ def test_an_implicit_tls_server_is_tapped_below_tls(tmp_path: Path) -> None:
     import asyncio
     import socket
 
-    from smtplab.pcap import write_taps
-    from smtplab.tls import LabCA
-    from smtplab.wire import WireTap, start_server
+    from smtplab.net.pcap import write_taps
+    from smtplab.net.tls import LabCA
+    from smtplab.net.wire import WireTap, start_server
 
     ca = LabCA(tmp_path / "tls")
     taps: list[WireTap] = []

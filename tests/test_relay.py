@@ -9,7 +9,7 @@ import threading
 from email import message_from_bytes, policy
 
 import smtplab
-from smtplab.relay import _smtp_deliver, is_protocol_error
+from smtplab.mail.relay import _smtp_deliver, is_protocol_error
 
 
 def delivered_by(lab: smtplab.Lab, address: str) -> list[str]:

@@ -29,7 +29,7 @@ import pytest
 from conftest import IN_CI
 
 import smtplab
-import smtplab.guard
+import smtplab.net.guard
 from smtplab import Scenario
 from smtplab.files import exposed
 
@@ -244,7 +244,7 @@ def test_failed_smtp_logins_make_the_next_ones_wait(lab: smtplab.Lab) -> None:
 
 
 def test_a_lab_where_the_owner_cannot_be_checked_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(smtplab.guard, "_available", False)
+    monkeypatch.setattr(smtplab.net.guard, "_available", False)
     with pytest.warns(RuntimeWarning, match="other users of this machine can connect"), smtplab.start() as lab:
         assert not lab.guard.checking
     scenario = Scenario.default().to_dict()
@@ -336,7 +336,7 @@ def _rss_kb() -> int:
 
 
 def test_a_udp_flood_leaves_the_dns_cache_bounded_and_answers_legitimate_questions(lab: smtplab.Lab) -> None:
-    from smtplab.labdns import CACHE_BYTES, CACHE_ENTRIES
+    from smtplab.net.labdns import CACHE_BYTES, CACHE_ENTRIES
 
     lab.lookup_mx("example.net")
     rss_before = _rss_kb()
@@ -370,7 +370,7 @@ def test_the_dns_cache_is_keyed_by_the_question_and_bounded(lab: smtplab.Lab, mo
     import dns.message
     import dns.rcode
 
-    from smtplab import labdns
+    from smtplab.net import labdns
 
     def ask(name: str, padding: int, qid: int) -> dns.message.Message:
         query = dns.message.make_query(name, "MX", use_edns=0, payload=1232)

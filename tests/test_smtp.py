@@ -203,8 +203,8 @@ def test_whatever_raises_at_the_end_of_data_the_next_mail_is_a_new_transaction()
     import asyncio
     import threading
 
-    from smtplab.smtp import LabSMTP
-    from smtplab.trace import Trace
+    from smtplab.net.smtp import LabSMTP
+    from smtplab.trace.ring import Trace
 
     class Broken:
         async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]

@@ -125,7 +125,7 @@ def test_a_hop_without_smtputf8_gets_nothing_and_the_sender_learns_why(lab: smtp
                                                                         old_mta: tuple[int, list[str]]) -> None:
     """RFC 6531 section 3.4: a non-ASCII address cannot be downgraded, so the relay sends no MAIL at all and
     the recipient's status is a permanent 553 5.6.7 (the sender gets it back in a bounce)."""
-    from smtplab.relay import _smtp_deliver
+    from smtplab.mail.relay import _smtp_deliver
 
     port, seen = old_mta
     content = b"From: x@example.org\r\nSubject: caf\xc3\xa9\r\n\r\nbody\r\n"

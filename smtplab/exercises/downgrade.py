@@ -17,7 +17,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from ..journey import message_events
+from ..views.journey import message_events
 from . import Feedback, failed, passed, unanswered
 from ._answers import is_blank
 

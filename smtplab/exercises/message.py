@@ -17,7 +17,7 @@ from email.parser import HeaderParser
 from email.policy import default
 from typing import Any
 
-from ..events import SmtpData
+from ..trace.events import SmtpData
 from . import Feedback, failed, passed, unanswered
 from ._answers import is_blank
 

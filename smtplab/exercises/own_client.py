@@ -17,7 +17,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from ..events import Connect, SmtpCommand, SmtpDataEnd, SmtpReply, TlsStarted
+from ..trace.events import Connect, SmtpCommand, SmtpDataEnd, SmtpReply, TlsStarted
 from . import Feedback, failed, passed, unanswered
 from ._answers import is_placeholder
 
