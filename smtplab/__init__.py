@@ -29,9 +29,9 @@ from .errors import (
 from .i18n import current_language, set_language
 from .lab import DnsInfo, Host, Lab, User, current, start
 from .mail.hops import Hop, received_hops
-from .mail.relay import QueueItem, RecipientStatus
+from .mail.queue import QueueItem, RecipientStatus
 from .net.client import SendResult, SmtpSession
-from .net.labdns import DigResult, MXRecord, lookup_mx
+from .net.dns_lookup import DigResult, MXRecord, lookup_mx
 from .net.replies import Reply, explain
 from .scenario import Scenario
 from .trace.ring import Trace, TraceEvent
@@ -41,7 +41,7 @@ __version__ = "0.1.0"
 
 # The drawing layer (Graphviz) loads on first use: a lab that only carries mail never pays for it.
 _LAZY = {"ladder": "views.ladder", "topology": "views.topology", "Diagram": "views.render",
-         "RenderError": "views.render", "Capture": "net.pcap"}
+         "RenderError": "views.render", "Capture": "views.pcap"}
 
 
 def __getattr__(name: str) -> object:

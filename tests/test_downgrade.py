@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 import smtplab
 from smtplab.auth.dane import DaneRequirement, DnssecBogus, lookup_tlsa, tlsa_rdata
 from smtplab.auth.mtasts import PolicyError, certificate_problem, mx_matches, parse_policy, parse_txt
-from smtplab.net.labdns import lab_resolver
+from smtplab.net.dns_lookup import lab_resolver
 from smtplab.net.mitm import strip_starttls
 from smtplab.views.conversation import steps
 from smtplab.views.journey import message_events

@@ -13,7 +13,7 @@ from feedback_checks import assert_failed, assert_passed, assert_unanswered
 
 import smtplab
 from smtplab.exercises import Feedback, wireshark
-from smtplab.net.pcap import Capture
+from smtplab.views.pcap import Capture
 
 ALICE = "alice@example.org"
 BOB = "bob@example.net"

@@ -52,7 +52,7 @@ def test_new_mail_shows_up_on_noop(lab: smtplab.Lab) -> None:
 def test_wrong_password_is_refused_and_server_stays_up(lab: smtplab.Lab) -> None:
     host = lab.host("imap.example.net")
     client = imaplib.IMAP4(host.address, host.ports["imap"], timeout=10)
-    client.starttls(ssl_context=lab._client_context)
+    client.starttls(ssl_context=lab.services.client_context)
     with pytest.raises(imaplib.IMAP4.error):
         client.login("bob@example.net", "wrong")
     client.logout()
@@ -78,7 +78,7 @@ def test_alice_cannot_read_bobs_mailbox(lab: smtplab.Lab) -> None:
     lab.send("alice@example.org", "bob@example.net", "Private", "for bob only")
     host = lab.host("imap.example.org")
     client = imaplib.IMAP4(host.address, host.ports["imap"], timeout=10)
-    client.starttls(ssl_context=lab._client_context)
+    client.starttls(ssl_context=lab.services.client_context)
     with pytest.raises(imaplib.IMAP4.error):
         client.login("bob@example.net", lab.users["bob@example.net"].password)  # wrong provider
     client.logout()

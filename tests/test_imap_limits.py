@@ -88,7 +88,7 @@ def _failures(lab: smtplab.Lab) -> list[str]:
 def _tls_client(lab: smtplab.Lab) -> imaplib.IMAP4:
     host = lab.host("imap.example.net")
     client = imaplib.IMAP4(host.address, host.ports["imap"], timeout=30)
-    client.starttls(ssl_context=lab._client_context)
+    client.starttls(ssl_context=lab.services.client_context)
     return client
 
 

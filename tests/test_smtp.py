@@ -192,7 +192,7 @@ def test_help_and_ehlo_offer_only_what_is_answered(lab: smtplab.Lab) -> None:
         assert code == 252 and b"will accept" not in text
         assert c.noop()[0] == 250
         assert b"STARTTLS" in c.docmd("HELP")[1]
-        c.starttls(context=lab._client_context)
+        c.starttls(context=lab.services.client_context)
         c.ehlo()
         assert not c.has_extn("starttls") and b"STARTTLS" not in c.docmd("HELP")[1]  # a second one is a 503
 

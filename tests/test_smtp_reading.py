@@ -84,7 +84,7 @@ def test_an_auth_answer_over_the_line_limit_is_refused_by_its_type(lab: smtplab.
 
     host = lab.host("smtp.example.org")
     with smtplib.SMTP(host.address, host.ports["submission"], timeout=30) as client:
-        client.starttls(context=lab._client_context)
+        client.starttls(context=lab.services.client_context)
         client.ehlo()
         code, _ = client.docmd("AUTH", "LOGIN")
         assert code == 334

@@ -9,7 +9,7 @@ would prove nothing: whoever can strip STARTTLS can forge unsigned DNS answers.
 
 In the lab:
 - `sign_zone` signs a lab zone with a fresh ECDSA P-256 key (algorithm 13) using dnspython; the lab DNS then
-  answers queries with the DO bit with the RRSIG records (labdns.py).
+  answers queries with the DO bit with the RRSIG records (net/dns_server.py).
 - The lab has no root zone to chain from, so the relay is configured with the signed zone's key itself as
   its trust anchor (as `unbound-anchor` configures the root's): `lookup_tlsa` fetches the zone's DNSKEY set,
   validates it against that anchor, then validates the TLSA set with it (dns.dnssec.validate), all over the

@@ -90,7 +90,7 @@ async def iprev_async(address: str, resolver: dns.asyncresolver.Resolver, *, sou
 
 def iprev(address: str, lab: object, *, timeout: float = 3.0) -> IprevResult:
     """Check `address` with forward-confirmed reverse DNS through the lab's DNS (blocking; any thread)."""
-    from ..net.labdns import lab_resolver
+    from ..net.dns_lookup import lab_resolver
 
     info = getattr(lab, "dns", None)
     if info is None:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import email.errors
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import dkim
 import dns.exception
@@ -22,7 +23,19 @@ from ..net import replies
 from . import dnsbl, mailauth, spam
 from .iprev import IprevResult
 
-__all__ = ["Screening", "UnparsableMessage", "check_client", "screen", "sign"]
+__all__ = ["PolicyServices", "Screening", "UnparsableMessage", "check_client", "screen", "sign"]
+
+
+class PolicyServices(Protocol):
+    """What the checks ask of the lab (smtplab.services.Services implements it)."""
+
+    @property
+    def hosts(self) -> Mapping[str, Any]: ...  # host name -> host (`.address`)
+
+    def security_of(self, domain: str) -> Mapping[str, Any]: ...  # the provider's scenario security settings
+    def dns_resolver(self) -> Any: ...  # an async resolver that asks the lab DNS
+    def lab_dns(self) -> mailauth.LabDns: ...  # the synchronous one, for pyspf, dkimpy and authheaders
+    def dkim_key(self, domain: str) -> Any: ...  # smtplab.zones.DkimKey, or None when `domain` does not sign
 
 
 class UnparsableMessage(ValueError):
@@ -55,24 +68,24 @@ class Screening:
         return f"{outcome}: " + ", ".join(parts) if parts else outcome
 
 
-async def check_client(lab: Any, domain: str, client_ip: str, source: str | None = None) -> dnsbl.Listing | None:
+async def check_client(services: PolicyServices, domain: str, client_ip: str, source: str | None = None) -> dnsbl.Listing | None:
     """Ask the blocklists this provider uses about the connecting address (from `source`, the MX's)."""
-    zones = lab.security_of(domain).get("dnsbl") or []
+    zones = services.security_of(domain).get("dnsbl") or []
     if not zones:
         return None
-    return await dnsbl.check(client_ip, zones, lab.dns_resolver(), source=source)
+    return await dnsbl.check(client_ip, zones, services.dns_resolver(), source=source)
 
 
-async def screen(lab: Any, host: str, domain: str, content: bytes, *, client_ip: str, mail_from: str,
+async def screen(services: PolicyServices, host: str, domain: str, content: bytes, *, client_ip: str, mail_from: str,
                  helo: str, iprev: IprevResult | None = None) -> Screening:
     """Decide about one received message for a provider's users (blocking checks run off the loop)."""
-    security = lab.security_of(domain)
+    security = services.security_of(domain)
 
     def check() -> tuple[mailauth.AuthVerdict | None, spam.SpamReport | None, str]:
         verdict, client = None, ""
         if security.get("verify"):
-            lab_dns = lab.lab_dns()
-            with lab_dns.asking_from(lab.hosts[host].address) as client:
+            lab_dns = services.lab_dns()
+            with lab_dns.asking_from(services.hosts[host].address) as client:
                 verdict = mailauth.evaluate(content, client_ip=client_ip, mail_from=mail_from, helo=helo,
                                             authserv_id=host, lab_dns=lab_dns)
         return verdict, (spam.score(content, verdict) if security.get("spam") else None), client
@@ -127,9 +140,9 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def sign(lab: Any, domain: str, content: bytes) -> bytes:
+def sign(services: PolicyServices, domain: str, content: bytes) -> bytes:
     """DKIM-sign `content` for `domain` if the provider signs (its key is published in the lab DNS)."""
-    key = lab.dkim_key(domain)
+    key = services.dkim_key(domain)
     if key is None:
         return content
     try:

@@ -5,7 +5,7 @@
   the way an operator switches them on (Postfix: `smtp_tls_security_level = dane`, an MTA-STS resolver
   plug-in): when the lab publishes the first policy.
 - `DowngradeKit` publishes them (records in the lab zones, the zone signed, the HTTPS policy host) and puts
-  an attacker on the path (smtplab/mitm.py). `Lab.mitm`, `Lab.mta_sts` and `Lab.dane` are its facade.
+  an attacker on the path (smtplab/net/mitm.py). `Lab.mitm`, `Lab.mta_sts` and `Lab.dane` are its facade.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ..errors import SmtpLabError
-from ..net.labdns import resolve_a
+from ..net.dns_lookup import resolve_a
 from ..net.mitm import StartTlsStripper
 from ..trace.events import LabChange
 from ..trace.ring import Trace
@@ -127,7 +127,7 @@ def _verifying_context(ca_file: str) -> Any:
 
 
 class Attacker:
-    """A STARTTLS-stripping man-in-the-middle on the path to one or more MX hosts (smtplab/mitm.py).
+    """A STARTTLS-stripping man-in-the-middle on the path to one or more MX hosts (smtplab/net/mitm.py).
 
     `.stop()` takes it off the path; `.stripped` counts the EHLO replies it removed STARTTLS from.
     """

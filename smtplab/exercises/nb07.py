@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import SmtpLabError
 from ..mail.hops import received_hops
-from ..mail.relay import QueueItem, RecipientStatus
+from ..mail.queue import QueueItem, RecipientStatus
 from ..net.client import SendResult
 from ..net.replies import explain
 from ..trace.events import QueueChange

@@ -20,10 +20,10 @@ from aiosmtpd.smtp import MISSING, AuthResult, Envelope, LoginPassword, Session
 
 from ..auth import policy
 from ..auth.iprev import IprevResult, iprev_async
-from ..net import replies
-from ..net.smtp import _CONTROL, MAX_RECIPIENTS, LabSMTP, LineTooLong, Postmaster, new_queue_id
+from ..net import dsn_parameters, replies
+from ..net.smtp import CONTROL_CHARACTERS, MAX_RECIPIENTS, LabSMTP, LineTooLong, new_queue_id
 from ..trace.events import Note, PolicyVerdict
-from . import dsn
+from .postmaster import Postmaster
 
 __all__ = ["SubmissionHandler", "InboundHandler", "header_value", "failure_reply"]
 
@@ -78,15 +78,15 @@ def _ehlo_responses(server: LabSMTP, responses: list[str]) -> list[str]:
 
 
 class _BaseHandler:
-    def __init__(self, lab: Postmaster, host_name: str, domains: tuple[str, ...]) -> None:
-        self.lab = lab
+    def __init__(self, postmaster: Postmaster, host_name: str, domains: tuple[str, ...]) -> None:
+        self.postmaster = postmaster
         self.host_name = host_name
         self.domains = domains
 
     async def handle_EHLO(self, server: LabSMTP, session: Session, envelope: Envelope, hostname: str,
                           responses: list[str]) -> list[str]:
         # It would end up in the Received header; a domain in EHLO is ASCII (A-labels, RFC 6531 section 3.7.1).
-        if _CONTROL.search(hostname) or not hostname.isascii():
+        if CONTROL_CHARACTERS.search(hostname) or not hostname.isascii():
             session.extended_smtp = False
             return [replies.BAD_HELLO.format(command="EHLO")]
         session.host_name = hostname
@@ -96,7 +96,7 @@ class _BaseHandler:
         return _ehlo_responses(server, responses)
 
     async def handle_HELO(self, server: LabSMTP, session: Session, envelope: Envelope, hostname: str) -> str:
-        if _CONTROL.search(hostname) or not hostname.isascii():
+        if CONTROL_CHARACTERS.search(hostname) or not hostname.isascii():
             return replies.BAD_HELLO.format(command="HELO")
         session.host_name = hostname
         fault = await server.fault_point("EHLO")
@@ -140,9 +140,9 @@ class _BaseHandler:
         peer MTA); a submission host's lookup of the learner's own mail client stays among the DNS events."""
         checked: IprevResult | None = session.__dict__.get("smtplab_iprev")
         if checked is None:
-            source = self.lab.hosts[self.host_name].address  # asked from the server's own address
+            source = self.postmaster.hosts[self.host_name].address  # asked from the server's own address
             peer: Any = session.peer  # (address, port)
-            lookup = iprev_async(peer[0], self.lab.dns_resolver(), source=source, prefer=session.host_name or "")
+            lookup = iprev_async(peer[0], self.postmaster.dns_resolver(), source=source, prefer=session.host_name or "")
             # Outside the story: in a context of its own, so its questions are announced for no transaction.
             checked = await (lookup if part_of_the_story else
                              asyncio.get_running_loop().create_task(lookup, context=contextvars.Context()))
@@ -177,7 +177,7 @@ class SubmissionHandler(_BaseHandler):
     async def handle_AUTH(self, server: LabSMTP, session: Session, envelope: Envelope, args: list[str]) -> Any:
         # Guessing passwords is made slow: each AUTH after failed ones (on this connection or from this
         # address) waits longer (guard.LoginThrottle); then aiosmtpd's AUTH answers 235 or 535 5.7.8 (RFC 4954).
-        await self.lab.login_throttle.before_attempt(server.conn_id, session.peer, server.note)
+        await self.postmaster.login_throttle.before_attempt(server.conn_id, session.peer, server.note)
         return MISSING
 
     def authenticator(self, server: LabSMTP, session: Session, envelope: Envelope, mechanism: str,
@@ -187,8 +187,8 @@ class SubmissionHandler(_BaseHandler):
         login = auth_data.login.decode("utf-8", "replace").strip().lower()
         password = auth_data.password.decode("utf-8", "replace")
         domain = login.rpartition("@")[2]
-        success = domain in self.domains and self.lab.check_password(login, password)
-        self.lab.login_throttle.record(server.conn_id, session.peer, success)
+        success = domain in self.domains and self.postmaster.check_password(login, password)
+        self.postmaster.login_throttle.record(server.conn_id, session.peer, success)
         if success:
             return AuthResult(success=True, auth_data=login)
         return AuthResult(success=False, handled=False)
@@ -226,7 +226,7 @@ class SubmissionHandler(_BaseHandler):
         if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
             return replies.TOO_MANY_RECIPIENTS
         domain = domain.lower()
-        if domain in self.domains and not self.lab.user_exists(address):
+        if domain in self.domains and not self.postmaster.user_exists(address):
             return replies.USER_UNKNOWN.format(address=address)
         return _accept_recipient(server, envelope, address, rcpt_options)
 
@@ -236,23 +236,23 @@ class SubmissionHandler(_BaseHandler):
             return refusal
         queue_id = new_queue_id()
         recipients = _unique(envelope.rcpt_tos)
-        header = _received(server, session, queue_id, recipients, self.lab.now(),
+        header = _received(server, session, queue_id, recipients, self.postmaster.now(),
                            (await self._iprev(server, session, part_of_the_story=False)).name, envelope.smtp_utf8)
         footer = b""
-        if "append_footer" in self.lab.host_options(self.host_name):
+        if "append_footer" in self.postmaster.host_options(self.host_name):
             footer = f"\r\n\r\n-- \r\nfooter added by {self.host_name}\r\n".encode()
-        await self.lab.keys_ready()  # right after the lab starts, its DKIM key may still be being made
+        await self.postmaster.keys_ready()  # right after the lab starts, its DKIM key may still be being made
         # Completing, DKIM-signing (RFC 6376) and framing the message hash and copy all of it: a worker
         # thread does that (signing 9 MB on the loop stalled every session for ~0.5 s).
-        content, signed = await asyncio.to_thread(_prepare_submission, self.lab, self.domains[0], self.host_name,
-                                                  envelope.original_content or b"", self.lab.now(), header, footer)
+        content, signed = await asyncio.to_thread(_prepare_submission, self.postmaster, self.domains[0], self.host_name,
+                                                  envelope.original_content or b"", self.postmaster.now(), header, footer)
         if signed:
             server.note(f"signed with DKIM for {self.domains[0]} (selector lab)", Note())
         if footer:
             server.note("teaching toggle: footer appended after DKIM signing (the signature will not verify)",
                         Note(warning=True))
         # Written to the spool before the 250 (RFC 5321 section 6.1), from a disk thread.
-        await self.lab.enqueue_async(self.host_name, envelope.mail_from or "", recipients, content, queue_id,
+        await self.postmaster.enqueue_async(self.host_name, envelope.mail_from or "", recipients, content, queue_id,
                                      getattr(envelope, "smtplab_dsn", None))
         _link_transaction(server, session, queue_id, content)
         return replies.OK_QUEUED.format(queue_id=queue_id)
@@ -286,7 +286,7 @@ class InboundHandler(_BaseHandler):
         local_domain = domain.lower() in self.domains
         if not local_domain and not self._open_relay():
             return replies.RELAY_DENIED.format(domain=domain)
-        if local_domain and not self.lab.user_exists(address):
+        if local_domain and not self.postmaster.user_exists(address):
             return replies.USER_UNKNOWN.format(address=address)
         if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
             return replies.TOO_MANY_RECIPIENTS
@@ -302,14 +302,14 @@ class InboundHandler(_BaseHandler):
         queue_id = new_queue_id()
         recipients = _unique(envelope.rcpt_tos)
         client = await self._iprev(server, session)
-        received = _received(server, session, queue_id, recipients, self.lab.now(), client.name, envelope.smtp_utf8)
+        received = _received(server, session, queue_id, recipients, self.postmaster.now(), client.name, envelope.smtp_utf8)
         original = envelope.original_content or b""
         sender = "" if envelope.mail_from in ("<>", None) else envelope.mail_from
         local = [r for r in recipients if _split_address(r)[1].lower() in self.domains]
         outside = [r for r in recipients if r not in local]
         folder, checks = "INBOX", b""
         if local:
-            screening = await policy.screen(self.lab, self.host_name, self.domains[0], original,
+            screening = await policy.screen(self.postmaster, self.host_name, self.domains[0], original,
                                             client_ip=_peer_ip(session), mail_from=sender,
                                             helo=session.host_name or "unknown", iprev=client)
             refusal = screening.reply
@@ -327,26 +327,26 @@ class InboundHandler(_BaseHandler):
         content, stored = await asyncio.to_thread(_frame, parts) if len(original) > _BIG else _frame(parts)
         if local:  # the 250 goes out only once the message is safely on disk (RFC 5321 section 6.1)
             # The peer tells the lab whether this is its own relay retrying a copy made before a crash.
-            held = await self.lab.store_local(local, stored, folder, client=session.peer)
+            held = await self.postmaster.store_local(local, stored, folder, client=session.peer)
             if held:
                 server.note(f"{', '.join(held)}: the copy is in the mailbox already (made before a crash, the 250 "
                             "never reached the relay): accepted without a second copy (delivery ledger)", Note())
         if outside:  # only an open relay gets here: it passes the message on to anyone, for anyone
             server.note(f"open relay: passing the message on for {', '.join(outside)}", Note(warning=True))
-            await self.lab.enqueue_async(self.host_name, sender, outside, content, queue_id,
+            await self.postmaster.enqueue_async(self.host_name, sender, outside, content, queue_id,
                                          getattr(envelope, "smtplab_dsn", None))
         _link_transaction(server, session, queue_id, content)
         return replies.OK_DELIVERED.format(queue_id=queue_id)
 
     def _open_relay(self) -> bool:
-        return "open_relay" in self.lab.host_options(self.host_name)
+        return "open_relay" in self.postmaster.host_options(self.host_name)
 
     async def _blocklisted(self, server: LabSMTP, session: Session) -> str | None:
         """Ask the blocklists about the client once per connection (RFC 5782), as Postfix does at RCPT."""
         cached: str | None = getattr(session, "smtplab_listing", None)
         if cached is None:
-            source = self.lab.hosts[self.host_name].address
-            listing = await policy.check_client(self.lab, self.domains[0], _peer_ip(session), source)
+            source = self.postmaster.hosts[self.host_name].address
+            listing = await policy.check_client(self.postmaster, self.domains[0], _peer_ip(session), source)
             cached = listing.reply() if listing is not None else ""
             session.smtplab_listing = cached  # type: ignore[attr-defined]  # the lab's note on aiosmtpd's session
             if listing is not None:
@@ -405,10 +405,10 @@ def _unique(addresses: list[str]) -> list[str]:
 
 def _accept_sender(server: LabSMTP, envelope: Envelope, address: str, options: list[str]) -> str:
     try:  # RFC 3461 RET and ENVID, in the client's case (aiosmtpd upper-cases `options`)
-        ret, envid = dsn.parse_mail_parameters(server.command_params)
-    except dsn.DsnSyntaxError as exc:
+        ret, envid = dsn_parameters.parse_mail_parameters(server.command_params)
+    except dsn_parameters.DsnSyntaxError as exc:
         return str(exc)
-    envelope.smtplab_dsn = dsn.DsnRequest(ret, envid)  # type: ignore[attr-defined]
+    envelope.smtplab_dsn = dsn_parameters.DsnRequest(ret, envid)  # type: ignore[attr-defined]
     envelope.mail_from = address
     envelope.mail_options.extend(options)
     return replies.OK_SENDER
@@ -416,8 +416,8 @@ def _accept_sender(server: LabSMTP, envelope: Envelope, address: str, options: l
 
 def _accept_recipient(server: LabSMTP, envelope: Envelope, address: str, options: list[str]) -> str:
     try:  # RFC 3461 NOTIFY and ORCPT
-        notify, orcpt = dsn.parse_rcpt_parameters(server.command_params)
-    except dsn.DsnSyntaxError as exc:
+        notify, orcpt = dsn_parameters.parse_rcpt_parameters(server.command_params)
+    except dsn_parameters.DsnSyntaxError as exc:
         return str(exc)
     request = getattr(envelope, "smtplab_dsn", None)
     if request is not None:

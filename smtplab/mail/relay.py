@@ -17,121 +17,45 @@ import hashlib
 import heapq
 import ipaddress
 import itertools
-import json
 import random
 import re
 import smtplib
-import socket
 import ssl
 import threading
-from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import dns.asyncresolver
 
-from ..disk import DiskThread, fsync_directory, remove_quietly, remove_stale_tmp, write_durably
+from ..disk import DiskThread
 from ..errors import DnsLookupError
-from ..files import make_private_dir
-from ..net.labdns import MXRecord, lookup_mx_async, resolve_a
+from ..net.dns_lookup import MXRecord, lookup_mx_async, resolve_a
+from ..net.dsn_parameters import DsnRequest
 from ..trace.events import QueueChange
-from ..trace.ring import Trace, announce_connection, correlated, withdraw_connection
-from .dsn import DsnRequest, build_dsn, xtext_encode
+from ..trace.ring import Trace, correlated
+from .dsn import build_dsn
 from .ledger import DeliveryLedger
+from .mx_client import PROTOCOL_ERROR_NOTE, dsn_parameters, is_protocol_error, quit_all, smtp_deliver
+from .queue import (
+    DELAY_WARNING,
+    FINAL,
+    MAX_CONCURRENT_ATTEMPTS,
+    MAX_QUEUE_LIFETIME,
+    RETRY_SCHEDULE,
+    Outcome,
+    QueueEntry,
+    QueueItem,
+    RecipientStatus,
+    TlsPolicy,
+    TlsRequirement,
+    is_done,
+)
+from .spool import Spool
 
-__all__ = ["Relay", "QueueItem", "RecipientStatus", "RETRY_SCHEDULE", "MAX_QUEUE_LIFETIME"]
-
-# Like real MTAs: retry soon, then back off (seconds of lab time after each failed attempt).
-RETRY_SCHEDULE = (60, 300, 900, 3600, 3 * 3600, 6 * 3600)
-MAX_QUEUE_LIFETIME = 5 * 86400  # Postfix's maximal_queue_lifetime default
-DELAY_WARNING = 4 * 3600  # tell the sender once that mail is late (like Postfix's delay_warning_time)
-FINAL = ("delivered", "bounced")
-# Delivery attempts in flight at once (Postfix: default_destination_concurrency_limit = 20). Without a
-# limit a burst of thousands of messages starts thousands of MX lookups at once and they time out.
-MAX_CONCURRENT_ATTEMPTS = 10
-
-
-@dataclass(frozen=True)
-class RecipientStatus:
-    """Where one recipient of a queued message stands."""
-
-    address: str
-    state: str = "queued"  # queued, mx-lookup, connecting, delivered, deferred, bounced
-    attempts: int = 0
-    last_reply: str = ""
-    via: str = ""  # the MX host that gave the last reply
-    final_status: str = ""  # RFC 3463 code reported in a DSN, e.g. 5.1.1
-    notify: str = ""  # RFC 3461 NOTIFY asked at submission ("SUCCESS,DELAY,FAILURE", "NEVER"; "": not given)
-    orcpt: str = ""  # RFC 3461 ORCPT, "rfc822;bob@example.net" (decoded from xtext); "": not given
-
-
-@dataclass(frozen=True)
-class QueueItem:
-    """A snapshot of one message in the relay queue."""
-
-    queue_id: str
-    host: str  # the sending host (whose address the relay connects from)
-    sender: str
-    recipients: tuple[RecipientStatus, ...]
-    created: float
-    next_attempt: float
-    message_id: str = ""
-
-    @property
-    def done(self) -> bool:
-        return all(r.state in FINAL for r in self.recipients)
-
-
-@dataclass
-class _Entry:
-    queue_id: str
-    host: str
-    sender: str
-    recipients: list[RecipientStatus]
-    created: float
-    next_attempt: float
-    message_id: str = ""
-    attempts: int = 0
-    warned: bool = False  # a "delayed" DSN was sent already
-    ret: str = ""  # RFC 3461 RET: FULL or HDRS ("": not given)
-    envid: str = ""  # RFC 3461 ENVID (decoded from xtext)
-    running: bool = field(default=False, repr=False)  # claimed for an attempt
-    # Notifications to make (queue id, action, recipients), written with the attempt's record.
-    dsns: list[tuple[str, str, list[RecipientStatus]]] = field(default_factory=list, repr=False)
-
-    def snapshot(self) -> QueueItem:
-        return QueueItem(self.queue_id, self.host, self.sender, tuple(self.recipients), self.created,
-                         self.next_attempt, self.message_id)
-
-
-@dataclass(frozen=True)
-class _Outcome:
-    """The reply one MX gave for each recipient in one attempt (or a connection failure)."""
-
-    replies: dict[str, tuple[int, str]]
-    connected: bool
-    error: str = ""
-    client: str = ""  # "address:port" of the relay's end of the connection, once connected
-    dsn: bool = False  # the MX offered DSN (RFC 3461): the notification parameters went with the mail
-
-
-class TlsRequirement(Protocol):
-    """What a TLS policy (MTA-STS: smtplab/mtasts.py, DANE: smtplab/dane.py) asks of one MX."""
-
-    summary: str  # for the trace
-    refused: str  # a reply to defer with before connecting at all ("": go ahead)
-
-    def refusal(self, tls: ssl.SSLSocket | None) -> str | None:
-        """After EHLO with no STARTTLS offered (None), or after STARTTLS: a 4xx reply to defer with, or None."""
-
-
-# (domain, exchange, source address, note) -> the requirement for that MX, or None. `note` puts what the policy
-# look-up did (a fetch, a TLS-RPT report in testing mode) in the trace; its DNS questions and HTTPS fetches
-# leave from `source`, the relay's own address.
-TlsPolicy = Callable[[str, str, str, Callable[[str], None]], Awaitable[TlsRequirement | None]]
-
+__all__ = ["Relay"]
 
 class Relay:
     """The outbound queue of the whole lab (each entry remembers which host sends it)."""
@@ -152,15 +76,13 @@ class Relay:
         tls_policy: TlsPolicy | None = None,
         route: Callable[[str, int], tuple[str, int]] | None = None,
     ) -> None:
-        self.spool = spool
-        make_private_dir(spool)
+        self.spool = Spool(spool, disk, ledger)
         self._trace = trace
         self._now = now
         self._resolver = resolver
         self._host_address = host_address
         self._smtp_port = smtp_port
         self._tls = client_context
-        self._ledger = ledger  # the MX side's notes of copies made: pruned once a message is done
         # The relay's end of each open connection ("address:port") -> the queue id its transaction carries,
         # read by the lab's MX (same process) for the delivery ledger: see `queue_id_for`.
         self._links: dict[str, str] = {}
@@ -168,7 +90,7 @@ class Relay:
         self._smtp_pool = smtp_pool  # where the blocking SMTP client runs (None: the default executor)
         self._tls_policy = tls_policy  # MTA-STS / DANE: what TLS an MX must do (None: opportunistic only)
         self._route = route  # the path to an address (a man-in-the-middle on it, in the downgrade lesson)
-        self._entries: dict[str, _Entry] = {}
+        self._entries: dict[str, QueueEntry] = {}
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -179,7 +101,7 @@ class Relay:
         # what is due must not scan every message the queue ever held (thousands under load).
         self._timeline: list[tuple[float, int, str]] = []
         self._order = itertools.count()
-        self._claimed: list[_Entry] = []  # claimed (running) but their attempt task not started yet
+        self._claimed: list[QueueEntry] = []  # claimed (running) but their attempt task not started yet
         self._busy = 0  # entries claimed and not finished
         # Open connections to MX hosts between two messages, by (sending host, address, port): under
         # load one connection carries many messages, as Postfix's connection cache does.
@@ -197,37 +119,12 @@ class Relay:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(self.concurrency)
-        for entry in await self._disk.run(self._recover):
+        for entry in await self._disk.run(self.spool.recover):
             with self._lock:
                 self._entries[entry.queue_id] = entry
                 self._wait_until(entry)
             self._event(entry, f"resumed from the spool ({entry.queue_id}.json)", "resumed")
         self._scheduler = asyncio.create_task(self._run_scheduler())
-
-    def _recover(self) -> list[_Entry]:
-        """Read the spool after a stop or a crash (disk thread): clean what a crash left, keep what waits.
-
-        A `.tmp` is a write that never reached its rename; a message without its envelope never got its
-        250 (the envelope is written second); a finished message is only waiting to be pruned; a ledger
-        note of a message no longer queued was left between the relay's last record and its pruning.
-        """
-        remove_stale_tmp(self.spool)
-        entries = []
-        for path in sorted(self.spool.glob("*.json")):
-            entry = self._load(path)
-            if entry is None:
-                continue
-            if _done(entry):
-                self._prune(entry)
-            else:
-                entries.append(entry)
-        envelopes = {p.stem for p in self.spool.glob("*.json")}
-        for message in self.spool.glob("*.eml"):
-            if message.stem not in envelopes:
-                remove_quietly(message)
-        fsync_directory(self.spool)
-        self._ledger.prune(lambda queue_id: queue_id in envelopes)
-        return entries
 
     async def stop(self) -> None:
         # Python 3.11's wait_for() can swallow a cancellation that coincides with its wake-up (an
@@ -248,39 +145,25 @@ class Relay:
                 message_id: str = "", *, dsn: DsnRequest | None = None) -> None:
         """Queue a message, writing it to the spool on this thread (not the loop's: see enqueue_async)."""
         entry = self._new_entry(host, sender, recipients, queue_id, message_id, dsn)
-        self._write_spool(entry, content)
+        self.spool.write(entry, content)
         self._register(entry)
 
     async def enqueue_async(self, host: str, sender: str, recipients: list[str], content: bytes, queue_id: str,
                             message_id: str = "", *, dsn: DsnRequest | None = None) -> None:
         """Queue a message, writing the spool from a disk thread; returns once it is written."""
         entry = self._new_entry(host, sender, recipients, queue_id, message_id, dsn)
-        await self._disk.run(self._write_spool, entry, content, self._disk.fsync_later)
+        await self._disk.run(self.spool.write, entry, content, self._disk.fsync_later)
         self._register(entry)
 
     def _new_entry(self, host: str, sender: str, recipients: list[str], queue_id: str, message_id: str,
-                   dsn: DsnRequest | None = None) -> _Entry:
+                   dsn: DsnRequest | None = None) -> QueueEntry:
         now = self._now()
         dsn = dsn or DsnRequest()
         # RFC 3461 section 4.2: without an ORCPT from the client, the MTA may add the address of the RCPT
         # it received; the DSN's Original-Recipient then shows it (as Postfix's do).
         statuses = [RecipientStatus(r, notify=dsn.notify.get(r, ""), orcpt=dsn.orcpt.get(r) or f"rfc822;{r}")
                     for r in recipients]
-        return _Entry(queue_id, host, sender, statuses, now, now, message_id, ret=dsn.ret, envid=dsn.envid)
-
-    def _write_spool(self, entry: _Entry, content: bytes,
-                     fsync_folder: Callable[[Path], None] = fsync_directory) -> None:
-        """Put a new message in the queue durably: the 250 that follows promises the message survives
-        a crash (RFC 5321 section 6.1). The message, then its envelope, each fsync'd and 0600; then the
-        folder. The envelope comes second: a message without one was never acknowledged."""
-        message = self.spool / f"{entry.queue_id}.eml"
-        write_durably(message, content)
-        try:
-            write_durably(self.spool / f"{entry.queue_id}.json", self._state_bytes(entry))
-        except BaseException:  # without its envelope the message is not queued: nothing half-queued stays
-            remove_quietly(message)
-            raise
-        fsync_folder(self.spool)
+        return QueueEntry(queue_id, host, sender, statuses, now, now, message_id, ret=dsn.ret, envid=dsn.envid)
 
     def queue_id_for(self, client: str) -> str | None:
         """The queue id of the transaction the relay runs on its connection from `client` ("address:port").
@@ -292,7 +175,7 @@ class Relay:
         """
         return self._links.get(client)
 
-    def _register(self, entry: _Entry) -> None:
+    def _register(self, entry: QueueEntry) -> None:
         host, sender, queue_id = entry.host, entry.sender, entry.queue_id
         recipients = [r.address for r in entry.recipients]
         with self._lock:
@@ -319,7 +202,7 @@ class Relay:
             now = self._now()
             if queue_id:
                 e = self._entries.get(queue_id)
-                return e is None or (not e.running and (e.next_attempt > now or _done(e)))
+                return e is None or (not e.running and (e.next_attempt > now or is_done(e)))
             return self._busy == 0 and not (self._timeline and self._timeline[0][0] <= now)
 
         with self._settled:
@@ -342,7 +225,7 @@ class Relay:
             self._claim_due()
             self._loop.call_soon_threadsafe(self._kick)
 
-    def _wait_until(self, entry: _Entry) -> None:
+    def _wait_until(self, entry: QueueEntry) -> None:
         """Put `entry` on the timeline for its next attempt (with the lock held)."""
         heapq.heappush(self._timeline, (entry.next_attempt, next(self._order), entry.queue_id))
 
@@ -353,7 +236,7 @@ class Relay:
             while self._timeline and self._timeline[0][0] <= now:
                 when, _, queue_id = heapq.heappop(self._timeline)
                 e = self._entries.get(queue_id)
-                if e is None or e.running or e.next_attempt != when or _done(e):
+                if e is None or e.running or e.next_attempt != when or is_done(e):
                     continue  # a stale timeline record
                 e.running = True
                 self._busy += 1
@@ -382,7 +265,7 @@ class Relay:
                 pass
 
     # --- one delivery attempt ---
-    async def _attempt(self, entry: _Entry) -> None:
+    async def _attempt(self, entry: QueueEntry) -> None:
         loop = asyncio.get_running_loop()
         try:
             assert self._slots is not None
@@ -400,7 +283,7 @@ class Relay:
             if self._busy == 1 and self._idle:  # the last attempt in flight: nothing will reuse them
                 idle = [c for clients in self._idle.values() for c in clients]
                 self._idle.clear()
-                await loop.run_in_executor(self._smtp_pool, _quit_all, idle)
+                await loop.run_in_executor(self._smtp_pool, quit_all, idle)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # never lose a message to a bug: defer it instead
@@ -416,12 +299,12 @@ class Relay:
             with self._settled:
                 entry.running = False
                 self._busy -= 1
-                if not _done(entry):
+                if not is_done(entry):
                     self._wait_until(entry)
                 self._settled.notify_all()
             self._kick()
 
-    async def _record(self, entry: _Entry) -> None:
+    async def _record(self, entry: QueueEntry) -> None:
         """Write the attempt's outcome: the notifications it made, then the entry's state (or, once every
         recipient is final, remove its spool files and ledger notes). DSNs are built on a worker thread
         (RET=FULL copies the whole message) and written by the disk thread: never on the loop."""
@@ -431,10 +314,10 @@ class Relay:
             made = await asyncio.get_running_loop().run_in_executor(None, self._render_dsns, entry, wanted)
         for dsn_entry in await self._disk.run(self._commit, entry, made):
             self._register(dsn_entry)
-    async def _deliver(self, entry: _Entry) -> None:
+    async def _deliver(self, entry: QueueEntry) -> None:
         entry.attempts += 1
         # A spool copy may be megabytes: read on a worker thread, the loop serves everyone else meanwhile.
-        content = await asyncio.get_running_loop().run_in_executor(None, self._read_spool, entry.queue_id)
+        content = await asyncio.get_running_loop().run_in_executor(None, self.spool.read, entry.queue_id)
         pending = [r.address for r in entry.recipients if r.state not in FINAL]
         with self._lock:
             entry.recipients = [replace(r, attempts=r.attempts + 1) if r.address in pending else r
@@ -509,7 +392,7 @@ class Relay:
             if asked:
                 self._want_dsn(entry, asked, action)
 
-    async def _targets(self, entry: _Entry, domain: str) -> list[tuple[str, str]] | str:
+    async def _targets(self, entry: QueueEntry, domain: str) -> list[tuple[str, str]] | str:
         """Return (exchange, address) pairs in the order to try, or a reason to bounce now."""
         source = self._host_address(entry.host)
         resolver = self._resolver()
@@ -533,8 +416,8 @@ class Relay:
                     "mx-lookup", exchanges=tuple((r.exchange, r.preference) for r in ordered))
         return [(r.exchange, a) for r in ordered for a in (r.addresses or ("",))]
 
-    async def _try_mx(self, entry: _Entry, exchange: str, address: str, rcpts: list[str],
-                      content: bytes) -> _Outcome:
+    async def _try_mx(self, entry: QueueEntry, exchange: str, address: str, rcpts: list[str],
+                      content: bytes) -> Outcome:
         port = self._smtp_port(exchange, address) if address and _is_loopback(address) else None
         if port is None:
             # Only lab hosts (all on loopback) are ever connected to: mail never leaves the machine.
@@ -543,13 +426,13 @@ class Relay:
             reply = f"451 4.4.4 {error}" if not address else f"451 4.4.1 {error}"
             self._event(entry, f"cannot connect to {exchange}: {error}", "connect-failed", mx=exchange,
                         address=address, reply=reply)
-            return _Outcome({}, False, reply)
+            return Outcome({}, False, reply)
         source = self._host_address(entry.host)
         require = await self._requirement(entry, exchange, source, rcpts)
         if require is not None and require.refused:
             self._event(entry, f"not connecting to {exchange}: {require.refused}", "connect-failed", mx=exchange,
                         address=address, port=port, reply=require.refused)
-            return _Outcome({}, False, require.refused)
+            return Outcome({}, False, require.refused)
         key = (entry.host, address, port)
         # A connection kept open was not checked against this attempt's policy: a policy means a new one.
         client = self._idle[key].pop() if self._idle.get(key) and require is None else None
@@ -568,7 +451,7 @@ class Relay:
         path = self._route(address, port) if self._route is not None else (address, port)
         outcome, kept = await loop.run_in_executor(
             self._smtp_pool, contextvars.copy_context().run,
-            partial(_smtp_deliver, link=link, dsn=_dsn_parameters(entry, rcpts), require=require), exchange,
+            partial(smtp_deliver, link=link, dsn=dsn_parameters(entry, rcpts), require=require), exchange,
             path[0], path[1], source, entry.host, self._tls, entry.sender, rcpts, content, client, keep,
         )
         self._links.pop(outcome.client, None)
@@ -579,7 +462,7 @@ class Relay:
                         address=address, port=port, reply=outcome.error)
         return outcome
 
-    async def _requirement(self, entry: _Entry, exchange: str, source: str,
+    async def _requirement(self, entry: QueueEntry, exchange: str, source: str,
                            rcpts: list[str]) -> TlsRequirement | None:
         """The TLS policy for this MX (MTA-STS, DANE), looked up for real, noted in the trace."""
         if self._tls_policy is None:
@@ -592,11 +475,11 @@ class Relay:
         return require
 
     # --- state changes ---
-    def _set(self, entry: _Entry, addresses: list[str], **changes: Any) -> None:
+    def _set(self, entry: QueueEntry, addresses: list[str], **changes: Any) -> None:
         with self._lock:
             entry.recipients = [replace(r, **changes) if r.address in addresses else r for r in entry.recipients]
 
-    def _defer(self, entry: _Entry, addresses: list[str], reply: str, via: str) -> list[RecipientStatus]:
+    def _defer(self, entry: QueueEntry, addresses: list[str], reply: str, via: str) -> list[RecipientStatus]:
         """Schedule the next attempt; past the queue lifetime, bounce instead (returned for the DSN)."""
         now = self._now()
         if now - entry.created >= self.max_lifetime:
@@ -622,7 +505,7 @@ class Relay:
             self._want_dsn(entry, [replace(r, final_status=_transient_status(reply)) for r in tell], "delayed")
         return []
 
-    def _bounce(self, entry: _Entry, addresses: list[str], reply: str, status: str, via: str) -> list[RecipientStatus]:
+    def _bounce(self, entry: QueueEntry, addresses: list[str], reply: str, status: str, via: str) -> list[RecipientStatus]:
         with self._lock:
             entry.recipients = [
                 replace(r, state="bounced", last_reply=reply, via=via or r.via,
@@ -634,7 +517,7 @@ class Relay:
                     mx=via, reply=reply)
         return out
 
-    def _want_dsn(self, entry: _Entry, recipients: list[RecipientStatus], action: str) -> None:
+    def _want_dsn(self, entry: QueueEntry, recipients: list[RecipientStatus], action: str) -> None:
         """Note a delivery status notification to make for `recipients` (written with the attempt's record).
 
         Its queue id is derived from the message's and the recipients': made again after a crash (the
@@ -662,31 +545,23 @@ class Relay:
             self._event(entry, f"delivery status notification ({action}) sent to <{entry.sender}> from <> "
                                f"(null sender): {', '.join(addresses)}", "dsn-sent", recipients=addresses)
 
-    def _render_dsns(self, entry: _Entry, wanted: list[tuple[str, str, list[RecipientStatus]]]
+    def _render_dsns(self, entry: QueueEntry, wanted: list[tuple[str, str, list[RecipientStatus]]]
                      ) -> list[tuple[str, bytes]]:
         """Build the notifications (a worker thread: parsing and copying a big message takes a while)."""
-        content = self._read_spool(entry.queue_id)
+        content = self.spool.read(entry.queue_id)
         return [(queue_id, build_dsn(
             reporting_host=entry.host, original_sender=entry.sender, failed=recipients, original=content,
             arrival=entry.created, now=self._now(), queue_id=entry.queue_id, action=action, envid=entry.envid,
             ret=entry.ret)) for queue_id, action, recipients in wanted]
 
-    def _event(self, entry: _Entry, text: str, state: str, **fields: Any) -> None:
+    def _event(self, entry: QueueEntry, text: str, state: str, **fields: Any) -> None:
         ids = tuple(i for i in (entry.queue_id, entry.message_id) if i)
         # The attempt's correlation, or none: a bounce queued during another message's attempt is its own.
         self._trace.record("queue", "queue", entry.host, text, message_ids=ids, peer=entry.host,
                            payload=QueueChange(entry.queue_id, state, **fields),
                            corr=self._corrs.get(entry.queue_id, ""))
 
-    # --- spool ---
-    def _state_bytes(self, entry: _Entry) -> bytes:
-        data = {k: v for k, v in asdict(entry).items() if k not in ("running", "started", "dsns")}
-        return json.dumps(data, indent=1).encode()
-
-    def _read_spool(self, queue_id: str) -> bytes:
-        return (self.spool / f"{queue_id}.eml").read_bytes()
-
-    def _commit(self, entry: _Entry, notifications: list[tuple[str, bytes]]) -> list[_Entry]:
+    def _commit(self, entry: QueueEntry, notifications: list[tuple[str, bytes]]) -> list[QueueEntry]:
         """Record an attempt (disk thread): queue its notifications, then save the entry's state - or, when
         every recipient is final, prune its spool files. Returns the notifications' new entries.
 
@@ -698,71 +573,22 @@ class Relay:
         for queue_id, content in notifications:
             with self._lock:
                 known = queue_id in self._entries
-            if known or (self.spool / f"{queue_id}.json").exists():
+            if known or self.spool.has(queue_id):
                 continue
             dsn_entry = self._new_entry(entry.host, "", [entry.sender], queue_id, _message_id(content))
-            self._write_spool(dsn_entry, content)  # its folder fsync'd now: before the state below
+            self.spool.write(dsn_entry, content)  # its folder fsync'd now: before the state below
             made.append(dsn_entry)
-        if _done(entry):
-            self._prune(entry)
+        if is_done(entry):
+            self.spool.prune(entry)
         else:
-            write_durably(self.spool / f"{entry.queue_id}.json", self._state_bytes(entry))
-            self._disk.fsync_later(self.spool)
+            self.spool.save(entry)
         return made
 
-    def _prune(self, entry: _Entry) -> None:
-        """A finished message leaves the spool (its envelope first: the message alone means nothing) and,
-        once that is durable, its ledger notes go: no retry of it can come any more."""
-        remove_quietly(self.spool / f"{entry.queue_id}.json")
-        remove_quietly(self.spool / f"{entry.queue_id}.eml")
-        recipients = [r.address for r in entry.recipients]
-        if threading.current_thread() is self._disk.thread:
-            self._disk.fsync_later(self.spool)
-            self._disk.after_batch(partial(self._ledger.forget, entry.queue_id, recipients))
-        else:
-            fsync_directory(self.spool)
-            self._ledger.forget(entry.queue_id, recipients)
-
-    def _load(self, path: Path) -> _Entry | None:
-        try:
-            data = json.loads(path.read_text())
-            data["recipients"] = [RecipientStatus(**r) for r in data["recipients"]]
-            for key in ("running", "started", "dsns"):
-                data.pop(key, None)
-            entry = _Entry(**data)
-        except (OSError, ValueError, TypeError, KeyError):
-            return None
-        if not (self.spool / f"{entry.queue_id}.eml").exists():
-            return None
-        entry.recipients = [replace(r, state="queued") if r.state in ("mx-lookup", "connecting") else r
-                            for r in entry.recipients]
-        return entry
 
 
 def _message_id(content: bytes) -> str:
     match = re.search(rb"^Message-ID:[ \t]*(\S+)", content.split(b"\r\n\r\n", 1)[0], re.M | re.I)
     return match[1].decode("ascii", "replace") if match else ""
-
-
-PROTOCOL_ERROR_NOTE = ("a protocol error on that connection, not a verdict on the recipient or the message: "
-                       "retried later on a new connection")
-
-
-def is_protocol_error(code: int, text: str) -> bool:
-    """True for a 5xx that says the conversation went wrong, not that the mail is unwanted.
-
-    500-504 are syntax and command-sequence replies (RFC 5321 section 4.2.2: "503 Bad sequence of
-    commands"); they describe this connection's state (e.g. a transaction the server failed to close),
-    so bouncing on them would return good mail. Where the enhanced code (RFC 3463) puts the reply under
-    addressing (X.1.x, e.g. 501 5.1.3 bad address syntax) or content (X.6.x, e.g. 500 5.6.7 non-ASCII
-    without SMTPUTF8), the reply is about the mail after all, and stays permanent.
-    """
-    if code not in (500, 501, 502, 503, 504):
-        return False
-    parts = text.split(" ", 1)[0].split(".")
-    if len(parts) == 3 and all(p.isdigit() for p in parts):
-        return parts[1] not in ("1", "6")
-    return True
 
 
 def _transient_status(reply: str) -> str:
@@ -789,10 +615,6 @@ def _is_loopback(address: str) -> bool:
         return False
 
 
-def _done(entry: _Entry) -> bool:
-    return all(r.state in FINAL for r in entry.recipients)
-
-
 def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
     try:
         return asyncio.get_running_loop() is loop
@@ -805,216 +627,3 @@ def _status_of(text: str, default: str) -> str:
     if len(parts) == 3 and all(p.isdigit() for p in parts):
         return ".".join(parts)
     return default
-
-
-_DsnParameters = tuple[list[str], dict[str, list[str]]]
-
-
-def _dsn_parameters(entry: _Entry, rcpts: list[str]) -> _DsnParameters:
-    """The RFC 3461 parameters to pass on to a next hop that offers DSN: RET and ENVID on MAIL (section
-    4.3/4.4), NOTIFY and ORCPT on each RCPT (4.1/4.2), xtext-encoded as on the wire at submission."""
-    mail = ([f"RET={entry.ret}"] if entry.ret else []) + ([f"ENVID={xtext_encode(entry.envid)}"] if entry.envid else [])
-    per_rcpt: dict[str, list[str]] = {}
-    for r in entry.recipients:
-        if r.address in rcpts:
-            options = [f"NOTIFY={r.notify}"] if r.notify else []
-            if r.orcpt:
-                kind, _, original = r.orcpt.partition(";")
-                options.append(f"ORCPT={kind};{xtext_encode(original)}")
-            per_rcpt[r.address] = options
-    return mail, per_rcpt
-
-
-def _smtp_deliver(exchange: str, address: str, port: int, source: str, helo: str, context: ssl.SSLContext, sender: str,
-                  rcpts: list[str], content: bytes, client: smtplib.SMTP | None = None,
-                  keep: bool = False, *, link: Callable[[str], None] | None = None,
-                  dsn: _DsnParameters | None = None,
-                  require: TlsRequirement | None = None) -> tuple[_Outcome, smtplib.SMTP | None]:
-    """Deliver one message to one MX with smtplib (runs in a worker thread).
-
-    `client` is a connection an earlier delivery left open to the same MX (past EHLO and STARTTLS).
-    With `keep`, the connection is returned open, ready for the next MAIL, instead of closed by QUIT.
-    The outcome names the relay's end of the connection, so the MX's side of it can be found in the trace.
-    `link(endpoint)` is told that end just before MAIL; `dsn` holds the DSN parameters for a next hop
-    that offers DSN (RFC 3461 section 5.2: to one that does not, they are not sent).
-    """
-    local: list[str] = []
-    outcome, kept = _smtp_attempt(exchange, address, port, source, helo, context, sender, rcpts, content, client,
-                                  keep, local, link, dsn or ([], {}), require)
-    return (replace(outcome, client=local[-1]) if local else outcome), kept
-
-
-def _endpoint(client: smtplib.SMTP) -> str:
-    try:
-        host, port = client.sock.getsockname()[:2]  # type: ignore[union-attr]
-    except (AttributeError, OSError):
-        return ""
-    return f"{host}:{port}"
-
-
-def _smtp_attempt(exchange: str, address: str, port: int, source: str, helo: str, context: ssl.SSLContext,
-                  sender: str, rcpts: list[str], content: bytes, client: smtplib.SMTP | None, keep: bool,
-                  local: list[str], link: Callable[[str], None] | None,
-                  dsn: _DsnParameters, require: TlsRequirement | None = None) -> tuple[_Outcome, smtplib.SMTP | None]:
-    replies: dict[str, tuple[int, str]] = {}
-    kept: smtplib.SMTP | None = None
-
-    def mail(client: smtplib.SMTP) -> tuple[int, bytes]:
-        if link is not None:
-            link(local[-1])
-        return _mail(client, sender, rcpts, content, dsn[0] if client.has_extn("dsn") else [])
-
-    try:
-        if client is not None:
-            local.append(_endpoint(client))
-            try:
-                code, msg = mail(client)
-            except (smtplib.SMTPServerDisconnected, OSError):
-                client.close()  # the MX closed the idle connection meanwhile: open a new one
-                client = None
-        if client is None:
-            client = _LabClient(local_hostname=helo, timeout=20, source_address=(source, 0))
-            failure = _open(client, exchange, address, port, context, rcpts, local, require)
-            if failure is not None:
-                client.close()
-                return failure, None
-            code, msg = mail(client)
-        offers_dsn = client.has_extn("dsn")
-        try:
-            # The connection is kept for the next message only if it is surely back in its initial state:
-            # every reply was a success or an ordinary refusal, and no transaction is left open. After a
-            # failure reply to the final dot RFC 5321 section 4.1.1.4 says the transaction is over, but a
-            # server that fails at end-of-data may not have reset it (then the next MAIL meets "503 nested
-            # MAIL"): RSET first (section 4.1.1.5), and a protocol error of any kind means a new connection.
-            clean = True
-            sane = not is_protocol_error(code, msg.decode("utf-8", "replace"))
-            if code != 250:
-                text = msg.decode("utf-8", "replace")
-                outcome = _Outcome({r: (code, text) for r in rcpts}, True, dsn=offers_dsn)
-            else:
-                accepted = []
-                for rcpt in rcpts:
-                    code, msg = client.rcpt(rcpt, dsn[1].get(rcpt, []) if offers_dsn else [])
-                    replies[rcpt] = (code, msg.decode("utf-8", "replace"))
-                    sane = sane and not is_protocol_error(*replies[rcpt])
-                    if code in (250, 251):
-                        accepted.append(rcpt)
-                clean = False
-                if accepted:
-                    answer: bytes | str
-                    try:
-                        code, answer = client.data(content)
-                        clean = code == 250
-                    except smtplib.SMTPDataError as exc:
-                        code, answer = exc.smtp_code, exc.smtp_error
-                    text = answer.decode("utf-8", "replace") if isinstance(answer, bytes) else str(answer)
-                    sane = sane and not is_protocol_error(code, text)
-                    for rcpt in accepted:
-                        replies[rcpt] = (code, text)
-                outcome = _Outcome(replies, True, dsn=offers_dsn)
-            try:
-                if keep and sane and (clean or client.rset()[0] == 250):
-                    kept = client
-                else:
-                    client.quit()
-            except (smtplib.SMTPException, OSError):
-                pass
-            return outcome, kept
-        finally:
-            if kept is None:
-                client.close()
-    except ConnectionRefusedError:
-        return _Outcome({}, False, "451 4.4.1 connection refused (host down?)"), None
-    except TimeoutError:
-        return _Outcome({}, False, "451 4.4.2 connection timed out"), None
-    except smtplib.SMTPServerDisconnected as exc:
-        # Anything not yet confirmed with 250 after DATA is not delivered: retry it all.
-        return _Outcome({}, False, f"451 4.4.2 connection dropped: {exc or 'server closed the connection'}"), None
-    except (smtplib.SMTPException, ssl.SSLError, OSError) as exc:
-        return _Outcome({}, False, f"451 4.4.0 {type(exc).__name__}: {exc}"), None
-
-
-def _mail(client: smtplib.SMTP, sender: str, rcpts: list[str], content: bytes,
-          options: list[str]) -> tuple[int, bytes]:
-    """MAIL FROM, with SMTPUTF8 when the message needs it and the MX offers it (RFC 6531 section 3.4), and
-    the `options` (DSN's RET and ENVID) the MX offers."""
-    envelope_utf8 = not (sender.isascii() and all(r.isascii() for r in rcpts))
-    end = content.find(b"\r\n\r\n")
-    header_utf8 = not (content if end < 0 else content[:end]).isascii()
-    if envelope_utf8 and not client.has_extn("smtputf8"):
-        # A non-ASCII address cannot be downgraded: nothing is sent, the message goes back to its sender.
-        return 553, b"5.6.7 The next hop does not offer SMTPUTF8: a non-ASCII address cannot be relayed (RFC 6531)"
-    client.command_encoding = "ascii"  # smtplib keeps "utf-8" from an earlier SMTPUTF8 transaction
-    if (envelope_utf8 or header_utf8) and client.has_extn("smtputf8"):
-        return client.mail(sender, ["SMTPUTF8", *options])  # smtplib then sends the commands as UTF-8
-    return client.mail(sender, options)
-
-
-def _open(client: smtplib.SMTP, exchange: str, address: str, port: int, context: ssl.SSLContext,
-          rcpts: list[str], local: list[str], require: TlsRequirement | None = None) -> _Outcome | None:
-    """Connect, EHLO (or HELO) and STARTTLS when offered; return the refusal as an outcome, if any."""
-    code, msg = client.connect(address, port)
-    local.append(_endpoint(client))
-    client._host = exchange  # type: ignore[attr-defined]  # name checked in the MX's certificate
-    if code != 220:
-        return _Outcome({r: (code, msg.decode("utf-8", "replace")) for r in rcpts}, True)
-    code, msg = client.ehlo()
-    if code != 250:
-        code, msg = client.helo()  # RFC 5321 section 3.2: fall back to HELO
-        if code != 250:
-            return _Outcome({r: (code, msg.decode("utf-8", "replace")) for r in rcpts}, True)
-    offered = client.has_extn("starttls")
-    refusal = require.refusal(None) if require is not None and not offered else None
-    if offered:
-        # Opportunistic TLS between MTAs (RFC 3207, RFC 7435): encrypted, the MX's name not insisted on
-        # unless a policy (MTA-STS, DANE) says what its certificate must be.
-        client.starttls(context=context)
-        refusal = require.refusal(client.sock) if require is not None else None  # type: ignore[arg-type]
-        if refusal is None:
-            client.ehlo()
-    if refusal:  # the policy forbids this MX: say goodbye without a transaction, and defer
-        try:
-            client.quit()
-        except (smtplib.SMTPException, OSError):
-            pass
-        return _Outcome({}, False, refusal)
-    return None
-
-
-class _LabClient(smtplib.SMTP):
-    """smtplib's client, announcing the work it does before it connects and before each MAIL, so the MX
-    that accepts the connection (and reads the MAIL) knows which attempt it serves (smtplab.trace.ring)."""
-
-    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.settimeout(timeout)
-            sock.bind(self.source_address or ("", 0))
-            local = sock.getsockname()
-            announce_connection(f"{local[0]}:{local[1]}")
-            try:
-                sock.connect((host, port))
-            except BaseException:
-                withdraw_connection(f"{local[0]}:{local[1]}")
-                raise
-        except BaseException:
-            sock.close()
-            raise
-        return sock
-
-    def mail(self, sender: str, options: Any = ()) -> tuple[int, bytes]:
-        if self.sock is not None:
-            local = self.sock.getsockname()
-            announce_connection(f"{local[0]}:{local[1]}")
-        return super().mail(sender, options)
-
-
-def _quit_all(clients: list[smtplib.SMTP]) -> None:
-    for client in clients:
-        try:
-            client.quit()
-        except (smtplib.SMTPException, OSError):
-            pass
-        finally:
-            client.close()

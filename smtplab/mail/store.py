@@ -2,63 +2,26 @@
 
 Delivery follows the Maildir protocol: the message is written into tmp/, fsync'd, then renamed into
 new/ (and new/ fsync'd), so a reader never sees half a message and a 250 survives a crash. The stdlib
-`mailbox.Maildir` creates the folders and reads them back. Folders follow the Maildir++ layout that
-pymap (and Dovecot) read: INBOX is the user's directory, `Junk` is `.Junk/`.
+`mailbox.Maildir` creates the folders; `messages` reads the files back in delivery order. Folders follow
+the Maildir++ layout that pymap (and Dovecot) read: INBOX is the user's directory, `Junk` is `.Junk/`.
 """
 
 from __future__ import annotations
 
-import itertools
 import mailbox
 import os
-import socket
 import threading
-import time
 from collections.abc import Callable
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
 
-from ..disk import fsync_directory, remove_quietly
+from ..disk import fsync_directory, remove_quietly, write_message_file
 from ..errors import UnknownUser
 from ..files import make_private_dir, open_private_fd
 
-__all__ = ["MailStore", "fsync_directory", "write_message_file"]
+__all__ = ["MailStore"]
 
-_HOSTNAME = socket.gethostname().replace("/", "_").replace(":", "_") or "smtplab"
-_names = itertools.count(1)  # next() on it is atomic in CPython: unique names across threads
-
-
-def write_message_file(root: str, subdir: str, data: bytes, info: str = "", mtime: float | None = None,
-                       before_rename: Callable[[str], None] | None = None) -> str:
-    """Write one message file into the Maildir folder `root` (tmp/, fsync, rename into `subdir`).
-
-    Returns the file's name in `subdir` (its key, plus ":" and `info` when flags are given). The bytes
-    are written exactly as given. The folder itself is not fsync'd: the caller does (at once or in a
-    batch). A failed write leaves nothing behind in tmp/.
-    """
-    now = time.time()
-    key = f"{int(now)}.M{int(now * 1e6) % 1_000_000:06d}P{os.getpid()}Q{next(_names):06d}.{_HOSTNAME}"
-    name = f"{key}:{info}" if info else key
-    tmp = os.path.join(root, "tmp", key)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)  # accepted mail must survive a crash (RFC 5321 section 6.1)
-        finally:
-            os.close(fd)
-        if mtime is not None:  # a Maildir message's date is its file's mtime
-            os.utime(tmp, (mtime, mtime))
-        if before_rename is not None:  # e.g. the delivery ledger notes the name the copy is about to take
-            before_rename(name)
-        os.rename(tmp, os.path.join(root, subdir, name))
-    except BaseException:  # e.g. the disk is full: no half message left behind in tmp/
-        remove_quietly(tmp)
-        raise
-    return name
 
 
 class MailStore:
@@ -109,7 +72,7 @@ class MailStore:
         if root is None:  # open (and create) the folder once, not for every message
             box = self._maildir(address, folder, create=True)
             assert box is not None
-            root = self._roots[key] = box._path  # type: ignore[attr-defined]
+            root = self._roots[key] = str(self._folder_path(address, folder))
             box.close()
         hook = before_rename
         name = write_message_file(root, "new", data,
@@ -135,17 +98,18 @@ class MailStore:
         """Return the messages in one folder of a user's mailbox (oldest first)."""
         if not self.has_user(address):
             raise UnknownUser(f"{address} has no mailbox at {self.domain}")
-        box = self._maildir(address, folder, create=False)
-        if box is None:
+        root = self._folder_path(address, folder)
+        if not (root / "cur").is_dir():
             return []
-        try:
-            items = []
-            for key in box.keys():
-                path = Path(box._path) / box._lookup(key)  # type: ignore[attr-defined]
-                items.append((path.stat().st_mtime_ns, key, box.get_bytes(key)))
-        finally:
-            box.close()
-        items.sort()
+        found: dict[str, tuple[int, bytes]] = {}  # unique key (the name before ":2,flags") -> (mtime, bytes)
+        for sub in ("new", "cur"):
+            for name in _message_names(root / sub):
+                key = name.split(":", 1)[0]
+                if key not in found:
+                    read = _read_message(root, sub, name)
+                    if read is not None:
+                        found[key] = read
+        items = sorted((mtime, key, raw) for key, (mtime, raw) in found.items())
         # Python's email package works in LF line ends; the files keep the wire's CRLF.
         return [message_from_bytes(raw.replace(b"\r\n", b"\n"), policy=policy.default)  # type: ignore[misc]
                 for _, _, raw in items]
@@ -158,6 +122,11 @@ class MailStore:
             return len(box)
         finally:
             box.close()
+
+    def _folder_path(self, address: str, folder: str) -> Path:
+        """Where a folder of the user's Maildir is: INBOX is the user's directory, others `.Name/` (Maildir++)."""
+        user_path = self.user_path(address)
+        return user_path if folder.upper() == "INBOX" else user_path / f".{folder}"
 
     def _maildir(self, address: str, folder: str, *, create: bool) -> mailbox.Maildir | None:
         user_path = self.user_path(address)
@@ -174,6 +143,32 @@ class MailStore:
             # Maildir++: a folder is "." + its name beside new/, with a `maildirfolder` marker file.
             _create_maildir(user_path / f".{folder}", subfolder=True)
             return root.get_folder(folder)
+
+
+def _message_names(directory: Path) -> list[str]:
+    """The message files in a Maildir's new/ or cur/ (a name starting with a dot is not one)."""
+    try:
+        return [name for name in os.listdir(directory) if not name.startswith(".")]
+    except FileNotFoundError:
+        return []
+
+
+def _read_message(root: Path, sub: str, name: str) -> tuple[int, bytes] | None:
+    """A message file's mtime and bytes. IMAP may move it from new/ to cur/ (adding ":2,flags") or
+    change its flags meanwhile: then it is looked for again by its unique key; None if it is gone."""
+    for attempt in (0, 1):
+        try:
+            with open(root / sub / name, "rb") as file:
+                return os.fstat(file.fileno()).st_mtime_ns, file.read()
+        except FileNotFoundError:
+            if attempt:
+                return None
+            key = name.split(":", 1)[0]
+            moved = [n for n in _message_names(root / "cur") if n.split(":", 1)[0] == key]
+            if not moved:
+                return None
+            sub, name = "cur", moved[0]
+    return None
 
 
 def _create_maildir(path: Path, *, subfolder: bool = False) -> None:

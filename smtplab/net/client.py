@@ -15,10 +15,10 @@ from email.utils import format_datetime, make_msgid
 from typing import Any
 
 from ..errors import HostUnreachable, SendError, SessionError
-from ..mail.dsn import xtext_encode
+from .dsn_parameters import xtext_encode
 from .replies import Reply
 
-__all__ = ["SendResult", "SmtpSession", "submit"]
+__all__ = ["SendResult", "SmtpSession", "NamedSMTP", "submit"]
 
 CLIENT_NAME = "client.local"  # what the learner's MUA says in EHLO
 
@@ -59,6 +59,23 @@ def build_message(sender: str, recipients: Iterable[str], subject: str, body: st
         message[name] = value
     message.set_content(body)
     return message
+
+
+class NamedSMTP(smtplib.SMTP):
+    """smtplib's client that connects to an address but checks the server's certificate against a host
+    name, as a relay does after an MX lookup (the certificate names the MX host, RFC 8461 section 4.1,
+    RFC 7672 section 3.2.3); `server_name` "" checks against what it connected to, like smtplib."""
+
+    def __init__(self, host: str = "", port: int = 0, *, server_name: str = "", **kwargs: Any) -> None:
+        self.server_name = server_name
+        super().__init__(host, port, **kwargs)
+
+    def connect(self, host: str = "localhost", port: int = 0, source_address: Any = None) -> tuple[int, bytes]:
+        reply = super().connect(host, port, source_address)
+        if self.server_name:
+            # STARTTLS checks the certificate against `_host`, which connect() just set to the address.
+            self._host = self.server_name  # type: ignore[attr-defined]
+        return reply
 
 
 def submit(address: str, port: int, context: ssl.SSLContext, login: str, password: str, sender: str,
@@ -371,13 +388,13 @@ def send_from_lab(lab: Any, sender: str, recipients: str | Iterable[str], subjec
                   password: str | None = None, headers: Mapping[str, str] | None = None,
                   wait: bool = True, notify: str | Iterable[str] | None = None, ret: str | None = None,
                   envid: str | None = None) -> SendResult:
-    """Implementation of Lab.send (kept here so lab.py stays about running servers)."""
+    """Implementation of Lab.send (kept here so lab.py stays small)."""
     rcpts = [recipients] if isinstance(recipients, str) else list(recipients)
     user = lab.user(sender)
     host = lab.submission_host(sender)
     message = build_message(sender, rcpts, subject, body, headers=headers, now=lab.clock.now())
     mail_options, rcpt_options = dsn_options(notify, ret, envid)
-    result = submit(host.address, host.ports["submission"], lab._client_context, user.login,
+    result = submit(host.address, host.ports["submission"], lab.services.client_context, user.login,
                     password if password is not None else user.password, sender, rcpts, message,
                     mail_options=mail_options, rcpt_options=rcpt_options)
     if wait and result.queue_id:
@@ -398,7 +415,7 @@ def open_session(lab: Any, host_name: str, service: str | None = None, timeout: 
         raise SessionError(f"a session speaks SMTP in clear text first (STARTTLS when asked): {host.name}'s "
                            f"{service} is not that; it runs {', '.join(host.ports)} (for submissions, TLS from "
                            f"the first byte, use smtplib.SMTP_SSL); try service={smtp[0] if smtp else 'smtp'!r}")
-    session = SmtpSession(host.address, host.ports[service], context=lab._client_context, server_name=host.name,
+    session = SmtpSession(host.address, host.ports[service], context=lab.services.client_context, server_name=host.name,
                           timeout=timeout, service=service, source=source)
     # The server recorded the connection before it greeted us: find its id in the trace.
     session.conn = next((e.conn for e in reversed(lab.trace.events())
@@ -420,7 +437,7 @@ def open_imap(lab: Any, address: str, *, starttls: bool = True) -> Any:
         raise HostUnreachable(f"{host.name} did not accept the IMAP connection ({type(exc).__name__}): is it "
                               f"down? Start it with lab.host({host.name!r}).up()") from None
     if starttls:
-        client.starttls(ssl_context=lab._client_context)
+        client.starttls(ssl_context=lab.services.client_context)
     if user.login.isascii() and user.password.isascii():
         client.login(user.login, user.password)
     else:  # imaplib sends LOGIN's strings as ASCII; AUTHENTICATE PLAIN carries UTF-8 (RFC 4616, josé@ejemplo.es)

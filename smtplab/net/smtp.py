@@ -1,8 +1,8 @@
-"""The lab's SMTP servers: aiosmtpd with a traced protocol and two handlers.
+"""The lab's SMTP server protocol: aiosmtpd's `SMTP`, traced line by line as the server reads it.
 
-`SubmissionHandler` is the MSA (RFC 6409): STARTTLS, then AUTH, then only the user's own address as
-sender; accepted mail goes to the relay queue. `InboundHandler` is an MX: it accepts mail for its
-provider's users only and delivers into their Maildirs. Both refuse bare LF / CR in DATA.
+`LabSMTP` records every line both ways (one parser: the reader aiosmtpd reads from is wrapped), adds
+enhanced status codes, fires injected faults and taps the raw bytes for `lab.wire`. What the server decides
+about mail is in its handler (smtplab/mail/handlers.py: the submission MSA and the inbound MX).
 """
 
 from __future__ import annotations
@@ -16,26 +16,25 @@ import re
 import secrets
 from base64 import b64decode, b64encode
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from aiosmtpd.smtp import MISSING, SMTP, syntax
 
-from ..mail.dsn import DSN_KEYWORDS, DsnRequest
 from ..trace.events import ClientLine, Close, Connect, FaultFired, Note, ServerError, SmtpData, SmtpDataEnd, TlsStarted
 from ..trace.ring import Trace, enter_correlation
 from . import replies
+from .dsn_parameters import DSN_KEYWORDS
 from .faults import Fault
-from .guard import LoginThrottle
 from .wire import WireTap
 
-__all__ = ["LabSMTP", "LineTooLong", "new_queue_id", "Postmaster"]
+__all__ = ["LabSMTP", "LineTooLong", "new_queue_id"]
 
 # aiosmtpd logs a deprecation notice about `login_data` on every AUTH; the lab's trace is the log.
 logging.getLogger("mail.log").setLevel(logging.ERROR)
 
 MAX_RECIPIENTS = 100  # RFC 5321 §4.5.3.1.8: at least 100 must be accepted
 DATA_SIZE_LIMIT = 10 * 1024 * 1024
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")  # no argument or EHLO name may hold one
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
 _ENHANCED = re.compile(r"([245])\d\d[ -]\1\.\d{1,3}\.\d{1,3}(?: |$)")  # "250 2.1.0 ..." (RFC 3463)
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
@@ -50,28 +49,6 @@ _ids = random.Random(secrets.randbits(64))  # queue ids need to differ, not to b
 def new_queue_id() -> str:
     """Return a short queue id like Postfix's (hex, upper case)."""
     return f"{_ids.getrandbits(40):010X}"
-
-
-class Postmaster(Protocol):
-    """What the handlers need from the lab (implemented by Lab)."""
-
-    def now(self) -> float: ...
-    login_throttle: LoginThrottle  # waits after failed AUTH attempts (guard.py)
-
-    def check_password(self, address: str, password: str) -> bool: ...
-    def user_exists(self, address: str) -> bool: ...
-    def peer_name(self, address: str) -> str: ...
-    async def store_local(self, recipients: list[str], content: bytes, folder: str = "INBOX", *,
-                          client: object = None) -> list[str]: ...
-    def enqueue(self, host: str, sender: str, recipients: list[str], content: bytes, queue_id: str) -> None: ...
-    async def enqueue_async(self, host: str, sender: str, recipients: list[str], content: bytes,
-                            queue_id: str, dsn: DsnRequest | None = None) -> None: ...
-    def fault_for(self, host: str, stage: str, recipient: str = "") -> Fault | None: ...
-    async def keys_ready(self) -> None: ...
-    def dns_resolver(self) -> Any: ...  # an async resolver that asks the lab DNS
-    def host_options(self, host: str) -> tuple[str, ...]: ...
-    @property
-    def hosts(self) -> Any: ...
 
 
 class LineTooLong(ValueError):
@@ -267,6 +244,13 @@ class LabSMTP(SMTP):
                          payload=Close("" if quiet else str(error)))
             self._conn = ""
         super().connection_lost(error)
+
+    def abort(self) -> None:
+        """Drop the connection at once, as a crashed host does: never a graceful TLS shutdown (closing
+        would wait up to 30 s for the peer's close_notify); under TLS the plain transport goes too."""
+        for transport in (self.transport, self._original_transport):
+            if isinstance(transport, asyncio.Transport):
+                transport.abort()
 
     def data_received(self, data: bytes) -> None:
         self._feed(data)
@@ -530,7 +514,7 @@ class LabSMTP(SMTP):
 
     def _split_path(self, arg: str) -> tuple[str | None, str | None]:
         # An unclosed "<" or a control character is a malformed address, not something to repair.
-        if arg and (_CONTROL.search(arg) or (arg.lstrip().startswith("<") and ">" not in arg)):
+        if arg and (CONTROL_CHARACTERS.search(arg) or (arg.lstrip().startswith("<") and ">" not in arg)):
             return None, None
         # The plain <local@domain> of nearly every command skips the e-mail header parser, which
         # costs more than the rest of a MAIL or RCPT; anything unusual still goes through it.

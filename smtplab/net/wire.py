@@ -6,7 +6,7 @@ session keys. The tap records the real bytes at the TCP transport, below TLS, so
 simulation: it is what `tcpdump -A` on the loopback interface would print.
 
 One `WireTap` per connection (SMTP, IMAP, DNS over TCP) or per DNS question over UDP, each with the
-endpoints, the time every chunk of bytes crossed and how the connection ended: enough for `pcap.py` to
+endpoints, the time every chunk of bytes crossed and how the connection ended: enough for `views/pcap.py` to
 write the packets a capture on the loopback interface would have held.
 """
 

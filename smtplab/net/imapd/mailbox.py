@@ -36,8 +36,7 @@ from pymap.parsing.specials import ObjectId
 from pymap.parsing.specials.flag import Flag, Seen
 from pymap.selected import SelectedMailbox, SelectedSet
 
-from ...disk import fsync_directory
-from ...mail.store import write_message_file
+from ...disk import fsync_directory, write_message_file
 from .flags import MaildirFlags
 from .maildir import Maildir
 from .message import Message
@@ -202,7 +201,7 @@ class MailboxData(MailboxDataInterface[Message]):
 
     async def _claim(self, candidates: dict[int, Message]) -> set[int]:
         """Move the candidates' files from new/ to cur/; the UIDs of those this session got first."""
-        by_key = {msg._key: uid for uid, msg in candidates.items()}
+        by_key = {msg.key: uid for uid, msg in candidates.items()}
         async with self.messages_lock.write_lock():
             claimed = self._maildir.claim_new(set(k for k in by_key if k is not None))
         return {by_key[key] for key in claimed}

@@ -104,6 +104,11 @@ class Message(BaseMessage):
         self._maildir = maildir
         self._key = key
 
+    @property
+    def key(self) -> str | None:
+        """The message's unique Maildir key (None for a message not in a Maildir)."""
+        return self._key
+
     async def load_content(self, requirement: FetchRequirement) -> LoadedMessage:
         if self._key is None or self._maildir is None or requirement.has_none(FetchRequirement.CONTENT):
             return LoadedMessage(self, requirement, None)

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..errors import SmtpLabError
-from .wire import LIMIT, WireTap
+from ..net.wire import LIMIT, WireTap
 
 __all__ = ["Capture", "CaptureError", "ToolMissing", "Frame", "frames", "write_capture", "write_taps", "summary",
            "PORT_PROTOCOLS"]
@@ -126,7 +126,7 @@ def write_capture(lab: Any, path: str | Path, message: Any, taps: list[WireTap],
     """Write `lab`'s kept traffic, `taps` (or only the connections and DNS questions of `message` among them),
     to `path`, and the lines of `keylog_source` for its TLS sessions beside it."""
     if message is not None:
-        from ..views.journey import message_events, message_key
+        from .journey import message_events, message_key
 
         key = message_key(message)
         conns = {event.conn for event in message_events(lab.trace, message) if event.conn}
