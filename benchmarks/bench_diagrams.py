@@ -19,7 +19,7 @@ import time
 from importlib import metadata
 
 import smtplab
-from smtplab.render import render
+from smtplab.views.render import render
 
 
 def relay_events(lab: smtplab.Lab) -> list[smtplab.TraceEvent]:

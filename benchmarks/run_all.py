@@ -132,7 +132,7 @@ def storage_cost(directory: str | None, messages: int = 300) -> float:
     import shutil
     import tempfile
 
-    from smtplab.store import MailStore
+    from smtplab.mail.store import MailStore
 
     folder = tempfile.mkdtemp(prefix="bench-store-", dir=directory)
     try:

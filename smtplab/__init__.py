@@ -9,7 +9,8 @@
 
 from __future__ import annotations
 
-from .client import SendResult, SmtpSession
+from .auth import spam as spam  # `smtplab.spam.score(raw)`: the anti-spam lesson scores drafts with it
+from .auth.iprev import IprevResult, iprev
 from .clock import ClockError, VirtualClock
 from .errors import (
     DnsLookupError,
@@ -25,22 +26,22 @@ from .errors import (
     UnknownLanguage,
     UnknownUser,
 )
-from .hops import Hop, received_hops
 from .i18n import current_language, set_language
-from .iprev import IprevResult, iprev
-from .journey import message_events
 from .lab import DnsInfo, Host, Lab, User, current, start
-from .labdns import DigResult, MXRecord, lookup_mx
-from .relay import QueueItem, RecipientStatus
-from .replies import Reply, explain
+from .mail.hops import Hop, received_hops
+from .mail.queue import QueueItem, RecipientStatus
+from .net.client import SendResult, SmtpSession
+from .net.dns_lookup import DigResult, MXRecord, lookup_mx
+from .net.replies import Reply, explain
 from .scenario import Scenario
-from .trace import Trace, TraceEvent
+from .trace.ring import Trace, TraceEvent
+from .views.journey import message_events
 
 __version__ = "0.1.0"
 
 # The drawing layer (Graphviz) loads on first use: a lab that only carries mail never pays for it.
-_LAZY = {"ladder": "ladder_diagram", "topology": "topology_diagram", "Diagram": "render", "RenderError": "render",
-         "Capture": "pcap"}
+_LAZY = {"ladder": "views.ladder", "topology": "views.topology", "Diagram": "views.render",
+         "RenderError": "views.render", "Capture": "views.pcap"}
 
 
 def __getattr__(name: str) -> object:

@@ -110,7 +110,7 @@ def _up(args: argparse.Namespace) -> int:
         return 2
     control = ControlServer(lab)
     try:
-        lab._call(control.start())
+        lab.services.call(control.start())
         control.write_file(lab.directory / CONTROL_FILE)
         env_file = _write_env(lab)
         if args.json:
@@ -125,7 +125,7 @@ def _up(args: argparse.Namespace) -> int:
             pass
     finally:
         try:
-            lab._call(control.stop())
+            lab.services.call(control.stop())
         except SmtpLabError:
             pass
         lab.stop()

@@ -21,7 +21,7 @@ from typing import Any
 
 from .errors import SmtpLabError
 from .files import write_private
-from .guard import BACKLOG
+from .net.guard import BACKLOG
 
 __all__ = ["ControlServer", "request", "find_control", "COMMANDS", "CONTROL_FILE", "TOKEN_VARIABLE"]
 
@@ -44,7 +44,7 @@ class ControlServer:
         self._server: asyncio.base_events.Server | None = None
 
     async def start(self) -> None:
-        guard = getattr(self.lab, "guard", None)  # only the lab's own Unix user may steer it (guard.py)
+        guard = self.lab.services.guard  # only the lab's own Unix user may steer it (net/guard.py)
         serve = self._serve if guard is None else guard.callback(self._serve, "control", "control")
         self._server = await asyncio.start_server(serve, self.address, 0, backlog=BACKLOG)
         self.port = self._server.sockets[0].getsockname()[1]

@@ -11,17 +11,22 @@ goes straight through (a batch of one).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import queue
+import socket
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from .files import write_private
 
-__all__ = ["DiskThread", "fsync_directory", "remove_quietly", "write_durably", "remove_stale_tmp"]
+__all__ = ["DiskThread", "fsync_directory", "remove_quietly", "write_durably", "remove_stale_tmp", "write_message_file"]
 
 T = TypeVar("T")
+_HOSTNAME = socket.gethostname().replace("/", "_").replace(":", "_") or "smtplab"
+_names = itertools.count(1)  # next() on it is atomic in CPython: unique names across threads
 
 
 def fsync_directory(path: str | os.PathLike[str]) -> None:
@@ -172,3 +177,35 @@ def _settle(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]
             future.set_exception(error)
         else:
             future.set_result(result)
+
+
+def write_message_file(root: str, subdir: str, data: bytes, info: str = "", mtime: float | None = None,
+                       before_rename: Callable[[str], None] | None = None) -> str:
+    """Write one message file into the Maildir folder `root` (tmp/, fsync, rename into `subdir`).
+
+    Returns the file's name in `subdir` (its key, plus ":" and `info` when flags are given). The bytes
+    are written exactly as given. The folder itself is not fsync'd: the caller does (at once or in a
+    batch). A failed write leaves nothing behind in tmp/.
+    """
+    now = time.time()
+    key = f"{int(now)}.M{int(now * 1e6) % 1_000_000:06d}P{os.getpid()}Q{next(_names):06d}.{_HOSTNAME}"
+    name = f"{key}:{info}" if info else key
+    tmp = os.path.join(root, "tmp", key)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)  # accepted mail must survive a crash (RFC 5321 section 6.1)
+        finally:
+            os.close(fd)
+        if mtime is not None:  # a Maildir message's date is its file's mtime
+            os.utime(tmp, (mtime, mtime))
+        if before_rename is not None:  # e.g. the delivery ledger notes the name the copy is about to take
+            before_rename(name)
+        os.rename(tmp, os.path.join(root, subdir, name))
+    except BaseException:  # e.g. the disk is full: no half message left behind in tmp/
+        remove_quietly(tmp)
+        raise
+    return name

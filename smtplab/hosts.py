@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import SmtpLabError
-from .events import LabChange
-from .faults import Fault
 from .files import write_private
+from .net.faults import Fault
 from .scenario import LISTENERS, WELL_KNOWN_PORTS
+from .trace.events import LabChange
 
 __all__ = ["User", "DnsInfo", "Host", "listeners_of", "PORT_OFFSETS", "plan_ports", "load_ports", "save_ports"]
 
@@ -87,18 +86,19 @@ class Host:
     services: tuple[str, ...]
     options: tuple[str, ...] = ()  # deliberate misconfigurations: "open_relay", "plaintext_auth"
     ports: dict[str, int] = field(default_factory=dict)
-    _lab: Any = field(default=None, repr=False)
-    _servers: list[Any] = field(default_factory=list, repr=False)
-    _protocols: weakref.WeakSet[Any] = field(default_factory=weakref.WeakSet, repr=False)
+    _lab: Any = field(default=None, repr=False)  # the Lab: its `faults` and `trace`
+    _power: Callable[[Host, bool], None] | None = field(default=None, repr=False)  # starts/stops the services
     is_up: bool = True
 
     def down(self) -> None:
         """Stop every service of this host (connections are refused until `up()`)."""
-        self._lab._call(self._lab._host_down(self))
+        assert self._power is not None, "a Host made by hand runs no servers"
+        self._power(self, False)
 
     def up(self) -> None:
         """Start this host's services again on the same address and ports."""
-        self._lab._call(self._lab._host_up(self))
+        assert self._power is not None, "a Host made by hand runs no servers"
+        self._power(self, True)
 
     def inject(self, stage: str, reply: str = "", *, drop: bool = False, delay: float = 0.0,
                probability: float = 1.0, recipient: str = "") -> Fault:

@@ -19,35 +19,35 @@ import threading
 import warnings
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .client import SendResult, SmtpSession, open_imap, open_session, send_from_lab
+from .auth.tlspolicy import Attacker, DowngradeKit, RelayTlsPolicies
 from .clock import VirtualClock
-from .dsn import DsnRequest
 from .errors import LabNotRunning, PortInUse, ScenarioError, UnknownConnection, UnknownHost, UnknownMessage, UnknownUser
-from .events import LabChange, Note
-from .faults import Fault, FaultTable
 from .files import directory_error, make_private_dir, write_private
-from .guard import BACKLOG, ConnectionGuard, LoginThrottle, limit_log_floods, warn_once
-from .handlers import InboundHandler, SubmissionHandler, header_value
 from .hosts import DnsInfo, Host, User, listeners_of, load_ports, plan_ports, save_ports
 from .i18n import resolve_language, set_language
-from .imap import ImapService, has_idlers, mailbox_changed
-from .labdns import DigResult, DnsServer, MXRecord, build_zones, dig_async, lab_resolver, lookup_mx_async
-from .ledger import DeliveryLedger
 from .loop import LoopThread
-from .mailauth import LabDns
-from .pop3 import Pop3Service
-from .relay import QueueItem, Relay
+from .mail.handlers import InboundHandler, SubmissionHandler
+from .mail.ledger import DeliveryLedger
+from .mail.queue import MAX_CONCURRENT_ATTEMPTS, QueueItem
+from .mail.relay import Relay
+from .mail.store import MailStore
+from .net.client import SendResult, SmtpSession, open_imap, open_session, send_from_lab
+from .net.dns_lookup import DigResult, MXRecord, dig_async, lab_resolver, lookup_mx_async
+from .net.dns_server import DnsServer, build_zones
+from .net.faults import FaultTable
+from .net.guard import BACKLOG, ConnectionGuard, limit_log_floods, warn_once
+from .net.imap import ImapService
+from .net.pop3 import Pop3Service
+from .net.smtp import LabSMTP
+from .net.tls import LabCA
+from .net.wire import WireStore, WireTap
 from .scenario import WELL_KNOWN_PORTS, Scenario
-from .smtp import LabSMTP
-from .store import MailStore
-from .tls import LabCA
-from .tlspolicy import Attacker, DowngradeKit, RelayTlsPolicies
-from .trace import Trace
-from .wire import WireStore, WireTap
+from .services import Services
+from .trace.events import LabChange, Note
+from .trace.ring import Trace
 from .zones import DkimKey, DkimKeys, zone_lines
 
 __all__ = ["Lab", "Host", "User", "DnsInfo", "start", "current"]
@@ -79,7 +79,11 @@ def _distinct_loopback_supported() -> bool:
 
 
 class Lab:
-    """A running miniature mail network. Use `smtplab.start()` to get one."""
+    """A running miniature mail network. Use `smtplab.start()` to get one.
+
+    This is the learner's side of the lab: hosts, users, `send`, `trace`, `queue`, diagrams. What the
+    servers ask of the lab (passwords, mailboxes, the queue, faults) is `lab.services` (smtplab.services).
+    """
 
     def __init__(self, scenario: Scenario | Mapping[str, Any] | None = None,
                  directory: str | Path | None = None, ports: int | None = None, lang: str | None = None) -> None:
@@ -122,31 +126,30 @@ class Lab:
         self._moved_ports: list[str] = []
         self._listeners: dict[tuple[str, str], ImapService | Pop3Service] = {}
         self._by_address: dict[str, str] = {}
-        self._loop: LoopThread | None = None
+        # What the servers ask of the lab; it shares hosts, users and mailboxes with this facade.
+        self.services = Services(scenario, self.clock, self.trace, self.faults, self.hosts, self.users, self._stores,
+                                 self._by_address)
+        # The servers each host runs, and the SMTP connections they serve (taken down with the host).
+        self._servers: dict[str, list[Any]] = {}
+        self._protocols: dict[str, weakref.WeakSet[LabSMTP]] = {}
         self._dns_server: DnsServer | None = None
-        self._lab_dns: LabDns | None = None
-        self._relay: Relay | None = None
         self._downgrade: DowngradeKit | None = None
-        self._dkim: dict[str, DkimKey] = {}
         self._keygen: concurrent.futures.ThreadPoolExecutor | None = None
         self._dkim_pending: dict[str, concurrent.futures.Future[DkimKey]] = {}
-        self._keys_published: asyncio.Future[None] | None = None
         # Seconds an SMTP server waits for a client's next command before it says 421 and hangs up;
         # read when a connection opens, so changing it on a running lab affects new connections.
         self.smtp_idle_timeout = SMTP_IDLE_TIMEOUT
-        # Failed SMTP AUTH attempts make the next ones wait, per connection and per client address.
-        self.login_throttle = LoginThrottle()
 
     # --- start / stop ---
     def start(self) -> Lab:
         if self._lang is not None:
             set_language(self._lang)  # kernel-wide: the views, widgets and exercises of this lab speak it too
-        self._loop = LoopThread(f"smtplab-{id(self):x}")
-        limit_log_floods(self._loop.loop)
+        loop = self.services.loop = LoopThread(f"smtplab-{id(self):x}", smtp_threads=MAX_CONCURRENT_ATTEMPTS)
+        limit_log_floods(loop.loop)
         # On a shared host only this Unix user's connections are served, unless the scenario opens the lab.
-        self.guard = ConnectionGuard(self.trace, allow_other_users=self.scenario.allow_other_users,
-                                     peer_name=self.peer_name)
-        warn_once(self.guard)
+        self._guard = self.services.guard = ConnectionGuard(
+            self.trace, allow_other_users=self.scenario.allow_other_users, peer_name=self.services.peer_name)
+        warn_once(self._guard)
         try:
             self._prepare()
             self._call(self._start_services())
@@ -194,7 +197,8 @@ class Lab:
             self._stores[provider.domain] = store
             for h_index, spec in enumerate(provider.hosts):
                 address = f"127.0.{p_index}.{10 + h_index}" if distinct else "127.0.0.1"
-                host = Host(spec.name, address, provider.domain, spec.services, options=spec.options, _lab=self)
+                host = Host(spec.name, address, provider.domain, spec.services, options=spec.options,
+                            _lab=self, _power=self._power)
                 self.hosts[spec.name] = host
                 if distinct:
                     self._by_address[address] = spec.name
@@ -211,23 +215,24 @@ class Lab:
                                               if s in listeners_of(self.hosts[name].services))
         write_private(state_file, json.dumps({"scenario": self.scenario.to_dict(),
                                               "passwords": {a: u.password for a, u in self.users.items()}}, indent=1))
-        self._client_context = self.ca.client_context()
+        self.services.client_context = self.ca.client_context()
 
     async def _start_services(self) -> None:
-        assert self._loop is not None
-        self._ledger = DeliveryLedger(self.directory / "ledger")
+        loop = self.services.loop
+        assert loop is not None
+        ledger = self.services.ledger = DeliveryLedger(self.directory / "ledger")
         policies = RelayTlsPolicies(lambda: lab_resolver(self.dns.address, self.dns.port), self.clock.now,
                                     self.ca_file, lambda address: self._require_downgrade().https_port(address))
         self._downgrade = DowngradeKit(trace=self.trace, call=self._call, policies=policies,
                                        edit_zones=lambda edit: self._call(self._edit_zones(edit)),
                                        server_context=self.ca.server_context, tls_directory=self.directory / "tls",
                                        now=self.clock.now)
-        self._relay = Relay(
+        relay = self.services.relay = Relay(
             self.directory / "queue", trace=self.trace, now=self.clock.now,
             resolver=lambda: lab_resolver(self.dns.address, self.dns.port),
             host_address=lambda name: self.hosts[name].address,
-            smtp_port=self._smtp_port, client_context=self.ca.relay_context(),
-            disk=self._loop.disk, ledger=self._ledger, smtp_pool=self._loop.smtp,
+            smtp_port=self.services.smtp_port, client_context=self.ca.relay_context(),
+            disk=loop.disk, ledger=ledger, smtp_pool=loop.smtp,
             tls_policy=policies, route=self._downgrade.route,
         )
         for provider in self.scenario.providers:
@@ -241,20 +246,21 @@ class Lab:
                 host = self.hosts[spec.name]
                 context = self.ca.server_context(host.name, host.address)
                 service = ImapService(self.directory / "mail" / provider.domain, host.name, host.address,
-                                      context, self.trace, self.peer_name, guard=self.guard)
+                                      context, self.trace, self.services.peer_name, guard=self._guard)
                 service.wiretap = self._keep_wire
                 self._imap[host.name] = service
                 self._listeners[host.name, "imap"] = service
                 self._listeners[host.name, "imaps"] = ImapService(
                     self.directory / "mail" / provider.domain, host.name, host.address, context, self.trace,
-                    self.peer_name, guard=self.guard, implicit_tls=True)
+                    self.services.peer_name, guard=self._guard, implicit_tls=True)
                 for name, implicit in (("pop3", False), ("pop3s", True)):
                     self._listeners[host.name, name] = Pop3Service(
                         host.name, host.address, context, self.trace, implicit_tls=implicit,
-                        check_password=self.check_password, maildrop=maildrop, peer_name=self.peer_name,
-                        guard=self.guard)
+                        check_password=self.services.check_password, maildrop=maildrop,
+                        peer_name=self.services.peer_name,
+                        guard=self._guard)
             if imap_hosts:
-                self._stores[provider.domain].on_delivered = self._mailbox_changed
+                self._stores[provider.domain].on_delivered = self.services.mailbox_changed
                 service = self._imap[imap_hosts[0].name]
                 for address, _ in provider.users:
                     await service.add_user(address, self.users[address].password, address.rsplit("@", 1)[0])
@@ -263,7 +269,8 @@ class Lab:
         addresses = self._zone_addresses()
         plain = build_zones(zone_lines(self.scenario, addresses, {}), addresses, self.scenario.dns_name)
         dns_server = self._dns_server = DnsServer(None if self._dkim_pending else plain, self._dns_address,
-                                                  self.trace, self.scenario.dns_name, self.peer_name, guard=self.guard)
+                                                  self.trace, self.scenario.dns_name, self.services.peer_name,
+                                                  guard=self._guard)
         dns_server.wiretap = self._keep_wire
 
         async def start_dns(port: int) -> int:
@@ -271,15 +278,15 @@ class Lab:
             return dns_server.port
 
         await self._bind(f"{self.scenario.dns_name} dns", self._dns_port, start_dns)
-        self.dns = DnsInfo(self.scenario.dns_name, self._dns_address, self._dns_server.port)
+        self.dns = self.services.dns = DnsInfo(self.scenario.dns_name, self._dns_address, self._dns_server.port)
         self._pinned = False  # from here on (a host brought up again), a taken port moves with a warning
         save_ports(self.directory, self.dns.port, {name: dict(h.ports) for name, h in self.hosts.items()})
         self._warn_moved_ports()
-        await self._relay.start()
+        await relay.start()
         # The zones publish the DKIM keys. The lab is ready without waiting for them: a DNS question that
         # comes before they are made is answered as soon as they are, and a message waits for its signature.
         if self._dkim_pending:
-            self._keys_published = asyncio.ensure_future(self._publish_zones(plain))
+            self.services.keys_published = asyncio.ensure_future(self._publish_zones(plain))
 
     def _zone_addresses(self) -> dict[str, str]:
         addresses = {name: host.address for name, host in self.hosts.items()}
@@ -298,35 +305,35 @@ class Lab:
                 except Exception as exc:  # OpenSSL could not make a key: that provider sends unsigned mail
                     self.trace.record("lab", "state", domain, f"no DKIM key for {domain} ({exc}): mail goes unsigned",
                                       payload=LabChange("key", domain))
-            self._dkim = keys
+            self.services.dkim_keys = keys
             addresses = self._zone_addresses()
             zones = build_zones(zone_lines(self.scenario, addresses, keys), addresses, self.scenario.dns_name)
         finally:  # whatever happened, the DNS answers from here on
             self._stop_keygen()
             self._dns_server.zones = zones
 
-    async def keys_ready(self) -> None:
-        """On the lab's loop: return once the DKIM keys exist and the DNS publishes them."""
-        if self._keys_published is not None and not self._keys_published.done():
-            await asyncio.shield(self._keys_published)
-
     def _stop_keygen(self, wait: bool = False) -> None:
         keygen, self._keygen, self._dkim_pending = self._keygen, None, {}
         if keygen is not None:
             keygen.shutdown(wait=wait, cancel_futures=True)
 
+    def _power(self, host: Host, up: bool) -> None:
+        """`host.up()` / `host.down()`: start or stop every service of `host` (on the loop)."""
+        self._call(self._host_up(host) if up else self._host_down(host))
+
     async def _host_up(self, host: Host) -> None:
-        if host._servers:
+        servers = self._servers.setdefault(host.name, [])
+        if servers:
             return
         for listener in listeners_of(host.services):
             async def listen(port: int, listener: str = listener) -> int:
                 service = self._listeners.get((host.name, listener))
                 if service is not None:
                     await service.start(port)
-                    host._servers.append(service)
+                    servers.append(service)
                     return service.port
                 server = await self._smtp_server(host, listener, port)
-                host._servers.append(server)
+                servers.append(server)
                 return int(server.sockets[0].getsockname()[1])
 
             host.ports[listener] = await self._bind(f"{host.name} {listener}", host.ports.get(listener, 0), listen)
@@ -368,7 +375,7 @@ class Lab:
         note = ""
         context = self.ca.server_context(host.name, host.address)
         if service in ("submission", "submissions"):
-            handler: Any = SubmissionHandler(self, host.name, domains)
+            handler: Any = SubmissionHandler(self.services, host.name, domains)
             plain = "plaintext_auth" in host.options and service == "submission"  # a teaching toggle
             # submissions (RFC 8314): TLS from the first byte, so no STARTTLS to require and AUTH at once.
             implicit = service == "submissions"
@@ -377,7 +384,7 @@ class Lab:
             if plain:
                 note = "teaching toggle: this host accepts passwords WITHOUT TLS - anyone on the wire can read them"
         else:
-            handler = InboundHandler(self, host.name, domains)
+            handler = InboundHandler(self.services, host.name, domains)
             options = dict(auth_exclude_mechanism=["LOGIN", "PLAIN"])
             implicit = False
         if "open_relay" in host.options and service == "smtp":
@@ -387,16 +394,16 @@ class Lab:
             with warnings.catch_warnings():  # aiosmtpd warns about AUTH without TLS: that is the point here
                 warnings.simplefilter("ignore", UserWarning)
                 protocol = LabSMTP(handler, trace=self.trace, host_name=host.name, port_name=service,
-                                   peer_name=self.peer_name, faults=self.fault_for,
+                                   peer_name=self.services.peer_name, faults=self.services.fault_for,
                                    tls_context=None if implicit else context,
                                    data_size_limit=10 * 1024 * 1024, wiretap=self._keep_wire, note=note,
                                    timeout=self.smtp_idle_timeout, loop=loop, **options)
-            host._protocols.add(protocol)
+            self._protocols.setdefault(host.name, weakref.WeakSet()).add(protocol)
             return protocol
 
-        # Another user's connection is closed before a protocol exists; one too many hears 421 (guard.py).
+        # Another user's connection is closed before a protocol exists; one too many hears 421 (net/guard.py).
         busy = TOO_MANY_CONNECTIONS.format(host=host.name).encode() + b"\r\n"
-        return await loop.create_server(self.guard.protocol_factory(factory, host.name, service, busy=busy),
+        return await loop.create_server(self._guard.protocol_factory(factory, host.name, service, busy=busy),
                                         host=host.address, port=port, backlog=BACKLOG,
                                         ssl=context if implicit else None)
 
@@ -410,13 +417,13 @@ class Lab:
         global _current
         self.clock.unsubscribe(self._on_clock)
         self._stop_keygen(wait=True)  # a key still being made is written into the lab directory: wait for it
-        loop, self._loop = self._loop, None
+        loop, self.services.loop = self.services.loop, None
         if self._downgrade is not None:
             self._downgrade.close()
         if loop is not None:
             async def shutdown() -> None:
-                if self._relay is not None:
-                    await self._relay.stop()
+                if self.services.relay is not None:
+                    await self.services.relay.stop()
                 await asyncio.gather(*(self._host_down_quiet(h) for h in self.hosts.values()))
                 if self._dns_server is not None:
                     await self._dns_server.stop()
@@ -427,9 +434,7 @@ class Lab:
                 loop.call(shutdown(), timeout=30)
             finally:
                 loop.close()
-        if self._lab_dns is not None:
-            self._lab_dns.close()
-            self._lab_dns = None
+        self.services.close()
         if hasattr(self, "ca"):
             self.ca.close()  # the key log file OpenSSL holds open
         self.running = False
@@ -440,20 +445,14 @@ class Lab:
             shutil.rmtree(self.directory, ignore_errors=True)
 
     async def _host_down_quiet(self, host: Host) -> None:
-        servers, host._servers = host._servers, []
+        servers, self._servers[host.name] = self._servers.get(host.name, []), []
         for server in servers:
             if isinstance(server, (ImapService, Pop3Service)):
                 await server.stop()
             else:
                 server.close()
-        for protocol in list(host._protocols):
-            if protocol.transport is not None:
-                # A crashed host drops its connections at once: abort, never a graceful TLS shutdown
-                # (close() would wait up to 30 s for the peer's close_notify).
-                protocol.transport.abort()
-            raw = getattr(protocol, "_original_transport", None)
-            if raw is not None:
-                raw.abort()
+        for protocol in list(self._protocols.get(host.name, ())):
+            protocol.abort()  # a crashed host drops its connections at once
         for server in servers:
             if not isinstance(server, (ImapService, Pop3Service)):
                 await server.wait_closed()
@@ -466,7 +465,8 @@ class Lab:
         self.stop()
 
     def __del__(self) -> None:
-        if getattr(self, "_loop", None) is not None:
+        services = getattr(self, "services", None)
+        if services is not None and services.loop is not None:
             try:
                 self.stop()
             except Exception:
@@ -507,11 +507,11 @@ class Lab:
     @property
     def queue(self) -> list[QueueItem]:
         """Snapshot of the relay queue: every message, its recipients' states and replies."""
-        return self._require_relay().items()
+        return self.services.require_relay().items()
 
     def queue_item(self, queue_id: str) -> QueueItem:
         """Return the queue entry of one message (by the id in '250 ... queued as ID')."""
-        item = self._require_relay().get(queue_id)
+        item = self.services.require_relay().get(queue_id)
         if item is None:
             raise UnknownMessage(f"no message {queue_id!r} in the queue; the ids are in lab.queue "
                                  f"({', '.join(i.queue_id for i in self.queue) or 'empty'}), and in the "
@@ -520,7 +520,7 @@ class Lab:
 
     def wait_for_delivery(self, queue_id: str | None = None, timeout: float = 30.0) -> bool:
         """Block until no delivery attempt is running (for one message or all)."""
-        return self._require_relay().wait_settled(queue_id, timeout)
+        return self.services.require_relay().wait_settled(queue_id, timeout)
 
     def lookup_mx(self, domain: str) -> list[MXRecord]:
         """Ask the lab DNS for `domain`'s MX records, lowest preference first (the queries are traced)."""
@@ -546,13 +546,13 @@ class Lab:
                events: list[Any] | None = None, title: str | None = None) -> Any:
         """Draw a ladder diagram: one message end to end (queue id, Message-ID or SendResult), one or
         more connections (`conn="smtp-1"`), everything since `lab.mark()`, or given `events`."""
-        from .ladder_diagram import ladder_of  # the views layer, loaded when a diagram is asked for
+        from .views.ladder import ladder_of  # the views layer, loaded when a diagram is asked for
 
         return ladder_of(self, message_id, conn=conn, since=since, events=events, title=title)
 
     def topology(self, message_id: Any = None, *, title: str | None = None) -> Any:
         """Draw the lab's providers, hosts, DNS and MX records; with `message_id`, that message's path."""
-        from .topology_diagram import topology
+        from .views.topology import topology
 
         return topology(self, message_id, title=title)
 
@@ -571,7 +571,7 @@ class Lab:
         return send_from_lab(self, sender, recipients, subject, body, password=password, headers=headers, wait=wait,
                              notify=notify, ret=ret, envid=envid)
 
-    # --- the TLS downgrade lesson (smtplab/mitm.py, mtasts.py, dane.py, tlspolicy.py) ---
+    # --- the TLS downgrade lesson (smtplab/net/mitm.py, smtplab/auth/: mtasts.py, dane.py, tlspolicy.py) ---
     def mitm(self, target: str = "example.net") -> Attacker:
         """Put a STARTTLS-stripping attacker on the path from the relay to an MX host (`"mx1.example.net"`),
         or to every MX host of a domain (`"example.net"`, the default: no backup MX escapes it).
@@ -616,7 +616,7 @@ class Lab:
 
     async def _edit_zones(self, edit: Callable[[dict[Any, Any]], None]) -> None:
         """Change the published zones on the DNS server's loop (after the DKIM keys are in them)."""
-        await self.keys_ready()
+        await self.services.keys_ready()
         assert self._dns_server is not None and self._dns_server.zones is not None
         zones = self._dns_server.zones
         edit(zones)
@@ -650,7 +650,7 @@ class Lab:
         user, host = self.user(address), self.imap_host(address)
         client = poplib.POP3(host.address, host.ports["pop3"], timeout=30)
         try:
-            client.stls(self._client_context)
+            client.stls(self.services.client_context)
             client.user(user.login)
             client.pass_(user.password)
         except BaseException:
@@ -695,98 +695,6 @@ class Lab:
             f"<table><tr><th>user</th><th>password</th></tr>{users}</table>"
         )
 
-    # --- the Postmaster interface used by the SMTP handlers (runs on the loop) ---
-    def now(self) -> float:
-        return self.clock.now()
-
-    def check_password(self, address: str, password: str) -> bool:
-        user = self.users.get(address.lower())
-        return user is not None and secrets.compare_digest(user.password.encode(), password.encode())
-
-    def user_exists(self, address: str) -> bool:
-        return address.lower() in self.users
-
-    def security_of(self, domain: str) -> Mapping[str, Any]:
-        provider = self.scenario.provider_of(domain)
-        return provider.security if provider is not None else {}
-
-    def dkim_key(self, domain: str) -> DkimKey | None:
-        """The DKIM key `domain` signs with (None if it does not sign); waits the moment it takes to be made
-        right after the start (on the lab's loop, `await keys_ready()` first)."""
-        pending = self._keys_published
-        if pending is not None and not pending.done() and self._loop is not None \
-                and threading.current_thread() is not self._loop.thread:
-            self._call(self.keys_ready())
-        return self._dkim.get(domain)
-
-    def lab_dns(self) -> LabDns:
-        """The synchronous stub resolver the MX hosts' checks (SPF, DKIM, DMARC) ask the lab DNS with."""
-        if self._lab_dns is None:
-            self._lab_dns = LabDns(self.dns.address, self.dns.port)
-        return self._lab_dns
-
-    def dns_resolver(self) -> Any:
-        return lab_resolver(self.dns.address, self.dns.port)
-
-    def host_options(self, host: str) -> tuple[str, ...]:
-        return self.hosts[host].options
-
-    def peer_name(self, address: str) -> str:
-        return self._by_address.get(address, "client")
-
-    def _mailbox_changed(self, path: str) -> None:
-        """A message landed in the Maildir folder at `path` (any thread): wake IMAP clients idling there."""
-        loop = self._loop.loop if self._loop is not None else None
-        if loop is not None and not loop.is_closed() and has_idlers(path):
-            try:
-                loop.call_soon_threadsafe(mailbox_changed, path)
-            except RuntimeError:  # the lab stopped meanwhile: nobody is idling any more
-                pass
-
-    async def store_local(self, recipients: list[str], content: bytes, folder: str = "INBOX", *,
-                          client: object = None) -> list[str]:
-        """Deliver one message into local mailboxes from the disk thread; returns once it is on disk for
-        every recipient. All or none: if one copy cannot be written (a full disk), the copies already
-        written are taken back before the error goes to the client, whose retry then makes no duplicate.
-        When `client` (the peer's address and port) is the lab's own relay, each copy is noted in the
-        delivery ledger under the relay's queue id, and a retry of a copy already made is not made again:
-        the recipients it skipped so are returned."""
-        assert self._loop is not None and self._relay is not None
-        disk = self._loop.disk
-        ledger = self._ledger
-        queue_id = self._relay.queue_id_for(f"{client[0]}:{client[1]}") if isinstance(client, tuple) else None
-
-        def deliver_all() -> list[str]:
-            written: list[tuple[MailStore, str, str]] = []
-            held: list[str] = []
-            try:
-                for address in recipients:
-                    if queue_id and ledger.holds(queue_id, address):
-                        held.append(address)
-                        continue
-                    note = None if not queue_id else partial(_note, ledger, queue_id, address, disk.fsync_later)
-                    store = self._stores[address.rpartition("@")[2].lower()]
-                    written.append((store, address, store.deliver(address, content, folder, before_rename=note,
-                                                                  fsync_folder=disk.fsync_later, announce=False)))
-            except BaseException:
-                for store, address, name in written:
-                    store.withdraw(address, name, folder)
-                raise
-            for store, address, _name in written:  # IMAP hears of the copies once they all stand
-                store.announce(address, folder)
-            return held
-
-        return await disk.run(deliver_all)
-
-    def enqueue(self, host: str, sender: str, recipients: list[str], content: bytes, queue_id: str) -> None:
-        self._require_relay().enqueue(host, sender, recipients, content, queue_id, header_value(content, b"message-id"))
-
-    async def enqueue_async(self, host: str, sender: str, recipients: list[str], content: bytes,
-                            queue_id: str, dsn: DsnRequest | None = None) -> None:
-        """Queue a message for the relay from the loop; the spool is written by a disk thread."""
-        await self._require_relay().enqueue_async(host, sender, recipients, content, queue_id,
-                                                  header_value(content, b"message-id"), dsn=dsn)
-
     def wire(self, conn: str) -> WireTap:
         """What an eavesdropper saw of SMTP connection `conn`: clear text before STARTTLS, TLS records after."""
         tap = self._wires.get(conn)
@@ -802,48 +710,26 @@ class Lab:
     def pcap(self, path: str | Path, message: Any = None) -> Any:
         """Write the lab's traffic (or one message's: queue id, Message-ID or SendResult) as a pcapng file
         that Wireshark and tshark read, and the TLS key log beside it; return both paths (`Capture`).
-        See `smtplab.pcap` for what is in them."""
-        from .pcap import write_capture
+        See `smtplab.views.pcap` for what is in them."""
+        from .views.pcap import write_capture
 
         self._require_running()  # a stopped temporary lab has no key log any more
         return write_capture(self, path, message, self._wires.taps(), self.ca.keylog())
 
-    def fault_for(self, host: str, stage: str, recipient: str = "") -> Fault | None:
-        return self.faults.pick(host, stage, recipient)
-
     # --- internals ---
-    def _smtp_port(self, exchange: str, address: str) -> int | None:
-        host = self.hosts.get(exchange)
-        if host is not None and host.address == address and host.is_up:
-            return host.ports.get("smtp")
-        for candidate in self.hosts.values():
-            if candidate.address == address and "smtp" in candidate.ports and candidate.is_up:
-                return candidate.ports["smtp"]
-        if host is not None and host.address == address and not host.is_up and "smtp" in host.ports:
-            return host.ports["smtp"]  # it will refuse the connection, as a crashed server would
-        return None
-
     def _on_clock(self) -> None:
         self.trace.record("lab", "state", "clock",
                           f"clock advanced: lab time is now {self.clock.datetime():%Y-%m-%d %H:%M:%S} UTC",
                           payload=LabChange("clock", f"{self.clock.now():.0f}"))
-        if self._relay is not None:
-            self._relay.clock_advanced()
+        if self.services.relay is not None:
+            self.services.relay.clock_advanced()
 
     def _call(self, coro: Coroutine[Any, Any, T], timeout: float | None = 60) -> T:
-        if self._loop is None:
-            coro.close()
-            raise LabNotRunning("this lab is stopped; start a new one with smtplab.start()")
-        return self._loop.call(coro, timeout)
+        return self.services.call(coro, timeout)
 
     def _require_running(self) -> None:
-        if self._loop is None:
+        if self.services.loop is None:
             raise LabNotRunning("this lab is stopped; start a new one with smtplab.start()")
-
-    def _require_relay(self) -> Relay:
-        if self._relay is None:
-            raise LabNotRunning("this lab is stopped; start a new one with smtplab.start()")
-        return self._relay
 
 
 def _sibling_address(address: str, last: int) -> str:
@@ -851,10 +737,6 @@ def _sibling_address(address: str, last: int) -> str:
     if address == "127.0.0.1":
         return address
     return address.rsplit(".", 1)[0] + f".{last}"
-
-
-def _note(ledger: DeliveryLedger, queue_id: str, address: str, fsync_later: Any, root: str, name: str) -> None:
-    ledger.note(queue_id, address, root, name, fsync_later)
 
 
 def _warn_if_exposed(directory: Path) -> None:

@@ -10,7 +10,6 @@ from typing import Any, TypeVar
 
 from .disk import DiskThread
 from .errors import LabTimeout
-from .relay import MAX_CONCURRENT_ATTEMPTS
 
 __all__ = ["LoopThread"]
 
@@ -20,7 +19,7 @@ T = TypeVar("T")
 class LoopThread:
     """An asyncio loop running in a daemon thread."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, smtp_threads: int = 1) -> None:
         self.loop = asyncio.new_event_loop()
         self.loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix=f"{name}-io"))
         # Mailbox and spool writes (file creation + fsync) run on a thread of their own, not on the loop:
@@ -29,7 +28,8 @@ class LoopThread:
         self.disk = DiskThread(f"{name}-disk")
         # The relay's SMTP clients (smtplib, blocking) get threads of their own too: they wait for MX
         # hosts on this very loop, which may need the default executor (policy checks) to answer them.
-        self.smtp = concurrent.futures.ThreadPoolExecutor(MAX_CONCURRENT_ATTEMPTS, thread_name_prefix=f"{name}-smtp")
+        # `smtp_threads`: as many as the relay's attempts in flight (the lab passes its limit).
+        self.smtp = concurrent.futures.ThreadPoolExecutor(smtp_threads, thread_name_prefix=f"{name}-smtp")
         self.thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
         self.thread.start()
 

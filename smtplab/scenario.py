@@ -224,7 +224,7 @@ class Scenario:
     @property
     def allow_other_users(self) -> bool:
         """True when the lab serves every Unix user of the machine (a teacher's shared demo), not only its own
-        (`options: {"allow_other_users": true}`; see guard.py)."""
+        (`options: {"allow_other_users": true}`; see smtplab/net/guard.py)."""
         return self.options.get("allow_other_users") is True
 
     def provider_of(self, domain: str) -> ProviderSpec | None:

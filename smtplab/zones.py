@@ -1,7 +1,7 @@
 """What the lab DNS publishes for a scenario: MX and A records, SPF, DKIM keys, DMARC policies,
 the blocklist zone (bl.lab) and the reverse zones (PTR records for every lab host, so a server can
 turn a client's address back into a name and check it forward: iprev). Plain zone-file lines;
-labdns.py turns them into dnspython zones."""
+net/dns_server.py turns them into dnspython zones."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import dns.reversename
 
-from . import dnsbl
+from .auth import dnsbl
+from .auth.mailauth import new_dkim_key, public_record
 from .files import make_private_dir, write_private
-from .mailauth import new_dkim_key, public_record
 from .scenario import ProviderSpec, Scenario
 
 __all__ = ["DkimKey", "DkimKeys", "zone_lines", "reverse_zone_lines", "BLOCKLIST_ZONE", "DKIM_SELECTOR"]

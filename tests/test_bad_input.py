@@ -32,8 +32,8 @@ import pytest
 from conftest import IN_CI, require_tool
 
 import smtplab
-from smtplab import replies
-from smtplab.replies import Reply
+from smtplab.net import replies
+from smtplab.net.replies import Reply
 
 SUBMISSION, MX = "submission", "smtp"
 HOSTS = {SUBMISSION: "smtp.example.org", MX: "mx1.example.net"}
@@ -105,7 +105,7 @@ class Wire:
 
     def starttls(self) -> None:
         assert self.command(b"STARTTLS\r\n").startswith("220 2.0.0")
-        self.sock = self.lab._client_context.wrap_socket(self.sock, server_hostname=self.host.name)
+        self.sock = self.lab.services.client_context.wrap_socket(self.sock, server_hostname=self.host.name)
 
     def closed(self, within: float = 10.0) -> bool:
         """True when the server closes the connection (within `within` seconds)."""
@@ -319,7 +319,7 @@ def starttls_injection(wire: Wire) -> None:
     # CVE-2011-0411 style: plaintext pipelined after STARTTLS must be thrown away (RFC 3207 section 4.2).
     wire.send(b"STARTTLS\r\nRSET\r\n")
     assert wire.reply().startswith("220 2.0.0")
-    wire.sock = wire.lab._client_context.wrap_socket(wire.sock, server_hostname=wire.host.name)
+    wire.sock = wire.lab.services.client_context.wrap_socket(wire.sock, server_hostname=wire.host.name)
     assert wire.command(b"NOOP\r\n") == "250 2.0.0 OK"
     wire.sock.settimeout(0.3)
     with pytest.raises(TimeoutError):
@@ -531,7 +531,7 @@ def serve_a_fresh_client(lab: smtplab.Lab, service: str) -> str:
     mx = lab.host(HOSTS[MX])
     message_id = make_msgid(domain="health.test")
     with smtplib.SMTP(mx.address, mx.ports[MX], local_hostname="client.test", timeout=10) as client:
-        client.starttls(context=lab._client_context)
+        client.starttls(context=lab.services.client_context)
         client.sendmail("carol@example.org", ["bob@example.net"], message("still serving", message_id=message_id))
     return message_id
 
@@ -591,7 +591,7 @@ class ImapWire:
         if tls:
             self.sock.sendall(b"t0 STARTTLS\r\n")
             assert self.file.readline().startswith(b"t0 OK")
-            self.sock = lab._client_context.wrap_socket(self.sock, server_hostname=self.host.name)
+            self.sock = lab.services.client_context.wrap_socket(self.sock, server_hostname=self.host.name)
             self.file = self.sock.makefile("rb")
 
     def ask(self, data: bytes) -> bytes:

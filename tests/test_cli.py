@@ -382,7 +382,7 @@ def test_ctl_queue_shows_what_waits_and_all_with_a_flag(lab_dir: Path) -> None:
 
     with smtplab.start(directory=lab_dir) as lab:
         control = ControlServer(lab)
-        lab._call(control.start())
+        lab.services.call(control.start())
         control.write_file(lab.directory / "control.json")
         try:
             delivered = lab.send(ALICE, BOB, "on time", "arrives")
@@ -399,7 +399,7 @@ def test_ctl_queue_shows_what_waits_and_all_with_a_flag(lab_dir: Path) -> None:
             assert [item["queue_id"] for item in ctl("queue")] == [waiting.queue_id]
             assert {item["queue_id"] for item in ctl("queue", "--all")} == {delivered.queue_id, waiting.queue_id}
         finally:
-            lab._call(control.stop())
+            lab.services.call(control.stop())
 
 
 def test_ctl_help_names_every_argument() -> None:

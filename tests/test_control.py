@@ -17,10 +17,10 @@ from smtplab.control import ControlServer, request
 @pytest.fixture
 def controlled(lab: smtplab.Lab) -> Iterator[tuple[smtplab.Lab, ControlServer]]:
     control = ControlServer(lab)
-    lab._call(control.start())
+    lab.services.call(control.start())
     control.write_file(lab.directory / "control.json")
     yield lab, control
-    lab._call(control.stop())
+    lab.services.call(control.stop())
 
 
 def ctl(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

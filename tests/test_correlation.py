@@ -10,10 +10,10 @@ from collections.abc import Iterator
 import pytest
 
 import smtplab
-from smtplab.conversation import steps
-from smtplab.events import Connect, DnsQuery, QueueChange, SmtpData, SmtpDataEnd, SmtpReply
-from smtplab.journey import message_events
-from smtplab.trace import Trace, announce_connection, correlated, current_correlation
+from smtplab.trace.events import Connect, DnsQuery, QueueChange, SmtpData, SmtpDataEnd, SmtpReply
+from smtplab.trace.ring import Trace, announce_connection, correlated, current_correlation
+from smtplab.views.conversation import steps
+from smtplab.views.journey import message_events
 
 
 def _three_providers() -> smtplab.Scenario:
@@ -205,7 +205,7 @@ def test_a_check_asked_again_over_tcp_keeps_its_asker(lab: smtplab.Lab) -> None:
     """A truncated answer makes the MX's checks ask again over TCP (RFC 7766): still the same message's."""
     import dns.message
 
-    from smtplab.mailauth import LabDns
+    from smtplab.auth.mailauth import LabDns
 
     resolver = LabDns(lab.dns.address, lab.dns.port)
     corr = lab.trace.new_correlation("test", "TCPQ")

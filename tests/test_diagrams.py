@@ -12,7 +12,7 @@ import pytest
 from conftest import require_tool
 
 import smtplab
-from smtplab.render import renderer
+from smtplab.views.render import renderer
 
 SVG = "{http://www.w3.org/2000/svg}"
 

@@ -10,7 +10,7 @@ import pytest
 
 from smtplab import disk
 from smtplab.disk import DiskThread
-from smtplab.store import MailStore
+from smtplab.mail.store import MailStore
 
 
 @pytest.fixture

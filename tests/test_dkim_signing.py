@@ -7,7 +7,7 @@ import base64
 import dkim
 import dkim.crypto
 
-from smtplab import mailauth
+from smtplab.auth import mailauth
 
 MESSAGE = (b"From: Alice <alice@example.org>\r\nTo: bob@example.net\r\nSubject: Lunch?\r\n"
            b"Date: Sat, 28 Nov 2026 08:00:00 +0000\r\nMessage-ID: <lunch@example.org>\r\n\r\n"

@@ -18,12 +18,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
 import smtplab
-from smtplab.conversation import steps
-from smtplab.dane import DaneRequirement, DnssecBogus, lookup_tlsa, tlsa_rdata
-from smtplab.journey import message_events
-from smtplab.labdns import lab_resolver
-from smtplab.mitm import strip_starttls
-from smtplab.mtasts import PolicyError, certificate_problem, mx_matches, parse_policy, parse_txt
+from smtplab.auth.dane import DaneRequirement, DnssecBogus, lookup_tlsa, tlsa_rdata
+from smtplab.auth.mtasts import PolicyError, certificate_problem, mx_matches, parse_policy, parse_txt
+from smtplab.net.dns_lookup import lab_resolver
+from smtplab.net.mitm import strip_starttls
+from smtplab.views.conversation import steps
+from smtplab.views.journey import message_events
 
 SECRET = "the eagle lands at dawn"
 
@@ -47,7 +47,7 @@ def _ladder_text(lab: smtplab.Lab, result: object) -> str:
     return "\n".join(" ".join(row.lines) for row in rows)
 
 
-def _recipient(lab: smtplab.Lab, result: object) -> smtplab.relay.RecipientStatus:
+def _recipient(lab: smtplab.Lab, result: object) -> smtplab.mail.relay.RecipientStatus:
     (status,) = lab.queue_item(result.queue_id).recipients  # type: ignore[attr-defined]
     return status
 

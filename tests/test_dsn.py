@@ -11,7 +11,13 @@ import pytest
 from test_relay import StuckMX
 
 import smtplab
-from smtplab.dsn import DsnSyntaxError, parse_mail_parameters, parse_rcpt_parameters, xtext_decode, xtext_encode
+from smtplab.net.dsn_parameters import (
+    DsnSyntaxError,
+    parse_mail_parameters,
+    parse_rcpt_parameters,
+    xtext_decode,
+    xtext_encode,
+)
 
 ALICE, BOB = "alice@example.org", "bob@example.net"
 

@@ -21,9 +21,9 @@ import pytest
 from loopwatch import LoopWatch
 
 import smtplab
-from smtplab.client import submit
 from smtplab.errors import BadDuration
-from smtplab.ledger import DeliveryLedger
+from smtplab.mail.ledger import DeliveryLedger
+from smtplab.net.client import submit
 
 ROOT = Path(__file__).resolve().parents[1]
 ALICE_ = "alice@example.org"
@@ -247,11 +247,11 @@ def test_a_busy_lab_never_blocks_its_loop_for_50_ms() -> None:
     doing; a cyclic garbage collection that lands on the loop is reported apart, it is the whole process's
     heap (see tests/loopwatch.py; the next test shows the watch catches a step that computes for 80 ms)."""
     with smtplab.start() as lab:
-        lab.dkim_key("example.org")  # the start is over (its zones published): watch the mail, not the start
+        lab.services.dkim_key("example.org")  # the start is over (its zones published): watch the mail, not the start
         for number in range(12):  # the worker threads exist (starting one waits for it to run)
             lab.send(ALICE_, "bob@example.net", f"warm-up {number}", "hello", wait=False)
         assert lab.wait_for_delivery(timeout=120)
-        with LoopWatch(lab._loop.loop) as watch:  # type: ignore[union-attr]  # the lab's own loop, in its thread
+        with LoopWatch(lab.services.loop.loop) as watch:  # type: ignore[union-attr]  # the lab's own loop, in its thread
             lab.host("mx2").inject("RCPT", "451 4.7.1 Greylisted, try again later")
             lab.host("mx1").down()  # everything goes to mx2 and is deferred until mx1 is back
             # 9 MB in lines of 998 octets (RFC 5321's most), sent as is: aiosmtpd's own DATA bookkeeping is
@@ -290,7 +290,7 @@ def test_the_loop_watch_catches_a_step_that_computes_for_80_ms(lab: smtplab.Lab)
             pass
         done.set()
 
-    loop = lab._loop.loop  # type: ignore[union-attr]
+    loop = lab.services.loop.loop  # type: ignore[union-attr]
     with LoopWatch(loop) as watch:
         loop.call_soon_threadsafe(_compute_for_80_ms)
         assert done.wait(120)

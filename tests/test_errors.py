@@ -104,7 +104,7 @@ def test_no_library_hook_is_set_at_import() -> None:
 
     code = ("import spf, dkim, authheaders, authheaders.dmarc_lookup as d; "
             "before = (spf.DNSLookup, d.get_org_domain, authheaders.get_org_domain, dkim.RSASSA_PKCS1_v1_5_sign, "
-            "dkim.RSASSA_PKCS1_v1_5_verify); import smtplab, smtplab.lab, smtplab.mailauth; "
+            "dkim.RSASSA_PKCS1_v1_5_verify); import smtplab, smtplab.lab, smtplab.auth.mailauth; "
             "after = (spf.DNSLookup, d.get_org_domain, authheaders.get_org_domain, dkim.RSASSA_PKCS1_v1_5_sign, "
             "dkim.RSASSA_PKCS1_v1_5_verify); print(all(a is b for a, b in zip(before, after)))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -114,7 +114,7 @@ def test_no_library_hook_is_set_at_import() -> None:
 def test_a_library_hook_that_is_not_the_expected_function_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     import spf
 
-    from smtplab import mailauth
+    from smtplab.auth import mailauth
     from smtplab.errors import LibraryMismatch
 
     monkeypatch.setattr(mailauth, "_hooks_set", False)

@@ -19,7 +19,7 @@ from feedback_checks import (  # noqa: F401 (fresh_answers is an autouse fixture
 import smtplab
 from smtplab.exercises import Feedback, forget_answers, wireshark
 from smtplab.i18n import use_language
-from smtplab.pcap import Capture
+from smtplab.views.pcap import Capture
 
 ALICE = "alice@example.org"
 BOB = "bob@example.net"

@@ -219,7 +219,7 @@ def test_no_mx_relays_for_outsiders(network_log: list[tuple[str, Any]]) -> None:
         # The submission port relays, but only for its own authenticated users.
         submission = lab.host("smtp.example.org")
         with smtplib.SMTP(submission.address, submission.ports["submission"], local_hostname="x.test", timeout=10) as c:
-            c.starttls(context=lab._client_context)
+            c.starttls(context=lab.services.client_context)
             c.ehlo()
             assert c.mail("spammer@elsewhere.test") == (530, b"5.7.0 Authentication required")
             assert c.docmd("RCPT", "TO:<victim@elsewhere.test>") == (530, b"5.7.0 Authentication required")

@@ -10,7 +10,7 @@ import tempfile
 import pytest
 
 import smtplab
-import smtplab.imapd.mailbox
+import smtplab.net.imapd.mailbox
 
 
 def test_bob_reads_alices_mail(lab: smtplab.Lab) -> None:
@@ -52,7 +52,7 @@ def test_new_mail_shows_up_on_noop(lab: smtplab.Lab) -> None:
 def test_wrong_password_is_refused_and_server_stays_up(lab: smtplab.Lab) -> None:
     host = lab.host("imap.example.net")
     client = imaplib.IMAP4(host.address, host.ports["imap"], timeout=10)
-    client.starttls(ssl_context=lab._client_context)
+    client.starttls(ssl_context=lab.services.client_context)
     with pytest.raises(imaplib.IMAP4.error):
         client.login("bob@example.net", "wrong")
     client.logout()
@@ -78,7 +78,7 @@ def test_alice_cannot_read_bobs_mailbox(lab: smtplab.Lab) -> None:
     lab.send("alice@example.org", "bob@example.net", "Private", "for bob only")
     host = lab.host("imap.example.org")
     client = imaplib.IMAP4(host.address, host.ports["imap"], timeout=10)
-    client.starttls(ssl_context=lab._client_context)
+    client.starttls(ssl_context=lab.services.client_context)
     with pytest.raises(imaplib.IMAP4.error):
         client.login("bob@example.net", lab.users["bob@example.net"].password)  # wrong provider
     client.logout()
@@ -124,7 +124,7 @@ def _done(imap: imaplib.IMAP4, tag: bytes) -> None:
 
 def test_idle_announces_a_delivery_at_once(lab: smtplab.Lab, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     # Without a delivery the server would look again only after this long: the test ends long before.
-    monkeypatch.setattr(smtplab.imapd.mailbox, "_IDLE_CHECK", 600.0)
+    monkeypatch.setattr(smtplab.net.imapd.mailbox, "_IDLE_CHECK", 600.0)
     imap = lab.imap("bob@example.net")
     try:
         assert imap.select("INBOX")[1] == [b"0"]
@@ -140,7 +140,7 @@ def test_idle_announces_a_delivery_at_once(lab: smtplab.Lab, monkeypatch) -> Non
 
 
 def test_idle_still_sees_a_message_put_in_the_maildir_by_hand(lab: smtplab.Lab, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(smtplab.imapd.mailbox, "_IDLE_CHECK", 0.05)
+    monkeypatch.setattr(smtplab.net.imapd.mailbox, "_IDLE_CHECK", 0.05)
     maildir = lab._stores["example.net"].user_path("bob@example.net")
     imap = lab.imap("bob@example.net")
     try:

@@ -95,7 +95,7 @@ def test_envelope_is_the_header_as_sent(bob: imaplib.IMAP4) -> None:
 def test_envelope_through_imapclient(lab: smtplab.Lab) -> None:
     host = lab.imap_host("bob@example.net")
     client = imapclient.IMAPClient(host.address, port=host.ports["imap"], ssl=False, timeout=30)
-    client.starttls(lab._client_context)
+    client.starttls(lab.services.client_context)
     client.login("bob@example.net", lab.users["bob@example.net"].password)
     try:
         client.append("INBOX", GROUPS)
@@ -127,7 +127,7 @@ def test_bodystructure_counts_body_octets_and_lines(bob: imaplib.IMAP4) -> None:
 def test_bodystructure_through_imapclient(lab: smtplab.Lab) -> None:
     host = lab.imap_host("bob@example.net")
     client = imapclient.IMAPClient(host.address, port=host.ports["imap"], ssl=False, timeout=30)
-    client.starttls(lab._client_context)
+    client.starttls(lab.services.client_context)
     client.login("bob@example.net", lab.users["bob@example.net"].password)
     try:
         client.append("INBOX", b"Subject: one line\r\n\r\nFoo\r\n")
@@ -179,7 +179,7 @@ def test_search_address_keys_find_every_match(bob: imaplib.IMAP4) -> None:
 def test_search_through_imapclient(lab: smtplab.Lab) -> None:
     host = lab.imap_host("bob@example.net")
     client = imapclient.IMAPClient(host.address, port=host.ports["imap"], ssl=False, timeout=30)
-    client.starttls(lab._client_context)
+    client.starttls(lab.services.client_context)
     client.login("bob@example.net", lab.users["bob@example.net"].password)
     try:
         for message in PLAIN:

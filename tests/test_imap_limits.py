@@ -14,8 +14,8 @@ from collections.abc import Iterator
 import pytest
 
 import smtplab
-import smtplab.trace
-from smtplab.imapd import Limits
+import smtplab.trace.ring
+from smtplab.net.imapd import Limits
 
 
 @pytest.fixture
@@ -88,7 +88,7 @@ def _failures(lab: smtplab.Lab) -> list[str]:
 def _tls_client(lab: smtplab.Lab) -> imaplib.IMAP4:
     host = lab.host("imap.example.net")
     client = imaplib.IMAP4(host.address, host.ports["imap"], timeout=30)
-    client.starttls(ssl_context=lab._client_context)
+    client.starttls(ssl_context=lab.services.client_context)
     return client
 
 
@@ -120,7 +120,7 @@ def test_the_answer_to_a_failed_login_waits_for_the_delay(lab: smtplab.Lab, limi
     limits.login_delay = 600.0
     failed = threading.Event()
 
-    def listener(event: smtplab.trace.TraceEvent) -> None:
+    def listener(event: smtplab.trace.ring.TraceEvent) -> None:
         if event.text.startswith("login failed"):
             failed.set()
 

@@ -1,4 +1,4 @@
-"""Unit tests of the lab's own IMAP backend (smtplab.imapd), module by module, without a server."""
+"""Unit tests of the lab's own IMAP backend (smtplab.net.imapd), module by module, without a server."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ from pymap.parsing.exceptions import NotParseable
 from pymap.parsing.specials.flag import Flag, Seen, Wildcard
 
 from smtplab.errors import LibraryMismatch
-from smtplab.imapd import check_mailbox_name, pymap_patch
-from smtplab.imapd.envelope import Envelope, parse_addresses
-from smtplab.imapd.flags import MaildirFlags
-from smtplab.imapd.layout import InvalidMailboxName, MaildirLayout
-from smtplab.imapd.maildir import Maildir
-from smtplab.imapd.message import body_lines, parse_content
-from smtplab.imapd.protocol import Limits, LoginThrottle
+from smtplab.net.imapd import check_mailbox_name, pymap_patch
+from smtplab.net.imapd.envelope import Envelope, parse_addresses
+from smtplab.net.imapd.flags import MaildirFlags
+from smtplab.net.imapd.layout import InvalidMailboxName, MaildirLayout
+from smtplab.net.imapd.maildir import Maildir
+from smtplab.net.imapd.message import body_lines, parse_content
+from smtplab.net.imapd.protocol import Limits, LoginThrottle
 
 
 @pytest.mark.parametrize(("value", "expected"), [
@@ -79,7 +79,7 @@ def test_the_pymap_patch_is_applied_on_first_use_not_at_import() -> None:
     import subprocess
     import sys
 
-    code = ("import smtplab, smtplab.imap, smtplab.imapd\n"
+    code = ("import smtplab, smtplab.net.imap, smtplab.net.imapd\n"
             "from pymap.parsing import modutf7\nfrom pymap.parsing.specials import mailbox\n"
             "assert mailbox.modutf7_decode is modutf7.modutf7_decode, 'patched at import'\n")
     subprocess.run([sys.executable, "-c", code], check=True, env=dict(os.environ, PYTHONPATH=os.getcwd()))

@@ -81,7 +81,7 @@ def test_txt_and_cname_from_a_scenario() -> None:
         assert kinds == [dns.rdatatype.CNAME, dns.rdatatype.A]
         assert cname.answer[1][0].address == lab.host("mx1").address
         # The MX checks' stub resolver follows the CNAME too.
-        assert [r.address for r in lab.lab_dns()._answer("mail.example.net", "A")] == [lab.host("mx1").address]
+        assert [r.address for r in lab.services.lab_dns()._answer("mail.example.net", "A")] == [lab.host("mx1").address]
 
 
 def test_null_mx_and_no_mx(lab: smtplab.Lab) -> None:
@@ -159,9 +159,9 @@ def test_the_mx_checks_stub_resolver(lab: smtplab.Lab) -> None:
     REFUSED, and a temporary error (never a wrong answer) when the DNS does not answer."""
     import spf
 
-    from smtplab.mailauth import LabDns
+    from smtplab.auth.mailauth import LabDns
 
-    stub = lab.lab_dns()
+    stub = lab.services.lab_dns()
     assert stub.txt("_dmarc.example.org") == ["v=DMARC1; p=none"]
     assert stub.txt("nothing-here.example.org") == []
     assert stub.txt("gmail.com") == []  # outside the lab's zones: REFUSED
@@ -245,9 +245,10 @@ def test_a_ptr_name_that_does_not_lead_back_fails_iprev() -> None:
     """Anyone may write any name in the reverse zone of their own addresses: only the forward check counts."""
     import asyncio
 
-    from smtplab.iprev import iprev_async
-    from smtplab.labdns import DnsServer, build_zones, lab_resolver
-    from smtplab.trace import Trace
+    from smtplab.auth.iprev import iprev_async
+    from smtplab.net.dns_lookup import lab_resolver
+    from smtplab.net.dns_server import DnsServer, build_zones
+    from smtplab.trace.ring import Trace
 
     zones = build_zones({
         "bank.test": ["www IN A 127.0.0.80", "a IN A 127.0.0.70", "b IN A 127.0.0.70"],

@@ -18,8 +18,8 @@ from conftest import require_tool
 
 import smtplab
 from smtplab.control import ControlServer
-from smtplab.pcap import Capture, summary
-from smtplab.wire import LIMIT
+from smtplab.net.wire import LIMIT
+from smtplab.views.pcap import Capture, summary
 
 ALICE = "alice@example.org"
 BOB = "bob@example.net"
@@ -194,7 +194,7 @@ def test_summary_reads_the_capture_without_tshark(traffic: tuple[smtplab.Lab, sm
 
 def test_cli_writes_a_capture_of_a_running_lab(lab: smtplab.Lab, tmp_path: Path) -> None:
     control = ControlServer(lab)
-    lab._call(control.start())
+    lab.services.call(control.start())
     control.write_file(lab.directory / "control.json")
     try:
         sent = lab.send(ALICE, BOB, "from the terminal", "hi\n")
@@ -210,7 +210,7 @@ def test_cli_writes_a_capture_of_a_running_lab(lab: smtplab.Lab, tmp_path: Path)
                                 capture_output=True, text=True, timeout=120)
         assert result.returncode == 1 and "no traffic of message 'NOPE'" in result.stderr
     finally:
-        lab._call(control.stop())
+        lab.services.call(control.stop())
 
 
 def test_an_implicit_tls_server_is_tapped_below_tls(tmp_path: Path) -> None:
@@ -218,9 +218,9 @@ def test_an_implicit_tls_server_is_tapped_below_tls(tmp_path: Path) -> None:
     import asyncio
     import socket
 
-    from smtplab.pcap import write_taps
-    from smtplab.tls import LabCA
-    from smtplab.wire import WireTap, start_server
+    from smtplab.net.tls import LabCA
+    from smtplab.net.wire import WireTap, start_server
+    from smtplab.views.pcap import write_taps
 
     ca = LabCA(tmp_path / "tls")
     taps: list[WireTap] = []

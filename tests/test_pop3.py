@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 import smtplab
-from smtplab.pop3 import MAX_LINE, Pop3Service, uidl_of
-from smtplab.trace import Trace
+from smtplab.net.pop3 import MAX_LINE, Pop3Service, uidl_of
+from smtplab.trace.ring import Trace
 
 BOB = "bob@example.net"
 
@@ -457,7 +457,7 @@ def test_lab_pop3_gives_a_logged_in_client(lab: smtplab.Lab) -> None:
 
 
 def test_pop3_events_have_typed_fields_and_belong_to_the_message(lab: smtplab.Lab, context: ssl.SSLContext) -> None:
-    from smtplab.events import Close, Connect, Note, Pop3Command, Pop3Response, TlsStarted
+    from smtplab.trace.events import Close, Connect, Note, Pop3Command, Pop3Response, TlsStarted
 
     sent = lab.send("alice@example.org", BOB, "typed", "fields")
     closed = threading.Event()

@@ -9,7 +9,7 @@ import threading
 from email import message_from_bytes, policy
 
 import smtplab
-from smtplab.relay import _smtp_deliver, is_protocol_error
+from smtplab.mail.mx_client import is_protocol_error, smtp_deliver
 
 
 def delivered_by(lab: smtplab.Lab, address: str) -> list[str]:
@@ -244,12 +244,12 @@ def test_a_connection_with_a_failed_end_of_data_is_reset_before_it_is_reused(lab
     source = lab.host("smtp.example.org").address
     context = ssl.create_default_context()
     try:
-        first, kept = _smtp_deliver("mx1.example.net", host.address, host.ports["smtp"], source, "smtp.example.org",
+        first, kept = smtp_deliver("mx1.example.net", host.address, host.ports["smtp"], source, "smtp.example.org",
                                     context, "alice@example.org", ["bob@example.net"], b"Subject: 1\r\n\r\nx\r\n",
                                     None, True)
         assert first.replies["bob@example.net"][0] == 451
         stuck.fail_dot = False
-        second, kept = _smtp_deliver("mx1.example.net", host.address, host.ports["smtp"], source,
+        second, kept = smtp_deliver("mx1.example.net", host.address, host.ports["smtp"], source,
                                      "smtp.example.org", context, "alice@example.org", ["bob@example.net"],
                                      b"Subject: 2\r\n\r\nx\r\n", kept, True)
         assert second.replies["bob@example.net"][0] == 250, (second, stuck.log)
@@ -267,7 +267,7 @@ def test_a_protocol_error_closes_the_connection(lab: smtplab.Lab) -> None:
     host.down()
     stuck = StuckMX(host.address, host.ports["smtp"], mail_reply="503 5.5.1 Error: nested MAIL command")
     try:
-        outcome, kept = _smtp_deliver("mx1.example.net", host.address, host.ports["smtp"],
+        outcome, kept = smtp_deliver("mx1.example.net", host.address, host.ports["smtp"],
                                       lab.host("smtp.example.org").address, "smtp.example.org",
                                       ssl.create_default_context(), "alice@example.org", ["bob@example.net"],
                                       b"Subject: 1\r\n\r\nx\r\n", None, True)

@@ -9,7 +9,7 @@ import re
 import pytest
 
 import smtplab
-from smtplab.events import SmtpDataEnd
+from smtplab.trace.events import SmtpDataEnd
 
 
 @pytest.fixture(params=["reject", "quarantine"])
@@ -202,7 +202,7 @@ def test_bounces_survive_a_reject_policy() -> None:
 def test_a_messages_trace_holds_the_questions_the_mx_asked_about_it(secure_lab: smtplab.Lab) -> None:
     """The blocklist, SPF, DKIM and DMARC lookups are part of the message's story: in its trace, its
     ladder (as arrows from the MX to the DNS, and the verdict as a note) and its journey."""
-    from smtplab import conversation, journey
+    from smtplab.views import conversation, journey
 
     result = secure_lab.send("alice@example.org", "bob@example.net", "Lunch?", "Friday at noon?")
     events = secure_lab.trace.for_message(result.message_id)

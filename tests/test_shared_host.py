@@ -29,7 +29,7 @@ import pytest
 from conftest import IN_CI
 
 import smtplab
-import smtplab.guard
+import smtplab.net.guard
 from smtplab import Scenario
 from smtplab.files import exposed
 
@@ -172,7 +172,7 @@ def test_a_burst_of_500_connections_is_greeted_or_told_to_come_back(lab: smtplab
     if soft < 2048 <= hard or hard == resource.RLIM_INFINITY:
         resource.setrlimit(resource.RLIMIT_NOFILE, (2048, hard))  # 500 clients + the lab's 500 accepted sockets
     mx = lab.host("mx1")
-    limit = lab.guard.limits["smtp"]
+    limit = lab.services.guard.limits["smtp"]
     sockets = []
     try:
         for _ in range(500):
@@ -200,7 +200,7 @@ def test_a_burst_of_500_connections_is_greeted_or_told_to_come_back(lab: smtplab
 
 def test_imap_says_bye_above_its_connection_limit(lab: smtplab.Lab) -> None:
     imap = lab.host("imap.example.net")
-    lab.guard.limits["imap"] = 3
+    lab.services.guard.limits["imap"] = 3
     held = [socket.create_connection((imap.address, imap.ports["imap"])) for _ in range(3)]
     try:
         assert all(_first_line(s).startswith(b"* OK") for s in held)
@@ -215,7 +215,7 @@ def test_imap_says_bye_above_its_connection_limit(lab: smtplab.Lab) -> None:
 def test_failed_smtp_logins_make_the_next_ones_wait(lab: smtplab.Lab) -> None:
     """After two failed AUTH attempts each further one waits longer (per connection and per address);
     the wait is in the trace. The delays are shortened here; the lab's start at 1 s and double."""
-    lab.login_throttle.FIRST_DELAY = 0.05  # type: ignore[misc]
+    lab.services.login_throttle.FIRST_DELAY = 0.05  # type: ignore[misc]
     host = lab.submission_host("alice@example.org")
     wrong = base64.b64encode(b"\0alice@example.org\0not-her-password").decode()
     right = base64.b64encode(f"\0alice@example.org\0{lab.user('alice@example.org').password}".encode()).decode()
@@ -236,7 +236,7 @@ def test_failed_smtp_logins_make_the_next_ones_wait(lab: smtplab.Lab) -> None:
         assert client.docmd("AUTH", f"PLAIN {right}")[0] == 235
     notes = [e.text for e in lab.trace.since(mark) if "login attempt after failed ones" in e.text]
     assert len(notes) == 3 and "answered after 0.2 s" in notes[-1]
-    lab.login_throttle.FIRST_DELAY = 5.0  # type: ignore[misc]
+    lab.services.login_throttle.FIRST_DELAY = 5.0  # type: ignore[misc]
     with smtplib.SMTP(host.address, host.ports["submission"]) as client:  # a success started afresh
         client.starttls(context=lab.ca.client_context())
         client.ehlo()
@@ -244,15 +244,15 @@ def test_failed_smtp_logins_make_the_next_ones_wait(lab: smtplab.Lab) -> None:
 
 
 def test_a_lab_where_the_owner_cannot_be_checked_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(smtplab.guard, "_available", False)
+    monkeypatch.setattr(smtplab.net.guard, "_available", False)
     with pytest.warns(RuntimeWarning, match="other users of this machine can connect"), smtplab.start() as lab:
-        assert not lab.guard.checking
+        assert not lab.services.guard.checking
     scenario = Scenario.default().to_dict()
     scenario["options"] = {"allow_other_users": True}
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # opened on purpose: nothing to warn about
         with smtplab.start(scenario) as lab:
-            assert not lab.guard.checking
+            assert not lab.services.guard.checking
 
 
 FLOOD_SCRIPT = """
@@ -336,7 +336,7 @@ def _rss_kb() -> int:
 
 
 def test_a_udp_flood_leaves_the_dns_cache_bounded_and_answers_legitimate_questions(lab: smtplab.Lab) -> None:
-    from smtplab.labdns import CACHE_BYTES, CACHE_ENTRIES
+    from smtplab.net.dns_server import CACHE_BYTES, CACHE_ENTRIES
 
     lab.lookup_mx("example.net")
     rss_before = _rss_kb()
@@ -370,7 +370,7 @@ def test_the_dns_cache_is_keyed_by_the_question_and_bounded(lab: smtplab.Lab, mo
     import dns.message
     import dns.rcode
 
-    from smtplab import labdns
+    from smtplab.net import dns_server
 
     def ask(name: str, padding: int, qid: int) -> dns.message.Message:
         query = dns.message.make_query(name, "MX", use_edns=0, payload=1232)
@@ -394,7 +394,7 @@ def test_the_dns_cache_is_keyed_by_the_question_and_bounded(lab: smtplab.Lab, mo
     assert server.cache_entries == before + 1
     reply = ask("EXAMPLE.net", 0, 77)  # the question is echoed as asked (RFC 1035 section 4.1.1; 0x20 clients)
     assert str(reply.question[0].name) == "EXAMPLE.net." and reply.answer
-    monkeypatch.setattr(labdns, "CACHE_ENTRIES", 40)
+    monkeypatch.setattr(dns_server, "CACHE_ENTRIES", 40)
     for n in range(100):
         assert ask(f"n{n}.example.net", 200, n).rcode() == dns.rcode.NXDOMAIN
     assert server.cache_entries == 40
@@ -559,7 +559,7 @@ def _owner(lab_dir: Path) -> Callable[[_Channel], None]:
 
         lab = smtplab.start(directory=lab_dir)
         control = ControlServer(lab)
-        lab._call(control.start())
+        lab.services.call(control.start())
         control.write_file(lab.directory / "control.json")
         imap = lab.host("imap.example.net")
         channel.send({"uid": os.geteuid(), "targets": [
@@ -578,7 +578,7 @@ def _owner(lab_dir: Path) -> Callable[[_Channel], None]:
         refused = [e.text for e in lab.trace if e.kind == "refused"]
         channel.send({"in_inbox": subjects, "refused": refused})
         assert channel.recv() == "stop"
-        lab._call(control.stop())
+        lab.services.call(control.stop())
         lab.stop()
     return run
 

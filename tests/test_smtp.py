@@ -192,7 +192,7 @@ def test_help_and_ehlo_offer_only_what_is_answered(lab: smtplab.Lab) -> None:
         assert code == 252 and b"will accept" not in text
         assert c.noop()[0] == 250
         assert b"STARTTLS" in c.docmd("HELP")[1]
-        c.starttls(context=lab._client_context)
+        c.starttls(context=lab.services.client_context)
         c.ehlo()
         assert not c.has_extn("starttls") and b"STARTTLS" not in c.docmd("HELP")[1]  # a second one is a 503
 
@@ -203,8 +203,8 @@ def test_whatever_raises_at_the_end_of_data_the_next_mail_is_a_new_transaction()
     import asyncio
     import threading
 
-    from smtplab.smtp import LabSMTP
-    from smtplab.trace import Trace
+    from smtplab.net.smtp import LabSMTP
+    from smtplab.trace.ring import Trace
 
     class Broken:
         async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]

@@ -6,7 +6,7 @@ import socket
 import tracemalloc
 
 import smtplab
-from smtplab.events import ClientLine, SmtpData
+from smtplab.trace.events import ClientLine, SmtpData
 
 
 def _reply(stream) -> bytes:  # type: ignore[no-untyped-def]
@@ -80,11 +80,11 @@ def test_an_auth_answer_over_the_line_limit_is_refused_by_its_type(lab: smtplab.
     """The reader raises LineTooLong (not asyncio's bare ValueError), which the handler answers by type."""
     import smtplib
 
-    from smtplab import replies
+    from smtplab.net import replies
 
     host = lab.host("smtp.example.org")
     with smtplib.SMTP(host.address, host.ports["submission"], timeout=30) as client:
-        client.starttls(context=lab._client_context)
+        client.starttls(context=lab.services.client_context)
         client.ehlo()
         code, _ = client.docmd("AUTH", "LOGIN")
         assert code == 334

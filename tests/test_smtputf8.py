@@ -38,7 +38,7 @@ def submit_as_jose(lab: smtplab.Lab, recipients: list[str], subject: str) -> tup
     message = (f"From: Jos\u00e9 <{JOSE}>\r\nTo: {', '.join(recipients)}\r\nSubject: {subject}\r\n"
                f"Message-ID: <{subject.replace(' ', '.')}@ejemplo.es>\r\n\r\n\u00a1Hola!\r\n").encode()
     with smtplib.SMTP(host.address, host.ports["submission"], local_hostname="mua.test", timeout=30) as client:
-        client.starttls(context=lab._client_context)
+        client.starttls(context=lab.services.client_context)
         client.ehlo()
         assert client.has_extn("smtputf8")
         token = base64.b64encode(f"\0{JOSE}\0{password}".encode()).decode()
@@ -70,7 +70,7 @@ def test_bob_writes_to_jose_who_reads_it_over_imap(lab: smtplab.Lab) -> None:
     host = lab.host("imap.ejemplo.es")
     client = imaplib.IMAP4(host.address, host.ports["imap"], timeout=30)
     try:
-        client.starttls(ssl_context=lab._client_context)
+        client.starttls(ssl_context=lab.services.client_context)
         password = lab.users[JOSE].password
         # LOGIN takes ASCII strings in imaplib; AUTHENTICATE PLAIN carries the UTF-8 name (RFC 4616).
         typ, _ = client.authenticate("PLAIN", lambda _: f"\0{JOSE}\0{password}".encode())
@@ -125,16 +125,16 @@ def test_a_hop_without_smtputf8_gets_nothing_and_the_sender_learns_why(lab: smtp
                                                                         old_mta: tuple[int, list[str]]) -> None:
     """RFC 6531 section 3.4: a non-ASCII address cannot be downgraded, so the relay sends no MAIL at all and
     the recipient's status is a permanent 553 5.6.7 (the sender gets it back in a bounce)."""
-    from smtplab.relay import _smtp_deliver
+    from smtplab.mail.mx_client import smtp_deliver
 
     port, seen = old_mta
     content = b"From: x@example.org\r\nSubject: caf\xc3\xa9\r\n\r\nbody\r\n"
-    outcome, _ = _smtp_deliver("old.test", "127.0.0.1", port, "127.0.0.1", "relay.test", lab._client_context,
+    outcome, _ = smtp_deliver("old.test", "127.0.0.1", port, "127.0.0.1", "relay.test", lab.services.client_context,
                                JOSE, ["bob@old.test"], content)
     code, text = outcome.replies["bob@old.test"]
     assert code == 553 and text.startswith("5.6.7 ") and seen == []
     # Only UTF-8 in the header (no address needs it): sent as it is, without SMTPUTF8, as Postfix does.
-    outcome, _ = _smtp_deliver("old.test", "127.0.0.1", port, "127.0.0.1", "relay.test", lab._client_context,
+    outcome, _ = smtp_deliver("old.test", "127.0.0.1", port, "127.0.0.1", "relay.test", lab.services.client_context,
                                "alice@example.org", ["bob@old.test"], content)
     assert outcome.replies["bob@old.test"][0] == 250 and seen == ["alice@example.org"]
 

@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-from smtplab import replies
-from smtplab.handlers import InboundHandler
+from smtplab.mail.handlers import InboundHandler
+from smtplab.net import replies
 
 # A lab in a process whose files may not grow past 256 KB (RLIMIT_FSIZE: the kernel answers a write
 # past it with EFBIG, as a file system's size limit would). A 400 KB message to mx1, then a small one.

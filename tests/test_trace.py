@@ -66,8 +66,8 @@ def test_data_collapses_to_a_summary(lab: smtplab.Lab) -> None:
 
 
 def test_the_trace_is_a_ring_with_a_marker_where_it_dropped() -> None:
-    from smtplab.events import Dropped
-    from smtplab.trace import MAX_EVENTS
+    from smtplab.trace.events import Dropped
+    from smtplab.trace.ring import MAX_EVENTS
 
     seen: list[smtplab.TraceEvent] = []
     trace = smtplab.Trace(lambda: 0.0, max_events=100)
@@ -87,7 +87,7 @@ def test_the_trace_is_a_ring_with_a_marker_where_it_dropped() -> None:
 
 
 def test_reply_and_command_lines_are_parsed_from_the_wire_text() -> None:
-    from smtplab.events import (
+    from smtplab.trace.events import (
         ImapCommand,
         ImapResponse,
         SmtpCommand,

@@ -10,14 +10,14 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-import smtplib
 import ssl
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from ..journey import message_events
+from ..net.client import NamedSMTP
+from ..views.journey import message_events
 from . import Feedback, failed, passed, unanswered
 from ._answers import is_blank
 
@@ -100,8 +100,8 @@ def mx_certificate(lab: Any, host: str = "mx1.example.net") -> bytes:
     """The certificate (DER) the MX presents after STARTTLS, fetched the way a relay sees it."""
     target = lab.host(host)
     context = ssl.create_default_context(cafile=lab.ca_file)
-    with smtplib.SMTP(target.address, target.ports["smtp"], local_hostname="learner.lab", timeout=10) as client:
-        client._host = host  # type: ignore[attr-defined]  # the name the certificate is checked against
+    with NamedSMTP(target.address, target.ports["smtp"], server_name=host, local_hostname="learner.lab",
+                   timeout=10) as client:
         client.starttls(context=context)
         der = client.sock.getpeercert(binary_form=True)  # type: ignore[union-attr]
     assert der is not None

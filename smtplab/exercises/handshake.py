@@ -10,10 +10,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..client import SmtpSession
 from ..errors import SmtpLabError
-from ..hops import received_hops
-from ..replies import Reply
+from ..mail.hops import received_hops
+from ..net.client import SmtpSession
+from ..net.replies import Reply
 from . import Feedback, failed, passed, unanswered
 from ._answers import is_placeholder
 

@@ -10,7 +10,7 @@ from email.message import Message
 from typing import Any
 
 from ..errors import SmtpLabError
-from ..hops import received_hops
+from ..mail.hops import received_hops
 from . import Feedback, changed_answer_note, failed, first_answer, passed, unanswered
 from ._answers import is_blank
 

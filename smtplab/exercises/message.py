@@ -17,8 +17,8 @@ from email.parser import HeaderParser
 from email.policy import default
 from typing import Any
 
-from ..events import SmtpData
 from ..i18n import N_, _, ngettext
+from ..trace.events import SmtpData
 from . import Feedback, failed, passed, unanswered
 from ._answers import is_blank
 

@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ..replies import Reply
+from ..net.replies import Reply
 from . import Feedback, changed_answer_note, failed, first_answer, passed, unanswered
 from ._answers import is_blank, is_placeholder
 

@@ -16,8 +16,8 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from typing import Any
 
-from ..client import SendResult
 from ..lab import Lab, start
+from ..net.client import SendResult
 from ..scenario import Scenario
 
 __all__ = ["start_mystery_lab", "mystery_scenario", "reveal", "morning_results", "SUBJECTS", "ALICE",

@@ -10,9 +10,9 @@ import weakref
 from email.message import Message
 from typing import Any
 
-from ..events import QueueChange
-from ..hops import received_hops
-from ..replies import explain
+from ..mail.hops import received_hops
+from ..net.replies import explain
+from ..trace.events import QueueChange
 from . import Feedback, changed_answer_note, failed, first_answer, passed, unanswered
 from ._answers import is_blank
 

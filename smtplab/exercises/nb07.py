@@ -12,12 +12,12 @@ import re
 from email.message import Message
 from typing import Any
 
-from ..client import SendResult
 from ..errors import SmtpLabError
-from ..events import QueueChange
-from ..hops import received_hops
-from ..relay import QueueItem, RecipientStatus
-from ..replies import explain
+from ..mail.hops import received_hops
+from ..mail.queue import QueueItem, RecipientStatus
+from ..net.client import SendResult
+from ..net.replies import explain
+from ..trace.events import QueueChange
 from . import Feedback, combine, failed, first_answer, passed, unanswered
 from ._answers import is_blank
 from .mystery import (

@@ -17,8 +17,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from ..events import Connect, SmtpCommand, SmtpDataEnd, SmtpReply, TlsStarted
 from ..i18n import N_, _, pgettext
+from ..trace.events import Connect, SmtpCommand, SmtpDataEnd, SmtpReply, TlsStarted
 from . import Feedback, changed_answer_note, failed, first_answer, passed, unanswered
 from ._answers import is_placeholder
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from ..events import DnsQuery
-from ..iprev import iprev
+from ..auth.iprev import iprev
+from ..trace.events import DnsQuery
 from . import Feedback, failed, passed, unanswered
 from ._answers import is_placeholder
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import ipywidgets as w
 
-from ..client import SmtpSession
 from ..errors import SmtpLabError
-from ..replies import Reply
+from ..net.client import SmtpSession
+from ..net.replies import Reply
 from . import html
 from .summary import StaticSummary
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from html import escape
 
-from ..replies import Reply
+from ..net.replies import Reply
 
 CLASS_COLOURS = {"2": "#1a7f37", "3": "#0969da", "4": "#9a6700", "5": "#cf222e"}
 STATE_COLOURS = {

@@ -11,7 +11,7 @@ from typing import Any
 
 import ipywidgets as w
 
-from ..hops import received_hops
+from ..mail.hops import received_hops
 from . import html
 from .summary import StaticSummary
 

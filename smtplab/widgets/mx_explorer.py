@@ -8,7 +8,7 @@ from typing import Any
 import ipywidgets as w
 
 from ..errors import DnsLookupError
-from ..labdns import MXRecord, lookup_mx
+from ..net.dns_lookup import MXRecord, lookup_mx
 from . import html
 from .summary import StaticSummary
 

@@ -1,0 +1,445 @@
+"""The learner's mail clients: `send` (a real MUA's submission) and `SmtpSession` (one line at a time)."""
+
+from __future__ import annotations
+
+import base64
+import smtplib
+import socket
+import ssl
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC
+from email import policy
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from typing import Any
+
+from ..errors import HostUnreachable, SendError, SessionError
+from .dsn_parameters import xtext_encode
+from .replies import Reply
+
+__all__ = ["SendResult", "SmtpSession", "NamedSMTP", "submit"]
+
+CLIENT_NAME = "client.local"  # what the learner's MUA says in EHLO
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """What happened when a message was submitted."""
+
+    queue_id: str
+    message_id: str
+    reply: Reply
+    sender: str
+    recipients: tuple[str, ...]
+    refused: Mapping[str, Reply]  # recipients the submission server refused at RCPT, with its reply
+
+    def __str__(self) -> str:
+        text = f"{self.reply.code} {self.reply.enhanced} {self.reply.text}".replace("  ", " ")
+        for rcpt, reply in self.refused.items():
+            text += f"\nrefused {rcpt}: {reply.code} {reply.enhanced} {reply.text}"
+        return text
+
+
+def build_message(sender: str, recipients: Iterable[str], subject: str, body: str, *,
+                  headers: Mapping[str, str] | None = None, now: float | None = None) -> EmailMessage:
+    """Build an RFC 5322 message the way a mail client would."""
+    from datetime import datetime
+
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = ", ".join(recipients)
+    message["Subject"] = subject
+    when = datetime.fromtimestamp(now, tz=UTC) if now is not None else datetime.now(UTC)
+    message["Date"] = format_datetime(when)
+    message["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2] or "smtplab.local")
+    for name, value in (headers or {}).items():
+        if name in message:
+            del message[name]
+        message[name] = value
+    message.set_content(body)
+    return message
+
+
+class NamedSMTP(smtplib.SMTP):
+    """smtplib's client that connects to an address but checks the server's certificate against a host
+    name, as a relay does after an MX lookup (the certificate names the MX host, RFC 8461 section 4.1,
+    RFC 7672 section 3.2.3); `server_name` "" checks against what it connected to, like smtplib."""
+
+    def __init__(self, host: str = "", port: int = 0, *, server_name: str = "", **kwargs: Any) -> None:
+        self.server_name = server_name
+        super().__init__(host, port, **kwargs)
+
+    def connect(self, host: str = "localhost", port: int = 0, source_address: Any = None) -> tuple[int, bytes]:
+        reply = super().connect(host, port, source_address)
+        if self.server_name:
+            # STARTTLS checks the certificate against `_host`, which connect() just set to the address.
+            self._host = self.server_name  # type: ignore[attr-defined]
+        return reply
+
+
+def submit(address: str, port: int, context: ssl.SSLContext, login: str, password: str, sender: str,
+           recipients: list[str], message: EmailMessage | bytes, *, mail_options: list[str] | None = None,
+           rcpt_options: list[str] | None = None) -> SendResult:
+    """Submit like a real MUA: EHLO, STARTTLS, EHLO, AUTH, MAIL, RCPT..., DATA (RFC 6409)."""
+    # On the wire every line ends in CRLF (RFC 5321 section 2.3.8); policy.SMTP writes it so.
+    # RFC 6531: an address that is not ASCII needs SMTPUTF8, and headers in UTF-8 rather than encoded words.
+    utf8 = not (sender.isascii() and all(r.isascii() for r in recipients))
+    raw = message.as_bytes(policy=policy.SMTPUTF8 if utf8 else policy.SMTP) if isinstance(message, EmailMessage) \
+        else message
+    message_id = ""
+    if isinstance(message, EmailMessage):
+        message_id = str(message.get("Message-ID", ""))
+    refused: dict[str, Reply] = {}
+    try:
+        connected = smtplib.SMTP(address, port, local_hostname=CLIENT_NAME, timeout=30)
+    except (ConnectionRefusedError, TimeoutError) as exc:  # TimeoutError is socket.timeout too
+        raise HostUnreachable(
+            f"nothing answered on {address}:{port} ({type(exc).__name__}): the submission host is down or not "
+            "listening; start it again with lab.host(name).up() (lab.hosts shows which hosts are down)") from None
+    except smtplib.SMTPConnectError as exc:  # a greeting other than 220 (RFC 5321 §3.1: 554 or 421)
+        reply = _reply(exc.smtp_code, exc.smtp_error)
+        raise SendError(f"the server refused the session: {reply.code} {reply.enhanced} {reply.text}", reply) from None
+    except smtplib.SMTPServerDisconnected:
+        raise HostUnreachable(f"{address}:{port} closed the connection before greeting; is a fault injected "
+                              "there? (lab.host(name).faults)") from None
+    with connected as client:
+        client.ehlo()
+        client.starttls(context=context)
+        client.ehlo()
+        try:
+            if login.isascii() and password.isascii():
+                client.login(login, password)
+            else:  # smtplib encodes SASL answers as ASCII; PLAIN carries UTF-8 (RFC 4616 section 2)
+                token = base64.b64encode(f"\0{login}\0{password}".encode()).decode()
+                code, msg = client.docmd("AUTH", "PLAIN " + token)
+                if code != 235:
+                    raise smtplib.SMTPAuthenticationError(code, msg)
+        except smtplib.SMTPAuthenticationError as exc:
+            reply = _reply(exc.smtp_code, exc.smtp_error)
+            raise SendError(f"the server refused the login of {login}: {reply.code} {reply.enhanced} "
+                            f"{reply.text}. Check the password in lab.users[{login!r}].password", reply) from None
+        code, msg = client.mail(sender, (["SMTPUTF8"] if utf8 else []) + (mail_options or []))
+        if code != 250:
+            client.rset()
+            reply = _reply(code, msg)
+            raise SendError(f"MAIL FROM:<{sender}> refused: {code} {reply.enhanced} {reply.text}", reply)
+        accepted = []
+        for rcpt in recipients:
+            orcpt = [f"ORCPT=rfc822;{xtext_encode(rcpt)}"] if rcpt_options else []
+            code, msg = client.rcpt(rcpt, (rcpt_options or []) + orcpt)
+            if code in (250, 251):
+                accepted.append(rcpt)
+            else:
+                refused[rcpt] = _reply(code, msg)
+        if not accepted:
+            client.rset()
+            first = next(iter(refused.values()))
+            raise SendError("every recipient was refused: " + "; ".join(
+                f"{r}: {rep.code} {rep.enhanced} {rep.text}" for r, rep in refused.items()), first)
+        try:
+            code, msg = client.data(raw)
+        except smtplib.SMTPDataError as exc:
+            reply = _reply(exc.smtp_code, exc.smtp_error)
+            raise SendError(f"the message was refused: {reply.code} {reply.enhanced} {reply.text}", reply) from None
+    reply = _reply(code, msg)
+    if code != 250:
+        raise SendError(f"the message was refused: {reply.code} {reply.enhanced} {reply.text}", reply)
+    queue_id = reply.text.rsplit(" ", 1)[-1] if "queued as" in reply.text else ""
+    return SendResult(queue_id, message_id, reply, sender, tuple(accepted), refused)
+
+
+def _reply(code: int, msg: bytes | str) -> Reply:
+    text = msg.decode("utf-8", "replace") if isinstance(msg, bytes) else msg
+    lines = text.split("\n") or [""]
+    return Reply.parse([f"{code}{'-' if i < len(lines) - 1 else ' '}{line}" for i, line in enumerate(lines)])
+
+
+class SmtpSession:
+    """A raw SMTP conversation, one line at a time, as with telnet - wrong lines included.
+
+    `send(line)` writes one line (CRLF added) and returns the server's Reply. After a 354 reply the
+    session is in DATA mode: lines get no reply until the lone '.', which returns the final reply.
+    After a 220 reply to STARTTLS the session switches to TLS by itself, like a real client.
+    """
+
+    def __init__(self, address: str, port: int, *, context: ssl.SSLContext, server_name: str,
+                 timeout: float = 5.0, source: str | None = None, service: str = "smtp") -> None:
+        self.address = address
+        self.port = port
+        self.server_name = server_name
+        self._context = context
+        self._timeout = timeout
+        self.in_data = False
+        self.encrypted = False
+        self.closed = False
+        self.service = service
+        # What the conversation has achieved so far (drives `suggestions()`).
+        self.said_hello = False
+        self.authenticated = False
+        self.has_sender = False
+        self.recipients = 0
+        self.transcript: list[str] = []
+        self._buffer = b""
+        try:
+            self._sock = socket.create_connection((address, port), timeout=timeout,
+                                                  source_address=(source, 0) if source else None)
+        except (ConnectionRefusedError, TimeoutError) as exc:
+            raise HostUnreachable(f"{server_name} ({address}:{port}) did not accept the connection "
+                                  f"({type(exc).__name__}): is it down? Start it with "
+                                  f"lab.host({server_name!r}).up()") from None
+        local = self._sock.getsockname()
+        self.local_port: int = local[1]  # finds this conversation in lab.trace
+        self.local_endpoint = f"{local[0]}:{local[1]}"  # the client endpoint the server's trace shows
+        self.conn = ""  # the trace's connection id, e.g. "smtp-7" (set by lab.session)
+        self.greeting = self._read_reply()
+
+    def send(self, line: str | bytes) -> Reply | None:
+        """Send one line and return the reply (None while in DATA mode, until the lone '.')."""
+        if self.closed:
+            raise SessionError("this session is closed; open a new one with lab.session(...)")
+        raw = line if isinstance(line, bytes) else line.encode("utf-8")
+        if b"\r" in raw or b"\n" in raw:
+            raise SessionError("send one line at a time (no CR or LF inside); use send_raw() for raw bytes")
+        self._write(raw + b"\r\n")
+        self.transcript.append("C: " + raw.decode("utf-8", "replace"))
+        if self.in_data and raw != b".":
+            return None
+        reply = self._read_reply()
+        if self.in_data:  # that was the lone dot: the transaction is over, whatever the reply
+            self.in_data = False
+            self.has_sender, self.recipients = False, 0
+            return reply
+        return self._after(raw, reply)
+
+    def send_raw(self, data: bytes, *, expect_reply: bool = True) -> Reply | None:
+        """Send bytes exactly as given (no CRLF added): for line-ending experiments."""
+        if self.closed:
+            raise SessionError("this session is closed; open a new one with lab.session(...)")
+        self._write(data)
+        self.transcript.append("C: " + repr(data))
+        if not expect_reply:
+            return None
+        reply = self._read_reply()
+        if self.in_data:  # whatever ended the message, the server has answered it: the transaction is over
+            self.in_data = False
+            self.has_sender, self.recipients = False, 0
+        return reply
+
+    def data(self, message: str | bytes) -> Reply:
+        """Send DATA, the message (dot-stuffed, CRLF line ends) and the lone dot; return the final reply."""
+        if self.in_data:
+            raise SessionError("already inside DATA: send the message lines with send(), then '.'")
+        reply = self.send("DATA")
+        assert reply is not None
+        if reply.code != 354:
+            return reply
+        text = message.decode("utf-8") if isinstance(message, bytes) else message
+        text = text.replace("\r\n", "\n")
+        if text.endswith("\n"):
+            text = text[:-1]  # the last line's own line end; not an extra empty line
+        for line in text.split("\n"):
+            self.send("." + line if line.startswith(".") else line)  # RFC 5321 §4.5.2 dot-stuffing
+        final = self.send(".")
+        assert final is not None
+        return final
+
+    def ehlo(self, name: str = CLIENT_NAME) -> Reply:
+        return self._must(self.send(f"EHLO {name}"))
+
+    def starttls(self) -> Reply:
+        return self._must(self.send("STARTTLS"))
+
+    def auth_plain(self, login: str, password: str) -> Reply:
+        import base64
+
+        token = base64.b64encode(f"\0{login}\0{password}".encode()).decode()
+        return self._must(self.send(f"AUTH PLAIN {token}"))
+
+    def mail(self, sender: str) -> Reply:
+        return self._must(self.send(f"MAIL FROM:<{sender}>"))
+
+    def rcpt(self, recipient: str) -> Reply:
+        return self._must(self.send(f"RCPT TO:<{recipient}>"))
+
+    def quit(self) -> Reply:
+        reply = self._must(self.send("QUIT"))
+        self.close()
+        return reply
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            try:
+                self._sock.close()
+            except OSError:
+                pass
+
+    def __enter__(self) -> SmtpSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else ("TLS" if self.encrypted else "plain")
+        return f"<SmtpSession {self.server_name} {self.address}:{self.port} {state}>"
+
+    # --- internals ---
+    def _must(self, reply: Reply | None) -> Reply:
+        if reply is None:
+            raise SessionError("no reply: the session is in DATA mode; end the message with '.'")
+        return reply
+
+    def suggestions(self) -> list[str]:
+        """Return the commands a well-behaved client would send next, most likely first."""
+        if self.closed:
+            return []
+        if self.in_data:
+            return ["message", "."]
+        if not self.said_hello:
+            return ["EHLO"]
+        needs_tls = self.service == "submission" and not self.encrypted
+        if needs_tls:
+            return ["STARTTLS", "QUIT"]
+        if self.service == "submission" and not self.authenticated:
+            return ["AUTH", "QUIT"]
+        if not self.has_sender:
+            return ["MAIL", "QUIT", "NOOP"]
+        if not self.recipients:
+            return ["RCPT", "RSET"]
+        return ["DATA", "RCPT", "RSET"]
+
+    def _after(self, raw: bytes, reply: Reply) -> Reply:
+        command = raw.split(b" ", 1)[0].upper()
+        ok = 200 <= reply.code < 300
+        if command in (b"EHLO", b"HELO") and ok:
+            self.said_hello, self.has_sender, self.recipients = True, False, 0
+        elif command == b"AUTH" and reply.code == 235:
+            self.authenticated = True
+        elif command == b"MAIL" and ok:
+            self.has_sender = True
+        elif command == b"RCPT" and ok:
+            self.recipients += 1
+        elif command == b"RSET" and ok:
+            self.has_sender, self.recipients = False, 0
+        if reply.code == 354:
+            self.in_data = True
+        elif command == b"STARTTLS" and reply.code == 220:
+            self._sock = self._context.wrap_socket(self._sock, server_hostname=self.server_name)
+            self._buffer = b""
+            self.encrypted = True
+            self.said_hello = False  # RFC 3207 section 4.2: forget everything, say EHLO again
+            self.transcript.append("*  TLS handshake done: the wire is encrypted from here")
+        elif reply.code == 221 or reply.code == 421:
+            self.close()
+        return reply
+
+    def _write(self, data: bytes) -> None:
+        try:
+            self._sock.sendall(data)
+        except OSError as exc:
+            self.close()
+            raise SessionError(f"the connection is gone ({exc}); open a new session") from None
+
+    def _read_line(self) -> bytes:
+        while b"\n" not in self._buffer:
+            try:
+                chunk = self._sock.recv(65536)
+            except TimeoutError:
+                raise SessionError(
+                    f"no reply within {self._timeout:g} s: the server is waiting for more "
+                    "(in DATA, end the message with a line holding only '.')"
+                ) from None
+            except OSError as exc:
+                self.close()
+                raise SessionError(f"the connection is gone ({exc})") from None
+            if not chunk:
+                self.close()
+                raise SessionError("the server closed the connection")
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line.rstrip(b"\r")
+
+    def _read_reply(self) -> Reply:
+        lines = []
+        while True:
+            line = self._read_line().decode("utf-8", "replace")
+            lines.append(line)
+            self.transcript.append("S: " + line)
+            if len(line) < 4 or line[3] != "-":
+                break
+        return Reply.parse(lines)
+
+
+def dsn_options(notify: str | Iterable[str] | None, ret: str | None, envid: str | None
+                ) -> tuple[list[str], list[str]]:
+    """MAIL and RCPT parameters asking for delivery status notifications (RFC 3461), as a DSN-aware mail
+    client writes them: `notify` "SUCCESS,DELAY,FAILURE" (or a list of those words) or "NEVER"."""
+    mail = [f"RET={ret.upper()}"] if ret else []
+    if envid:
+        mail.append(f"ENVID={xtext_encode(envid)}")
+    words = [notify] if isinstance(notify, str) else list(notify or [])
+    rcpt = [f"NOTIFY={','.join(w.strip().upper() for w in ','.join(words).split(','))}"] if words else []
+    return mail, rcpt
+
+
+def send_from_lab(lab: Any, sender: str, recipients: str | Iterable[str], subject: str, body: str, *,
+                  password: str | None = None, headers: Mapping[str, str] | None = None,
+                  wait: bool = True, notify: str | Iterable[str] | None = None, ret: str | None = None,
+                  envid: str | None = None) -> SendResult:
+    """Implementation of Lab.send (kept here so lab.py stays small)."""
+    rcpts = [recipients] if isinstance(recipients, str) else list(recipients)
+    user = lab.user(sender)
+    host = lab.submission_host(sender)
+    message = build_message(sender, rcpts, subject, body, headers=headers, now=lab.clock.now())
+    mail_options, rcpt_options = dsn_options(notify, ret, envid)
+    result = submit(host.address, host.ports["submission"], lab.services.client_context, user.login,
+                    password if password is not None else user.password, sender, rcpts, message,
+                    mail_options=mail_options, rcpt_options=rcpt_options)
+    if wait and result.queue_id:
+        # Wait for the whole queue, not just this id: a bounce it caused is a queue entry of its own.
+        lab.wait_for_delivery()
+    return result
+
+
+def open_session(lab: Any, host_name: str, service: str | None = None, timeout: float = 5.0, *,
+                 source: str | None = None) -> SmtpSession:
+    host = lab.host(host_name)
+    if service is None:
+        service = "submission" if "submission" in host.ports else "smtp"
+    if service not in host.ports:
+        raise SessionError(f"{host.name} runs no {service} service; it runs {', '.join(host.ports)}")
+    if service not in ("smtp", "submission"):
+        smtp = [s for s in host.ports if s in ("smtp", "submission")]
+        raise SessionError(f"a session speaks SMTP in clear text first (STARTTLS when asked): {host.name}'s "
+                           f"{service} is not that; it runs {', '.join(host.ports)} (for submissions, TLS from "
+                           f"the first byte, use smtplib.SMTP_SSL); try service={smtp[0] if smtp else 'smtp'!r}")
+    session = SmtpSession(host.address, host.ports[service], context=lab.services.client_context, server_name=host.name,
+                          timeout=timeout, service=service, source=source)
+    # The server recorded the connection before it greeted us: find its id in the trace.
+    session.conn = next((e.conn for e in reversed(lab.trace.events())
+                         if e.kind == "connect" and e.client == session.local_endpoint), "")
+    return session
+
+
+
+
+def open_imap(lab: Any, address: str, *, starttls: bool = True) -> Any:
+    """Return an imaplib connection to `address`'s IMAP host, logged in as that user."""
+    import imaplib
+
+    user = lab.user(address)
+    host = lab.imap_host(address)
+    try:
+        client = imaplib.IMAP4(host.address, host.ports["imap"], timeout=30)
+    except (ConnectionRefusedError, TimeoutError) as exc:
+        raise HostUnreachable(f"{host.name} did not accept the IMAP connection ({type(exc).__name__}): is it "
+                              f"down? Start it with lab.host({host.name!r}).up()") from None
+    if starttls:
+        client.starttls(ssl_context=lab.services.client_context)
+    if user.login.isascii() and user.password.isascii():
+        client.login(user.login, user.password)
+    else:  # imaplib sends LOGIN's strings as ASCII; AUTHENTICATE PLAIN carries UTF-8 (RFC 4616, josé@ejemplo.es)
+        client.authenticate("PLAIN", lambda _: f"\0{user.login}\0{user.password}".encode())
+    return client

@@ -1,0 +1,571 @@
+"""The lab's authoritative DNS server: dnspython zones served over asyncio UDP and TCP.
+
+dnspython has no server class; this module answers from `dns.zone.Zone` data the way an
+authoritative-only server does (RFC 1034 §4.3.2): AA set, no recursion (RA clear), REFUSED for
+names outside its zones, NXDOMAIN vs NODATA with the zone's SOA in the authority section (RFC 2308).
+It also serves whole zones to anyone who asks over TCP (AXFR, RFC 5936): on the internet operators
+restrict that to their secondaries, and `dig AXFR` shows the learner why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import socket
+import struct
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.opcode
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+import dns.zone
+
+from ..trace.events import DnsAnswer, DnsError, DnsQuery
+from ..trace.ring import Trace
+from .guard import BACKLOG, ConnectionGuard, FloodControl
+from .wire import WireTap
+
+__all__ = ["DnsServer", "build_zones", "question_key"]
+
+TTL = 300
+CACHE_ENTRIES = 2048  # replies kept for repeated questions
+CACHE_BYTES = 4 * 1024 * 1024  # and their total size
+HELD_QUERIES = 1024  # UDP questions held while the zones are not yet published (the first start)
+MAX_UDP_QUERY = 4096  # octets; a question with EDNS and padding to RFC 8467's 128-octet blocks is under 1 KB
+
+
+def build_zones(
+    domains: Mapping[str, Iterable[str]],
+    addresses: Mapping[str, str],
+    dns_name: str,
+) -> dict[dns.name.Name, dns.zone.Zone]:
+    """Build one zone per domain from zone-file lines, plus the zone holding the DNS server's name.
+
+    `domains` maps a domain to its record lines in zone-file syntax, relative or absolute names;
+    `addresses` maps every host name to its address (A records go in the zone that contains them).
+    """
+    texts: dict[str, list[str]] = {d: list(lines) for d, lines in domains.items()}
+    dns_zone = dns_name.split(".", 1)[1] if "." in dns_name else dns_name
+    texts.setdefault(dns_zone, [])
+    for host, address in sorted(addresses.items()):
+        zone = _longest_suffix(host, texts)
+        if zone is not None:
+            texts[zone].append(f"{host}. {TTL} IN A {address}")
+    zones: dict[dns.name.Name, dns.zone.Zone] = {}
+    for domain, lines in texts.items():
+        header = [
+            f"$ORIGIN {domain}.",
+            f"$TTL {TTL}",
+            f"@ IN SOA {dns_name}. hostmaster.{domain}. 1 3600 600 86400 {TTL}",
+            f"@ IN NS {dns_name}.",
+        ]
+        built = dns.zone.from_text("\n".join(header + lines) + "\n", origin=f"{domain}.", relativize=False)
+        zones[_origin(built)] = built
+    return zones
+
+
+def _origin(zone: dns.zone.Zone) -> dns.name.Name:
+    """A zone's origin: dnspython types it optional, but every zone the lab builds has one."""
+    assert zone.origin is not None
+    return zone.origin
+
+
+def _longest_suffix(name: str, zones: Iterable[str]) -> str | None:
+    best = None
+    for zone in zones:
+        if (name == zone or name.endswith("." + zone)) and (best is None or len(zone) > len(best)):
+            best = zone
+    return best
+
+
+class _UdpServer:
+    """The UDP side of the lab DNS: at each wake-up, read every datagram waiting (up to a batch), answer each.
+
+    asyncio's datagram transport reads one datagram per pass of the loop; under a flood of large queries
+    the socket's buffer then stays full and the kernel drops the legitimate questions arriving meanwhile.
+    Draining the buffer at once, from a larger buffer, keeps room for them. Sending never blocks: a reply
+    the socket cannot take now is dropped, as UDP may, and the client asks again.
+    """
+
+    BATCH = 256  # datagrams per wake-up, so TCP clients and the other servers on the loop get their turn
+    RECEIVE_BUFFER = 4 * 1024 * 1024  # asked of the kernel; it grants up to net.core.rmem_max
+
+    def __init__(self, server: DnsServer, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
+        self.server, self.sock, self.loop = server, sock, loop
+        loop.add_reader(sock.fileno(), self._drain)
+
+    def _drain(self) -> None:
+        for _ in range(self.BATCH):
+            try:
+                data, addr = self.sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # e.g. an ICMP error reported on the socket: the next datagram is fine
+                continue
+            if len(data) > MAX_UDP_QUERY:  # read and refused at once: a flood of these must cost little
+                self._send(self.server.refuse_oversized(data, addr), addr)
+                continue
+            tap = self.server.tap_datagram(data, addr)  # (not the oversized: a flood must cost little)
+            if self.server.zones is None:  # the zones are not published yet: answered as soon as they are
+                if len(self.server._held) < HELD_QUERIES:
+                    self.server._held.append((self, data, addr, tap))
+                continue
+            self.reply(data, addr, tap)
+
+    def reply(self, data: bytes, addr: tuple[str, int], tap: WireTap | None = None) -> None:
+        reply = self.server.answer(data, addr, "udp", tap)
+        if self._send(reply, addr) and tap is not None and reply is not None:
+            tap.record("S", reply)
+
+    def _send(self, reply: bytes | None, addr: tuple[str, int]) -> bool:
+        if reply is not None:
+            try:
+                self.sock.sendto(reply, addr)
+                return True
+            except OSError:  # the send buffer is full or the client is gone: UDP may drop, the client retries
+                pass
+        return False
+
+    def close(self) -> None:
+        self.loop.remove_reader(self.sock.fileno())
+        self.sock.close()
+
+
+def _udp_socket(address: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _UdpServer.RECEIVE_BUFFER)
+    except OSError:
+        pass
+    sock.setblocking(False)
+    try:
+        sock.bind((address, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def question_key(wire: bytes) -> tuple[int, bytes, int, int, tuple[int, int, int] | None] | None:
+    """What a reply depends on, read from a query without parsing all of it: the header flags, the
+    question (name exactly as sent, type, class) and the EDNS version, DO bit and payload size (RFC 6891
+    section 6.1.3). Not the id, not EDNS options such as padding (RFC 7830), which the reply does not echo.
+    None when the query is anything but one plain question (then it is parsed and answered uncached)."""
+    if len(wire) < 17:
+        return None
+    flags, questions, answers, authority, additional = struct.unpack_from("!HHHHH", wire, 2)
+    if questions != 1 or answers or authority or additional > 1:
+        return None
+    pos = 12
+    while True:  # the name, label by label; a compression pointer here is unusual: left to the parser
+        if pos >= len(wire) or pos - 12 > 255:
+            return None
+        length = wire[pos]
+        if length == 0:
+            pos += 1
+            break
+        if length & 0xC0:
+            return None
+        pos += 1 + length
+    if pos + 4 > len(wire):
+        return None
+    qname = wire[12:pos]
+    qtype, qclass = struct.unpack_from("!HH", wire, pos)
+    pos += 4
+    if not additional:
+        return (flags, qname, qtype, qclass, None) if pos == len(wire) else None
+    if wire[pos:pos + 3] != b"\0\0\x29" or pos + 11 > len(wire):  # the OPT pseudo-record, owner "."
+        return None
+    payload, _rcode, version, edns_flags, length = struct.unpack_from("!HBBHH", wire, pos + 3)
+    if pos + 11 + length != len(wire):
+        return None
+    return (flags, qname, qtype, qclass, (version, edns_flags & 0x8000, max(512, payload)))
+
+
+class DnsServer:
+    """Authoritative DNS for the lab's zones, on one loopback address and port (UDP and TCP)."""
+
+    def __init__(
+        self,
+        zones: dict[dns.name.Name, dns.zone.Zone] | None,
+        address: str,
+        trace: Trace,
+        host_name: str,
+        peer_name: Callable[[str], str] = lambda addr: "client",
+        guard: ConnectionGuard | None = None,
+    ) -> None:
+        self._guard = guard  # TCP only: a UDP datagram has no connection whose owner could be checked
+        self._held: list[tuple[_UdpServer, bytes, tuple[str, int], WireTap | None]] = []  # before the zones
+        self._published: asyncio.Event | None = None
+        self._zones: dict[dns.name.Name, dns.zone.Zone] | None = None
+        self.zones = zones
+        self.address = address
+        self.port = 0
+        self.host_name = host_name
+        self._trace = trace
+        self._peer_name = peer_name
+        self._udp: _UdpServer | None = None
+        self._tcp: asyncio.base_events.Server | None = None
+        self._tcp_clients: set[asyncio.StreamWriter] = set()
+        self.tcp_timeout = 10.0  # seconds a TCP client may take to send its next query
+        # Replies by transport and question (`question_key`): the zones only change when published, so
+        # the same question gets the same answer. Bounded (least recently used out first), so endless
+        # different questions cannot grow it; every query is still traced.
+        self._replies: OrderedDict[tuple[str, Any], tuple[str, tuple[str, str], str, DnsAnswer, bytes]] = OrderedDict()
+        self._reply_bytes = 0
+        self._oversized = FloodControl()
+        self.wiretap: Callable[[WireTap], None] | None = None  # the lab's keeper of raw bytes (lab.pcap)
+
+    @property
+    def zones(self) -> dict[dns.name.Name, dns.zone.Zone] | None:
+        return self._zones
+
+    @zones.setter
+    def zones(self, zones: dict[dns.name.Name, dns.zone.Zone] | None) -> None:
+        """Publish `zones` (None: not yet; the server may start listening first and hold the questions
+        that arrive until the zones are published, e.g. while the lab's DKIM keys are being made).
+        Set from the server's loop once it runs."""
+        self._zones = zones
+        self._replies = OrderedDict()
+        self._reply_bytes = 0
+        if zones is None:
+            return
+        if self._published is not None:
+            self._published.set()
+        held, self._held = self._held, []
+        for protocol, data, addr, tap in held:
+            protocol.reply(data, addr, tap)
+
+    async def start(self, port: int = 0) -> None:
+        loop = asyncio.get_running_loop()
+        self._published = asyncio.Event()
+        if self._zones is not None:
+            self._published.set()
+        # UDP and TCP must share one port number; retry if TCP finds the UDP port taken.
+        for _ in range(20):
+            udp_socket = _udp_socket(self.address, port)
+            udp = _UdpServer(self, udp_socket, loop)
+            bound = udp_socket.getsockname()[1]
+            try:
+                serve = self._serve_tcp if self._guard is None else \
+                    self._guard.callback(self._serve_tcp, self.host_name, "dns")
+                self._tcp = await asyncio.start_server(serve, self.address, bound, backlog=BACKLOG)
+            except OSError:
+                udp.close()
+                if port:
+                    raise
+                continue
+            self._udp, self.port = udp, bound
+            return
+        raise OSError("could not find a free port for the lab DNS (UDP and TCP)")
+
+    async def stop(self) -> None:
+        if self._udp is not None:
+            self._udp.close()
+            self._udp = None
+        if self._tcp is not None:
+            self._tcp.close()
+            for writer in list(self._tcp_clients):
+                writer.close()
+            await self._tcp.wait_closed()
+            self._tcp = None
+
+    async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # RFC 1035 §4.2.2 / RFC 7766: each message is preceded by a two-byte length.
+        self._tcp_clients.add(writer)
+        peer = writer.get_extra_info("peername")
+        tap = None
+        if self.wiretap is not None:  # before the first await: no byte has been read yet
+            tap = WireTap("", self.host_name, service="dns")
+            self.wiretap(tap)
+            tap.attach(writer.transport)
+        try:
+            while True:
+                try:
+                    header = await asyncio.wait_for(reader.readexactly(2), timeout=self.tcp_timeout)
+                    (length,) = struct.unpack("!H", header)
+                    wire = await asyncio.wait_for(reader.readexactly(length), timeout=self.tcp_timeout)
+                except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+                    return
+                assert self._published is not None
+                await self._published.wait()  # a question before the zones are published waits for them
+                transfer = self.transfer(wire, peer)
+                for reply in transfer if transfer is not None else [self.answer(wire, peer, "tcp", tap)]:
+                    if reply is None:
+                        return
+                    writer.write(struct.pack("!H", len(reply)) + reply)
+                await writer.drain()
+        finally:
+            self._tcp_clients.discard(writer)
+            writer.close()
+
+    # --- zone transfers (AXFR, RFC 5936), over TCP only ---
+    def transfer(self, wire: bytes, peer: tuple[str, int]) -> list[bytes] | None:
+        """The messages of a zone transfer if `wire` asks for one (None: an ordinary query, for `answer`).
+
+        RFC 5936 §2.2: every record of the zone, the SOA first and again last, in as many messages as it
+        takes, each with the query's id; the question only in the first. A name that is not the apex of
+        one of the lab's zones gets NOTAUTH (§2.2.1), and so does a zone the server does not have.
+        """
+        try:
+            query = dns.message.from_wire(wire)
+        except Exception:
+            return None  # garbage: `answer` says FORMERR and traces it
+        if query.flags & dns.flags.QR or query.opcode() != dns.opcode.QUERY or len(query.question) != 1:
+            return None
+        question = query.question[0]
+        if question.rdtype != dns.rdatatype.AXFR:
+            return None
+        conn = self._trace.new_conn_id("dns")
+        fields = dict(conn=conn, client=f"{peer[0]}:{peer[1]}", server=f"{self.address}:{self.port}",
+                      peer=self._peer_name(peer[0]), port_name="dns")
+        self._trace.record("dns", "query", self.host_name, f"{question.name} AXFR? over tcp", direction="C",
+                           **fields)
+        zone = (self.zones or {}).get(question.name)
+        if zone is None or question.rdclass != dns.rdataclass.IN:
+            refusal = dns.message.make_response(query)
+            refusal.flags &= ~dns.flags.RA
+            refusal.set_rcode(dns.rcode.NOTAUTH)
+            self._trace.record("dns", "answer", self.host_name,
+                               f"NOTAUTH: {question.name} is not the apex of a zone served here", direction="S",
+                               **fields)
+            return [refusal.to_wire()]
+        soa = zone.find_rrset(question.name, dns.rdatatype.SOA)  # the zone was found by its origin
+        rrsets = [soa] + [dns.rrset.from_rdata_list(name, rds.ttl, list(rds))
+                          for name, node in sorted(zone.nodes.items()) for rds in node.rdatasets
+                          if not (name == question.name and rds.rdtype == dns.rdatatype.SOA)] + [soa]
+        messages: list[bytes] = []
+        batch: list[dns.rrset.RRset] = []
+        size = 0
+        for index, rrset in enumerate(rrsets):
+            batch.append(rrset)
+            encoded = io.BytesIO()
+            rrset.to_wire(encoded)
+            size += encoded.tell()
+            if size >= 16_000 or index == len(rrsets) - 1:  # well under the 65535 octets of one TCP message
+                response = dns.message.make_response(query)
+                response.flags |= dns.flags.AA
+                response.flags &= ~dns.flags.RA
+                if messages:
+                    response.question = []
+                response.answer = batch
+                messages.append(response.to_wire())
+                batch, size = [], 0
+        records = sum(len(r) for r in rrsets)
+        self._trace.record("dns", "answer", self.host_name,
+                           f"NOERROR: zone transfer of {zone.origin}: {records} records (SOA first and last) "
+                           f"in {len(messages)} message{'s' if len(messages) > 1 else ''}", direction="S", **fields)
+        return messages
+
+    def refuse_oversized(self, wire: bytes, peer: tuple[str, int]) -> bytes | None:
+        """FORMERR for a UDP query far larger than any question (RFC 1035 section 4.2.1 sizes a plain UDP
+        message at 512 octets; EDNS raises what a client may *receive*, RFC 6891 section 6.2.3), read from
+        its header alone. Traced once per client and interval, with how many more came: a flood of such
+        queries must neither cost the server nor fill the trace."""
+        allowed, held = self._oversized.allow(peer[0])
+        if allowed:
+            more = f" ({held} more from {peer[0]} since the last note)" if held else ""
+            self._trace.record("dns", "error", self.host_name,
+                               f"oversized query over udp ({len(wire)} octets, more than {MAX_UDP_QUERY}): "
+                               f"answered FORMERR without reading it{more}",
+                               payload=DnsError(f"oversized: {len(wire)} octets"), client=f"{peer[0]}:{peer[1]}",
+                               server=f"{self.address}:{self.port}", peer=self._peer_name(peer[0]), port_name="dns")
+        if len(wire) < 12 or wire[2] & 0x80:  # no header, or a response: nothing to answer
+            return None
+        flags = 0x8000 | (wire[2] & 0x79) << 8 | dns.rcode.FORMERR  # QR, the query's opcode and RD echoed
+        return wire[:2] + struct.pack("!HHHHH", flags, 0, 0, 0, 0)
+
+    # --- the answering logic ---
+    def tap_datagram(self, data: bytes, addr: tuple[str, int]) -> WireTap | None:
+        """Start the wire record of one question over UDP (its answer is added when sent)."""
+        if self.wiretap is None:
+            return None
+        tap = WireTap("", self.host_name, transport="udp", service="dns", client=(addr[0], addr[1]),
+                      server=(self.address, self.port))
+        self.wiretap(tap)
+        tap.opened = tap.clock()
+        tap.record("C", data)
+        return tap
+
+    def answer(self, wire: bytes, peer: tuple[str, int], transport: str, tap: WireTap | None = None) -> bytes | None:
+        """Return the wire reply to one query (None to stay silent on garbage); `tap` learns its trace id."""
+        conn = self._trace.new_conn_id("dns")
+        client = f"{peer[0]}:{peer[1]}"
+        qid = int.from_bytes(wire[:2], "big") if len(wire) >= 2 else 0
+        # A lab component that asked announced the question by its id and endpoint: the question belongs
+        # to that work (a relay attempt, an MX's checks of a message), exactly, whatever else is asked.
+        asker = self._trace.claim(("dns", client, qid))
+        corr = self._trace.new_correlation("dns", asker)
+        if tap is not None:
+            tap.name(conn)
+        fields = dict(
+            conn=conn, client=client, server=f"{self.address}:{self.port}",
+            peer=self._peer_name(peer[0]), port_name="dns", corr=corr,
+        )
+        key = (transport, question_key(wire))
+        cached = self._replies.get(key) if key[1] is not None else None
+        if cached is not None:
+            self._replies.move_to_end(key)
+            qtext, question, summary, answer, reply = cached
+            self._trace.record("dns", "query", self.host_name, f"{qtext} over {transport}", direction="C",
+                               payload=DnsQuery(question[0], question[1], qid, transport, asker), **fields)
+            self._trace.record("dns", "answer", self.host_name, summary, direction="S", payload=answer, **fields)
+            return wire[:2] + reply[2:]
+        try:
+            query = dns.message.from_wire(wire)
+        except Exception as exc:  # malformed packet: FORMERR if we can at least echo the id
+            self._trace.record("dns", "error", self.host_name, f"malformed query over {transport}: {exc}",
+                               payload=DnsError(f"malformed: {exc}"), **fields)
+            if len(wire) < 12:
+                return None
+            flags = dns.flags.QR | (dns.rcode.FORMERR & 0xF)
+            return struct.pack("!HHHHHH", qid, flags, 0, 0, 0, 0)
+        if query.flags & dns.flags.QR:  # a response, not a query: answering it could start a loop
+            self._trace.record("dns", "error", self.host_name, f"ignored a response sent as a query over {transport}",
+                               payload=DnsError("a response sent as a query"), **fields)
+            return None
+        q = query.question[0] if query.question else None
+        question = (q.name.to_text(), dns.rdatatype.to_text(q.rdtype)) if q is not None else ("", "")
+        qtext = f"{question[0]} {question[1]}?" if q is not None else "(no question)"
+        self._trace.record("dns", "query", self.host_name, f"{qtext} over {transport}", direction="C",
+                           payload=DnsQuery(question[0], question[1], qid, transport, asker), **fields)
+        response = self._respond(query)
+        summary = _summary(response)
+        answer = _answer_of(response)
+        self._trace.record("dns", "answer", self.host_name, summary, direction="S", payload=answer, **fields)
+        max_size = 65535 if transport == "tcp" else max(512, query.payload if query.edns >= 0 else 512)
+        try:
+            reply = response.to_wire(max_size=max_size)
+        except dns.exception.TooBig:
+            truncated = dns.message.make_response(query)
+            truncated.flags |= dns.flags.TC | dns.flags.AA
+            reply = truncated.to_wire()
+        if key[1] is not None:
+            self._remember(key, (qtext, question, summary, answer, reply))
+        return reply
+
+    def _remember(self, key: tuple[str, Any], entry: tuple[str, tuple[str, str], str, DnsAnswer, bytes]) -> None:
+        self._replies[key] = entry
+        self._reply_bytes += len(entry[-1])
+        while len(self._replies) > CACHE_ENTRIES or self._reply_bytes > CACHE_BYTES:
+            _, old = self._replies.popitem(last=False)
+            self._reply_bytes -= len(old[-1])
+
+    @property
+    def cache_entries(self) -> int:
+        """How many replies are kept for repeated questions (at most CACHE_ENTRIES)."""
+        return len(self._replies)
+
+    def _respond(self, query: dns.message.Message) -> dns.message.Message:
+        response = dns.message.make_response(query)
+        response.flags &= ~dns.flags.RA
+        if query.opcode() != dns.opcode.QUERY:
+            response.set_rcode(dns.rcode.NOTIMP)
+            return response
+        if len(query.question) != 1:
+            response.set_rcode(dns.rcode.FORMERR)
+            return response
+        question = query.question[0]
+        if question.rdtype in (dns.rdatatype.AXFR, dns.rdatatype.IXFR):
+            # AXFR is served over TCP (see `transfer`); over UDP it is not defined (RFC 5936 §4.2), and
+            # incremental transfers (IXFR, RFC 1995) are not implemented here.
+            response.set_rcode(dns.rcode.NOTIMP)
+            return response
+        zone = self._zone_for(question.name)
+        if zone is None or question.rdclass != dns.rdataclass.IN:
+            response.set_rcode(dns.rcode.REFUSED)  # not authoritative, and we never recurse
+            return response
+        response.flags |= dns.flags.AA
+        name, rdtype = question.name, question.rdtype
+        for _ in range(8):  # follow CNAME chains inside our zones, bounded
+            node = zone.get_node(name)
+            if node is None:
+                if not response.answer:
+                    exists_below = any(n.is_subdomain(name) for n in zone.nodes)
+                    if not exists_below:
+                        response.set_rcode(dns.rcode.NXDOMAIN)
+                self._add_soa(response, zone)
+                return response
+            if rdtype == dns.rdatatype.ANY:
+                for rds in node.rdatasets:
+                    response.answer.append(dns.rrset.from_rdata_list(name, rds.ttl, list(rds)))
+                return response
+            rds = node.get_rdataset(dns.rdataclass.IN, rdtype)
+            if rds is not None:
+                response.answer.append(dns.rrset.from_rdata_list(name, rds.ttl, list(rds)))
+                _add_signatures(response, query, node, name, rdtype)
+                if rdtype == dns.rdatatype.MX:
+                    self._add_glue(response, [r.exchange for r in rds])
+                return response
+            cname = node.get_rdataset(dns.rdataclass.IN, dns.rdatatype.CNAME)
+            if cname is None:
+                self._add_soa(response, zone)  # NODATA: the name exists, the type does not
+                return response
+            response.answer.append(dns.rrset.from_rdata_list(name, cname.ttl, list(cname)))
+            name = cname[0].target
+            target_zone = self._zone_for(name)
+            if target_zone is None:
+                return response
+            zone = target_zone
+        return response
+
+    def _zone_for(self, name: dns.name.Name) -> dns.zone.Zone | None:
+        best = None
+        for origin, zone in (self.zones or {}).items():
+            if name.is_subdomain(origin) and (best is None or len(origin) > len(_origin(best))):
+                best = zone
+        return best
+
+    def _add_soa(self, response: dns.message.Message, zone: dns.zone.Zone) -> None:
+        origin = _origin(zone)
+        soa = zone.get_rdataset(origin, dns.rdatatype.SOA)
+        if soa is not None:
+            response.authority.append(dns.rrset.from_rdata_list(origin, soa.ttl, list(soa)))
+
+    def _add_glue(self, response: dns.message.Message, names: Iterable[dns.name.Name]) -> None:
+        for name in names:
+            zone = self._zone_for(name)
+            rds = zone.get_rdataset(name, dns.rdatatype.A) if zone is not None else None
+            if rds is not None:
+                response.additional.append(dns.rrset.from_rdata_list(name, rds.ttl, list(rds)))
+
+
+def _add_signatures(response: dns.message.Message, query: dns.message.Message, node: Any,
+                    name: dns.name.Name, rdtype: dns.rdatatype.RdataType) -> None:
+    """A signed zone's RRSIG records go with the answer when the query set the DO bit (RFC 4035 §3.1.1)."""
+    if not query.ednsflags & dns.flags.DO:
+        return
+    response.ednsflags |= dns.flags.DO  # RFC 3225 §3: the DO bit is copied into the response
+    sigs = node.get_rdataset(dns.rdataclass.IN, dns.rdatatype.RRSIG, rdtype)
+    if sigs is not None:
+        rrset = dns.rrset.RRset(name, dns.rdataclass.IN, dns.rdatatype.RRSIG, rdtype)
+        rrset.update(sigs)
+        response.answer.append(rrset)
+
+
+def _summary(response: dns.message.Message) -> str:
+    rcode = dns.rcode.to_text(response.rcode())
+    parts = []
+    for rrset in response.answer:
+        for rdata in rrset:
+            parts.append(f"{rrset.name} {dns.rdatatype.to_text(rrset.rdtype)} {rdata}")
+    if not parts and response.authority:
+        parts.append("(no answer; SOA in authority)")
+    if response.flags & dns.flags.TC:
+        parts.append("(truncated)")
+    return rcode + (": " + "; ".join(parts) if parts else "")
+
+
+def _answer_of(response: dns.message.Message) -> DnsAnswer:
+    records = tuple(f"{rrset.name} {dns.rdatatype.to_text(rrset.rdtype)} {rdata}"
+                    for rrset in response.answer for rdata in rrset)
+    return DnsAnswer(dns.rcode.to_text(response.rcode()), records, bool(response.flags & dns.flags.TC),
+                     not records and bool(response.authority))

@@ -1,0 +1,1 @@
+"""The trace: typed event payloads (`events`) and the ring that records them with their correlation (`ring`)."""
