@@ -220,3 +220,14 @@ def test_plurals_follow_the_language_rule(environment: pytest.MonkeyPatch) -> No
         assert ngettext("{n} message", "{n} messages", 2) == "{n} messages"
         assert i18n.translations().ngettext("a", "b", 1) == "a"
         assert i18n.translations().plural(0) == 1  # Spanish: 0 takes the plural form, like English
+
+
+def test_the_shared_exercise_words_are_spanish_with_lang_es() -> None:
+    """What every check shares ("not answered yet", the changed-answer note) follows the learner's language."""
+    from smtplab.exercises import changed_answer_note, unanswered
+    from smtplab.i18n import use_language
+
+    with use_language("es"):
+        assert unanswered("Escribe tu respuesta.").message == "aún sin responder. Escribe tu respuesta."
+        assert changed_answer_note("a", "b").startswith("(Has cambiado tu respuesta a 'b'")
+    assert unanswered("Type it.").message == "not answered yet. Type it."

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from html import escape
 from typing import Any
 
+from ..i18n import _
+
 __all__ = ["Feedback", "passed", "failed", "unanswered", "combine", "first_answer", "forget_answers"]
 
 # The first answer each prediction or choice question was checked with, in this Python process.
@@ -58,7 +60,7 @@ def failed(message: str, exercise: str = "") -> Feedback:
 
 def unanswered(hint: str, exercise: str = "") -> Feedback:
     """The learner has not tried yet: say what to do, without counting it as wrong."""
-    return Feedback(False, f"not answered yet. {hint}", exercise, answered=False)
+    return Feedback(False, _("not answered yet. {hint}").format(hint=hint), exercise, answered=False)
 
 
 def combine(parts: Iterable[Feedback], exercise: str = "") -> Feedback:
@@ -94,5 +96,6 @@ def changed_answer_note(committed: Any, given: Any) -> str:
     """What a check says when the learner changed an answer that was already committed."""
     if committed == given:
         return ""
-    return (f"(You changed your answer to {given!r}, but the first answer checked, {committed!r}, is the one "
-            "that counts: a prediction is judged once. The verdict below is about it.) ")
+    return _("(You changed your answer to {given}, but the first answer checked, {committed}, is the one "
+             "that counts: a prediction is judged once. The verdict below is about it.) ").format(
+                 given=repr(given), committed=repr(committed))
