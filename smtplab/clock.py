@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .disk import remove_quietly, write_durably
 from .errors import BadDuration
+from .i18n import _
 
 __all__ = ["VirtualClock", "parse_duration", "ClockError", "MAX_ADVANCE", "MAX_OFFSET"]
 
@@ -39,7 +40,7 @@ def parse_duration(text: str) -> float:
     """
     words = text.strip().lower()
     if not words:
-        raise BadDuration("give a duration, e.g. '5m', '1h30m', '2d' or a number of seconds")
+        raise BadDuration(_("give a duration, e.g. '5m', '1h30m', '2d' or a number of seconds"))
     total, position = 0.0, 0
     while position < len(words):
         match = _PART.match(words, position)
@@ -54,8 +55,8 @@ def parse_duration(text: str) -> float:
         position = match.end()
     if position != len(words):
         raise BadDuration(
-            f"cannot read {text!r} as a duration: write a number with a unit, e.g. '30s', '5m', "
-            "'5 minutes', '1h30m', '2d' (or a number of seconds)")
+            _("cannot read {text!r} as a duration: write a number with a unit, e.g. '30s', '5m', "
+              "'5 minutes', '1h30m', '2d' (or a number of seconds)").format(text=text))
     return total
 
 
@@ -74,17 +75,17 @@ class ClockError(BadDuration):
 def check_advance(seconds: float, offset: float = 0.0) -> float:
     """Return `seconds` if the clock may move forward by it from `offset`; raise ClockError otherwise."""
     if math.isnan(seconds) or math.isinf(seconds):
-        raise ClockError(f"cannot advance the lab clock by {seconds}: give a finite duration such as 90, '5m', "
-                         "'2h' or '1d'")
+        raise ClockError(_("cannot advance the lab clock by {seconds}: give a finite duration such as 90, '5m', "
+                           "'2h' or '1d'").format(seconds=seconds))
     if seconds < 0:
-        raise ClockError(f"the lab clock only moves forward: {seconds:g} s is negative; give a positive duration "
-                         "such as '5m' (to start again from real time, start a new lab)")
+        raise ClockError(_("the lab clock only moves forward: {seconds:g} s is negative; give a positive duration "
+                           "such as '5m' (to start again from real time, start a new lab)").format(seconds=seconds))
     if seconds > MAX_ADVANCE:
-        raise ClockError(f"{seconds:g} s is more than ten years: advance by a duration a queue could wait "
-                         "(minutes, hours, days: e.g. '5m', '4h', '5d')")
+        raise ClockError(_("{seconds:g} s is more than ten years: advance by a duration a queue could wait "
+                           "(minutes, hours, days: e.g. '5m', '4h', '5d')").format(seconds=seconds))
     if offset + seconds > MAX_OFFSET:
-        raise ClockError(f"the lab clock is already {offset / 86400:.0f} days ahead: it may not run more than a "
-                         "century ahead of real time; start a new lab to begin again")
+        raise ClockError(_("the lab clock is already {days:.0f} days ahead: it may not run more than a "
+                           "century ahead of real time; start a new lab to begin again").format(days=offset / 86400))
     return seconds
 
 
@@ -95,12 +96,12 @@ def load_offset(path: Path) -> float:
     except FileNotFoundError:
         return 0.0
     except (OSError, ValueError) as exc:
-        raise ClockError(f"cannot read the lab clock from {path} ({exc}); remove that file to start the "
-                         "clock again from real time") from None
+        raise ClockError(_("cannot read the lab clock from {path} ({error}); remove that file to start the "
+                           "clock again from real time").format(path=path, error=exc)) from None
     offset = data.get("offset") if isinstance(data, dict) else None
     if not isinstance(offset, (int, float)) or isinstance(offset, bool) or not 0 <= offset <= MAX_OFFSET:
-        raise ClockError(f"{path} holds no valid clock offset ({offset!r}); remove that file to start the clock "
-                         "again from real time")
+        raise ClockError(_("{path} holds no valid clock offset ({offset!r}); remove that file to start the clock "
+                           "again from real time").format(path=path, offset=offset))
     return float(offset)
 
 
@@ -115,7 +116,8 @@ def _seconds(delta: float | timedelta | str) -> float:
     if isinstance(delta, timedelta):
         return delta.total_seconds()
     if isinstance(delta, bool) or not isinstance(delta, (int, float, str)):
-        raise BadDuration(f"give seconds, a timedelta or a text like '5m', not {type(delta).__name__}")
+        raise BadDuration(_("give seconds, a timedelta or a text like '5m', not {type}").format(
+            type=type(delta).__name__))
     if isinstance(delta, (int, float)):
         return float(delta)
     return parse_duration(delta)

@@ -21,6 +21,7 @@ from typing import Any
 
 from .errors import SmtpLabError
 from .files import write_private
+from .i18n import _
 from .net.guard import BACKLOG
 
 __all__ = ["ControlServer", "request", "find_control", "COMMANDS", "CONTROL_FILE", "TOKEN_VARIABLE"]
@@ -68,7 +69,7 @@ class ControlServer:
             try:
                 request_data = json.loads(line)
                 if not secrets.compare_digest(str(request_data.get("token", "")), self.token):
-                    raise SmtpLabError("wrong or missing token")
+                    raise SmtpLabError(_("wrong or missing token"))
                 loop = asyncio.get_running_loop()
                 # Lab methods block until the loop did the work: run them off the loop.
                 result = await loop.run_in_executor(None, self._execute, request_data)
@@ -102,7 +103,8 @@ class ControlServer:
             "pcap": lambda: _pcap(lab, args["path"], args.get("message")),
         }
         if command not in handlers:
-            raise SmtpLabError(f"unknown command {command!r}; commands: {', '.join(COMMANDS)}")
+            raise SmtpLabError(_("unknown command {command!r}; commands: {commands}").format(
+                command=command, commands=', '.join(COMMANDS)))
         return handlers[command]()
 
 
@@ -126,19 +128,20 @@ def find_control(directory: str | os.PathLike[str] | None = None, port: int | No
             info = json.loads(path.read_text())
             return {"address": str(info["address"]), "port": int(info["port"]), "token": str(info["token"])}
         except (OSError, ValueError, KeyError, TypeError):
-            raise SmtpLabError(f"no running lab found in {where} (no readable {CONTROL_FILE}; start one with "
-                               "`python -m smtplab up --dir ...`)") from None
+            raise SmtpLabError(_("no running lab found in {where} (no readable {control_file}; start one with `python "
+                                 "-m smtplab up --dir ...`)").format(where=where, control_file=CONTROL_FILE)) from None
     token = environ.get(TOKEN_VARIABLE)
     if port and token:
         return {"address": "127.0.0.1", "port": int(port), "token": token}
-    raise SmtpLabError(f"give --dir PATH (the lab directory `python -m smtplab up` printed; or set {DIR_VARIABLE}), "
-                       f"or --port PORT with the token in the environment variable {TOKEN_VARIABLE}")
+    raise SmtpLabError(_("give --dir PATH (the lab directory `python -m smtplab up` printed; or set {dir_variable}), "
+                         "or --port PORT with the token in the environment variable {token_variable}").format(
+        dir_variable=DIR_VARIABLE, token_variable=TOKEN_VARIABLE))
 
 
 def _pcap(lab: Any, path: str, message: str | None) -> dict[str, Any]:
     """Write a capture (`lab.pcap`) at `path`, which must be absolute: the lab runs in another folder."""
     if not Path(path).is_absolute():
-        raise SmtpLabError(f"give an absolute path for the capture, not {path!r}")
+        raise SmtpLabError(_("give an absolute path for the capture, not {path!r}").format(path=path))
     capture = lab.pcap(path, message or None)
     return {"pcap": str(capture.pcap), "keylog": str(capture.keylog), "packets": capture.packets,
             "connections": capture.connections, "sessions": capture.sessions,
@@ -157,5 +160,5 @@ def request(address: str, port: int, token: str, command: str, timeout: float = 
             data += chunk
     answer = json.loads(data)
     if not answer.get("ok"):
-        raise SmtpLabError(answer.get("error", "the lab refused the request"))
+        raise SmtpLabError(answer.get("error") or _("the lab refused the request"))
     return answer["result"]

@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 
 from .errors import LabDirectoryError
+from .i18n import N_, _
 
 __all__ = ["make_private_dir", "write_private", "open_private_fd", "exposed", "directory_error",
            "DIR_MODE", "FILE_MODE"]
@@ -25,13 +26,13 @@ _BINARY = getattr(os, "O_BINARY", 0)
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 # What a full, read-only or forbidden lab directory looks like from a system call.
-_DIRECTORY_ERRNOS = {errno.EROFS: "it is on a read-only file system",
-                     errno.EACCES: "you may not write there",
-                     errno.EPERM: "you may not write there",
-                     errno.ENOSPC: "its disk is full",
-                     errno.EDQUOT: "your disk quota is used up",
-                     errno.EFBIG: "a file there reached its size limit",
-                     errno.ENOTDIR: "part of its path is a file, not a folder"}
+_DIRECTORY_ERRNOS = {errno.EROFS: N_("it is on a read-only file system"),
+                     errno.EACCES: N_("you may not write there"),
+                     errno.EPERM: N_("you may not write there"),
+                     errno.ENOSPC: N_("its disk is full"),
+                     errno.EDQUOT: N_("your disk quota is used up"),
+                     errno.EFBIG: N_("a file there reached its size limit"),
+                     errno.ENOTDIR: N_("part of its path is a file, not a folder")}
 
 
 def make_private_dir(path: str | os.PathLike[str]) -> Path:
@@ -111,8 +112,9 @@ def directory_error(exc: OSError, directory: Path) -> LabDirectoryError | None:
     if reason is None or (exc.filename is not None and not _inside(os.fsdecode(exc.filename), directory)):
         return None
     return LabDirectoryError(
-        f"the lab cannot write in its directory {directory}: {reason} ({exc.strerror}). "
-        "Give a folder you own with free space, e.g. `--dir ~/smtplab` or `smtplab.start(directory=...)`.")
+        _("the lab cannot write in its directory {directory}: {reason} ({error}). "
+          "Give a folder you own with free space, e.g. `--dir ~/smtplab` or `smtplab.start(directory=...)`.").format(
+            directory=directory, reason=_(reason), error=exc.strerror))
 
 
 def _inside(path: str, directory: Path) -> bool:

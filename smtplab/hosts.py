@@ -10,6 +10,7 @@ from typing import Any
 
 from .errors import SmtpLabError
 from .files import write_private
+from .i18n import _
 from .net.faults import Fault
 from .scenario import LISTENERS, WELL_KNOWN_PORTS
 from .trace.events import LabChange
@@ -31,8 +32,8 @@ def plan_ports(base: int, hosts: Sequence[tuple[str, Sequence[str]]]) -> tuple[i
     """The DNS port and each host's ports for `ports=base` (see PORT_OFFSETS)."""
     last = base + 10 * len(hosts) + max(PORT_OFFSETS.values())
     if not 1024 <= base or last > 65535:
-        raise SmtpLabError(f"ports={base}: this lab needs ports {base} to {last}; choose a base from 1024 "
-                           f"to {65535 - (last - base)} (e.g. 10000)")
+        raise SmtpLabError(_("ports={base}: this lab needs ports {base} to {last}; choose a base from 1024 "
+                             "to {highest} (e.g. 10000)").format(base=base, last=last, highest=65535 - (last - base)))
     return base, {name: {s: base + 10 * n + PORT_OFFSETS[s] for s in listeners_of(services)}
                   for n, (name, services) in enumerate(hosts, start=1)}
 

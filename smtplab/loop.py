@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from .disk import DiskThread
 from .errors import LabTimeout
+from .i18n import _
 
 __all__ = ["LoopThread"]
 
@@ -44,8 +45,9 @@ class LoopThread:
         except concurrent.futures.TimeoutError:
             future.cancel()  # the work stops on the loop too, instead of running on unseen
             raise LabTimeout(
-                f"the lab did not finish within {timeout:g} s and the work was cancelled; if a host has a "
-                "fault with a delay, remove it (host.clear_faults()), else try again or restart the lab"
+                _("the lab did not finish within {timeout:g} s and the work was cancelled; if a host has a "
+                  "fault with a delay, remove it (host.clear_faults()), else try again or restart the lab"
+                  ).format(timeout=timeout)
             ) from None
 
     def close(self) -> None:

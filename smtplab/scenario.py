@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ScenarioError
+from .i18n import _
 
 __all__ = ["HostSpec", "ProviderSpec", "Scenario", "SERVICES"]
 
@@ -134,7 +135,7 @@ class Scenario:
     def from_dict(cls, data: Mapping[str, Any]) -> Scenario:
         """Build a scenario from plain data (see `Scenario.default` for the shape) and check it."""
         if not isinstance(data, Mapping) or "providers" not in data:
-            raise ScenarioError("a scenario needs a 'providers' list, e.g. Scenario.default().to_dict()")
+            raise ScenarioError(_("a scenario needs a 'providers' list, e.g. Scenario.default().to_dict()"))
         providers = tuple(_provider(p) for p in data["providers"])
         scenario = cls(
             providers=providers,
@@ -171,55 +172,61 @@ class Scenario:
     def validate(self) -> None:
         """Raise ScenarioError, naming the fix, if the topology cannot work."""
         if not self.providers:
-            raise ScenarioError("a scenario needs at least one provider")
+            raise ScenarioError(_("a scenario needs at least one provider"))
         # Names become folders and files (mail/<domain>/<user>, tls/<host>.pem): checked before any is made.
         _check_domain_name("dns_name", self.dns_name)
         if not isinstance(self.options.get("allow_other_users", False), bool):
-            raise ScenarioError("options.allow_other_users must be true or false "
-                                f"(got {self.options['allow_other_users']!r})")
+            raise ScenarioError(_("options.allow_other_users must be true or false (got {allow_other_users!r})").format(
+                allow_other_users=self.options['allow_other_users']))
         for index, p in enumerate(self.providers):
             _check_domain_name(f"providers[{index}].domain", p.domain)
             for host in p.hosts:
                 _check_domain_name(f"providers[{index}].hosts", host.name)
-            for address, _ in p.users:
+            for address, _password in p.users:
                 _check_local_part(f"providers[{index}].users", address)
         domains = [p.domain for p in self.providers]
         if len(set(domains)) != len(domains):
-            raise ScenarioError(f"each provider needs its own domain; got {domains}")
+            raise ScenarioError(_("each provider needs its own domain; got {domains}").format(domains=domains))
         names: list[str] = [self.dns_name]
         for p in self.providers:
             names += p.host_names()
         duplicates = {n for n in names if names.count(n) > 1}
         if duplicates:
-            raise ScenarioError(f"host names must be unique; repeated: {sorted(duplicates)}")
+            raise ScenarioError(_("host names must be unique; repeated: {duplicates}").format(
+                duplicates=sorted(duplicates)))
         all_hosts = {h.name: h for p in self.providers for h in p.hosts}
         for p in self.providers:
             for host in p.hosts:
                 bad = set(host.services) - set(SERVICES)
                 if bad:
-                    raise ScenarioError(f"{host.name}: unknown service(s) {sorted(bad)}; use {SERVICES}")
+                    raise ScenarioError(_("{name}: unknown service(s) {bad}; use {services}").format(
+                        name=host.name, bad=sorted(bad), services=SERVICES))
                 odd = set(host.options) - set(HOST_OPTIONS)
                 if odd:
-                    raise ScenarioError(f"{host.name}: unknown option(s) {sorted(odd)}; use {HOST_OPTIONS}")
+                    raise ScenarioError(_("{name}: unknown option(s) {odd}; use {host_options}").format(
+                        name=host.name, odd=sorted(odd), host_options=HOST_OPTIONS))
             unknown = set(p.security) - set(DEFAULT_SECURITY)
             if unknown:
-                raise ScenarioError(f"{p.domain}: unknown security setting(s) {sorted(unknown)}; "
-                                    f"use {sorted(DEFAULT_SECURITY)}")
+                raise ScenarioError(_("{domain}: unknown security setting(s) {unknown}; use {default_security}").format(
+                    domain=p.domain, unknown=sorted(unknown), default_security=sorted(DEFAULT_SECURITY)))
             for pref, exchange in p.mx:
                 if exchange == ".":
                     continue
                 if exchange in all_hosts and "smtp" not in all_hosts[exchange].services:
                     raise ScenarioError(
-                        f"MX {pref} {exchange} of {p.domain}: that host runs no 'smtp' service, "
-                        "so mail for the domain could never be delivered there"
+                        _("MX {pref} {exchange} of {domain}: that host runs no 'smtp' service, so mail for the domain "
+                          "could never be delivered there").format(pref=pref, exchange=exchange, domain=p.domain)
                     )
-            for address, _ in p.users:
+            for address, _password in p.users:
                 if not address.endswith("@" + p.domain):
-                    raise ScenarioError(f"user {address} must belong to the provider's domain {p.domain}")
+                    raise ScenarioError(_("user {address} must belong to the provider's domain {domain}").format(
+                        address=address, domain=p.domain))
             if p.users and not any("imap" in h.services for h in p.hosts):
-                raise ScenarioError(f"{p.domain} has users but no host running 'imap' to read their mail")
+                raise ScenarioError(_("{domain} has users but no host running 'imap' to read their mail").format(
+                    domain=p.domain))
             if p.users and not any("smtp" in h.services for h in p.hosts):
-                raise ScenarioError(f"{p.domain} has users but no host running 'smtp' to receive their mail")
+                raise ScenarioError(_("{domain} has users but no host running 'smtp' to receive their mail").format(
+                    domain=p.domain))
 
     @property
     def allow_other_users(self) -> bool:
@@ -236,7 +243,7 @@ def _provider(data: Mapping[str, Any]) -> ProviderSpec:
     try:
         domain = str(data["domain"]).lower().rstrip(".")
     except (KeyError, TypeError):
-        raise ScenarioError("every provider needs a 'domain', e.g. {'domain': 'example.com', ...}") from None
+        raise ScenarioError(_("every provider needs a 'domain', e.g. {'domain': 'example.com', ...}")) from None
     raw_hosts = data.get("hosts", {})
     if isinstance(raw_hosts, Mapping):
         host_items = list(raw_hosts.items())
@@ -270,7 +277,8 @@ def _provider(data: Mapping[str, Any]) -> ProviderSpec:
         try:
             mx.append((int(pref), name))
         except (TypeError, ValueError):
-            raise ScenarioError(f"MX preference for {name} must be a number (0-65535), got {pref!r}") from None
+            raise ScenarioError(_("MX preference for {name} must be a number (0-65535), got {pref!r}").format(
+                name=name, pref=pref)) from None
     raw_users = data.get("users", [])
     user_items = list(raw_users.items()) if isinstance(raw_users, Mapping) else [(u, None) for u in raw_users]
     users = []
@@ -281,7 +289,7 @@ def _provider(data: Mapping[str, Any]) -> ProviderSpec:
     a_records = tuple(tuple(str(x) for x in r) for r in data.get("a_records", []))
     for r in records:
         if len(r) != 3:
-            raise ScenarioError(f"a record is [name, type, data], got {list(r)}")
+            raise ScenarioError(_("a record is [name, type, data], got {record}").format(record=list(r)))
     security = dict(DEFAULT_SECURITY)
     security.update(dict(data.get("security", {})))
     return ProviderSpec(
@@ -306,8 +314,9 @@ def _check_domain_name(field_name: str, name: str) -> None:
         0 < len(label) <= 63 and label[0] != "-" and label[-1] != "-"
         and all(c.isalnum() or c == "-" or c == "_" for c in label) for label in labels)
     if not good:
-        raise ScenarioError(f"{field_name}: {name!r} is not a domain name: use labels of letters, digits and "
-                            "hyphens joined by dots, e.g. 'example.net' or 'mx1.example.net'")
+        raise ScenarioError(_("{field_name}: {name!r} is not a domain name: use labels of letters, digits and hyphens "
+                              "joined by dots, e.g. 'example.net' or 'mx1.example.net'").format(
+            field_name=field_name, name=name))
 
 
 def _check_local_part(field_name: str, address: str) -> None:
@@ -317,8 +326,9 @@ def _check_local_part(field_name: str, address: str) -> None:
     good = (0 < len(local) <= _LOCAL_MAX and local[0].isalnum() and local[-1] != "." and ".." not in local
             and all(c.isalnum() or c in _LOCAL_PUNCTUATION for c in local))
     if not good:
-        raise ScenarioError(f"{field_name}: {local!r} is not a mailbox name: use letters, digits and . _ + - = "
-                            f"(starting with a letter or digit, up to {_LOCAL_MAX}), e.g. 'bob' or 'ana.garcia'")
+        raise ScenarioError(_("{field_name}: {local!r} is not a mailbox name: use letters, digits and . _ + - = "
+                              "(starting with a letter or digit, up to {local_max}), e.g. 'bob' or 'ana.garcia'").format(
+            field_name=field_name, local=local, local_max=_LOCAL_MAX))
     if local.startswith(RESERVED_LOCAL_PREFIXES) or local.endswith(".lock"):
-        raise ScenarioError(f"{field_name}: {local!r} is the name of a file the IMAP server keeps beside the "
-                            "mailboxes; choose another user name")
+        raise ScenarioError(_("{field_name}: {local!r} is the name of a file the IMAP server keeps beside the "
+                              "mailboxes; choose another user name").format(field_name=field_name, local=local))

@@ -105,6 +105,36 @@ def test_extraction_finds_the_package_strings() -> None:
     assert any(msgid.startswith("smtplab has no translation for the language") for msgid in found)
 
 
+def shadowed_gettext(source: str, filename: str) -> list[str]:
+    """Functions (and the module) that bind `_` in a module that imports `_` from smtplab.i18n: there `_("...")`
+    raises UnboundLocalError or calls a leftover value (`for name, _ in pairs` makes `_` local to the function)."""
+    import symtable
+
+    top = symtable.symtable(source, filename, "exec")
+    if "_" not in top.get_identifiers() or not top.lookup("_").is_imported():
+        return []
+    found = []
+
+    def walk(table: symtable.SymbolTable) -> None:
+        comprehension = table.get_name() in ("listcomp", "setcomp", "dictcomp", "genexpr")
+        if not comprehension and "_" in table.get_identifiers() and table.lookup("_").is_assigned():
+            found.append(f"{filename}:{table.get_lineno()}: {table.get_name()} binds _")
+        for child in table.get_children():
+            walk(child)
+
+    walk(top)
+    return found
+
+
+def test_no_module_hides_the_gettext_function() -> None:
+    package = Path(i18n.__file__).parent
+    found = [line for path in sorted(package.rglob("*.py"))
+             for line in shadowed_gettext(path.read_text(), str(path.relative_to(package.parent)))]
+    assert not found, "rename these throwaway variables (e.g. `_password`):\n" + "\n".join(found)
+    assert shadowed_gettext("from smtplab.i18n import _\ndef f(pairs):\n    for a, _ in pairs:\n        pass\n",
+                            "example.py") == ["example.py:2: f binds _"]
+
+
 def write_po(directory: Path, name: str, entries: str, plural: str = "nplurals=2; plural=(n != 1);") -> None:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / name).write_text(

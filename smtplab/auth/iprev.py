@@ -19,6 +19,7 @@ import dns.resolver
 import dns.reversename
 
 from ..errors import DnsLookupError
+from ..i18n import _
 
 __all__ = ["IprevResult", "iprev", "iprev_async"]
 
@@ -94,7 +95,7 @@ def iprev(address: str, lab: object, *, timeout: float = 3.0) -> IprevResult:
 
     info = getattr(lab, "dns", None)
     if info is None:
-        raise DnsLookupError("give a running lab: iprev('127.0.1.10', lab)")
+        raise DnsLookupError(_("give a running lab: iprev('127.0.1.10', lab)"))
     resolver = lab_resolver(info.address, info.port, timeout)
     try:
         asyncio.get_running_loop()

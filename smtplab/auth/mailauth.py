@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from ..errors import LibraryMismatch
+from ..i18n import _
 from ..trace.ring import announce_dns_question, current_correlation
 
 __all__ = ["LabDns", "AuthVerdict", "evaluate", "dkim_sign", "new_dkim_key", "public_record"]
@@ -143,9 +144,9 @@ def _set_hooks() -> None:
         for module, name, original, ours in expected:
             if getattr(module, name) not in (original, ours):
                 raise LibraryMismatch(
-                    f"{module.__name__}.{name} is not the function smtplab was written against (another "
-                    f"version of {module.__name__.split('.')[0]}, or another patch): install the versions "
-                    "in smtplab's requirements.txt")
+                    _("{function} is not the function smtplab was written against (another version of {library}, "
+                      "or another patch): install the versions in smtplab's requirements.txt").format(
+                        function=f"{module.__name__}.{name}", library=module.__name__.split(".")[0]))
         for module, name, _original, ours in expected:
             setattr(module, name, ours)
         _hooks_set = True

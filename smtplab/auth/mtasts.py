@@ -31,6 +31,7 @@ from cryptography import x509
 from cryptography.x509.verification import Criticality, ExtensionPolicy, PolicyBuilder, Store, VerificationError
 
 from ..errors import SmtpLabError
+from ..i18n import _
 
 __all__ = ["StsPolicy", "PolicyError", "PolicyServer", "parse_policy", "parse_txt", "mx_matches",
            "fetch_policy", "StsRequirement", "certificate_problem", "WELL_KNOWN"]
@@ -65,10 +66,11 @@ def parse_txt(strings: list[str]) -> str:
     text = "".join(strings)
     fields = dict(part.strip().split("=", 1) for part in text.split(";") if "=" in part)
     if not text.startswith("v=STSv1") or fields.get("v") != "STSv1":
-        raise PolicyError(f"not an MTA-STS record (it must start with v=STSv1): {text!r}")
+        raise PolicyError(_("not an MTA-STS record (it must start with v=STSv1): {text!r}").format(text=text))
     policy_id = fields.get("id", "")
     if not re.fullmatch(r"[A-Za-z0-9]{1,32}", policy_id):
-        raise PolicyError(f"the id of an MTA-STS record is 1-32 letters and digits: {policy_id!r}")
+        raise PolicyError(_("the id of an MTA-STS record is 1-32 letters and digits: {policy_id!r}").format(
+            policy_id=policy_id))
     return policy_id
 
 
@@ -80,19 +82,20 @@ def parse_policy(text: str) -> StsPolicy:
             continue
         key, sep, value = line.partition(":")
         if not sep:
-            raise PolicyError(f"a policy line is 'key: value', not {line!r}")
+            raise PolicyError(_("a policy line is 'key: value', not {line!r}").format(line=line))
         values.setdefault(key.strip(), []).append(value.strip())
     if values.get("version") != ["STSv1"]:
-        raise PolicyError("an MTA-STS policy starts with 'version: STSv1'")
+        raise PolicyError(_("an MTA-STS policy starts with 'version: STSv1'"))
     mode = (values.get("mode") or [""])[0]
     if mode not in MODES:
-        raise PolicyError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        raise PolicyError(_("mode must be one of {modes}, not {mode!r}").format(modes=', '.join(MODES), mode=mode))
     max_age = (values.get("max_age") or [""])[0]
     if not max_age.isdigit() or int(max_age) > MAX_AGE_LIMIT:
-        raise PolicyError(f"max_age is a number of seconds up to {MAX_AGE_LIMIT}, not {max_age!r}")
+        raise PolicyError(_("max_age is a number of seconds up to {max_age_limit}, not {max_age!r}").format(
+            max_age_limit=MAX_AGE_LIMIT, max_age=max_age))
     mx = tuple(p.lower().rstrip(".") for p in values.get("mx", []))
     if mode != "none" and not mx:
-        raise PolicyError("a policy in enforce or testing mode names its MX hosts (mx: lines)")
+        raise PolicyError(_("a policy in enforce or testing mode names its MX hosts (mx: lines)"))
     return StsPolicy(mode, mx, int(max_age))
 
 
@@ -101,7 +104,7 @@ def mx_matches(exchange: str, patterns: tuple[str, ...]) -> bool:
     name = exchange.lower().rstrip(".")
     for pattern in patterns:
         if pattern.startswith("*."):
-            label, _, rest = name.partition(".")
+            label, _dot, rest = name.partition(".")
             if label and rest == pattern[2:]:
                 return True
         elif name == pattern:
@@ -150,11 +153,13 @@ def fetch_policy(domain: str, address: str, port: int, context: ssl.SSLContext, 
                 response.begin()
                 body = response.read(64 * 1024)
     except (OSError, ssl.SSLError, http.client.HTTPException) as exc:
-        raise PolicyError(f"could not fetch https://{host}{WELL_KNOWN}: {exc}") from None
+        raise PolicyError(_("could not fetch https://{host}{well_known}: {exc}").format(
+            host=host, well_known=WELL_KNOWN, exc=exc)) from None
     if response.status != 200:
-        raise PolicyError(f"https://{host}{WELL_KNOWN} answered {response.status} {response.reason}, not 200")
+        raise PolicyError(_("https://{host}{well_known} answered {status} {reason}, not 200").format(
+            host=host, well_known=WELL_KNOWN, status=response.status, reason=response.reason))
     if not (response.getheader("Content-Type") or "").startswith("text/plain"):
-        raise PolicyError(f"https://{host}{WELL_KNOWN} is not text/plain")
+        raise PolicyError(_("https://{host}{well_known} is not text/plain").format(host=host, well_known=WELL_KNOWN))
     return body.decode("utf-8", "replace")
 
 

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ..errors import SmtpLabError
+from ..i18n import _
 from ..net.dns_lookup import resolve_a
 from ..net.mitm import StartTlsStripper
 from ..trace.events import LabChange
@@ -105,7 +106,7 @@ class RelayTlsPolicies:
             addresses = await resolve_a(host, resolver, source=source)
             port = self._https_port(addresses[0]) if addresses else None
             if port is None:
-                raise PolicyError(f"{host} has no address where HTTPS answers")
+                raise PolicyError(_("{host} has no address where HTTPS answers").format(host=host))
             context = _verifying_context(self._ca_file)
             body = await asyncio.get_running_loop().run_in_executor(None, fetch_policy, domain, addresses[0], port,
                                                                     context, source)
@@ -195,7 +196,8 @@ class DowngradeKit:
         """Put one attacker on the path to each (name, address, port)."""
         for name, address, port in targets:
             if (address, port) in self.routes:
-                raise SmtpLabError(f"an attacker is already on the path to {name}; stop it first (.stop())")
+                raise SmtpLabError(_("an attacker is already on the path to {name}; stop it first (.stop())").format(
+                    name=name))
         proxies = []
         for name, address, port in targets:
             proxy = StartTlsStripper(name, address, port, own_address, self._trace)
@@ -273,7 +275,7 @@ class DowngradeKit:
                records: list[tuple[str, str, str]], sign: bool) -> None:
         zone = zones.get(origin)
         if zone is None:
-            raise SmtpLabError(f"the lab DNS serves no zone {origin}")
+            raise SmtpLabError(_("the lab DNS serves no zone {origin}").format(origin=origin))
         with zone.writer() as txn:
             for name, rdtype, text in records:
                 owner = dns.name.from_text(name)

@@ -19,6 +19,7 @@ from pathlib import Path
 from ..disk import fsync_directory, remove_quietly, write_message_file
 from ..errors import UnknownUser
 from ..files import make_private_dir, open_private_fd
+from ..i18n import _
 
 __all__ = ["MailStore"]
 
@@ -65,7 +66,7 @@ class MailStore:
         `before_rename(root, name)` runs once the copy is written, before it appears in new/.
         """
         if not self.has_user(address):
-            raise UnknownUser(f"{address} has no mailbox at {self.domain}")
+            raise UnknownUser(_("{address} has no mailbox at {domain}").format(address=address, domain=self.domain))
         data = content if b"\r\n" in content else content.replace(b"\n", b"\r\n")
         key = _folder_key(address, folder)
         root = self._roots.get(key)
@@ -97,7 +98,7 @@ class MailStore:
     def messages(self, address: str, folder: str = "INBOX") -> list[EmailMessage]:
         """Return the messages in one folder of a user's mailbox (oldest first)."""
         if not self.has_user(address):
-            raise UnknownUser(f"{address} has no mailbox at {self.domain}")
+            raise UnknownUser(_("{address} has no mailbox at {domain}").format(address=address, domain=self.domain))
         root = self._folder_path(address, folder)
         if not (root / "cur").is_dir():
             return []

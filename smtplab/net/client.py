@@ -15,6 +15,7 @@ from email.utils import format_datetime, make_msgid
 from typing import Any
 
 from ..errors import HostUnreachable, SendError, SessionError
+from ..i18n import _
 from .dsn_parameters import xtext_encode
 from .replies import Reply
 
@@ -95,14 +96,16 @@ def submit(address: str, port: int, context: ssl.SSLContext, login: str, passwor
         connected = smtplib.SMTP(address, port, local_hostname=CLIENT_NAME, timeout=30)
     except (ConnectionRefusedError, TimeoutError) as exc:  # TimeoutError is socket.timeout too
         raise HostUnreachable(
-            f"nothing answered on {address}:{port} ({type(exc).__name__}): the submission host is down or not "
-            "listening; start it again with lab.host(name).up() (lab.hosts shows which hosts are down)") from None
+            _("nothing answered on {address}:{port} ({error}): the submission host is down or not listening; start it "
+              "again with lab.host(name).up() (lab.hosts shows which hosts are down)").format(
+            address=address, port=port, error=type(exc).__name__)) from None
     except smtplib.SMTPConnectError as exc:  # a greeting other than 220 (RFC 5321 §3.1: 554 or 421)
         reply = _reply(exc.smtp_code, exc.smtp_error)
-        raise SendError(f"the server refused the session: {reply.code} {reply.enhanced} {reply.text}", reply) from None
+        raise SendError(_("the server refused the session: {code} {enhanced} {text}").format(
+            code=reply.code, enhanced=reply.enhanced, text=reply.text), reply) from None
     except smtplib.SMTPServerDisconnected:
-        raise HostUnreachable(f"{address}:{port} closed the connection before greeting; is a fault injected "
-                              "there? (lab.host(name).faults)") from None
+        raise HostUnreachable(_("{address}:{port} closed the connection before greeting; is a fault injected there? "
+                                "(lab.host(name).faults)").format(address=address, port=port)) from None
     with connected as client:
         client.ehlo()
         client.starttls(context=context)
@@ -117,13 +120,15 @@ def submit(address: str, port: int, context: ssl.SSLContext, login: str, passwor
                     raise smtplib.SMTPAuthenticationError(code, msg)
         except smtplib.SMTPAuthenticationError as exc:
             reply = _reply(exc.smtp_code, exc.smtp_error)
-            raise SendError(f"the server refused the login of {login}: {reply.code} {reply.enhanced} "
-                            f"{reply.text}. Check the password in lab.users[{login!r}].password", reply) from None
+            raise SendError(_("the server refused the login of {login}: {code} {enhanced} {text}. Check the password "
+                              "in lab.users[{login!r}].password").format(
+                login=login, code=reply.code, enhanced=reply.enhanced, text=reply.text), reply) from None
         code, msg = client.mail(sender, (["SMTPUTF8"] if utf8 else []) + (mail_options or []))
         if code != 250:
             client.rset()
             reply = _reply(code, msg)
-            raise SendError(f"MAIL FROM:<{sender}> refused: {code} {reply.enhanced} {reply.text}", reply)
+            raise SendError(_("MAIL FROM:<{sender}> refused: {code} {enhanced} {text}").format(
+                sender=sender, code=code, enhanced=reply.enhanced, text=reply.text), reply)
         accepted = []
         for rcpt in recipients:
             orcpt = [f"ORCPT=rfc822;{xtext_encode(rcpt)}"] if rcpt_options else []
@@ -135,16 +140,18 @@ def submit(address: str, port: int, context: ssl.SSLContext, login: str, passwor
         if not accepted:
             client.rset()
             first = next(iter(refused.values()))
-            raise SendError("every recipient was refused: " + "; ".join(
-                f"{r}: {rep.code} {rep.enhanced} {rep.text}" for r, rep in refused.items()), first)
+            raise SendError(_("every recipient was refused: {refusals}").format(refusals="; ".join(
+                f"{r}: {rep.code} {rep.enhanced} {rep.text}" for r, rep in refused.items())), first)
         try:
             code, msg = client.data(raw)
         except smtplib.SMTPDataError as exc:
             reply = _reply(exc.smtp_code, exc.smtp_error)
-            raise SendError(f"the message was refused: {reply.code} {reply.enhanced} {reply.text}", reply) from None
+            raise SendError(_("the message was refused: {code} {enhanced} {text}").format(
+                code=reply.code, enhanced=reply.enhanced, text=reply.text), reply) from None
     reply = _reply(code, msg)
     if code != 250:
-        raise SendError(f"the message was refused: {reply.code} {reply.enhanced} {reply.text}", reply)
+        raise SendError(_("the message was refused: {code} {enhanced} {text}").format(
+            code=reply.code, enhanced=reply.enhanced, text=reply.text), reply)
     queue_id = reply.text.rsplit(" ", 1)[-1] if "queued as" in reply.text else ""
     return SendResult(queue_id, message_id, reply, sender, tuple(accepted), refused)
 
@@ -185,9 +192,9 @@ class SmtpSession:
             self._sock = socket.create_connection((address, port), timeout=timeout,
                                                   source_address=(source, 0) if source else None)
         except (ConnectionRefusedError, TimeoutError) as exc:
-            raise HostUnreachable(f"{server_name} ({address}:{port}) did not accept the connection "
-                                  f"({type(exc).__name__}): is it down? Start it with "
-                                  f"lab.host({server_name!r}).up()") from None
+            raise HostUnreachable(_("{server_name} ({address}:{port}) did not accept the connection ({error}): is it "
+                                    "down? Start it with lab.host({server_name!r}).up()").format(
+                server_name=server_name, address=address, port=port, error=type(exc).__name__)) from None
         local = self._sock.getsockname()
         self.local_port: int = local[1]  # finds this conversation in lab.trace
         self.local_endpoint = f"{local[0]}:{local[1]}"  # the client endpoint the server's trace shows
@@ -197,10 +204,10 @@ class SmtpSession:
     def send(self, line: str | bytes) -> Reply | None:
         """Send one line and return the reply (None while in DATA mode, until the lone '.')."""
         if self.closed:
-            raise SessionError("this session is closed; open a new one with lab.session(...)")
+            raise SessionError(_("this session is closed; open a new one with lab.session(...)"))
         raw = line if isinstance(line, bytes) else line.encode("utf-8")
         if b"\r" in raw or b"\n" in raw:
-            raise SessionError("send one line at a time (no CR or LF inside); use send_raw() for raw bytes")
+            raise SessionError(_("send one line at a time (no CR or LF inside); use send_raw() for raw bytes"))
         self._write(raw + b"\r\n")
         self.transcript.append("C: " + raw.decode("utf-8", "replace"))
         if self.in_data and raw != b".":
@@ -215,7 +222,7 @@ class SmtpSession:
     def send_raw(self, data: bytes, *, expect_reply: bool = True) -> Reply | None:
         """Send bytes exactly as given (no CRLF added): for line-ending experiments."""
         if self.closed:
-            raise SessionError("this session is closed; open a new one with lab.session(...)")
+            raise SessionError(_("this session is closed; open a new one with lab.session(...)"))
         self._write(data)
         self.transcript.append("C: " + repr(data))
         if not expect_reply:
@@ -229,7 +236,7 @@ class SmtpSession:
     def data(self, message: str | bytes) -> Reply:
         """Send DATA, the message (dot-stuffed, CRLF line ends) and the lone dot; return the final reply."""
         if self.in_data:
-            raise SessionError("already inside DATA: send the message lines with send(), then '.'")
+            raise SessionError(_("already inside DATA: send the message lines with send(), then '.'"))
         reply = self.send("DATA")
         assert reply is not None
         if reply.code != 354:
@@ -288,7 +295,7 @@ class SmtpSession:
     # --- internals ---
     def _must(self, reply: Reply | None) -> Reply:
         if reply is None:
-            raise SessionError("no reply: the session is in DATA mode; end the message with '.'")
+            raise SessionError(_("no reply: the session is in DATA mode; end the message with '.'"))
         return reply
 
     def suggestions(self) -> list[str]:
@@ -340,7 +347,7 @@ class SmtpSession:
             self._sock.sendall(data)
         except OSError as exc:
             self.close()
-            raise SessionError(f"the connection is gone ({exc}); open a new session") from None
+            raise SessionError(_("the connection is gone ({exc}); open a new session").format(exc=exc)) from None
 
     def _read_line(self) -> bytes:
         while b"\n" not in self._buffer:
@@ -348,17 +355,17 @@ class SmtpSession:
                 chunk = self._sock.recv(65536)
             except TimeoutError:
                 raise SessionError(
-                    f"no reply within {self._timeout:g} s: the server is waiting for more "
-                    "(in DATA, end the message with a line holding only '.')"
+                    _("no reply within {timeout:g} s: the server is waiting for more (in DATA, end the message with a "
+                      "line holding only '.')").format(timeout=self._timeout)
                 ) from None
             except OSError as exc:
                 self.close()
-                raise SessionError(f"the connection is gone ({exc})") from None
+                raise SessionError(_("the connection is gone ({exc})").format(exc=exc)) from None
             if not chunk:
                 self.close()
-                raise SessionError("the server closed the connection")
+                raise SessionError(_("the server closed the connection"))
             self._buffer += chunk
-        line, _, self._buffer = self._buffer.partition(b"\n")
+        line, _newline, self._buffer = self._buffer.partition(b"\n")
         return line.rstrip(b"\r")
 
     def _read_reply(self) -> Reply:
@@ -409,12 +416,14 @@ def open_session(lab: Any, host_name: str, service: str | None = None, timeout: 
     if service is None:
         service = "submission" if "submission" in host.ports else "smtp"
     if service not in host.ports:
-        raise SessionError(f"{host.name} runs no {service} service; it runs {', '.join(host.ports)}")
+        raise SessionError(_("{name} runs no {service} service; it runs {ports}").format(
+            name=host.name, service=service, ports=', '.join(host.ports)))
     if service not in ("smtp", "submission"):
         smtp = [s for s in host.ports if s in ("smtp", "submission")]
-        raise SessionError(f"a session speaks SMTP in clear text first (STARTTLS when asked): {host.name}'s "
-                           f"{service} is not that; it runs {', '.join(host.ports)} (for submissions, TLS from "
-                           f"the first byte, use smtplib.SMTP_SSL); try service={smtp[0] if smtp else 'smtp'!r}")
+        raise SessionError(_("a session speaks SMTP in clear text first (STARTTLS when asked): {name}'s {service} is "
+                             "not that; it runs {ports} (for submissions, TLS from the first byte, use "
+                             "smtplib.SMTP_SSL); try service={suggestion!r}").format(
+            name=host.name, service=service, ports=', '.join(host.ports), suggestion=smtp[0] if smtp else 'smtp'))
     session = SmtpSession(host.address, host.ports[service], context=lab.services.client_context, server_name=host.name,
                           timeout=timeout, service=service, source=source)
     # The server recorded the connection before it greeted us: find its id in the trace.
@@ -434,8 +443,8 @@ def open_imap(lab: Any, address: str, *, starttls: bool = True) -> Any:
     try:
         client = imaplib.IMAP4(host.address, host.ports["imap"], timeout=30)
     except (ConnectionRefusedError, TimeoutError) as exc:
-        raise HostUnreachable(f"{host.name} did not accept the IMAP connection ({type(exc).__name__}): is it "
-                              f"down? Start it with lab.host({host.name!r}).up()") from None
+        raise HostUnreachable(_("{name} did not accept the IMAP connection ({error}): is it down? Start it with "
+                                "lab.host({name!r}).up()").format(name=host.name, error=type(exc).__name__)) from None
     if starttls:
         client.starttls(ssl_context=lab.services.client_context)
     if user.login.isascii() and user.password.isascii():

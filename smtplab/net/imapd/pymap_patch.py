@@ -21,6 +21,7 @@ import threading
 from typing import Any
 
 from ...errors import LibraryMismatch
+from ...i18n import _
 
 __all__ = ["PymapMismatch", "apply", "check", "decode_mailbox_name"]
 
@@ -74,11 +75,12 @@ def _source_digest(function: Any) -> str | None:
 def check(version: str, current: Any, original: Any) -> None:
     """PymapMismatch unless pymap is `PYMAP_VERSION` and `current` is its own, unchanged `original`."""
     if version != PYMAP_VERSION:
-        raise PymapMismatch(f"smtplab's IMAP server needs pymap {PYMAP_VERSION}, found {version}: "
-                            f"install the pinned version (pip install pymap=={PYMAP_VERSION})")
+        raise PymapMismatch(_("smtplab's IMAP server needs pymap {pymap_version}, found {version}: install the pinned "
+                              "version (pip install pymap=={pymap_version})").format(
+            pymap_version=PYMAP_VERSION, version=version))
     if current is not original or _source_digest(current) != _SOURCE_SHA256:
-        raise PymapMismatch("pymap.parsing.specials.mailbox.modutf7_decode is not pymap 0.36.7's own: "
-                            "reinstall pymap==0.36.7 (pip install --force-reinstall pymap==0.36.7)")
+        raise PymapMismatch(_("pymap.parsing.specials.mailbox.modutf7_decode is not pymap 0.36.7's own: reinstall "
+                              "pymap==0.36.7 (pip install --force-reinstall pymap==0.36.7)"))
 
 
 def apply() -> None:
