@@ -12,7 +12,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-__all__ = ["RecipientStatus", "QueueItem", "QueueEntry", "Outcome", "TlsRequirement", "TlsPolicy", "RETRY_SCHEDULE",
+from ..i18n import N_, _
+
+__all__ = ["state_name", "STATE_NAMES", "RecipientStatus", "QueueItem", "QueueEntry", "Outcome", "TlsRequirement", "TlsPolicy", "RETRY_SCHEDULE",
            "MAX_QUEUE_LIFETIME", "DELAY_WARNING", "FINAL", "MAX_CONCURRENT_ATTEMPTS", "is_done"]
 
 # Like real MTAs: retry soon, then back off (seconds of lab time after each failed attempt).
@@ -20,6 +22,15 @@ RETRY_SCHEDULE = (60, 300, 900, 3600, 3 * 3600, 6 * 3600)
 MAX_QUEUE_LIFETIME = 5 * 86400  # Postfix's maximal_queue_lifetime default
 DELAY_WARNING = 4 * 3600  # tell the sender once that mail is late (like Postfix's delay_warning_time)
 FINAL = ("delivered", "bounced")
+# A recipient's state as a learner reads it (the values of RecipientStatus.state stay these identifiers).
+STATE_NAMES = {"queued": N_("queued"), "mx-lookup": N_("MX lookup"), "connecting": N_("connecting"),
+               "delivered": N_("delivered"), "deferred": N_("deferred"), "bounced": N_("bounced")}
+
+
+def state_name(state: str) -> str:
+    """The name of a queue state ("deferred") in the learner's language."""
+    return _(STATE_NAMES[state]) if state in STATE_NAMES else state
+
 # Delivery attempts in flight at once (Postfix: default_destination_concurrency_limit = 20). Without a
 # limit a burst of thousands of messages starts thousands of MX lookups at once and they time out.
 MAX_CONCURRENT_ATTEMPTS = 10

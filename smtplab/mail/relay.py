@@ -234,7 +234,7 @@ class Relay:
         now = self._now()
         with self._lock:
             while self._timeline and self._timeline[0][0] <= now:
-                when, _, queue_id = heapq.heappop(self._timeline)
+                when, _tiebreak, queue_id = heapq.heappop(self._timeline)
                 e = self._entries.get(queue_id)
                 if e is None or e.running or e.next_attempt != when or is_done(e):
                     continue  # a stale timeline record

@@ -10,6 +10,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..i18n import N_, _
+
 __all__ = ["Reply", "explain", "enhance", "REPLY_CLASSES"]
 
 # --- the lab's own replies (RFC 5321 section 4.2, enhanced codes RFC 3463) ---
@@ -109,74 +111,75 @@ def enhance(line: str) -> str:
 
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?:\s|$)")
 
+# The English texts are marked with N_() and translated where they are shown (`_()`), in the learner's language.
 REPLY_CLASSES = {
-    "2": "success: the server did what was asked",
-    "3": "intermediate: the server waits for more from the client",
-    "4": "temporary failure: try again later, nothing is lost",
-    "5": "permanent failure: do not repeat the same request",
+    "2": N_("success: the server did what was asked"),
+    "3": N_("intermediate: the server waits for more from the client"),
+    "4": N_("temporary failure: try again later, nothing is lost"),
+    "5": N_("permanent failure: do not repeat the same request"),
 }
 
 # Meaning of the first digits and of specific codes (RFC 5321 section 4.2.2-4.2.3).
 _CODES = {
-    "211": ("System status", "read the status"),
-    "214": ("Help message", "read the help"),
-    "220": ("The server is ready (greeting), or ready to start TLS after STARTTLS", "send EHLO (again after TLS)"),
-    "221": ("The server closes the connection", "nothing: the session is over"),
-    "235": ("Authentication succeeded", "start a transaction with MAIL FROM"),
-    "250": ("Requested action okay, completed", "send the next command"),
-    "251": ("User not local; the server will forward", "continue"),
-    "252": ("Cannot verify the user, but will accept the message", "continue"),
-    "334": ("The server waits for the next piece of authentication data (base64)", "send the base64 answer"),
-    "354": ("Start the message; end it with a line holding only '.'", "send headers, blank line, body, then '.'"),
-    "421": ("Service not available; the server closes the connection", "try again later, maybe at another MX"),
-    "450": ("Mailbox unavailable right now", "keep the message queued and retry later"),
-    "451": ("Local error in processing", "keep the message queued and retry later"),
-    "452": ("Insufficient storage, or too many recipients", "retry the remaining recipients later"),
-    "454": ("TLS not available right now", "retry later or continue without TLS if policy allows"),
-    "500": ("Syntax error: command unrecognised or line too long", "fix the command and send it again"),
-    "501": ("Syntax error in the arguments", "fix the arguments"),
-    "502": ("Command not implemented", "use another command"),
-    "503": ("Bad sequence of commands", "send the commands in order: EHLO, MAIL, RCPT, DATA"),
-    "504": ("Command parameter not implemented", "drop the parameter"),
-    "530": ("Authentication (or STARTTLS) required first", "STARTTLS, EHLO again, then AUTH"),
-    "535": ("Authentication credentials invalid", "check the user name (full address) and password"),
-    "550": ("Mailbox unavailable or action refused (user unknown, relaying denied, policy)", "do not retry; tell the sender"),
-    "551": ("User not local", "do not retry"),
-    "552": ("Exceeded storage allocation or message too big", "send a smaller message"),
-    "553": ("Mailbox name not allowed (bad or forbidden address)", "use a valid address you own"),
-    "554": ("Transaction failed (policy or content refused)", "do not retry the same message"),
-    "555": ("MAIL/RCPT parameters not recognised", "drop the unknown parameters"),
+    "211": (N_("System status"), N_("read the status")),
+    "214": (N_("Help message"), N_("read the help")),
+    "220": (N_("The server is ready (greeting), or ready to start TLS after STARTTLS"), N_("send EHLO (again after TLS)")),
+    "221": (N_("The server closes the connection"), N_("nothing: the session is over")),
+    "235": (N_("Authentication succeeded"), N_("start a transaction with MAIL FROM")),
+    "250": (N_("Requested action okay, completed"), N_("send the next command")),
+    "251": (N_("User not local; the server will forward"), N_("continue")),
+    "252": (N_("Cannot verify the user, but will accept the message"), N_("continue")),
+    "334": (N_("The server waits for the next piece of authentication data (base64)"), N_("send the base64 answer")),
+    "354": (N_("Start the message; end it with a line holding only '.'"), N_("send headers, blank line, body, then '.'")),
+    "421": (N_("Service not available; the server closes the connection"), N_("try again later, maybe at another MX")),
+    "450": (N_("Mailbox unavailable right now"), N_("keep the message queued and retry later")),
+    "451": (N_("Local error in processing"), N_("keep the message queued and retry later")),
+    "452": (N_("Insufficient storage, or too many recipients"), N_("retry the remaining recipients later")),
+    "454": (N_("TLS not available right now"), N_("retry later or continue without TLS if policy allows")),
+    "500": (N_("Syntax error: command unrecognised or line too long"), N_("fix the command and send it again")),
+    "501": (N_("Syntax error in the arguments"), N_("fix the arguments")),
+    "502": (N_("Command not implemented"), N_("use another command")),
+    "503": (N_("Bad sequence of commands"), N_("send the commands in order: EHLO, MAIL, RCPT, DATA")),
+    "504": (N_("Command parameter not implemented"), N_("drop the parameter")),
+    "530": (N_("Authentication (or STARTTLS) required first"), N_("STARTTLS, EHLO again, then AUTH")),
+    "535": (N_("Authentication credentials invalid"), N_("check the user name (full address) and password")),
+    "550": (N_("Mailbox unavailable or action refused (user unknown, relaying denied, policy)"), N_("do not retry; tell the sender")),
+    "551": (N_("User not local"), N_("do not retry")),
+    "552": (N_("Exceeded storage allocation or message too big"), N_("send a smaller message")),
+    "553": (N_("Mailbox name not allowed (bad or forbidden address)"), N_("use a valid address you own")),
+    "554": (N_("Transaction failed (policy or content refused)"), N_("do not retry the same message")),
+    "555": (N_("MAIL/RCPT parameters not recognised"), N_("drop the unknown parameters")),
 }
 
 # Enhanced status details (RFC 3463 §3, and the IANA registry).
 _DETAILS = {
-    "0.0": "other or undefined status",
-    "1.0": "other address status",
-    "1.1": "bad destination mailbox address (no such user)",
-    "1.3": "bad destination mailbox address syntax",
-    "1.5": "destination address valid",
-    "2.0": "other mailbox status",
-    "2.1": "mailbox disabled, not accepting messages",
-    "2.2": "mailbox full",
-    "3.0": "other or undefined mail system status",
-    "3.1": "mail system full",
-    "3.2": "system not accepting network messages",
-    "3.4": "message too big for system",
-    "4.1": "no answer from host",
-    "4.3": "directory server failure",
-    "4.4": "unable to route (no MX, Null MX or no such domain)",
-    "4.7": "delivery time expired",
-    "5.1": "invalid command",
-    "5.2": "syntax error",
-    "5.3": "too many recipients",
-    "5.4": "invalid command arguments",
-    "5.6": "authentication exchange line too long",
-    "6.0": "other or undefined media error",
-    "6.7": "non-ASCII addresses not permitted",
-    "7.0": "security: authentication or TLS required",
-    "7.1": "delivery not authorized (relaying denied, sender not allowed)",
-    "7.8": "authentication credentials invalid",
-    "7.11": "encryption required",
+    "0.0": N_("other or undefined status"),
+    "1.0": N_("other address status"),
+    "1.1": N_("bad destination mailbox address (no such user)"),
+    "1.3": N_("bad destination mailbox address syntax"),
+    "1.5": N_("destination address valid"),
+    "2.0": N_("other mailbox status"),
+    "2.1": N_("mailbox disabled, not accepting messages"),
+    "2.2": N_("mailbox full"),
+    "3.0": N_("other or undefined mail system status"),
+    "3.1": N_("mail system full"),
+    "3.2": N_("system not accepting network messages"),
+    "3.4": N_("message too big for system"),
+    "4.1": N_("no answer from host"),
+    "4.3": N_("directory server failure"),
+    "4.4": N_("unable to route (no MX, Null MX or no such domain)"),
+    "4.7": N_("delivery time expired"),
+    "5.1": N_("invalid command"),
+    "5.2": N_("syntax error"),
+    "5.3": N_("too many recipients"),
+    "5.4": N_("invalid command arguments"),
+    "5.6": N_("authentication exchange line too long"),
+    "6.0": N_("other or undefined media error"),
+    "6.7": N_("non-ASCII addresses not permitted"),
+    "7.0": N_("security: authentication or TLS required"),
+    "7.1": N_("delivery not authorized (relaying denied, sender not allowed)"),
+    "7.8": N_("authentication credentials invalid"),
+    "7.11": N_("encryption required"),
 }
 
 
@@ -194,7 +197,7 @@ class Reply:
 
     @property
     def category(self) -> str:
-        return REPLY_CLASSES.get(str(self.code)[0], "unknown class")
+        return _(REPLY_CLASSES.get(str(self.code)[0], N_("unknown class")))
 
     @property
     def is_success(self) -> bool:
@@ -206,7 +209,8 @@ class Reply:
 
     @property
     def next_step(self) -> str:
-        return _CODES.get(str(self.code), ("", _class_step(self.code)))[1] or _class_step(self.code)
+        step = _CODES.get(str(self.code), ("", ""))[1]
+        return _(step) if step else _class_step(self.code)
 
     @classmethod
     def parse(cls, wire_lines: Sequence[str]) -> Reply:
@@ -235,23 +239,21 @@ class Reply:
 
     def explain(self) -> str:
         """Return a few lines a learner can read: code, class, meaning, next step."""
-        return (
-            f"{self.code} {self.enhanced}".rstrip() + f" - {self.category}\n"
-            f"meaning: {self.meaning}\nnext: {self.next_step}"
-        )
+        return f"{self.code} {self.enhanced}".rstrip() + f" - {self.category}\n" + _(
+            "meaning: {meaning}\nnext: {next_step}").format(meaning=self.meaning, next_step=self.next_step)
 
 
 def _class_step(code: int) -> str:
-    return {2: "continue", 3: "send what the server asks for", 4: "retry later", 5: "do not retry as is"}.get(
-        code // 100, "?"
-    )
+    step = {2: N_("continue"), 3: N_("send what the server asks for"), 4: N_("retry later"),
+            5: N_("do not retry as is")}.get(code // 100)
+    return _(step) if step else "?"
 
 
 def explain(code: int, enhanced: str = "") -> str:
     """Say in plain language what reply `code` (and enhanced code, if any) means."""
-    base = _CODES.get(str(code), (REPLY_CLASSES.get(str(code)[0], "unknown reply"), ""))[0]
+    base = _(_CODES.get(str(code), (REPLY_CLASSES.get(str(code)[0], N_("unknown reply")), ""))[0])
     if enhanced:
         detail = _DETAILS.get(enhanced.split(".", 1)[1], "")
         if detail:
-            return f"{base} ({enhanced}: {detail})"
+            return f"{base} ({enhanced}: {_(detail)})"
     return base

@@ -8,6 +8,7 @@ from typing import Any
 import ipywidgets as w
 
 from ..errors import SmtpLabError
+from ..i18n import _, ngettext
 from ..net.client import SmtpSession
 from ..net.replies import Reply
 from . import html
@@ -23,18 +24,20 @@ class HandshakeConsole(StaticSummary, w.VBox):
     def __init__(self, lab: Any, host: str = "smtp.example.org", service: str | None = None) -> None:
         self.lab = lab
         options = [
-            (f"{h.name}  ({svc}, port {port})", (h.name, svc))
+            (_("{host}  ({service}, port {port})").format(host=h.name, service=svc, port=port), (h.name, svc))
             for h in lab.hosts.values() for svc, port in h.ports.items() if svc in ("submission", "smtp")
         ]
         chosen = lab.host(host)
         service = service or ("submission" if "submission" in chosen.ports else "smtp")
-        self.target = w.Dropdown(options=options, value=(chosen.name, service), description="server",
+        self.target = w.Dropdown(options=options, value=(chosen.name, service), description=_("server"),
                                  layout=w.Layout(width="34em"))
-        self.buttons = {name: w.Button(description=name, layout=w.Layout(width="auto")) for name in COMMANDS}
-        self.line = w.Text(placeholder="type any line - wrong ones too - or click a command above",
+        # Commands keep their protocol names; only "message" (the sample message) is a word to translate.
+        self.buttons = {name: w.Button(description=_("message") if name == "message" else name,
+                                       layout=w.Layout(width="auto")) for name in COMMANDS}
+        self.line = w.Text(placeholder=_("type any line - wrong ones too - or click a command above"),
                            layout=w.Layout(width="40em"))
-        self.send_button = w.Button(description="Send", button_style="primary", icon="paper-plane")
-        self.reset_button = w.Button(description="Reset", icon="refresh")
+        self.send_button = w.Button(description=_("Send"), button_style="primary", icon="paper-plane")
+        self.reset_button = w.Button(description=_("Reset"), icon="refresh")
         self.reply_html = w.HTML()
         self.transcript_html = w.HTML()
         self.ladder_html = w.HTML()
@@ -50,15 +53,18 @@ class HandshakeConsole(StaticSummary, w.VBox):
             w.HBox(list(self.buttons.values()), layout=w.Layout(flex_flow="row wrap")),
             w.HBox([self.line, self.send_button]),
             self.status_html, self.reply_html,
-            w.Tab(children=[self.transcript_html, self.ladder_html], titles=("transcript", "ladder diagram")),
+            w.Tab(children=[self.transcript_html, self.ladder_html], titles=(_("transcript"), _("ladder diagram"))),
         ])
         self.reset()
 
     def summary(self) -> str:
         name, service = self.target.value
         lines = len(self.session.transcript) if self.session is not None else 0
-        return (f"Handshake console: an SMTP conversation with {name} ({service}), {lines} transcript line(s) "
-                "so far, with buttons for the next sensible command.")
+        return ngettext("Handshake console: an SMTP conversation with {name} ({service}), {lines} transcript line "
+                        "so far, with buttons for the next sensible command.",
+                        "Handshake console: an SMTP conversation with {name} ({service}), {lines} transcript lines "
+                        "so far, with buttons for the next sensible command.", lines).format(
+            name=name, service=service, lines=lines)
 
     # --- actions (each is one call on the core session) ---
     def reset(self) -> None:
@@ -72,10 +78,12 @@ class HandshakeConsole(StaticSummary, w.VBox):
         try:
             self.session = self.lab.session(name, service)
         except (OSError, SmtpLabError) as exc:
-            self.status_html.value = html.note(f"cannot connect to {name}: {exc} (is the host down?)", "error")
+            self.status_html.value = html.note(_("cannot connect to {name}: {error} (is the host down?)").format(
+                name=name, error=exc), "error")
             self._refresh()
             return
-        self.status_html.value = html.note(f"connected to {name} ({service}); the server spoke first:")
+        self.status_html.value = html.note(_("connected to {name} ({service}); the server spoke first:").format(
+            name=name, service=service))
         self.reply_html.value = html.reply_card(self.session.greeting)
         self._refresh()
 
@@ -93,7 +101,7 @@ class HandshakeConsole(StaticSummary, w.VBox):
     def send_line(self, line: str) -> Reply | None:
         """Send one line to the server and show the reply."""
         if self.session is None or self.session.closed:
-            self.status_html.value = html.note("the connection is closed: press Reset to connect again", "error")
+            self.status_html.value = html.note(_("the connection is closed: press Reset to connect again"), "error")
             return None
         try:
             reply = self.session.send(line)
@@ -103,9 +111,9 @@ class HandshakeConsole(StaticSummary, w.VBox):
             return None
         self.line.value = ""
         if reply is None:
-            self.status_html.value = html.note("in DATA: lines get no reply until the lone '.'")
+            self.status_html.value = html.note(_("in DATA: lines get no reply until the lone '.'"))
         else:
-            self.status_html.value = html.note(f"you sent: {line}")
+            self.status_html.value = html.note(_("you sent: {line}").format(line=line))
             self.reply_html.value = html.reply_card(reply)
         self._refresh()
         return reply
@@ -130,7 +138,9 @@ class HandshakeConsole(StaticSummary, w.VBox):
     def sample_message(self) -> str:
         mail = self.template("MAIL").split("<", 1)[1].rstrip(">")
         rcpt = self.template("RCPT").split("<", 1)[1].rstrip(">")
-        return f"From: <{mail}>\nTo: <{rcpt}>\nSubject: typed by hand\n\nHello! I typed this message line by line."
+        # Header names are protocol (RFC 5322); the subject and the text are the learner's words.
+        subject, text = _("typed by hand"), _("Hello! I typed this message line by line.")
+        return f"From: <{mail}>\nTo: <{rcpt}>\nSubject: {subject}\n\n{text}"
 
     # --- view ---
     def _refresh(self) -> None:
@@ -138,7 +148,7 @@ class HandshakeConsole(StaticSummary, w.VBox):
         suggested = session.suggestions() if session is not None else []
         for name, button in self.buttons.items():
             button.button_style = "info" if name in suggested else ""
-            button.tooltip = "suggested next" if name in suggested else ""
+            button.tooltip = _("suggested next") if name in suggested else ""
         self.transcript_html.value = html.transcript(session.transcript if session is not None else [])
         self.ladder_html.value = self._ladder()
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from html import escape
 
+from ..i18n import _
+from ..mail.queue import state_name
 from ..net.replies import Reply
 
 CLASS_COLOURS = {"2": "#1a7f37", "3": "#0969da", "4": "#9a6700", "5": "#cf222e"}
@@ -23,13 +25,14 @@ def reply_card(reply: Reply) -> str:
     colour = colour_of(reply.code)
     wire = "<br>".join(escape(line) for line in reply.to_wire())
     enhanced = f" <code>{escape(reply.enhanced)}</code>" if reply.enhanced else ""
+    meaning, next_step = escape(_("meaning:")), escape(_("next:"))
     return (
         f"<div class='smtplab-reply' style='border-left:4px solid {colour};padding:4px 8px;margin:4px 0'>"
         f"<div style='font-family:monospace'>{wire}</div>"
         f"<div><b style='color:{colour}' class='smtplab-code'>{reply.code}</b>{enhanced} &mdash; "
         f"{escape(reply.category)}</div>"
-        f"<div><i>meaning:</i> {escape(reply.meaning)}</div>"
-        f"<div><i>next:</i> {escape(reply.next_step)}</div></div>"
+        f"<div><i>{meaning}</i> {escape(reply.meaning)}</div>"
+        f"<div><i>{next_step}</i> {escape(reply.next_step)}</div></div>"
     )
 
 
@@ -62,7 +65,7 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[str]], *, highlight: i
 def state_badge(state: str) -> str:
     colour = STATE_COLOURS.get(state, "#57606a")
     return (f"<span class='smtplab-state' style='color:white;background:{colour};border-radius:3px;"
-            f"padding:0 6px'>{escape(state)}</span>")
+            f"padding:0 6px' data-state='{escape(state)}'>{escape(state_name(state))}</span>")
 
 
 def note(text: str, kind: str = "info") -> str:
@@ -78,5 +81,5 @@ def diagram(obj: object) -> str:
     try:
         svg = render()
     except Exception as exc:  # a diagram must never break the widget around it
-        return note(f"(diagram unavailable: {exc})", "error")
+        return note(_("(diagram unavailable: {error})").format(error=exc), "error")
     return f"<div class='smtplab-diagram' style='overflow:auto;max-height:40em'>{svg}</div>"

@@ -11,6 +11,7 @@ from typing import Any
 
 import ipywidgets as w
 
+from ..i18n import _, ngettext
 from ..mail.hops import received_hops
 from . import html
 from .summary import StaticSummary
@@ -24,10 +25,10 @@ class MailboxViewer(StaticSummary, w.VBox):
     def __init__(self, lab: Any, address: str | None = None) -> None:
         self.lab = lab
         users = list(lab.users)
-        self.user = w.Dropdown(options=users, value=address or users[-1], description="user")
-        self.login_button = w.Button(description="Log in (IMAP)", button_style="primary", icon="sign-in")
-        self.refresh_button = w.Button(description="Check mail", icon="refresh", disabled=True)
-        self.folders = w.Dropdown(options=[], description="folder")
+        self.user = w.Dropdown(options=users, value=address or users[-1], description=_("user"))
+        self.login_button = w.Button(description=_("Log in (IMAP)"), button_style="primary", icon="sign-in")
+        self.refresh_button = w.Button(description=_("Check mail"), icon="refresh", disabled=True)
+        self.folders = w.Dropdown(options=[], description=_("folder"))
         self.messages = w.Select(options=[], rows=8, layout=w.Layout(width="60em"))
         self.status_html = w.HTML()
         self.message_html = w.HTML()
@@ -45,13 +46,17 @@ class MailboxViewer(StaticSummary, w.VBox):
             w.HBox([self.user, self.login_button, self.refresh_button]), self.status_html,
             self.folders, self.messages, self.message_html,
             w.Accordion(children=[self.raw_html, self.imap_html],
-                        titles=("raw source", "what this viewer said over IMAP")),
+                        titles=(_("raw source"), _("what this viewer said over IMAP"))),
         ])
 
 
     def summary(self) -> str:
-        state = "logged in over IMAP" if self.client is not None else "not logged in yet"
-        return f"Mailbox viewer: {self.user.value}'s mailbox, {state}, {len(self.messages.options)} message(s) listed."
+        count = len(self.messages.options)
+        if self.client is None:
+            return _("Mailbox viewer: {user}'s mailbox, not logged in yet.").format(user=self.user.value)
+        return ngettext("Mailbox viewer: {user}'s mailbox, logged in over IMAP, {count} message listed.",
+                        "Mailbox viewer: {user}'s mailbox, logged in over IMAP, {count} messages listed.",
+                        count).format(user=self.user.value, count=count)
 
     def login(self) -> None:
         """Connect to the user's IMAP host, STARTTLS, LOGIN, and list the folders."""
@@ -59,13 +64,13 @@ class MailboxViewer(StaticSummary, w.VBox):
         try:
             self.client = self.lab.imap(self.user.value)
         except (imaplib.IMAP4.error, OSError) as exc:
-            self.status_html.value = html.note(f"login failed: {exc}", "error")
+            self.status_html.value = html.note(_("login failed: {error}").format(error=exc), "error")
             return
         self.local_port = self.client.sock.getsockname()[1]
         typ, data = self.client.list()
         names = [_folder_name(line) for line in data if isinstance(line, bytes)]
         self.refresh_button.disabled = False
-        self.status_html.value = html.note(f"logged in as {self.user.value}", "ok")
+        self.status_html.value = html.note(_("logged in as {user}").format(user=self.user.value), "ok")
         self.folders.options = names
         self.folders.value = "INBOX" if "INBOX" in names else names[0]
         self.check()
@@ -77,8 +82,9 @@ class MailboxViewer(StaticSummary, w.VBox):
         typ, data = self.client.select(f'"{self.folders.value}"')
         count = int(data[0] or 0) if typ == "OK" else 0
         options: list[tuple[str, int]] = []
+        no_flags = _("no flags")
         if count:
-            _, fetched = self.client.fetch("1:*", "(UID FLAGS BODY.PEEK[HEADER.FIELDS (FROM SUBJECT DATE)])")
+            _typ, fetched = self.client.fetch("1:*", "(UID FLAGS BODY.PEEK[HEADER.FIELDS (FROM SUBJECT DATE)])")
             for item in fetched:
                 if not isinstance(item, tuple):
                     continue
@@ -88,11 +94,13 @@ class MailboxViewer(StaticSummary, w.VBox):
                 headers = message_from_bytes(item[1], policy=policy.default)
                 flags = meta.group(2).decode()
                 mark = " " if "\\Seen" in flags else "●"
-                label = f"{mark} {headers['From']} — {headers['Subject']} — {headers['Date']}  [{flags or 'no flags'}]"
+                label = f"{mark} {headers['From']} — {headers['Subject']} — {headers['Date']}  [{flags or no_flags}]"
                 options.append((label, int(meta.group(1))))
         self.messages.options = options
-        unseen = sum(label.startswith("●") for label, _ in options)
-        self.status_html.value = html.note(f"{self.folders.value}: {count} messages, {unseen} unseen (●)")
+        unseen = sum(label.startswith("●") for label, _uid in options)
+        self.status_html.value = html.note(ngettext("{folder}: {count} message, {unseen} unseen (●)",
+                                                    "{folder}: {count} messages, {unseen} unseen (●)", count).format(
+            folder=self.folders.value, count=count, unseen=unseen))
         self._transcript()
 
     def show_message(self, uid: int) -> EmailMessage | None:
@@ -106,12 +114,13 @@ class MailboxViewer(StaticSummary, w.VBox):
         hops = received_hops(message)
         hop_rows = [(h.when.strftime("%H:%M:%S") if h.when else "?", f"{h.from_name} [{h.from_address}]", h.by,
                      h.protocol, h.id) for h in hops]
-        headers = html.table(["header", "value"], [(k, str(v)) for k, v in message.items() if k != "Received"])
+        headers = html.table([_("header"), _("value")], [(k, str(v)) for k, v in message.items() if k != "Received"])
         body = message.get_body(preferencelist=("plain", "html"))
-        text = body.get_content() if body is not None else "(no text part)"
+        text = body.get_content() if body is not None else _("(no text part)")
         self.message_html.value = (
-            "<b>the route, oldest hop first (Received headers read bottom-up)</b>"
-            + html.table(["time", "from", "by", "with", "id"], hop_rows)
+            "<b>" + escape(_("the route, oldest hop first (Received headers read bottom-up)")) + "</b>"
+            # from / by / with / id are the clauses of a Received header (RFC 5321 section 4.4): kept as written
+            + html.table([_("time"), "from", "by", "with", "id"], hop_rows)
             + headers + f"<pre class='smtplab-body'>{escape(text)}</pre>"
         )
         self.raw_html.value = f"<pre>{escape(raw.decode('utf-8', 'replace'))}</pre>"

@@ -12,7 +12,9 @@ import textwrap
 from html import escape
 from typing import Any
 
-LIVE = "(an interactive widget: run the notebook in Jupyter to use it)"
+from ..i18n import N_, _
+
+LIVE = N_("(an interactive widget: run the notebook in Jupyter to use it)")  # shown translated: _(LIVE)
 
 
 class StaticSummary:
@@ -23,14 +25,14 @@ class StaticSummary:
         raise NotImplementedError
 
     def __repr__(self) -> str:
-        return textwrap.fill(f"{self.summary()} {LIVE}", 110)
+        return textwrap.fill(f"{self.summary()} {_(LIVE)}", 110)
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         data = super()._repr_mimebundle_(**kwargs)  # type: ignore[misc]
         if data is None:
             return None
         text = self.summary()
-        data["text/plain"] = textwrap.fill(f"{text} {LIVE}", 110)  # no line wider than the notebook
+        data["text/plain"] = textwrap.fill(f"{text} {_(LIVE)}", 110)  # no line wider than the notebook
         data["text/html"] = (f"<div class='smtplab-widget-summary' style='border:1px dashed #8c959f;padding:4px 8px'>"
-                             f"{escape(text)} <i>{escape(LIVE)}</i></div>")
+                             f"{escape(text)} <i>{escape(_(LIVE))}</i></div>")
         return data
