@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from .control import CONTROL_FILE, TOKEN_VARIABLE, ControlServer, find_control, request
-from .errors import SmtpLabError
+from .errors import SmtpLabError, UnknownLanguage
 from .files import write_private
 from .hosts import Host, User
+from .i18n import _, resolve_language
 from .lab import Lab, start
 from .scenario import WELL_KNOWN_PORTS, Scenario
 
@@ -31,7 +32,7 @@ def _roles(lab: Lab) -> tuple[Host | None, User | None, User | None, Host | None
     mx = imap = None
     if recipient is not None:
         provider = lab.scenario.provider_of(recipient.domain)
-        exchanges = [name for _, name in sorted(provider.mx)] if provider is not None else []
+        exchanges = [name for _pref, name in sorted(provider.mx)] if provider is not None else []
         mx = next((lab.hosts[n] for n in exchanges if n in lab.hosts and "smtp" in lab.hosts[n].ports),
                   next((h for h in lab.hosts.values() if h.domain == recipient.domain and "smtp" in h.ports), None))
         imap = next((h for h in lab.hosts.values() if h.domain == recipient.domain and "imap" in h.ports), None)
@@ -66,26 +67,29 @@ def _write_env(lab: Lab) -> Path:
 
 def _print_human(lab: Lab, env_file: Path) -> None:
     info = lab.describe()
-    print(f"smtplab is running (lab directory {info['directory']})")
-    print(f"DNS  {lab.dns.name:<18} {lab.dns.address}:{lab.dns.port}   try: {lab.dns.dig('example.net')}")
+    print(_("smtplab is running (lab directory {directory})").format(directory=info["directory"]))
+    try_dig = _("try: {command}").format(command=lab.dns.dig("example.net"))
+    print(f"DNS  {lab.dns.name:<18} {lab.dns.address}:{lab.dns.port}   {try_dig}")
     for host in lab.hosts.values():
         ports = "  ".join(f"{service} {port}" for service, port in host.ports.items())
         print(f"host {host.name:<18} {host.address:<12} {ports}")
-    print("     on the Internet: " + ", ".join(f"{s} {p}" for s, p in WELL_KNOWN_PORTS.items() if s != "dns"))
-    print("     (submission, imap and pop3 start TLS with STARTTLS/STLS; submissions, imaps and pop3s from the "
-          "first byte)")
+    print("     " + _("on the Internet: {ports}").format(
+        ports=", ".join(f"{s} {p}" for s, p in WELL_KNOWN_PORTS.items() if s != "dns")))
+    print("     " + _("(submission, imap and pop3 start TLS with STARTTLS/STLS; submissions, imaps and pop3s from the "
+                      "first byte)"))
     for user in lab.users.values():
-        print(f"user {user.address:<24} password {user.password}")
-    print(f"TLS  CA certificate: {lab.ca_file}  (curl --cacert, swaks --tls-ca-path, openssl -CAfile)")
-    print(f"In another terminal, `. {env_file.resolve()}` sets these (or paste them):")
+        print(_("user {address:<24} password {password}").format(address=user.address, password=user.password))
+    print(_("TLS  CA certificate: {path}  (curl --cacert, swaks --tls-ca-path, openssl -CAfile)").format(
+        path=lab.ca_file))
+    print(_("In another terminal, `. {path}` sets these (or paste them):").format(path=env_file.resolve()))
     for line in env_lines(lab):
         print("  " + line)
-    sub, sender, recipient, _, _ = _roles(lab)
+    sub, sender, recipient, _mx, _imap = _roles(lab)
     if sub is not None and sender is not None and recipient is not None:
-        print("then, for example:")
+        print(_("then, for example:"))
         print('  swaks --server "$SUB_ADDR:$SUB" --tls --tls-verify --tls-ca-path "$CA" \\')
         print('        --auth PLAIN --auth-user "$FROM" --auth-password "$FROM_PW" --from "$FROM" --to "$TO"')
-    print("Press Ctrl-C to stop.")
+    print(_("Press Ctrl-C to stop."))
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -94,7 +98,8 @@ def _up(args: argparse.Namespace) -> int:
         try:
             scenario = Scenario.from_dict(json.loads(Path(args.scenario).read_text()))
         except (OSError, ValueError) as exc:
-            print(f"smtplab: cannot read scenario {args.scenario}: {exc}", file=sys.stderr)
+            print("smtplab: " + _("cannot read scenario {path}: {error}").format(path=args.scenario, error=exc),
+                  file=sys.stderr)
             return 2
     stop = threading.Event()
 
@@ -120,7 +125,8 @@ def _up(args: argparse.Namespace) -> int:
         else:
             _print_human(lab, env_file)
             # The token stays in the lab directory (0600): `ctl` reads it there, never from a command line.
-            print(f"control from another terminal: python -m smtplab ctl --dir {lab.directory} down mx1", flush=True)
+            print(_("control from another terminal: {command}").format(
+                command=f"python -m smtplab ctl --dir {lab.directory} down mx1"), flush=True)
         while not stop.wait(0.5):
             pass
     finally:
@@ -130,15 +136,15 @@ def _up(args: argparse.Namespace) -> int:
             pass
         lab.stop()
     if not args.json:
-        print("smtplab stopped.", flush=True)
+        print(_("smtplab stopped."), flush=True)
     return 0
 
 
 def _ctl(args: argparse.Namespace) -> int:
     if args.token is not None:
-        print(f"smtplab: --token is refused: every user of this machine can read a command line "
-              f"(/proc/*/cmdline). Give --dir PATH (the lab directory), or --port with {TOKEN_VARIABLE} set "
-              "in the environment.", file=sys.stderr)
+        print("smtplab: " + _("--token is refused: every user of this machine can read a command line "
+                              "(/proc/*/cmdline). Give --dir PATH (the lab directory), or --port with {variable} set "
+                              "in the environment.").format(variable=TOKEN_VARIABLE), file=sys.stderr)
         return 2
     try:
         info = find_control(args.dir, args.port)
@@ -151,10 +157,12 @@ def _ctl(args: argparse.Namespace) -> int:
         "drop": (2, "drop HOST STAGE"), "slow": (3, "slow HOST STAGE SECONDS"), "advance": (1, "advance 5m"),
     }
     if args.action == "pcap" and len(p) not in (1, 2):
-        print("smtplab: usage: python -m smtplab pcap PATH [--message ID]", file=sys.stderr)
+        print("smtplab: " + _("usage: {command}").format(command="python -m smtplab pcap PATH [--message ID]"),
+              file=sys.stderr)
         return 2
     if args.action in usage and len(p) != usage[args.action][0]:
-        print(f"smtplab: usage: python -m smtplab ctl {usage[args.action][1]}", file=sys.stderr)
+        print("smtplab: " + _("usage: {command}").format(command=f"python -m smtplab ctl {usage[args.action][1]}"),
+              file=sys.stderr)
         return 2
     command, params = {
         "down": ("down", lambda: {"host": p[0]}),
@@ -192,11 +200,12 @@ def _pcap(args: argparse.Namespace) -> int:
 
 
 def _print_capture(result: dict[str, Any]) -> None:
-    print(f"wrote {result['pcap']} ({result['packets']} packets, {result['connections']} connections)")
-    print(f"TLS keys of {result['sessions']} sessions in {result['keylog']}")
-    print("open it in Wireshark:")
+    print(_("wrote {path} ({packets} packets, {connections} connections)").format(
+        path=result["pcap"], packets=result["packets"], connections=result["connections"]))
+    print(_("TLS keys of {sessions} sessions in {path}").format(sessions=result["sessions"], path=result["keylog"]))
+    print(_("open it in Wireshark:"))
     print(result["wireshark"])
-    print("or list it with tshark (add -Y FILTER to pick frames):")
+    print(_("or list it with tshark (add -Y FILTER to pick frames):"))
     print(result["tshark"])
 
 
@@ -204,40 +213,75 @@ def _port_base(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (e.g. 10000)") from None
+        raise argparse.ArgumentTypeError(_("{text!r} is not a port number (e.g. 10000)").format(text=text)) from None
     if not 1024 <= value <= 65000:
-        raise argparse.ArgumentTypeError(f"{value} is outside 1024-65000 (e.g. 10000)")
+        raise argparse.ArgumentTypeError(_("{value} is outside 1024-65000 (e.g. 10000)").format(value=value))
     return value
 
 
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help layout, with its one fixed word ("usage:") in the learner's language."""
+
+    def add_usage(self, usage: str | None, actions: Any, groups: Any, prefix: str | None = None) -> None:
+        super().add_usage(usage, actions, groups, _("usage: ") if prefix is None else prefix)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose headings, -h and error line are translated (argparse's own catalog is not
+    installed with Python): arguments go into `.arguments` and `.options`, groups with translated titles."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        kwargs["add_help"] = False
+        super().__init__(*args, **kwargs)
+        self.arguments = self.add_argument_group(_("arguments"))
+        self.options = self.add_argument_group(_("options"))
+        self.options.add_argument("-h", "--help", action="help", default=argparse.SUPPRESS,
+                                  help=_("show this help message and exit"))
+
+    def error(self, message: str) -> Any:
+        self.print_usage(sys.stderr)
+        self.exit(2, _("{prog}: error: {message}").format(prog=self.prog, message=message) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m smtplab", description="A real mail network on loopback.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    up = commands.add_parser("up", help="start the lab and run until Ctrl-C / SIGTERM")
-    up.add_argument("--json", action="store_true", help="print hosts, ports and users as one JSON line")
-    up.add_argument("--dir", metavar="PATH", help="keep mailboxes and queue in PATH (survives restarts)")
-    up.add_argument("--scenario", metavar="FILE", help="a scenario as JSON (see Scenario.to_dict())")
-    up.add_argument("--ports", metavar="BASE", type=_port_base,
-                    help="pin the ports: DNS on BASE, the n-th host's services on BASE+10n+0 smtp, 1 submission, "
-                         "2 submissions, 3 imap, 4 imaps, 5 pop3, 6 pop3s (without it, a lab started again "
-                         "with the same --dir keeps its ports)")
-    steer = ("steer a running lab: down/up HOST, fail HOST STAGE REPLY, drop HOST STAGE, slow HOST STAGE SECONDS, "
-             "clear [HOST], faults, advance DURATION, queue [--all], hosts")
+    try:
+        resolve_language()  # SMTPLAB_LANG=xx is a mistake to name now, not English text without a word
+    except UnknownLanguage as exc:
+        print(f"smtplab: {exc}", file=sys.stderr)
+        return 2
+    parser = _Parser(prog="python -m smtplab", description=_("A real mail network on loopback."))
+    commands = parser.add_subparsers(dest="command", required=True, title=_("commands"))
+    up = commands.add_parser("up", help=_("start the lab and run until Ctrl-C / SIGTERM"))
+    up.options.add_argument("--json", action="store_true", help=_("print hosts, ports and users as one JSON line"))
+    up.options.add_argument("--dir", metavar="PATH", help=_("keep mailboxes and queue in PATH (survives restarts)"))
+    up.options.add_argument("--scenario", metavar="FILE", help=_("a scenario as JSON (see Scenario.to_dict())"))
+    up.options.add_argument(
+        "--ports", metavar="BASE", type=_port_base,
+        help=_("pin the ports: DNS on BASE, the n-th host's services on BASE+10n+0 smtp, 1 submission, "
+               "2 submissions, 3 imap, 4 imaps, 5 pop3, 6 pop3s (without it, a lab started again "
+               "with the same --dir keeps its ports)"))
+    steer = _("steer a running lab: down/up HOST, fail HOST STAGE REPLY, drop HOST STAGE, slow HOST STAGE SECONDS, "
+              "clear [HOST], faults, advance DURATION, queue [--all], hosts")
     ctl = commands.add_parser("ctl", help=steer, description=steer)
-    ctl.add_argument("--dir", metavar="PATH", help="the lab directory `up` printed (or set SMTPLAB_DIR)")
-    ctl.add_argument("--port", type=int, help=f"control port, with the token in ${TOKEN_VARIABLE}")
-    ctl.add_argument("--token", help=argparse.SUPPRESS)  # refused with an explanation: never on a command line
-    ctl.add_argument("action", choices=["down", "up", "fail", "drop", "slow", "clear", "faults", "advance",
-                                        "queue", "hosts", "pcap"])
-    ctl.add_argument("--all", action="store_true", help="queue: also what was delivered or bounced")
-    ctl.add_argument("params", nargs="*", help="e.g. `fail mx1 RCPT '451 4.7.1 Try later'`, `advance 5m`")
-    pcap = commands.add_parser("pcap", help="write the running lab's traffic as a pcapng file for Wireshark, "
-                                            "with its TLS key log beside it")
-    pcap.add_argument("path", help="the capture file to write, e.g. lab.pcapng (the key log: lab.keylog)")
-    pcap.add_argument("--message", metavar="ID", help="only this message's traffic (queue id or Message-ID)")
-    pcap.add_argument("--dir", metavar="PATH", help="the lab directory `up` printed (or set SMTPLAB_DIR)")
-    pcap.add_argument("--port", type=int, help=f"control port, with the token in ${TOKEN_VARIABLE}")
-    pcap.add_argument("--token", help=argparse.SUPPRESS)  # refused with an explanation, as by ctl
+    lab_dir = _("the lab directory `up` printed (or set SMTPLAB_DIR)")
+    control_port = _("control port, with the token in ${variable}").format(variable=TOKEN_VARIABLE)
+    ctl.options.add_argument("--dir", metavar="PATH", help=lab_dir)
+    ctl.options.add_argument("--port", type=int, help=control_port)
+    ctl.options.add_argument("--token", help=argparse.SUPPRESS)  # refused with an explanation: never on a command line
+    ctl.arguments.add_argument("action", choices=["down", "up", "fail", "drop", "slow", "clear", "faults", "advance",
+                                                  "queue", "hosts", "pcap"])
+    ctl.options.add_argument("--all", action="store_true", help=_("queue: also what was delivered or bounced"))
+    ctl.arguments.add_argument("params", nargs="*",
+                               help=_("e.g. `fail mx1 RCPT '451 4.7.1 Try later'`, `advance 5m`"))
+    pcap = commands.add_parser("pcap", help=_("write the running lab's traffic as a pcapng file for Wireshark, "
+                                              "with its TLS key log beside it"))
+    pcap.arguments.add_argument("path", help=_("the capture file to write, e.g. lab.pcapng (the key log: lab.keylog)"))
+    pcap.options.add_argument("--message", metavar="ID",
+                              help=_("only this message's traffic (queue id or Message-ID)"))
+    pcap.options.add_argument("--dir", metavar="PATH", help=lab_dir)
+    pcap.options.add_argument("--port", type=int, help=control_port)
+    pcap.options.add_argument("--token", help=argparse.SUPPRESS)  # refused with an explanation, as by ctl
     args = parser.parse_args(argv)
     if args.command == "pcap":
         return _pcap(args)

@@ -261,3 +261,77 @@ def test_the_shared_exercise_words_are_spanish_with_lang_es() -> None:
         assert unanswered("Escribe tu respuesta.").message == "aún sin responder. Escribe tu respuesta."
         assert changed_answer_note("a", "b").startswith("(Has cambiado tu respuesta a 'b'")
     assert unanswered("Type it.").message == "not answered yet. Type it."
+
+
+# --- acceptance: with lang="es" the learner reads Spanish, and the wire is what it is in English ---
+
+def smtp_conversation(lab: smtplab.Lab) -> tuple[list[str], list[str]]:
+    """A real smtplib session with the MX (a known and an unknown recipient, a message): the replies smtplib
+    got, and the protocol lines the trace recorded; queue ids (random) are blanked."""
+    import smtplib
+
+    mx = lab.host("mx1.example.net")
+    replies = []
+    with smtplib.SMTP(mx.address, mx.ports["smtp"], local_hostname="client.example.com", timeout=10) as client:
+        replies.append(client.ehlo())
+        replies.append(client.mail("alice@example.org"))
+        replies.append(client.rcpt("bob@example.net"))
+        replies.append(client.rcpt("nobody@example.net"))
+        replies.append(client.data(b"Subject: hola\r\n\r\nSame bytes in every language.\r\n"))
+    def blank(text: str) -> str:
+        return re.sub(r"(queued|delivered) as \S+", r"\1 as ID", text)
+
+    wire = [f"{code} {blank(text.decode())}" for code, text in replies]
+    lines = [f"{e.direction}: {blank(e.text)}" for e in lab.trace.events()
+             if e.protocol == "smtp" and e.kind == "line" and e.peer == "client" and e.host == mx.name]
+    return wire, lines
+
+
+def test_spanish_lab_speaks_spanish_and_its_wire_is_english(tmp_path: Path) -> None:
+    with smtplab.start(lang="en") as english:
+        english_wire = smtp_conversation(english)
+    with smtplab.start(lang="es") as lab:
+        assert current_language() == "es"
+        spanish_wire = smtp_conversation(lab)
+        # An error.
+        with pytest.raises(smtplab.SmtpLabError, match="el reloj del laboratorio solo avanza"):
+            lab.clock.advance(-5)
+        # A reply's explanation, and a queue state.
+        assert smtplab.explain(550, "5.1.1").startswith("Buzón no disponible")
+        assert "no existe ese usuario" in smtplab.explain(550, "5.1.1")
+        from smtplab.relay import state_name
+        assert state_name("deferred") == "aplazado"
+        # A widget: its buttons, its summary, a reply card.
+        from smtplab.widgets import HandshakeConsole, RelayTracker
+
+        console = HandshakeConsole(lab)
+        assert console.send_button.description == "Enviar" and console.buttons["message"].description == "mensaje"
+        assert console.buttons["EHLO"].description == "EHLO"  # command names are protocol
+        assert console.summary().startswith("Consola del diálogo SMTP")
+        console.send_line("EHLO client.example.com")
+        assert "significado:" in console.reply_html.value and "siguiente paso:" in console.reply_html.value
+        tracker = RelayTracker(lab)
+        assert [label for label, _value in tracker.faults["mx1.example.net"].options][:2] == ["normal", "caído"]
+        tracker.faults["mx1.example.net"].value = "down"  # the values stay the identifiers the code uses
+        assert not lab.host("mx1.example.net").is_up
+    assert spanish_wire == english_wire
+    assert any(line.startswith("S: 550 5.1.1") for line in spanish_wire[1])  # the refusal is on the wire, in English
+
+
+def test_the_command_line_speaks_spanish() -> None:
+    import os
+    import subprocess
+    import sys
+
+    def run(*args: str, lang: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "smtplab", *args], capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "SMTPLAB_LANG": lang})
+
+    spanish, english = run("--help", lang="es"), run("--help", lang="en")
+    assert spanish.returncode == english.returncode == 0
+    assert spanish.stdout.startswith("uso: python -m smtplab") and "muestra esta ayuda y termina" in spanish.stdout
+    assert "inicia el laboratorio" in spanish.stdout and "órdenes:" in spanish.stdout
+    assert english.stdout.startswith("usage: python -m smtplab") and "start the lab" in english.stdout
+    assert "uso:" in run("up", "--ports", "5", lang="es").stderr
+    unknown = run("--help", lang="xx")
+    assert unknown.returncode == 2 and "SMTPLAB_LANG='xx'" in unknown.stderr
