@@ -27,7 +27,7 @@ from .clock import VirtualClock
 from .errors import LabNotRunning, PortInUse, ScenarioError, UnknownConnection, UnknownHost, UnknownMessage, UnknownUser
 from .files import directory_error, make_private_dir, write_private
 from .hosts import DnsInfo, Host, User, listeners_of, load_ports, plan_ports, save_ports
-from .i18n import resolve_language, set_language
+from .i18n import _, resolve_language, set_language
 from .loop import LoopThread
 from .mail.handlers import InboundHandler, SubmissionHandler
 from .mail.ledger import DeliveryLedger
@@ -95,7 +95,7 @@ class Lab:
         elif isinstance(scenario, Mapping):
             scenario = Scenario.from_dict(scenario)
         elif not isinstance(scenario, Scenario):
-            raise ScenarioError("scenario must be a Scenario, a dict like Scenario.default().to_dict(), or None")
+            raise ScenarioError(_("scenario must be a Scenario, a dict like Scenario.default().to_dict(), or None"))
         scenario.validate()  # a Scenario built by hand too: its names become folders, checked before any is made
         self.scenario = scenario
         self._temporary = directory is None
@@ -187,11 +187,11 @@ class Lab:
         self._dns_address = dns_address
         by_address = [p.domain for p in self.scenario.providers if p.security.get("spf") or p.security.get("dnsbl")]
         if not distinct and by_address:
-            warnings.warn(
+            warnings.warn(_(
                 "this system gives the lab only 127.0.0.1 (Linux has all of 127.0.0.0/8), so every host shares "
-                f"one address: SPF and blocklist checks ({', '.join(by_address)}) cannot tell the hosts apart "
+                "one address: SPF and blocklist checks ({domains}) cannot tell the hosts apart "
                 "and their results will not match the lessons. Run the course on Linux, Binder or JupyterHub "
-                "for those.", RuntimeWarning, stacklevel=4)
+                "for those.").format(domains=", ".join(by_address)), RuntimeWarning, stacklevel=4)
         for p_index, provider in enumerate(self.scenario.providers, start=1):
             store = MailStore(self.directory / "mail" / provider.domain, provider.domain)
             self._stores[provider.domain] = store
@@ -262,7 +262,7 @@ class Lab:
             if imap_hosts:
                 self._stores[provider.domain].on_delivered = self.services.mailbox_changed
                 service = self._imap[imap_hosts[0].name]
-                for address, _ in provider.users:
+                for address, _password in provider.users:
                     await service.add_user(address, self.users[address].password, address.rsplit("@", 1)[0])
         await asyncio.gather(*(self._host_up(host) for host in self.hosts.values()))
         # The zones without the DKIM keys, built now: a scenario's bad record stops the start, as it should.
@@ -353,8 +353,9 @@ class Lab:
                 if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
                     raise
                 if self._pinned:
-                    raise PortInUse(f"{what}: port {wanted} is taken ({exc.strerror}); stop what uses it, or "
-                                    f"choose another base (ports=BASE, `up --ports BASE`)") from None
+                    raise PortInUse(_("{what}: port {wanted} is taken ({strerror}); stop what uses it, or choose "
+                                      "another base (ports=BASE, `up --ports BASE`)").format(
+                        what=what, wanted=wanted, strerror=exc.strerror)) from None
                 port = await listen(0)
                 self._moved_ports.append(f"{what} {wanted} -> {port}")
                 return port
@@ -364,8 +365,8 @@ class Lab:
         """Say once, in the trace and as a warning, which remembered ports were taken and moved."""
         moved, self._moved_ports = self._moved_ports, []
         if moved:
-            text = (f"ports taken by another program, so these services listen elsewhere this time: "
-                    f"{'; '.join(moved)} (update your mail client's settings)")
+            text = _("ports taken by another program, so these services listen elsewhere this time: "
+                     "{services} (update your mail client's settings)").format(services="; ".join(moved))
             self.trace.record("lab", "state", "lab", text, payload=Note(warning=True))
             warnings.warn(text, RuntimeWarning, stacklevel=2)
 
@@ -481,13 +482,15 @@ class Lab:
         matches = [h for n, h in self.hosts.items() if n.split(".", 1)[0] == name]
         if len(matches) == 1:
             return matches[0]
-        raise UnknownHost(f"no host {name!r} in this lab; hosts: {', '.join(self.hosts)}")
+        raise UnknownHost(_("no host {name!r} in this lab; hosts: {hosts}").format(
+            name=name, hosts=', '.join(self.hosts)))
 
     def user(self, address: str) -> User:
         try:
             return self.users[address.lower()]
         except KeyError:
-            raise UnknownUser(f"no user {address!r} in this lab; users: {', '.join(self.users)}") from None
+            raise UnknownUser(_("no user {address!r} in this lab; users: {users}").format(
+                address=address, users=', '.join(self.users))) from None
 
     def submission_host(self, address: str) -> Host:
         """Return the host where `address`'s provider accepts submissions."""
@@ -495,14 +498,14 @@ class Lab:
         for host in self.hosts.values():
             if host.domain == domain and "submission" in host.services:
                 return host
-        raise UnknownHost(f"{domain} has no submission host in this lab")
+        raise UnknownHost(_("{domain} has no submission host in this lab").format(domain=domain))
 
     def imap_host(self, address: str) -> Host:
         domain = address.rpartition("@")[2].lower()
         for host in self.hosts.values():
             if host.domain == domain and "imap" in host.services:
                 return host
-        raise UnknownHost(f"{domain} has no IMAP host in this lab")
+        raise UnknownHost(_("{domain} has no IMAP host in this lab").format(domain=domain))
 
     @property
     def queue(self) -> list[QueueItem]:
@@ -513,9 +516,9 @@ class Lab:
         """Return the queue entry of one message (by the id in '250 ... queued as ID')."""
         item = self.services.require_relay().get(queue_id)
         if item is None:
-            raise UnknownMessage(f"no message {queue_id!r} in the queue; the ids are in lab.queue "
-                                 f"({', '.join(i.queue_id for i in self.queue) or 'empty'}), and in the "
-                                 "'queued as ID' of the reply to DATA")
+            raise UnknownMessage(_("no message {queue_id!r} in the queue; the ids are in lab.queue ({ids}), and in "
+                                   "the 'queued as ID' of the reply to DATA").format(
+                queue_id=queue_id, ids=", ".join(i.queue_id for i in self.queue) or _("empty")))
         return item
 
     def wait_for_delivery(self, queue_id: str | None = None, timeout: float = 30.0) -> bool:
@@ -585,7 +588,8 @@ class Lab:
         names = [n for _, n in provider.mx if n in self.hosts] if provider is not None else [self.host(target).name]
         hosts = [self.hosts[n] for n in names if "smtp" in self.hosts[n].ports]
         if not hosts:
-            raise UnknownHost(f"{target} runs no SMTP service to attack; try an MX such as mx1.example.net")
+            raise UnknownHost(_("{target} runs no SMTP service to attack; try an MX such as mx1.example.net").format(
+                target=target))
         return self._require_downgrade().start_attacker([(h.name, h.address, h.ports["smtp"]) for h in hosts],
                                                         _sibling_address(hosts[0].address, 66))
 
@@ -596,8 +600,8 @@ class Lab:
         self._require_running()
         provider = next((p for p in self.scenario.providers if p.domain == domain), None)
         if provider is None:
-            raise ScenarioError(f"no provider serves {domain}; try one of "
-                                + ", ".join(p.domain for p in self.scenario.providers))
+            raise ScenarioError(_("no provider serves {domain}; try one of {domains}").format(
+                domain=domain, domains=", ".join(p.domain for p in self.scenario.providers)))
         names = tuple(mx) if mx is not None else tuple(name for _, name in provider.mx if name != ".")
         first = next((self.hosts[n].address for n in names if n in self.hosts), self._dns_address)
         return self._require_downgrade().publish_mta_sts(domain, mode, names, _sibling_address(first, 80), max_age)
@@ -608,7 +612,7 @@ class Lab:
         self._require_running()
         provider = next((p for p in self.scenario.providers if p.domain == domain), None)
         if provider is None:
-            raise ScenarioError(f"no provider serves {domain}")
+            raise ScenarioError(_("no provider serves {domain}").format(domain=domain))
         exchanges = [name for _, name in provider.mx if name in self.hosts and "smtp" in self.hosts[name].ports]
         for name in exchanges:
             self.ca.server_context(name, self.hosts[name].address)  # its certificate exists from its start
@@ -624,7 +628,7 @@ class Lab:
 
     def _require_downgrade(self) -> DowngradeKit:
         if self._downgrade is None:
-            raise LabNotRunning("this lab is stopped; start a new one with smtplab.start()")
+            raise LabNotRunning(_("this lab is stopped; start a new one with smtplab.start()"))
         return self._downgrade
 
     def session(self, host: str, service: str | None = None, *, timeout: float = 5.0,
@@ -699,8 +703,8 @@ class Lab:
         """What an eavesdropper saw of SMTP connection `conn`: clear text before STARTTLS, TLS records after."""
         tap = self._wires.get(conn)
         if tap is None:
-            raise UnknownConnection(f"no SMTP connection {conn!r} (kept: the last {WIRE_KEEP}); "
-                                    f"ids are in lab.trace.connections('smtp')")
+            raise UnknownConnection(_("no SMTP connection {conn!r} (kept: the last {wire_keep}); ids are in "
+                                      "lab.trace.connections('smtp')").format(conn=conn, wire_keep=WIRE_KEEP))
         return tap
 
     def _keep_wire(self, tap: WireTap) -> None:
@@ -729,7 +733,7 @@ class Lab:
 
     def _require_running(self) -> None:
         if self.services.loop is None:
-            raise LabNotRunning("this lab is stopped; start a new one with smtplab.start()")
+            raise LabNotRunning(_("this lab is stopped; start a new one with smtplab.start()"))
 
 
 def _sibling_address(address: str, last: int) -> str:
@@ -746,10 +750,10 @@ def _warn_if_exposed(directory: Path) -> None:
     except OSError:
         return
     if mode & 0o077:
-        warnings.warn(
-            f"the lab directory {directory} can be entered by other users (mode {mode:o}): the lab's own folders "
-            f"and files in it are private (0700/0600), but names of files are visible. `chmod 700 {directory}` "
-            "closes it.", RuntimeWarning, stacklevel=4)
+        warnings.warn(_(
+            "the lab directory {directory} can be entered by other users (mode {mode:o}): the lab's own folders "
+            "and files in it are private (0700/0600), but names of files are visible. `chmod 700 {directory}` "
+            "closes it.").format(directory=directory, mode=mode), RuntimeWarning, stacklevel=4)
 
 
 def _new_password() -> str:

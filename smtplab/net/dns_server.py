@@ -103,7 +103,7 @@ class _UdpServer:
         loop.add_reader(sock.fileno(), self._drain)
 
     def _drain(self) -> None:
-        for _ in range(self.BATCH):
+        for _attempt in range(self.BATCH):
             try:
                 data, addr = self.sock.recvfrom(65535)
             except (BlockingIOError, InterruptedError):
@@ -250,7 +250,7 @@ class DnsServer:
         if self._zones is not None:
             self._published.set()
         # UDP and TCP must share one port number; retry if TCP finds the UDP port taken.
-        for _ in range(20):
+        for _attempt in range(20):
             udp_socket = _udp_socket(self.address, port)
             udp = _UdpServer(self, udp_socket, loop)
             bound = udp_socket.getsockname()[1]
@@ -456,7 +456,7 @@ class DnsServer:
         self._replies[key] = entry
         self._reply_bytes += len(entry[-1])
         while len(self._replies) > CACHE_ENTRIES or self._reply_bytes > CACHE_BYTES:
-            _, old = self._replies.popitem(last=False)
+            _key, old = self._replies.popitem(last=False)
             self._reply_bytes -= len(old[-1])
 
     @property
@@ -485,7 +485,7 @@ class DnsServer:
             return response
         response.flags |= dns.flags.AA
         name, rdtype = question.name, question.rdtype
-        for _ in range(8):  # follow CNAME chains inside our zones, bounded
+        for _hop in range(8):  # follow CNAME chains inside our zones, bounded
             node = zone.get_node(name)
             if node is None:
                 if not response.answer:

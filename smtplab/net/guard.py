@@ -41,6 +41,7 @@ import warnings
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from ..i18n import _
 from ..trace.events import Refused
 from ..trace.ring import Trace
 
@@ -143,7 +144,7 @@ def peer_check_available() -> bool:
             try:
                 with socket.create_server(("127.0.0.1", 0)) as listener, \
                         socket.create_connection(listener.getsockname()[:2], timeout=2):
-                    accepted, _ = listener.accept()
+                    accepted, _address = listener.accept()
                     with accepted:
                         _available = peer_uid(accepted) == os.geteuid()
             except OSError:
@@ -259,7 +260,7 @@ class ConnectionGuard:
         self.checking = not allow_other_users and peer_check_available()
         self.warning = ""
         if not allow_other_users and not self.checking:
-            self.warning = (
+            self.warning = _(
                 "this system does not tell which user opened a connection (the lab checks that on Linux only): "
                 "other users of this machine can connect to this lab's servers. On a shared host run it on Linux.")
 
