@@ -13,9 +13,14 @@ from nbclient.exceptions import CellExecutionError
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
 SOLUTIONS = sorted((NOTEBOOKS_DIR / "solutions").glob("*.ipynb"))
+# The Spanish edition (issue #19): the same checks; run once each, not twice, to keep CI within its time.
+SPANISH_DIR = NOTEBOOKS_DIR / "es"
+SPANISH = sorted(SPANISH_DIR.glob("*.ipynb"))
+SPANISH_SOLUTIONS = sorted((SPANISH_DIR / "solutions").glob("*.ipynb"))
 FEEDBACK = re.compile(r"<div class='smtplab-feedback'[^>]*><span style='color:[^']*'>(.)</span>(.*?)</div>", re.S)
 CELL_TIMEOUT = 120  # seconds per cell
 RUNS = 2  # top to bottom, then again in the same kernel
+SPANISH_RUNS = 1  # the Spanish edition has the same code (tests/test_editions.py): one run proves its cells
 ANSI_COLOURS = re.compile(r"\x1b\[[0-9;]*m")  # IPython colours its tracebacks
 
 pytestmark = pytest.mark.notebook
@@ -25,7 +30,12 @@ def test_there_are_notebooks() -> None:
     assert NOTEBOOKS, f"no notebooks found in {NOTEBOOKS_DIR}"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def name_of(path: Path) -> str:
+    """notebooks/solutions/x.ipynb -> "solutions/x.ipynb", notebooks/es/x.ipynb -> "es/x.ipynb"."""
+    return str(path.relative_to(NOTEBOOKS_DIR))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS + SPANISH, ids=name_of)
 def test_notebook_is_committed_without_outputs(path: Path) -> None:
     nb = nbformat.read(path, as_version=4)
     nbformat.validate(nb)
@@ -38,7 +48,7 @@ def test_notebook_is_committed_without_outputs(path: Path) -> None:
     assert not dirty, f"{path.name}: code cells {dirty} have outputs or execution counts; clear them before committing"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS + SOLUTIONS, ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.parametrize("path", NOTEBOOKS + SOLUTIONS + SPANISH + SPANISH_SOLUTIONS, ids=name_of)
 def test_every_cell_is_tagged_core_or_optional(path: Path) -> None:
     """docs/teaching.md builds its class plans from the core cells: every cell says which it is."""
     nb = nbformat.read(path, as_version=4)
@@ -47,20 +57,22 @@ def test_every_cell_is_tagged_core_or_optional(path: Path) -> None:
     assert not untagged, f"{path.name}: cells {untagged} need exactly one of the tags core, optional"
 
 
-def execute(path: Path) -> nbformat.NotebookNode:
+def execute(path: Path, runs: int = RUNS) -> nbformat.NotebookNode:
     nb = nbformat.read(path, as_version=4)
+    # Each edition runs in its own folder (notebooks/ or notebooks/es/), whether notebook or solution.
+    edition = SPANISH_DIR if SPANISH_DIR in path.parents else NOTEBOOKS_DIR
     client = NotebookClient(
         nb,
         timeout=CELL_TIMEOUT,
         kernel_name="python3",
-        resources={"metadata": {"path": str(NOTEBOOKS_DIR)}},
+        resources={"metadata": {"path": str(edition)}},
     )
     failure = None
     try:
         # Twice in one kernel, as a learner does with Run All after Run All: the second run must start a
         # fresh lab over the first, and every check must judge the same answers the same way.
         with client.setup_kernel():
-            for _ in range(RUNS):
+            for _ in range(runs):
                 for index, cell in enumerate(nb.cells):
                     client.execute_cell(cell, index)
     except CellExecutionError as exc:
@@ -81,21 +93,27 @@ def feedback_marks(nb: nbformat.NotebookNode) -> list[tuple[str, str]]:
     return found
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_runs_top_to_bottom(path: Path) -> None:
-    nb = execute(path)
+def with_runs(paths: list[Path], runs: int) -> list[object]:
+    return [pytest.param(path, runs, id=name_of(path)) for path in paths]
+
+
+@pytest.mark.parametrize(("path", "runs"), with_runs(NOTEBOOKS, RUNS) + with_runs(SPANISH, SPANISH_RUNS))
+def test_notebook_runs_top_to_bottom(path: Path, runs: int) -> None:
+    nb = execute(path, runs)
     marks = feedback_marks(nb)
     assert all(mark != "✘" for mark, _ in marks), f"{path.name}: an untouched exercise must not say 'wrong'"
 
 
-def test_every_notebook_has_a_solution() -> None:
-    missing = {p.name for p in NOTEBOOKS} - {p.name for p in SOLUTIONS}
-    assert not missing, f"notebooks without a solution in notebooks/solutions/: {sorted(missing)}"
+@pytest.mark.parametrize(("notebooks", "solutions"), [(NOTEBOOKS, SOLUTIONS), (SPANISH, SPANISH_SOLUTIONS)],
+                         ids=["en", "es"])
+def test_every_notebook_has_a_solution(notebooks: list[Path], solutions: list[Path]) -> None:
+    missing = {p.name for p in notebooks} - {p.name for p in solutions}
+    assert not missing, f"notebooks without a solution in their solutions/ folder: {sorted(missing)}"
 
 
-@pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.name)
-def test_solutions_pass_every_exercise(path: Path) -> None:
-    nb = execute(path)
+@pytest.mark.parametrize(("path", "runs"), with_runs(SOLUTIONS, RUNS) + with_runs(SPANISH_SOLUTIONS, SPANISH_RUNS))
+def test_solutions_pass_every_exercise(path: Path, runs: int) -> None:
+    nb = execute(path, runs)
     marks = feedback_marks(nb)
     assert marks, f"{path.name}: no exercise feedback was displayed"
     wrong = [text for mark, text in marks if mark != "✔"]
