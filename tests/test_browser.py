@@ -9,6 +9,7 @@ notebook goes to test-artifacts/browser/<name>.png. No browser is downloaded: th
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import re
@@ -87,8 +88,9 @@ class JupyterServer:
         separator = "&" if "?" in path else "?"
         return f"{self.base_url}/{path}{separator}token={self.token}"
 
-    def api(self, method: str, path: str) -> object:
-        request = urllib.request.Request(f"{self.base_url}/api/{path}", method=method,
+    def api(self, method: str, path: str, body: object = None, prefix: str = "api") -> object:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(f"{self.base_url}/{prefix}/{path}", method=method, data=data,
                                          headers={"Authorization": f"token {self.token}"})
         with urllib.request.urlopen(request, timeout=10) as response:
             body = response.read()
@@ -214,9 +216,9 @@ def open_notebook(page: Page, jupyter: JupyterServer, name: str) -> None:
         sidebar.click()
 
 
-def run_menu(page: Page, command: str) -> None:
-    """Choose an item of JupyterLab's Run menu, as a learner would."""
-    page.locator(".lm-MenuBar-content").get_by_role("menuitem", name="Run", exact=True).click()
+def run_menu(page: Page, command: str, label: str = "Run") -> None:
+    """Choose an item of JupyterLab's Run menu (`label`: its name in the interface's language), as a learner would."""
+    page.locator(".lm-MenuBar-content").get_by_role("menuitem", name=label, exact=True).click()
     page.locator(f'.lm-Menu-item[data-command="{command}"]').click()
 
 
@@ -396,3 +398,68 @@ def test_notebook_in_jupyterlab(path: Path, page: Page, jupyter: JupyterServer) 
             f"{name}: a diagram is not visible: {diagram}")
     assert not page_errors, f"{name}: JavaScript errors in the page (console): {page_errors}"
     assert (SCREENSHOTS / f"{name}.png").stat().st_size > 10_000
+
+
+# --- the Spanish classroom (issue #19) ---------------------------------------------------------------------------
+
+SPANISH_WELCOME = ROOT / "notebooks" / "es" / "00-bienvenida.ipynb"
+LANGUAGE_SETTING = "@jupyterlab/translation-extension:plugin"  # Settings > Language in JupyterLab's menu
+
+
+def catalog_fragments() -> tuple[set[str], set[str]]:
+    """Pieces of text (between placeholders and tags, 16 characters or more) that only the package's Spanish
+    catalog has, and those that only its English msgids have."""
+    from smtplab.i18n import merged_catalog
+
+    catalog = merged_catalog("es")
+    assert catalog is not None
+    spanish: set[str] = set()
+    english: set[str] = set()
+    for message in catalog:
+        if not message.id:
+            continue
+        for texts, into in ((message.string, spanish), (message.id, english)):
+            for text in texts if isinstance(texts, tuple) else (texts,):
+                into.update(piece.strip() for piece in re.split(r"\{[^{}]*\}|<[^>]*>", text) if len(piece.strip()) >= 16)
+    return spanish - english, english - spanish
+
+
+def test_spanish_welcome_in_a_spanish_jupyterlab(page: Page, jupyter: JupyterServer) -> None:
+    """The first Spanish notebook, as a Spanish class sees it: JupyterLab's menus in Spanish (the language pack
+    that binder/ installs, chosen in Settings > Language), and the package's feedback and widgets in Spanish."""
+    if not SPANISH_WELCOME.exists():
+        pytest.skip(f"{SPANISH_WELCOME.relative_to(ROOT)} is not written yet")
+    if importlib.util.find_spec("jupyterlab_language_pack_es_ES") is None:
+        if IN_CI:
+            pytest.fail("jupyterlab-language-pack-es-ES is not installed, but CI must install it (as binder/ does)")
+        pytest.skip("jupyterlab-language-pack-es-ES is not installed")
+    name = "es/00-bienvenida"
+    page_errors: list[str] = []
+    page.on("pageerror", lambda error: page_errors.append(str(error)))
+    page.on("console", lambda message: message.type == "error" and page_errors.append(message.text))
+    jupyter.api("PUT", f"settings/{LANGUAGE_SETTING}", {"raw": json.dumps({"locale": "es_ES"})}, prefix="lab/api")
+    try:
+        open_notebook(page, jupyter, name)
+        menu = page.locator(".lm-MenuBar-content")
+        for spanish in ("Archivo", "Editar", "Ver"):  # File, Edit, View
+            expect(menu.get_by_role("menuitem", name=spanish, exact=True)).to_be_visible()
+        # The pack (4.5.post3, the newest) predates JupyterLab 4.6, whose Run menu it leaves in English.
+        run = "Ejecutar" if menu.get_by_role("menuitem", name="Ejecutar", exact=True).count() else "Run"
+        run_menu(page, "runmenu:run-all", label=run)
+        wait_until_run(page)
+        wait_for_widgets(page, 0)
+    finally:
+        with contextlib.suppress(PlaywrightError):
+            screenshot(page, "es-00-bienvenida")
+        jupyter.api("PUT", f"settings/{LANGUAGE_SETTING}", {"raw": "{}"}, prefix="lab/api")  # the other tests see English menus
+    facts = page.evaluate(PAGE_FACTS)
+    assert not facts["stderr"], f"{name}: a cell wrote to stderr:\n" + "\n".join(facts["stderr"])
+    assert not facts["tracebacks"], f"{name}: a cell failed:\n" + "\n".join(facts["tracebacks"])
+    assert not facts["dialogs"], f"{name}: JupyterLab shows a dialog: {facts['dialogs']}"
+    assert not facts["brokenWidgets"] and not facts["loadingWidgets"], f"{name}: a widget did not render"
+    shown = "\n".join(page.locator(".jp-NotebookPanel .smtplab-feedback, .jp-NotebookPanel .jupyter-widgets")
+                      .all_inner_texts())
+    spanish, english = catalog_fragments()
+    assert [piece for piece in spanish if piece in shown], f"{name}: no feedback or widget in Spanish:\n{shown}"
+    assert not [piece for piece in english if piece in shown], f"{name}: English package text shown:\n{shown}"
+    assert not page_errors, f"{name}: JavaScript errors in the page (console): {page_errors}"
