@@ -62,3 +62,39 @@ def test_a_wheel_carries_the_catalogs_and_speaks_spanish(tmp_path: Path) -> None
                            capture_output=True, text=True)
     assert shown.returncode == 0, shown.stderr
     assert "no está traducido" in shown.stdout
+
+
+def test_readme_has_the_spanish_quick_start_and_binder_link() -> None:
+    """Issue #19: "En español" gives the same two commands (opening the Spanish welcome, JupyterLab in Spanish)
+    and a Binder link of the English link's form opening notebooks/es/00-bienvenida.ipynb."""
+    readme = (ROOT / "README.md").read_text()
+
+    def commands(section: str) -> list[str]:
+        block = readme.split(section, 1)[1].split("```", 2)[1]
+        return [line for line in block.splitlines()[1:] if line.strip() and not line.startswith("#")]
+
+    english, spanish = commands("## Quick start"), commands("## En español")
+    assert spanish[1] == english[1]
+    assert spanish[0] == english[0].replace(
+        "cp binder/overrides.json .venv/share/jupyter/lab/settings/",
+        "cp binder/overrides.es.json .venv/share/jupyter/lab/settings/overrides.json").replace(
+        "notebooks/00-welcome.ipynb", "notebooks/es/00-bienvenida.ipynb")
+    assert "notebooks/es/00-bienvenida.ipynb" in spanish[0]
+    links = re.compile(r"\((https://mybinder\.org/v2/gh/[^)]*)\)")
+    english_links = links.findall(readme.split("## The course", 1)[1].split("\n## ", 1)[0])
+    spanish_links = links.findall(readme.split("## En español", 1)[1].split("\n## ", 1)[0])
+    assert english_links and spanish_links == [
+        link.replace("notebooks/00-welcome.ipynb", "notebooks/es/00-bienvenida.ipynb") for link in english_links]
+
+
+def test_binder_can_show_jupyterlab_in_spanish() -> None:
+    """binder/ installs JupyterLab's Spanish language pack; the Spanish quick start's settings are the course's
+    settings plus the Spanish interface."""
+    import json
+
+    wanted = [line.strip() for name in ("binder/requirements.txt", "requirements.txt")
+              for line in (ROOT / name).read_text().splitlines()]
+    assert any(re.fullmatch(r"jupyterlab-language-pack-es-ES==[\w.]+", line) for line in wanted)
+    english = json.loads((ROOT / "binder" / "overrides.json").read_text())
+    spanish = json.loads((ROOT / "binder" / "overrides.es.json").read_text())
+    assert spanish == {**english, "@jupyterlab/translation-extension:plugin": {"locale": "es_ES"}}
