@@ -74,7 +74,7 @@ def _wire_lines(chunks: list[Any]) -> tuple[list[_Line], list[str], bool]:
             continue
         pending += chunk.data
         while b"\n" in pending:
-            line, _, pending = pending.partition(b"\n")
+            line, _newline, pending = pending.partition(b"\n")
             client.append(_Line(line + b"\n", len(replies)))
     if pending:
         client.append(_Line(pending, len(replies)))
