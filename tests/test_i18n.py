@@ -296,6 +296,13 @@ def test_spanish_lab_speaks_spanish_and_its_wire_is_english(tmp_path: Path) -> N
         # An error.
         with pytest.raises(smtplab.SmtpLabError, match="el reloj del laboratorio solo avanza"):
             lab.clock.advance(-5)
+        # A wrong exercise answer (lesson 09's encoded-word check, translated on main by its owners).
+        from smtplab.exercises import message
+
+        wrong = message.check_encoded_word("=?utf-8?q?Caf=C3=A9?=")
+        assert not wrong.ok and wrong.answered
+        assert "un lector de correo decodifica tu respuesta como 'Café'" in wrong.message
+        assert wrong.exercise.startswith("Ejercicio 2")
         # A reply's explanation, and a queue state.
         assert smtplab.explain(550, "5.1.1").startswith("Buzón no disponible")
         assert "no existe ese usuario" in smtplab.explain(550, "5.1.1")
