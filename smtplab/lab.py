@@ -675,28 +675,37 @@ class Lab:
         }
 
     def __repr__(self) -> str:
-        state = "running" if self.running else "stopped"
-        return f"<Lab {state}: {len(self.hosts)} hosts, {len(self.users)} users, dns {self.dns.address}:{self.dns.port}>" \
-            if hasattr(self, "dns") else f"<Lab {state}>"
+        state = _("running") if self.running else _("stopped")
+        if not hasattr(self, "dns"):
+            return f"<Lab {state}>"
+        return "<Lab " + _("{state}: {hosts} hosts, {users} users, dns {address}:{port}").format(
+            state=state, hosts=len(self.hosts), users=len(self.users), address=self.dns.address,
+            port=self.dns.port) + ">"
 
     def _repr_html_(self) -> str:
         from html import escape
 
+        def on_the_internet(service: str) -> str:
+            return escape(_("{port} on the Internet").format(port=WELL_KNOWN_PORTS.get(service, "?")))
+
+        up, down = escape(_("up")), escape(_("down"))
         rows = "".join(
             f"<tr><td>{escape(h.name)}</td><td>{h.address}</td><td>"
-            + ", ".join(f'<span title="{WELL_KNOWN_PORTS.get(s, "?")} on the Internet">{s} {p}</span>'
-                        for s, p in h.ports.items())
-            + f"</td><td>{'up' if h.is_up else '<b>down</b>'}</td></tr>"
+            + ", ".join(f'<span title="{on_the_internet(s)}">{s} {p}</span>' for s, p in h.ports.items())
+            + f"</td><td>{up if h.is_up else f'<b>{down}</b>'}</td></tr>"
             for h in self.hosts.values()
         )
         users = "".join(f"<tr><td>{escape(u.address)}</td><td><code>{escape(u.password)}</code></td></tr>"
                         for u in self.users.values())
+        host_headers = "".join(f"<th>{escape(h)}</th>" for h in (_("host"), _("address"), _("ports"), _("state")))
+        user_headers = "".join(f"<th>{escape(h)}</th>" for h in (_("user"), _("password")))
+        state = escape(_("running") if self.running else _("stopped"))
+        note = escape(_("submissions, imaps, pop3s: TLS from the first byte (RFC 8314); submission, imap, pop3: "
+                        "STARTTLS/STLS first. Hover a port for its number on the Internet."))
         return (
-            f"<b>smtplab</b> ({'running' if self.running else 'stopped'}) &mdash; DNS {self.dns.address}:{self.dns.port}"
-            f"<table><tr><th>host</th><th>address</th><th>ports</th><th>state</th></tr>{rows}</table>"
-            "<small>submissions, imaps, pop3s: TLS from the first byte (RFC 8314); submission, imap, pop3: "
-            "STARTTLS/STLS first. Hover a port for its number on the Internet.</small>"
-            f"<table><tr><th>user</th><th>password</th></tr>{users}</table>"
+            f"<b>smtplab</b> ({state}) &mdash; DNS {self.dns.address}:{self.dns.port}"
+            f"<table><tr>{host_headers}</tr>{rows}</table><small>{note}</small>"
+            f"<table><tr>{user_headers}</tr>{users}</table>"
         )
 
     def wire(self, conn: str) -> WireTap:

@@ -291,12 +291,15 @@ class AuthVerdict:
 
     def explain(self) -> str:
         """Say in plain words what each check found."""
+        # The results (pass, fail, none...) and SPF's reason (pyspf's words) are the protocol's: kept as they are.
+        dkim = (_("DKIM {result} for {domain}") if self.dkim_domain else _("DKIM {result} (the message is not signed)"))
+        dmarc = (_("DMARC {result} for From domain {domain}, policy p={policy}") if self.dmarc_policy
+                 else _("DMARC {result} for From domain {domain} (no DMARC record)"))
         lines = [
             f"SPF {self.spf}: {self.spf_reason}",
-            f"DKIM {self.dkim}" + (f" for {self.dkim_domain}" if self.dkim_domain else " (the message is not signed)"),
-            f"DMARC {self.dmarc} for From domain {self.from_domain}"
-            + (f", policy p={self.dmarc_policy}" if self.dmarc_policy else " (no DMARC record)"),
-            f"so the receiver will: {self.disposition}",
+            dkim.format(result=self.dkim, domain=self.dkim_domain),
+            dmarc.format(result=self.dmarc, domain=self.from_domain, policy=self.dmarc_policy),
+            _("so the receiver will: {disposition}").format(disposition=self.disposition),
         ]
         return "\n".join(lines)
 

@@ -13,6 +13,8 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage
 from typing import Any
 
+from .i18n import N_, _
+
 __all__ = ["Rule", "Hit", "SpamReport", "RULES", "score", "JUNK_AT", "REJECT_AT"]
 
 JUNK_AT = 5.0  # at or above: delivered to the Junk folder
@@ -51,8 +53,10 @@ class SpamReport:
         return f"score={self.score:g} junk-at={JUNK_AT:g} reject-at={REJECT_AT:g} rules: {rules}"
 
     def explain(self) -> str:
-        lines = [f"{h.points:+5.1f}  {h.name}: {h.description}" for h in self.hits] or ["(no rule fired)"]
-        lines.append(f"total {self.score:g} -> {self.verdict} (junk at {JUNK_AT:g}, reject at {REJECT_AT:g})")
+        """Each rule that fired with its points and why (in the learner's language), then the total and verdict."""
+        lines = [f"{h.points:+5.1f}  {h.name}: {_(h.description)}" for h in self.hits] or [_("(no rule fired)")]
+        lines.append(_("total {score:g} -> {verdict} (junk at {junk:g}, reject at {reject:g})").format(
+            score=self.score, verdict=self.verdict, junk=JUNK_AT, reject=REJECT_AT))
         return "\n".join(lines)
 
 
@@ -73,23 +77,23 @@ def _auth(verdict: Any, name: str) -> str:
 
 
 RULES: tuple[Rule, ...] = (
-    Rule("BAIT_WORDS", 2.5, "the text uses words typical of scams (lottery, winner, urgent, verify your account...)",
+    Rule("BAIT_WORDS", 2.5, N_("the text uses words typical of scams (lottery, winner, urgent, verify your account...)"),
          lambda m, text, v: bool(_BAIT.search(text + " " + str(m.get("Subject", ""))))),
-    Rule("SUBJECT_ALL_CAPS", 1.5, "the subject is written in capitals",
+    Rule("SUBJECT_ALL_CAPS", 1.5, N_("the subject is written in capitals"),
          lambda m, text, v: (s := str(m.get("Subject", ""))).upper() == s and sum(c.isalpha() for c in s) >= 6),
-    Rule("MANY_EXCLAMATIONS", 1.0, "three or more exclamation marks in a row",
+    Rule("MANY_EXCLAMATIONS", 1.0, N_("three or more exclamation marks in a row"),
          lambda m, text, v: "!!!" in text or "!!!" in str(m.get("Subject", ""))),
-    Rule("MISSING_DATE", 1.0, "no Date header (every mail client adds one)", lambda m, text, v: m.get("Date") is None),
-    Rule("MISSING_MESSAGE_ID", 1.0, "no Message-ID header", lambda m, text, v: m.get("Message-ID") is None),
-    Rule("FROM_NAME_HAS_OTHER_ADDRESS", 2.0, "the From display name shows a different address than the real one",
+    Rule("MISSING_DATE", 1.0, N_("no Date header (every mail client adds one)"), lambda m, text, v: m.get("Date") is None),
+    Rule("MISSING_MESSAGE_ID", 1.0, N_("no Message-ID header"), lambda m, text, v: m.get("Message-ID") is None),
+    Rule("FROM_NAME_HAS_OTHER_ADDRESS", 2.0, N_("the From display name shows a different address than the real one"),
          lambda m, text, v: _name_spoof(str(m.get("From", "")))),
-    Rule("SPF_FAIL", 3.0, "SPF says the sending address may not send for this domain",
+    Rule("SPF_FAIL", 3.0, N_("SPF says the sending address may not send for this domain"),
          lambda m, text, v: _auth(v, "spf") == "fail"),
-    Rule("SPF_SOFTFAIL", 1.0, "SPF says the sending address is probably not allowed",
+    Rule("SPF_SOFTFAIL", 1.0, N_("SPF says the sending address is probably not allowed"),
          lambda m, text, v: _auth(v, "spf") == "softfail"),
-    Rule("DKIM_FAIL", 2.0, "a DKIM signature is present but does not verify (altered or forged)",
+    Rule("DKIM_FAIL", 2.0, N_("a DKIM signature is present but does not verify (altered or forged)"),
          lambda m, text, v: _auth(v, "dkim") == "fail"),
-    Rule("DMARC_FAIL", 3.0, "neither SPF nor DKIM passed for the From domain",
+    Rule("DMARC_FAIL", 3.0, N_("neither SPF nor DKIM passed for the From domain"),
          lambda m, text, v: _auth(v, "dmarc") == "fail"),
 )
 

@@ -38,7 +38,8 @@ class SendResult:
     def __str__(self) -> str:
         text = f"{self.reply.code} {self.reply.enhanced} {self.reply.text}".replace("  ", " ")
         for rcpt, reply in self.refused.items():
-            text += f"\nrefused {rcpt}: {reply.code} {reply.enhanced} {reply.text}"
+            text += "\n" + _("refused {recipient}: {code} {enhanced} {text}").format(
+                recipient=rcpt, code=reply.code, enhanced=reply.enhanced, text=reply.text)
         return text
 
 
