@@ -31,13 +31,16 @@ How to translate
 ----------------
 - Add a string: wrap it where it is made, `_("Host {name} is down.").format(name=name)`. Never an f-string
   inside `_()`, never a msgid built from pieces (word order differs between languages); one whole sentence
-  per msgid, placeholders named. `ngettext(singular, plural, n)` for counts. Do not use `_` as a throwaway
-  variable in a module that translates (`for _ in ...` hides the function).
-- Extract: `pybabel extract -F babel.cfg -c Translators: -o /tmp/smtplab.pot smtplab` (babel.cfg is at the
-  repository root; give only your files instead of `smtplab` to get only your strings).
-- Update your .po: `pybabel update -N -i /tmp/smtplab.pot -o smtplab/locale/es/LC_MESSAGES/core.po -l es`
-  (for a part of the package, extract only its files first, or add the new entries by hand); translate
-  every new entry, remove its `#, fuzzy` flag once checked.
+  per msgid, placeholders named. `ngettext(singular, plural, n)` for counts. No `_()` inside an f-string
+  either (extraction cannot see it there). Do not use `_` as a throwaway variable in a module that
+  translates (`for _ in ...` hides the function; tests/test_i18n.py finds it).
+- Extract the strings of your part (babel.cfg is at the repository root; give folders or files):
+  `pybabel extract -F babel.cfg -c Translators: -o /tmp/mine.pot smtplab/widgets`
+- Update your .po from it (new msgids come in with an empty msgstr; -N: none is guessed from a similar one):
+  `pybabel update -N -i /tmp/mine.pot -o smtplab/locale/es/LC_MESSAGES/widgets.po -l es`
+  then translate every entry whose msgstr is empty (and remove a `#, fuzzy` flag only once checked).
+  A msgid another .po already translates needs no entry in yours (the catalogs are merged; if both
+  translate it, they must agree).
 - Check: `pytest tests/test_i18n.py` names every msgid without a Spanish translation (or only a fuzzy one),
   every msgid translated differently in two .po files, .po syntax errors, and placeholders that differ between
   a msgid and its translation (`{name}` in one must be `{name}` in the other). Just the list:

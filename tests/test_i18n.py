@@ -135,6 +135,32 @@ def test_no_module_hides_the_gettext_function() -> None:
                             "example.py") == ["example.py:2: f binds _"]
 
 
+def gettext_in_fstrings(source: str, filename: str) -> list[str]:
+    """`_("...")` / `ngettext("...")` / `N_("...")` written inside an f-string: Python 3.11's tokenizer (and so
+    Babel's extraction) sees one string there, so the msgid would never reach a catalog. (`_(variable)` is fine:
+    its msgid is marked where the variable is made.)"""
+    import io
+    import tokenize
+
+    found = []
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        prefix = token.string[:token.string.find(token.string.lstrip("rRbBuUfF")[:1])].lower()
+        if token.type == tokenize.STRING and "f" in prefix and re.search(r"(?<![\w.])(_|N_|ngettext|pgettext)\(\s*['\"]",
+                                                                           token.string):
+            found.append(f"{filename}:{token.start[0]}: {token.string[:60]}")
+    return found
+
+
+def test_no_gettext_call_hides_in_an_fstring() -> None:
+    package = Path(i18n.__file__).parent
+    found = [line for path in sorted(package.rglob("*.py"))
+             for line in gettext_in_fstrings(path.read_text(), str(path.relative_to(package.parent)))]
+    assert not found, "compute the translation before the f-string:\n" + "\n".join(found)
+    assert gettext_in_fstrings("x = f\"<i>{_('next:')}</i>\"\n", "example.py") == [
+        "example.py:1: f\"<i>{_('next:')}</i>\""]
+    assert gettext_in_fstrings("x = _(\"a {b}\").format(b=f\"{c} {_(d)}\")\n", "example.py") == []
+
+
 def write_po(directory: Path, name: str, entries: str, plural: str = "nplurals=2; plural=(n != 1);") -> None:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / name).write_text(
