@@ -84,20 +84,27 @@ DEFAULT_LANGUAGE = "en"
 LOCALE_DIR = Path(__file__).resolve().parent / "locale"
 # The variables POSIX consults for the language of messages, in its order of precedence.
 LOCALE_VARIABLES = ("LC_ALL", "LC_MESSAGES", "LANG")
+ENVIRONMENT_VARIABLES = ("SMTPLAB_LANG", *LOCALE_VARIABLES)
 
 _lock = threading.Lock()
 _chosen: str | None = None  # the explicit choice (start(lang=...), set_language); None: follow the environment
 _catalogs: dict[str, _gettext.NullTranslations] = {}
 
 
+_languages: dict[Path, list[str]] = {}  # per catalog folder: looked up once (every _() call needs it)
+
+
 def available_languages() -> list[str]:
     """The languages smtplab speaks: English, and every language with a catalog under smtplab/locale."""
-    found = {DEFAULT_LANGUAGE}
-    if LOCALE_DIR.is_dir():
-        for entry in LOCALE_DIR.iterdir():
-            if any((entry / "LC_MESSAGES").glob("*.po")):
-                found.add(entry.name)
-    return sorted(found)
+    known = _languages.get(LOCALE_DIR)
+    if known is None:
+        found = {DEFAULT_LANGUAGE}
+        if LOCALE_DIR.is_dir():
+            for entry in LOCALE_DIR.iterdir():
+                if any((entry / "LC_MESSAGES").glob("*.po")):
+                    found.add(entry.name)
+        known = _languages[LOCALE_DIR] = sorted(found)
+    return list(known)
 
 
 def normalize_language(tag: str) -> str:
@@ -151,11 +158,19 @@ def resolve_language(lang: str | None = None, environ: Mapping[str, str] | None 
     return _from_environment(os.environ if environ is None else environ, strict=True)
 
 
+_from_variables: dict[tuple[Path, tuple[str, ...]], str] = {}  # the variables' values -> their language
+
+
 def current_language() -> str:
     """The language learner-facing text is in right now (never raises: an unknown SMTPLAB_LANG means English)."""
     if _chosen is not None:
         return _chosen
-    return _from_environment(os.environ, strict=False)
+    # Every _() call asks: read the variables each time (a cell may set them), decide once per set of values.
+    key = (LOCALE_DIR, tuple(os.environ.get(name, "") for name in ENVIRONMENT_VARIABLES))
+    language = _from_variables.get(key)
+    if language is None:
+        language = _from_variables[key] = _from_environment(os.environ, strict=False)
+    return language
 
 
 def set_language(lang: str | None) -> str:
