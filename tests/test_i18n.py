@@ -332,7 +332,7 @@ def test_spanish_lab_speaks_spanish_and_its_wire_is_english(tmp_path: Path) -> N
         # A reply's explanation, and a queue state.
         assert smtplab.explain(550, "5.1.1").startswith("Buzón no disponible")
         assert "no existe ese usuario" in smtplab.explain(550, "5.1.1")
-        from smtplab.relay import state_name
+        from smtplab.mail.queue import state_name
         assert state_name("deferred") == "aplazado"
         # A widget: its buttons, its summary, a reply card.
         from smtplab.widgets import HandshakeConsole, RelayTracker

@@ -13,7 +13,7 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage
 from typing import Any
 
-from .i18n import N_, _
+from ..i18n import N_, _
 
 __all__ = ["Rule", "Hit", "SpamReport", "RULES", "score", "JUNK_AT", "REJECT_AT"]
 

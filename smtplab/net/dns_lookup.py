@@ -22,6 +22,7 @@ import dns.rdatatype
 import dns.resolver
 
 from ..errors import DnsLookupError, DnsOfflineError
+from ..i18n import _
 from ..trace.ring import announce_dns_question, current_correlation
 
 __all__ = ["MXRecord", "DigResult", "lookup_mx", "lookup_mx_async", "lab_resolver", "dig_async", "resolve_a"]
@@ -67,11 +68,12 @@ async def dig_async(name: str, rdtype: str, address: str, port: int, *, timeout:
     try:
         query = dns.message.make_query(name, rdtype)
     except (dns.exception.DNSException, ValueError) as exc:
-        raise DnsLookupError(f"cannot ask for {name!r} {rdtype!r}: {exc}") from None
+        raise DnsLookupError(_("cannot ask for {name!r} {rdtype!r}: {exc}").format(name=name, rdtype=rdtype, exc=exc)) from None
     try:
         response = await dns.asyncquery.udp(query, address, port=port, timeout=timeout)
     except dns.exception.Timeout:
-        raise DnsLookupError(f"no answer from {address}:{port} within {timeout:g} s (offline?)") from None
+        raise DnsLookupError(_("no answer from {address}:{port} within {timeout:g} s (offline?)").format(
+            address=address, port=port, timeout=timeout)) from None
     records = tuple(f"{rrset.name} {rrset.ttl} IN {dns.rdatatype.to_text(rrset.rdtype)} {rdata}"
                     for rrset in response.answer for rdata in rrset)
     return DigResult(query.to_text(), response.to_text(), dns.rcode.to_text(response.rcode()), records,
@@ -152,23 +154,25 @@ async def lookup_mx_async(
     """
     domain = domain.strip().rstrip(".").lower()
     if not domain:
-        raise DnsLookupError("give a domain name, e.g. lookup_mx('example.net')")
+        raise DnsLookupError(_("give a domain name, e.g. lookup_mx('example.net')"))
     try:
         answer = await resolver.resolve(domain, "MX", source=source, raise_on_no_answer=False)
     except dns.resolver.NXDOMAIN:
-        raise DnsLookupError(f"{domain} does not exist (NXDOMAIN): no mail can be delivered there",
+        raise DnsLookupError(_("{domain} does not exist (NXDOMAIN): no mail can be delivered there").format(
+            domain=domain),
                              "NXDOMAIN") from None
     except dns.resolver.NoNameservers as exc:
         rcode = _rcode_of(exc)
         if rcode == "REFUSED":
             # An authoritative-only server (the lab's) refuses names outside its zones.
-            raise DnsLookupError(f"the DNS server refused to answer for {domain} (REFUSED): "
-                                 "it is not a domain this DNS server knows", rcode) from None
-        raise DnsLookupError(f"the DNS server refused or failed to answer for {domain}: {exc}", rcode) from None
+            raise DnsLookupError(_("the DNS server refused to answer for {domain} (REFUSED): it is not a domain this "
+                                   "DNS server knows").format(domain=domain), rcode) from None
+        raise DnsLookupError(_("the DNS server refused or failed to answer for {domain}: {exc}").format(
+            domain=domain, exc=exc), rcode) from None
     except (dns.exception.Timeout, dns.resolver.LifetimeTimeout):
         raise DnsLookupError(
-            f"no DNS server answered for {domain} within {resolver.lifetime:g} s. "
-            "Offline? The lab's own DNS always works: lookup_mx(domain, lab=lab)"
+            _("no DNS server answered for {domain} within {lifetime:g} s. Offline? The lab's own DNS always works: "
+              "lookup_mx(domain, lab=lab)").format(domain=domain, lifetime=resolver.lifetime)
         ) from None
     glue: dict[str, list[str]] = {}
     for rrset in answer.response.additional:
@@ -203,7 +207,8 @@ async def resolve_a(name: str, resolver: dns.asyncresolver.Resolver, *, source: 
     except (dns.resolver.NXDOMAIN, dns.resolver.NoNameservers):
         return []
     except (dns.exception.Timeout, dns.resolver.LifetimeTimeout):
-        raise DnsLookupError(f"no DNS server answered for {name} within {resolver.lifetime:g} s") from None
+        raise DnsLookupError(_("no DNS server answered for {name} within {lifetime:g} s").format(
+            name=name, lifetime=resolver.lifetime)) from None
     return [r.address for r in answer.rrset or []]
 
 
@@ -229,8 +234,8 @@ def lookup_mx(
                 resolver = dns.asyncresolver.Resolver()
             except dns.resolver.NoResolverConfiguration:
                 raise DnsLookupError(
-                    "this machine has no DNS resolver configured (offline?). "
-                    "The lab's own DNS always works: lookup_mx(domain, lab=lab)"
+                    _("this machine has no DNS resolver configured (offline?). The lab's own DNS always works: "
+                      "lookup_mx(domain, lab=lab)")
                 ) from None
         resolver.lifetime = timeout
         resolver.timeout = timeout
@@ -241,11 +246,11 @@ def lookup_mx(
                 raise
             if exc.rcode == "NXDOMAIN":
                 raise DnsOfflineError(
-                    f"cannot reach the Internet's DNS: this computer's resolver says even the top-level domain "
-                    f"'com' does not exist, so its NXDOMAIN for {domain} means nothing. "
-                    "The lab's own DNS always works: lookup_mx(domain, lab=lab)", exc.rcode
+                    _("cannot reach the Internet's DNS: this computer's resolver says even the top-level domain 'com' "
+                      "does not exist, so its NXDOMAIN for {domain} means nothing. The lab's own DNS always works: "
+                      "lookup_mx(domain, lab=lab)").format(domain=domain), exc.rcode
                 ) from None
-            raise DnsOfflineError(f"cannot reach the Internet's DNS ({exc})", exc.rcode) from None
+            raise DnsOfflineError(_("cannot reach the Internet's DNS ({exc})").format(exc=exc), exc.rcode) from None
 
     return asyncio.run(run()) if not _loop_running() else _run_in_thread(run)
 
