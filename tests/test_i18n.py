@@ -256,6 +256,15 @@ def test_start_checks_the_language_before_anything_happens(environment: pytest.M
         assert not (tmp_path / "lab").exists()
 
 
+def test_a_lab_made_with_a_language_speaks_it_once_started(environment: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    lab = smtplab.Lab(directory=tmp_path / "lab", lang="es_AR")
+    assert lab.language == "es" and current_language() == "en"  # nothing changes before it starts
+    with lab.start():
+        assert current_language() == "es"
+        with pytest.raises(smtplab.UnknownHost, match="no hay ningún host 'nowhere' en este laboratorio"):
+            lab.host("nowhere")
+
+
 def test_a_module_level_import_follows_the_language_at_once(environment: pytest.MonkeyPatch) -> None:
     """`_` translates when called: a module imported in English speaks Spanish after the switch."""
     msgid = "smtplab has no translation for the language {given!r}. It speaks: {known}. " \
