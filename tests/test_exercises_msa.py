@@ -61,3 +61,16 @@ def test_placeholders_and_nonsense_do_not_use_up_the_try(lab: smtplab.Lab) -> No
     assert_failed(msa.check_sender_prediction({**SOLUTION, "<>": "maybe"}, lab), "write \"accept\" or \"refuse\"")
     assert_failed(msa.check_sender_prediction(["accept"] * 5, lab), "must be a dict")
     assert_passed(msa.check_sender_prediction(SOLUTION, lab))  # nothing above was committed
+
+
+def test_the_feedback_speaks_spanish_and_the_wire_does_not(lab: smtplab.Lab) -> None:
+    """Issue 19: with lang="es" the verdict, its title and its questions are Spanish; the replies quoted stay as sent."""
+    from smtplab.i18n import use_language
+
+    with use_language("es"):
+        wrong = msa.check_sender_prediction(dict.fromkeys(SOLUTION, "refuse"), lab)
+        forget_answers()
+        right = msa.check_sender_prediction(SOLUTION, lab)
+    assert_failed(wrong, "2 de tus cinco predicciones no son lo que respondió smtp.example.org")
+    assert str(wrong).startswith("✘ Ejercicio 4 · predice la comprobación de remitente del MSA")
+    assert_passed(right, "Correcto, las cinco", "553 5.7.1 Sender address rejected: not owned by user")

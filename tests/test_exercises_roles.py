@@ -48,8 +48,8 @@ def test_the_truth_comes_from_the_trace_not_a_list() -> None:
 @pytest.mark.parametrize(("answer", "phrases"), [
     ({**SOLUTION, "MDA": "imap.example.net"}, ["MDA: imap.example.net does not appear", "Maildir"]),
     ({**SOLUTION, "MTA": "mx1.example.net"}, ["MTA: 1 more part of the lab played this role"]),
-    ({**SOLUTION, "MSA": "mx1.example.net"}, ["MSA: for this message, mx1.example.net was MTA and MDA"]),
-    ({**SOLUTION, "MUA": "smtp.example.org"}, ["MUA: for this message, smtp.example.org was MSA and MTA"]),
+    ({**SOLUTION, "MSA": "mx1.example.net"}, ["MSA: for this message, mx1.example.net was MTA, MDA"]),
+    ({**SOLUTION, "MUA": "smtp.example.org"}, ["MUA: for this message, smtp.example.org was MSA, MTA"]),
     ({**SOLUTION, "MSA": "dns.lab"}, ["'dns.lab' is neither the notebook nor a host"]),
     ({**SOLUTION, "MDA": 3}, ["give a host name as text"]),
 ])

@@ -81,37 +81,51 @@ def test_every_release_is_the_student_notebook_without_solutions(course: Path) -
                 assert line.strip() not in text, line
 
 
-def _submit(course: Path, student: str, answers: dict[str, str]) -> None:
-    released = nbformat.read(course / "release" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", as_version=4)
+def _submit(course: Path, assignment: str, student: str, answers: dict[str, str]) -> None:
+    released = nbformat.read(course / "release" / assignment / f"{assignment}.ipynb", as_version=4)
     notebook = copy.deepcopy(released)
     for cell in notebook.cells:
         if cell.get("id") in answers:
             cell.source = cell.source.replace(STUB, answers[cell.get("id")])
-    target = course / "submitted" / student / ASSIGNMENT
+    target = course / "submitted" / student / assignment
     target.mkdir(parents=True, exist_ok=True)
-    nbformat.write(notebook, target / f"{ASSIGNMENT}.ipynb")
+    nbformat.write(notebook, target / f"{assignment}.ipynb")
 
 
-def test_a_sample_class_is_autograded_with_the_courses_checks(course: Path) -> None:
-    source = nbformat.read(course / "source" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", as_version=4)
+# Each assignment: the answer that makes its first exercise wrong, and the feedback marks of that partly wrong
+# submission. 06 has a function to write: its answer goes inside the released function, after the indentation
+# the stub keeps.
+CLASSES = {
+    ASSIGNMENT: ('answer = "smtp.example.org"', ["✘ Exercise 1", "✔ Exercise 2", "✔ Exercise 3"]),
+    "06-anti-spam": ('return "sends forged invoices (reported by bob@example.net)"',  # only the notebook's listing
+                     ["✘ Exercise 1", "✔ Exercise 2"]),
+}
+
+
+@pytest.mark.parametrize("assignment", sorted(CLASSES))
+def test_a_sample_class_is_autograded_with_the_courses_checks(course: Path, assignment: str) -> None:
+    wrong, marks = CLASSES[assignment]
+    source = nbformat.read(course / "source" / assignment / f"{assignment}.ipynb", as_version=4)
     answers = {cell.get("id"): re.search(r"### BEGIN SOLUTION\n(.*?)\n\s*### END SOLUTION", cell.source,
-                                         re.S).group(1)  # type: ignore[union-attr]
+                                         re.S).group(1).lstrip(" ")  # type: ignore[union-attr]
                for cell in source.cells if cell.metadata.get("nbgrader", {}).get("solution")}
-    assert len(answers) == 3
+    exercises = len(marks)
+    assert len(answers) == exercises
     first = next(iter(answers))
-    _submit(course, "correct", answers)
-    _submit(course, "partly", {**answers, first: 'answer = "smtp.example.org"'})  # exercise 1 wrong
-    _submit(course, "empty", {})
-    _nbgrader(course, "autograde", ASSIGNMENT, "--force")
+    _submit(course, assignment, "correct", answers)
+    _submit(course, assignment, "partly", {**answers, first: wrong})  # exercise 1 wrong
+    _submit(course, assignment, "empty", {})
+    _nbgrader(course, "autograde", assignment, "--force")
     from nbgrader.api import Gradebook
 
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
-        scores = {student: (gradebook.find_submission(ASSIGNMENT, student).score,
-                            gradebook.find_submission(ASSIGNMENT, student).max_score)
+        scores = {student: (gradebook.find_submission(assignment, student).score,
+                            gradebook.find_submission(assignment, student).max_score)
                   for student in ("correct", "partly", "empty")}
-    assert scores == {"correct": (3.0, 3.0), "partly": (2.0, 3.0), "empty": (0.0, 3.0)}
-    graded = nbformat.read(course / "autograded" / "partly" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", as_version=4)
+    top = float(exercises)
+    assert scores == {"correct": (top, top), "partly": (top - 1, top), "empty": (0.0, top)}
+    graded = nbformat.read(course / "autograded" / "partly" / assignment / f"{assignment}.ipynb", as_version=4)
     feedback = "".join(str(output.get("data", {}).get("text/plain", "")) for cell in graded.cells
                        for output in cell.get("outputs", []))
-    assert "✘ Exercise 1" in feedback and "✔ Exercise 2" in feedback and "✔ Exercise 3" in feedback, \
-        "the learner sees the course's feedback"
+    for mark in marks:
+        assert mark in feedback, f"the learner sees the course's feedback: {mark!r} not in {feedback[:2000]}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
+from ..i18n import N_, _
 from ..lab import Lab
 from ..scenario import Scenario
 from . import Feedback, failed, passed, unanswered
@@ -19,7 +20,7 @@ from ._answers import is_placeholder
 
 __all__ = ["check_listing_reason", "ZONE"]
 
-LISTING = "Exercise 1 · ask the blocklist yourself"
+LISTING = N_("Exercise 1 · ask the blocklist yourself")
 ZONE = "bl.lab"
 MX = "mx1.example.net"
 BOB = "bob@example.net"
@@ -56,22 +57,22 @@ def _clean_text(value: Any) -> str:
 def check_listing_reason(lab: Any, listing_reason: Any) -> Feedback:
     """Run the learner's `listing_reason(lab, address)` on the notebook's lab and on a fresh lab of its own."""
     if is_placeholder(listing_reason):
-        return unanswered("Write the function listing_reason(lab, address): it asks the lab DNS about address in the "
-                          "blocklist bl.lab and returns the list's reason as text, or None.", LISTING)
+        return unanswered(_("Write the function listing_reason(lab, address): it asks the lab DNS about address in the "
+                          "blocklist bl.lab and returns the list's reason as text, or None."), _(LISTING))
     if not callable(listing_reason):
-        return failed(f"listing_reason must be a function of (lab, address), not a {type(listing_reason).__name__}: "
-                      "the check runs it on addresses of another lab.", LISTING)
+        return failed(_("listing_reason must be a function of (lab, address), not a {type}: "
+                      "the check runs it on addresses of another lab.").format(type=type(listing_reason).__name__), _(LISTING))
     evil = lab.host("mail.evil.example").address if "mail.evil.example" in lab.hosts else None
     if evil is not None:
         mine, error = _call(listing_reason, lab, evil)
         if error:
-            return failed(f"listing_reason(lab, {evil!r}) raised {error}. Try its steps one at a time in a cell.",
-                          LISTING)
+            return failed(_("listing_reason(lab, {evil!r}) raised {error}. Try its steps one at a time in a cell.").format(evil=evil, error=error),
+                          _(LISTING))
         if is_placeholder(mine):  # the untouched stub returns None too: not a wrong answer yet
-            return unanswered(f"listing_reason(lab, {evil!r}) returns {mine!r}, but mail.evil.example ({evil}) is on "
+            return unanswered(_("listing_reason(lab, {evil!r}) returns {mine!r}, but mail.evil.example ({evil}) is on "
                               "this lab's blocklist. Write the function's steps: which DNS name does a server ask "
-                              "for that address (RFC 5782 section 2.1), and which record type holds the reason?",
-                              LISTING)
+                              "for that address (RFC 5782 section 2.1), and which record type holds the reason?").format(evil=evil, mine=mine),
+                              _(LISTING))
     reason = f"reported for spam runs, case {secrets.token_hex(3)}"
     scenario = Scenario.security(policy="reject").to_dict()
     scenario["blocklist"] = {LISTED_HOST: reason}
@@ -83,31 +84,31 @@ def check_listing_reason(lab: Any, listing_reason: Any) -> Feedback:
             found, error = _call(listing_reason, other, listed)
             clean_found, clean_error = _call(listing_reason, other, clean)
     except Exception as exc:  # the check must never crash a Run-All
-        return failed(f"the check could not run its own lab: {exc}", LISTING)
-    where = (f"In the check's own lab, {LISTED_HOST} ({listed}) is listed, and {MX} answered RCPT TO from it with "
-             f"'{refusal}'.")
+        return failed(_("the check could not run its own lab: {exc}").format(exc=exc), _(LISTING))
+    where = (_("In the check's own lab, {LISTED_HOST} ({listed}) is listed, and {MX} answered RCPT TO from it with "
+             "'{refusal}'.").format(LISTED_HOST=LISTED_HOST, listed=listed, MX=MX, refusal=refusal))
     if error:
-        return failed(f"on another lab's address ({listed}) listing_reason raised {error}. Does it rely on something "
-                      "only this notebook's lab has?", LISTING)
+        return failed(_("on another lab's address ({listed}) listing_reason raised {error}. Does it rely on something "
+                      "only this notebook's lab has?").format(listed=listed, error=error), _(LISTING))
     if is_placeholder(found):
-        return failed(f"listing_reason returned {found!r} for {listed}. {where} Does your function build the name "
-                      "from the address it is given, octets reversed, under bl.lab?", LISTING)
+        return failed(_("listing_reason returned {found!r} for {listed}. {where} Does your function build the name "
+                      "from the address it is given, octets reversed, under bl.lab?").format(found=found, listed=listed, where=where), _(LISTING))
     text = _clean_text(found)
     if text != reason and reason in text:
-        return failed(f"almost: the list's reason is in what listing_reason returned for {listed}, with more around it "
-                      f"({len(text)} characters). {where} Return only the text of the TXT record, without its quotes.",
-                      LISTING)
+        return failed(_("almost: the list's reason is in what listing_reason returned for {listed}, with more around it "
+                      "({count} characters). {where} Return only the text of the TXT record, without its quotes.").format(listed=listed, count=len(text), where=where),
+                      _(LISTING))
     if text != reason:
         shown = text if len(text) < 120 else text[:117] + "..."
-        return failed(f"for {listed} listing_reason returned {shown!r}, not the reason the list gives. {where} Ask for "
-                      "the TXT record (not the A record) and return its text.", LISTING)
+        return failed(_("for {listed} listing_reason returned {shown!r}, not the reason the list gives. {where} Ask for "
+                      "the TXT record (not the A record) and return its text.").format(listed=listed, shown=shown, where=where), _(LISTING))
     if clean_error:
-        return failed(f"for a clean address ({clean}) listing_reason raised {clean_error}. A blocklist answers "
-                      "NXDOMAIN for an address it does not list: return None then.", LISTING)
+        return failed(_("for a clean address ({clean}) listing_reason raised {clean_error}. A blocklist answers "
+                      "NXDOMAIN for an address it does not list: return None then.").format(clean=clean, clean_error=clean_error), _(LISTING))
     if not is_placeholder(clean_found):
-        return failed(f"for {clean} ({CLEAN_HOST}), which no list names, listing_reason returned {clean_found!r}. "
-                      "Look at the rcode of the answer: NXDOMAIN means not listed.", LISTING)
-    return passed(f"Right. {where} Your function found the same reason in the list's TXT record, and None for "
-                  f"{clean}. The MX asks at RCPT, before any message is sent (like Postfix's reject_rbl_client), and "
+        return failed(_("for {clean} ({CLEAN_HOST}), which no list names, listing_reason returned {clean_found!r}. "
+                      "Look at the rcode of the answer: NXDOMAIN means not listed.").format(clean=clean, CLEAN_HOST=CLEAN_HOST, clean_found=clean_found), _(LISTING))
+    return passed(_("Right. {where} Your function found the same reason in the list's TXT record, and None for "
+                  "{clean}. The MX asks at RCPT, before any message is sent (like Postfix's reject_rbl_client), and "
                   "quotes the list's reason in its 554 so that the sender's admin learns why (RFC 5782 section "
-                  "2.2); 554 is permanent, so the sending server bounces instead of retrying.", LISTING)
+                  "2.1); 554 is permanent, so the sending server bounces instead of retrying.").format(where=where, clean=clean), _(LISTING))

@@ -14,12 +14,13 @@ from email.message import Message
 from typing import Any
 
 from ..errors import SmtpLabError
+from ..i18n import N_, _
 from . import Feedback, failed, passed, unanswered
 from ._answers import is_placeholder
 
 __all__ = ["begin_junk_exercise", "check_over_the_line", "NOTEBOOK_SUBJECT"]
 
-JUNK = "Exercise 2 · over the line"
+JUNK = N_("Exercise 2 · over the line")
 ALICE = "alice@example.org"
 BOB = "bob@example.net"
 NOTEBOOK_SUBJECT = "YOU ARE A WINNER"  # the notebook's own example: it does not count
@@ -81,21 +82,21 @@ def _judge_rules(value: float, message: Message, deciding: Any) -> str:
     names = _names(deciding)
     listing = ", ".join(f"{n}={p:g}" for n, p in fired.items()) or "none"
     if names is None:
-        return (f"deciding_rules must be a rule name, or a list of names, as text (you gave {deciding!r}).")
+        return (_("deciding_rules must be a rule name, or a list of names, as text (you gave {deciding!r}).").format(deciding=deciding))
     if not names:
-        return "deciding_rules is empty: name the rule, or rules, that moved your message over the line."
+        return _("deciding_rules is empty: name the rule, or rules, that moved your message over the line.")
     unknown = [n for n in names if n not in fired]
     if unknown:
-        return (f"{unknown[0]} did not fire for your message: X-Spam-Report lists the rules that did, with their "
-                f"points ({listing}).")
+        return (_("{unknown} did not fire for your message: X-Spam-Report lists the rules that did, with their "
+                "points ({listing}).").format(unknown=unknown[0], listing=listing))
     without = value - sum(fired[n] for n in set(names))
     if without >= junk_at:
-        return (f"without {', '.join(names)} your message would still score {without:g}, at or above junk-at "
-                f"{junk_at:g}: still Junk. Which points are the ones that carried it over {junk_at:g}?")
+        return (_("without {value} your message would still score {without:g}, at or above junk-at "
+                "{junk_at:g}: still Junk. Which points are the ones that carried it over {junk_at:g}?").format(value=', '.join(names), without=without, junk_at=junk_at))
     spare = [n for n in names if value - sum(fired[m] for m in set(names) if m != n) < junk_at]
     if spare:
-        return (f"your message stays under junk-at {junk_at:g} even if {spare[0]} still fires: name only the rules it "
-                "needs, without any that are not needed to cross the line.")
+        return (_("your message stays under junk-at {junk_at:g} even if {spare} still fires: name only the rules it "
+                "needs, without any that are not needed to cross the line.").format(junk_at=junk_at, spare=spare[0]))
     return ""
 
 
@@ -103,53 +104,53 @@ def check_over_the_line(lab: Any, result: Any, deciding_rules: Any = None) -> Fe
     """Pass when the learner's own message from Alice to Bob landed in Bob's Junk folder by its content, and
     `deciding_rules` names a smallest set of the rules that fired without which it would have stayed in INBOX."""
     if is_placeholder(result):
-        return unanswered("Send Alice's message to Bob with lab.send(...) and keep what it returns in my_result.",
-                          JUNK)
+        return unanswered(_("Send Alice's message to Bob with lab.send(...) and keep what it returns in my_result."),
+                          _(JUNK))
     if not hasattr(result, "queue_id") or not hasattr(result, "message_id"):
-        return failed(f"my_result should be what lab.send(...) returns, not {type(result).__name__} {result!r}.",
-                      JUNK)
+        return failed(_("my_result should be what lab.send(...) returns, not {type} {result!r}.").format(type=type(result).__name__, result=result),
+                      _(JUNK))
     start = _START.get(lab)
     if start is None:
-        return failed("run the exercise's first cell (it calls spam_score.begin_junk_exercise(lab)) before you send: the "
-                      "check counts only messages sent after it.", JUNK)
+        return failed(_("run the exercise's first cell (it calls spam_score.begin_junk_exercise(lab)) before you send: the "
+                      "check counts only messages sent after it."), _(JUNK))
     events = lab.trace.for_message(result.queue_id)
     if events and min(e.seq for e in events) <= start:
-        return failed("this message was sent before the exercise began: it is the notebook's own example. Write "
-                      "and send one of yours in the exercise cell.", JUNK)
+        return failed(_("this message was sent before the exercise began: it is the notebook's own example. Write "
+                      "and send one of yours in the exercise cell."), _(JUNK))
     if str(getattr(result, "sender", "")).lower() != ALICE or BOB not in [r.lower() for r in result.recipients]:
-        return failed(f"send it from {ALICE} to {BOB}: Alice is authenticated, so SPF, DKIM and DMARC pass, and only "
-                      "the content decides.", JUNK)
+        return failed(_("send it from {ALICE} to {BOB}: Alice is authenticated, so SPF, DKIM and DMARC pass, and only "
+                      "the content decides.").format(ALICE=ALICE, BOB=BOB), _(JUNK))
     try:
         lab.wait_for_delivery()
         status = next(r for r in lab.queue_item(result.queue_id).recipients if r.address.lower() == BOB)
         folder, message = _copy(lab, result.message_id)
     except (KeyError, StopIteration, SmtpLabError) as exc:
-        return failed(f"the check could not find your message in this lab ({exc}). Send it again with the running "
-                      "lab.", JUNK)
+        return failed(_("the check could not find your message in this lab ({exc}). Send it again with the running "
+                      "lab.").format(exc=exc), _(JUNK))
     if message is None:
         if status.state == "bounced":
-            return failed(f"mx1 refused your message: '{status.last_reply}'. A score from the refusal threshold on "
+            return failed(_("mx1 refused your message: '{last_reply}'. A score from the refusal threshold on "
                           "(reject-at in X-Spam-Report) is refused, not filed: the exercise wants it accepted and "
-                          "filed as Junk.", JUNK)
-        return failed(f"your message has not reached Bob's folders: the queue says {status.state} "
-                      f"('{status.last_reply}'). Are mx1 and mx2 up?", JUNK)
+                          "filed as Junk.").format(last_reply=status.last_reply), _(JUNK))
+        return failed(_("your message has not reached Bob's folders: the queue says {state} "
+                      "('{last_reply}'). Are mx1 and mx2 up?").format(state=status.state, last_reply=status.last_reply), _(JUNK))
     value, rules = _report(message)
     if str(message.get("Subject", "")).strip() == NOTEBOOK_SUBJECT:
-        return failed(f"that is the notebook's subject, '{NOTEBOOK_SUBJECT}': write a message of your own.", JUNK)
+        return failed(_("that is the notebook's subject, '{NOTEBOOK_SUBJECT}': write a message of your own.").format(NOTEBOOK_SUBJECT=NOTEBOOK_SUBJECT), _(JUNK))
     if folder == "INBOX":
-        return failed(f"your message is in Bob's INBOX with X-Spam-Score {value:g} (rules that fired: {rules}). Junk "
+        return failed(_("your message is in Bob's INBOX with X-Spam-Score {value:g} (rules that fired: {rules}). Junk "
                       "starts at the junk-at score in its X-Spam-Report. Which rules of smtplab.spam.RULES could "
-                      "your text trigger? smtplab.spam.score(raw_bytes) lets you try before you send.", JUNK)
+                      "your text trigger? smtplab.spam.score(raw_bytes) lets you try before you send.").format(value=value, rules=rules), _(JUNK))
     if is_placeholder(deciding_rules):
-        return unanswered(f"Your message is in Junk (X-Spam-Score {value:g}). Now name in deciding_rules the rule, or "
-                          "rules, without which it would have stayed in INBOX.", JUNK)
+        return unanswered(_("Your message is in Junk (X-Spam-Score {value:g}). Now name in deciding_rules the rule, or "
+                          "rules, without which it would have stayed in INBOX.").format(value=value), _(JUNK))
     problem = _judge_rules(value, message, deciding_rules)
     if problem:
-        return failed(f"your message is in Junk, but {problem}", JUNK)
+        return failed(_("your message is in Junk, but {problem}").format(problem=problem), _(JUNK))
     auth = " ".join(str(message.get("Authentication-Results", "")).split())
     named = ", ".join(_names(deciding_rules) or [])
-    return passed(f"Right: Bob's MX filed your message in Junk with X-Spam-Score {value:g}; the rules that fired: "
-                  f"{rules}. Without {named} it would have scored under the junk-at line. Its Authentication-Results "
-                  f"say {auth.split(';', 1)[-1].strip()}: the sender is "
+    return passed(_("Right: Bob's MX filed your message in Junk with X-Spam-Score {value:g}; the rules that fired: "
+                  "{rules}. Without {named} it would have scored under the junk-at line. Its Authentication-Results "
+                  "say {split}: the sender is "
                   "genuine, the content alone moved it over the line. A real filter weighs hundreds of such rules, "
-                  "and learns from what users mark as spam.", JUNK)
+                  "and learns from what users mark as spam.").format(value=value, rules=rules, named=named, split=auth.split(';', 1)[-1].strip()), _(JUNK))

@@ -13,6 +13,7 @@ import binascii
 import re
 from typing import Any
 
+from ..i18n import N_, _
 from ..lab import Lab
 from ..scenario import Scenario
 from . import Feedback, failed, passed, unanswered
@@ -20,8 +21,8 @@ from ._answers import is_blank
 
 __all__ = ["check_capture", "check_stolen_password"]
 
-CAPTURE = "Exercise 1 · the eavesdropper's capture"
-PASSWORD = "Exercise 2 · read a password off the wire"
+CAPTURE = N_("Exercise 1 · the eavesdropper's capture")
+PASSWORD = N_("Exercise 2 · read a password off the wire")
 
 ALICE = "alice@example.org"
 MSA_HOST = "smtp.example.org"
@@ -37,9 +38,9 @@ def _frame_number(value: Any) -> int | None:
 
 
 def _describe(frame: Any) -> str:
-    what = frame.text() or f"no data (a TCP {frame.flags})"
-    return (f"frame {frame.number} goes from {frame.source}:{frame.source_port} to {frame.destination}:"
-            f"{frame.destination_port} and carries {what!r}")
+    what = frame.text() or _("no data (a TCP {flags})").format(flags=frame.flags)
+    return (_("frame {number} goes from {source}:{source_port} to {destination}:"
+            "{destination_port} and carries {what!r}").format(number=frame.number, source=frame.source, source_port=frame.source_port, destination=frame.destination, destination_port=frame.destination_port, what=what))
 
 
 def _is_auth(frame: Any) -> bool:
@@ -66,68 +67,68 @@ def check_capture(capture: Any, lab: Any, clear_auth_frame: Any, alice_tls_frame
     carries and how to find the right one, never its number.
     """
     if is_blank(clear_auth_frame) and is_blank(alice_tls_frame):
-        return unanswered("Put two frame numbers (the first column of the listing) in clear_auth_frame and "
-                          "alice_tls_frame.", CAPTURE)
+        return unanswered(_("Put two frame numbers (the first column of the listing) in clear_auth_frame and "
+                          "alice_tls_frame."), _(CAPTURE))
     try:
         frames = list(capture.frames())
     except (AttributeError, OSError) as exc:
-        return failed(f"could not read {capture!r} as a capture ({exc}): pass the object lab.pcap(...) returned.",
-                      CAPTURE)
+        return failed(_("could not read {capture!r} as a capture ({exc}): pass the object lab.pcap(...) returned.").format(capture=capture, exc=exc),
+                      _(CAPTURE))
     by_number = {f.number: f for f in frames}
     clear = [f for f in frames if _is_auth(f)]
     if not clear:
-        return failed("no frame of this capture holds an AUTH line in clear text: write the capture after Bob's "
-                      "login to smtp.example.net (the cell before), with lab.pcap(...).", CAPTURE)
+        return failed(_("no frame of this capture holds an AUTH line in clear text: write the capture after Bob's "
+                      "login to smtp.example.net (the cell before), with lab.pcap(...)."), _(CAPTURE))
     connections = _alice_connections(frames, lab)
     starts = {port: tls[0] for port, own in connections.items() if (tls := [f for f in own if f.is_tls])}
     if not starts:
-        return failed(f"this capture holds no TLS on a connection to {MSA_HOST}'s submission port: write it after "
-                      "Alice's submission (section 1's first cell).", CAPTURE)
+        return failed(_("this capture holds no TLS on a connection to {MSA_HOST}'s submission port: write it after "
+                      "Alice's submission (section 1's first cell).").format(MSA_HOST=MSA_HOST), _(CAPTURE))
     problems = []
     auth_number = _frame_number(clear_auth_frame)
     if is_blank(clear_auth_frame):
-        problems.append("clear_auth_frame is still empty: search the frames' payloads for b'AUTH'")
+        problems.append(_("clear_auth_frame is still empty: search the frames' payloads for b'AUTH'"))
     elif auth_number is None:
-        problems.append(f"clear_auth_frame is {clear_auth_frame!r}, not a frame number like 12")
+        problems.append(_("clear_auth_frame is {clear_auth_frame!r}, not a frame number like 12").format(clear_auth_frame=clear_auth_frame))
     elif auth_number not in by_number:
-        problems.append(f"clear_auth_frame: the capture has frames 1 to {len(frames)}, and {auth_number} is not one")
+        problems.append(_("clear_auth_frame: the capture has frames 1 to {count}, and {auth_number} is not one").format(count=len(frames), auth_number=auth_number))
     elif auth_number not in {f.number for f in clear}:
         frame = by_number[auth_number]
-        why = ("it is encrypted: nobody without the keys reads a command in it" if frame.is_tls else
-               "look for the payload that starts with the command AUTH, in the client-to-server direction")
+        why = (_("it is encrypted: nobody without the keys reads a command in it") if frame.is_tls else
+               _("look for the payload that starts with the command AUTH, in the client-to-server direction"))
         problems.append(f"clear_auth_frame: {_describe(frame)}; {why}")
     tls_number = _frame_number(alice_tls_frame)
     if is_blank(alice_tls_frame):
-        problems.append("alice_tls_frame is still empty: on Alice's connection, which is the first frame with a TLS "
-                        "record (frame.is_tls)?")
+        problems.append(_("alice_tls_frame is still empty: on Alice's connection, which is the first frame with a TLS "
+                        "record (frame.is_tls)?"))
     elif tls_number is None:
-        problems.append(f"alice_tls_frame is {alice_tls_frame!r}, not a frame number like 12")
+        problems.append(_("alice_tls_frame is {alice_tls_frame!r}, not a frame number like 12").format(alice_tls_frame=alice_tls_frame))
     elif tls_number not in by_number:
-        problems.append(f"alice_tls_frame: the capture has frames 1 to {len(frames)}, and {tls_number} is not one")
+        problems.append(_("alice_tls_frame: the capture has frames 1 to {count}, and {tls_number} is not one").format(count=len(frames), tls_number=tls_number))
     elif tls_number not in {f.number for f in starts.values()}:
         frame = by_number[tls_number]
         port = next((p for p, own in connections.items() if frame in own), None)
         if port is None:
-            why = (f"that is not Alice's connection: hers goes to {MSA_HOST} "
-                   f"({lab.host(MSA_HOST).address}), port {lab.host(MSA_HOST).ports['submission']}")
+            why = (_("that is not Alice's connection: hers goes to {MSA_HOST} "
+                   "({host}), port {host2}").format(MSA_HOST=MSA_HOST, host=lab.host(MSA_HOST).address, host2=lab.host(MSA_HOST).ports['submission']))
         elif not frame.is_tls:
-            why = "that frame is still clear text: TLS starts after the server's go-ahead to STARTTLS"
+            why = _("that frame is still clear text: TLS starts after the server's go-ahead to STARTTLS")
         else:
-            why = "an earlier frame of the same connection already carries a TLS record"
+            why = _("an earlier frame of the same connection already carries a TLS record")
         problems.append(f"alice_tls_frame: {_describe(frame)}; {why}")
     if problems:
-        return failed("Not yet: " + "; ".join(problems) + ".", CAPTURE)
+        return failed(_("Not yet: ") + "; ".join(problems) + ".", _(CAPTURE))
     auth = by_number[auth_number]  # type: ignore[index]
     start = by_number[tls_number]  # type: ignore[index]
     own = next(own for own in connections.values() if start in own)
     later = [f for f in own if f.number > start.number and f.payload]
     readable = [f for f in later if not f.is_tls]
-    return passed(f"Right. Frame {auth.number} carries {auth.text()!r} from {auth.source} to {auth.destination}: "
+    return passed(_("Right. Frame {number} carries {text!r} from {source} to {destination}: "
                   "anyone holding the capture decodes that base64 token. On Alice's connection TLS starts in "
-                  f"frame {start.number}; the {len(later)} frames with data after it hold TLS records only "
-                  f"({len(readable)} readable), so her AUTH line, her envelope and her message are in there, and "
+                  "frame {number2}; the {count} frames with data after it hold TLS records only "
+                  "({count2} readable), so her AUTH line, her envelope and her message are in there, and "
                   "no byte search finds them. The eavesdropper still saw what came before: the greeting, the "
-                  "EHLO and its extensions, and STARTTLS itself.", CAPTURE)
+                  "EHLO and its extensions, and STARTTLS itself.").format(number=auth.number, text=auth.text(), source=auth.source, destination=auth.destination, number2=start.number, count=len(later), count2=len(readable)), _(CAPTURE))
 
 
 # --- exercise 2: the password on the wire ---
@@ -186,45 +187,45 @@ def check_stolen_password(lab: Any, steal: Any) -> Feedback:
     that no variable of the notebook holds), so only code that really reads the wire finds it.
     """
     if is_blank(steal):
-        return unanswered("Write the function steal_password(wire_text): it finds the AUTH PLAIN line in what the "
-                          "eavesdropper saw, decodes its token and returns the password as text.", PASSWORD)
+        return unanswered(_("Write the function steal_password(wire_text): it finds the AUTH PLAIN line in what the "
+                          "eavesdropper saw, decodes its token and returns the password as text."), _(PASSWORD))
     if isinstance(steal, (str, bytes, bytearray)):
-        return failed("give the function itself (steal_password, without parentheses), not a value: the check "
-                      "runs it on the capture above and on a capture from another lab that you have not seen.",
-                      PASSWORD)
+        return failed(_("give the function itself (steal_password, without parentheses), not a value: the check "
+                      "runs it on the capture above and on a capture from another lab that you have not seen."),
+                      _(PASSWORD))
     if not callable(steal):
-        return failed(f"steal_password must be a function of wire_text, not a {type(steal).__name__}.", PASSWORD)
+        return failed(_("steal_password must be a function of wire_text, not a {type}.").format(type=type(steal).__name__), _(PASSWORD))
     captures = _clear_logins(lab)
     if not captures:
-        return failed("no password crossed any SMTP connection of this lab in clear text, so there is nothing to "
+        return failed(_("no password crossed any SMTP connection of this lab in clear text, so there is nothing to "
                       "read yet. Run the cell where Bob logs in to smtp.example.net without STARTTLS first. (If "
                       "you have gone on to a later section, `lab` is already a newer lab: run the notebook from "
-                      "the top.)", PASSWORD)
+                      "the top.)"), _(PASSWORD))
     conn = captures[-1][0]
     answer, error = _run(steal, lab.wire(conn).render())
     if error:
-        return failed(f"steal_password(wire_text) raised {error}. Try your steps one at a time in a cell on "
-                      "wire_text.", PASSWORD)
+        return failed(_("steal_password(wire_text) raised {error}. Try your steps one at a time in a cell on "
+                      "wire_text.").format(error=error), _(PASSWORD))
     if is_blank(answer):
-        return unanswered("steal_password returns nothing yet: write its steps, and end it with return and the "
-                          "password.", PASSWORD)
+        return unanswered(_("steal_password returns nothing yet: write its steps, and end it with return and the "
+                          "password."), _(PASSWORD))
     verdict = _judge_password(lab, answer, captures)
     if not verdict.ok:
         return verdict
     try:
         other_wire, other_login, other_password = _careless_capture()
     except Exception as exc:  # the check must never crash a Run-All
-        return failed(f"the check could not start its second lab: {exc}", PASSWORD)
+        return failed(_("the check could not start its second lab: {exc}").format(exc=exc), _(PASSWORD))
     other, error = _run(steal, other_wire)
     if error:
-        return failed(f"steal_password worked on this notebook's capture but raised {error} on another lab's "
-                      f"capture (a login by {other_login}). Does it rely on something only this capture has?",
-                      PASSWORD)
+        return failed(_("steal_password worked on this notebook's capture but raised {error} on another lab's "
+                      "capture (a login by {other_login}). Does it rely on something only this capture has?").format(error=error, other_login=other_login),
+                      _(PASSWORD))
     text = other.decode("utf-8", "replace") if isinstance(other, (bytes, bytearray)) else other
     if text != other_password:
-        return failed(f"steal_password found the password in this notebook's capture, but on another lab's capture "
-                      f"(a login by {other_login}) it returned {other!r}, which is not what crossed that wire. Read "
-                      "the password out of wire_text itself, whatever user logged in.", PASSWORD)
+        return failed(_("steal_password found the password in this notebook's capture, but on another lab's capture "
+                      "(a login by {other_login}) it returned {other!r}, which is not what crossed that wire. Read "
+                      "the password out of wire_text itself, whatever user logged in.").format(other_login=other_login, other=other), _(PASSWORD))
     return verdict
 
 
@@ -236,51 +237,51 @@ def _judge_password(lab: Any, answer: Any, captures: list[tuple[str, str, str, s
     elif isinstance(answer, str):
         text = answer
     else:
-        return failed(f"steal_password returned {answer!r}: give the password as text (a str), not a "
-                      f"{type(answer).__name__}.", PASSWORD)
+        return failed(_("steal_password returned {answer!r}: give the password as text (a str), not a "
+                      "{type}.").format(answer=answer, type=type(answer).__name__), _(PASSWORD))
     if not text.strip():
-        return failed("steal_password returned nothing but blanks: find the line 'C: AUTH PLAIN ...' in wire_text "
-                      "first.", PASSWORD)
+        return failed(_("steal_password returned nothing but blanks: find the line 'C: AUTH PLAIN ...' in wire_text "
+                      "first."), _(PASSWORD))
     by_password = {password: (conn, token, login) for conn, token, login, password in captures}
     if text in by_password:
         conn, token, login = by_password[text]
-        note = " (It returns bytes; .decode() would make them text.)" if was_bytes else ""
-        return passed(f"Right: steal_password read {login}'s password off the wire.{note} It crossed connection "
-                      f"{conn} as 'C: AUTH PLAIN {token}', and your function found the password of another "
+        note = _(" (It returns bytes; .decode() would make them text.)") if was_bytes else ""
+        return passed(_("Right: steal_password read {login}'s password off the wire.{note} It crossed connection "
+                      "{conn} as 'C: AUTH PLAIN {token}', and your function found the password of another "
                       "login in another lab as well. Base64 is an encoding, not encryption: anyone who sees the "
                       "wire does what you just did. After STARTTLS the same line travels inside TLS records, which "
-                      "is why every other submission host refuses AUTH before STARTTLS.", PASSWORD)
+                      "is why every other submission host refuses AUTH before STARTTLS.").format(login=login, note=note, conn=conn, token=token), _(PASSWORD))
     stripped = text.strip().strip("'\"")
     if stripped in by_password:
-        return failed(f"almost: the password is there, but with extra characters around it ({text!r}). "
-                      "Return exactly the third field of the decoded token.", PASSWORD)
+        return failed(_("almost: the password is there, but with extra characters around it ({text!r}). "
+                      "Return exactly the third field of the decoded token.").format(text=text), _(PASSWORD))
     conn, token, login, password = captures[-1]
     looks_like_nul = "\0" in text or "\\x00" in text or "\\0" in text
     if stripped in (token, f"AUTH PLAIN {token}", f"C: AUTH PLAIN {token}") or (len(stripped) >= 8
                                                                              and stripped in token):
-        return failed(f"{stripped!r} is still base64: the token exactly as it crossed the wire. "
-                      "base64.b64decode(token) turns it back into the bytes it encodes.", PASSWORD)
+        return failed(_("{stripped!r} is still base64: the token exactly as it crossed the wire. "
+                      "base64.b64decode(token) turns it back into the bytes it encodes.").format(stripped=stripped), _(PASSWORD))
     if looks_like_nul and password in text:
-        return failed("you kept the whole decoded token, NUL separators included. AUTH PLAIN packs three fields "
+        return failed(_("you kept the whole decoded token, NUL separators included. AUTH PLAIN packs three fields "
                       "separated by NUL bytes (b'\\0'): an authorization identity (empty here), the user name, the "
-                      "password (RFC 4616). Split at b'\\0' and take the third field.", PASSWORD)
+                      "password (RFC 4616). Split at b'\\0' and take the third field."), _(PASSWORD))
     if text.lower() == login.lower():
-        return failed(f"{text!r} is the user name, the second field of the decoded token. Which field comes after "
-                      "it (RFC 4616)?", PASSWORD)
+        return failed(_("{text!r} is the user name, the second field of the decoded token. Which field comes after "
+                      "it (RFC 4616)?").format(text=text), _(PASSWORD))
     if password in text and login in text:
-        return failed(f"{text!r} holds the user name and the password run together: the NUL bytes between them are "
+        return failed(_("{text!r} holds the user name and the password run together: the NUL bytes between them are "
                       "gone, and with them the boundary. Split the decoded bytes at b'\\0' instead of removing "
-                      "the NULs.", PASSWORD)
+                      "the NULs.").format(text=text), _(PASSWORD))
     if password in text:
-        return failed(f"the password is in there, but with more around it: {text!r}. Return only the third field of "
-                      "the decoded token.", PASSWORD)
+        return failed(_("the password is in there, but with more around it: {text!r}. Return only the third field of "
+                      "the decoded token.").format(text=text), _(PASSWORD))
     others = [u.address for u in lab.users.values() if u.password == text]
     if others:
-        return failed(f"that is {others[0]}'s password, but {others[0]} never logged in without TLS: the function "
-                      f"must read the password from wire_text. The login that crossed the wire in clear was "
-                      f"{login}'s.", PASSWORD)
-    return failed(f"{text!r} is not the password that crossed the wire. The clear-text line on connection {conn} is "
-                  f"'C: AUTH PLAIN {token}'. Decode that token with base64.b64decode(...) and look at the bytes.",
-                  PASSWORD)
+        return failed(_("that is {others}'s password, but {others} never logged in without TLS: the function "
+                      "must read the password from wire_text. The login that crossed the wire in clear was "
+                      "{login}'s.").format(others=others[0], login=login), _(PASSWORD))
+    return failed(_("{text!r} is not the password that crossed the wire. The clear-text line on connection {conn} is "
+                  "'C: AUTH PLAIN {token}'. Decode that token with base64.b64decode(...) and look at the bytes.").format(text=text, conn=conn, token=token),
+                  _(PASSWORD))
 
 
