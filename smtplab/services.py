@@ -20,6 +20,7 @@ from .auth.mailauth import LabDns
 from .clock import VirtualClock
 from .errors import LabNotRunning
 from .hosts import DnsInfo, Host, User
+from .i18n import N_, _
 from .loop import LoopThread
 from .mail.handlers import header_value
 from .mail.ledger import DeliveryLedger
@@ -37,23 +38,22 @@ from .zones import DkimKey
 __all__ = ["Services"]
 
 T = TypeVar("T")
-_STOPPED = "this lab is stopped; start a new one with smtplab.start()"
+_STOPPED = N_("this lab is stopped; start a new one with smtplab.start()")
 
 
 class Services:
     """The lab as its servers see it (one per lab; `lab.services`). Safe to call from the lab's loop."""
 
     def __init__(self, scenario: Scenario, clock: VirtualClock, trace: Trace, faults: FaultTable,
-                 hosts: dict[str, Host], users: dict[str, User], stores: dict[str, MailStore],
-                 by_address: dict[str, str]) -> None:
+                 hosts: dict[str, Host], users: dict[str, User]) -> None:
         self.scenario = scenario
         self.clock = clock
         self.trace = trace
         self.faults = faults
         self.hosts = hosts  # the same mappings as lab.hosts and lab.users, filled in while the lab starts
         self.users = users
-        self.stores = stores  # provider domain -> its mailboxes
-        self._by_address = by_address  # a host's own loopback address -> its name
+        self.stores: dict[str, MailStore] = {}  # provider domain -> its mailboxes (filled as the lab starts)
+        self._by_address: dict[str, str] = {}  # a host's own loopback address -> its name
         # Failed SMTP AUTH attempts make the next ones wait, per connection and per client address.
         self.login_throttle = LoginThrottle()
         self.guard: ConnectionGuard | None = None  # who may connect (set when the lab starts)
@@ -72,12 +72,12 @@ class Services:
         """Run `coro` on the lab's loop from another thread and return its result (LabTimeout after `timeout`)."""
         if self.loop is None:
             coro.close()
-            raise LabNotRunning(_STOPPED)
+            raise LabNotRunning(_(_STOPPED))
         return self.loop.call(coro, timeout)
 
     def require_relay(self) -> Relay:
         if self.relay is None:
-            raise LabNotRunning(_STOPPED)
+            raise LabNotRunning(_(_STOPPED))
         return self.relay
 
     def now(self) -> float:
@@ -93,6 +93,10 @@ class Services:
 
     def host_options(self, host: str) -> tuple[str, ...]:
         return self.hosts[host].options
+
+    def name_address(self, address: str, host: str) -> None:
+        """Say that `address` is lab host `host`'s own (where each host has one: Linux)."""
+        self._by_address[address] = host
 
     def peer_name(self, address: str) -> str:
         """The lab host that owns a client address (its own loopback address), else "client"."""
@@ -121,14 +125,14 @@ class Services:
     def dns_resolver(self) -> Any:
         """An async resolver that asks the lab DNS."""
         if self.dns is None:
-            raise LabNotRunning(_STOPPED)
+            raise LabNotRunning(_(_STOPPED))
         return lab_resolver(self.dns.address, self.dns.port)
 
     def lab_dns(self) -> LabDns:
         """The synchronous stub resolver the MX hosts' checks (SPF, DKIM, DMARC) ask the lab DNS with."""
         if self._lab_dns is None:
             if self.dns is None:
-                raise LabNotRunning(_STOPPED)
+                raise LabNotRunning(_(_STOPPED))
             self._lab_dns = LabDns(self.dns.address, self.dns.port)
         return self._lab_dns
 
@@ -165,7 +169,7 @@ class Services:
         delivery ledger under the relay's queue id, and a retry of a copy already made is not made again:
         the recipients it skipped so are returned."""
         if self.loop is None or self.ledger is None:
-            raise LabNotRunning(_STOPPED)
+            raise LabNotRunning(_(_STOPPED))
         disk = self.loop.disk
         ledger = self.ledger
         relay = self.require_relay()

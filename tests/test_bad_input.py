@@ -662,7 +662,7 @@ def test_imap_literal_promise_not_kept(lab: smtplab.Lab) -> None:
 
 def test_imap_ten_wrong_logins_then_the_right_one(lab: smtplab.Lab) -> None:
     # Each failure waits a doubling delay (tests/test_imap_limits.py): a short one here, the answers are the point.
-    lab._imap["imap.example.net"].limits.login_delay = 0.001
+    lab._network.imap["imap.example.net"].limits.login_delay = 0.001
     client = ImapWire(lab)
     try:
         for n in range(10):
@@ -788,7 +788,7 @@ def test_dns_tcp_framing_errors(lab: smtplab.Lab) -> None:
 
 
 def test_dns_tcp_client_that_sends_nothing(lab: smtplab.Lab) -> None:
-    server = lab._dns_server
+    server = lab._network.dns_server
     assert server is not None
     saved, server.tcp_timeout = server.tcp_timeout, 0.5
     try:
@@ -858,7 +858,7 @@ def test_a_message_nested_2000_mime_levels_deep_is_refused_for_good_and_the_sess
 
 def test_a_dns_failure_during_the_checks_is_a_451_4_4_3_and_the_session_goes_on() -> None:
     with smtplab.start() as running:
-        dns_server = running._dns_server
+        dns_server = running._network.dns_server
         assert dns_server is not None
         port = dns_server.port
         mx = running.host(HOSTS[MX])

@@ -141,7 +141,7 @@ def test_idle_announces_a_delivery_at_once(lab: smtplab.Lab, monkeypatch) -> Non
 
 def test_idle_still_sees_a_message_put_in_the_maildir_by_hand(lab: smtplab.Lab, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setattr(smtplab.net.imapd.mailbox, "_IDLE_CHECK", 0.05)
-    maildir = lab._stores["example.net"].user_path("bob@example.net")
+    maildir = lab.services.stores["example.net"].user_path("bob@example.net")
     imap = lab.imap("bob@example.net")
     try:
         imap.select("INBOX")
@@ -168,7 +168,7 @@ def test_two_sessions_see_each_others_flags_and_hand_deletions(lab: smtplab.Lab)
         assert b"\\Flagged" in second.fetch("2", "(FLAGS)")[1][0]
         assert second.search(None, "UNSEEN")[1] == [b"1 3"]
         # A learner deletes a message file by hand: both sessions are told it is gone.
-        maildir = lab._stores["example.net"].user_path("bob@example.net")
+        maildir = lab.services.stores["example.net"].user_path("bob@example.net")
         victim = next(p for p in (maildir / "cur").iterdir() if "Note 1" in p.read_text(errors="replace"))
         victim.unlink()
         second.noop()

@@ -21,7 +21,7 @@ from smtplab.net.imapd import Limits
 @pytest.fixture
 def limits(lab: smtplab.Lab) -> Iterator[Limits]:
     """The live limits of imap.example.net (changed by a test, read by the server at each use)."""
-    yield lab._imap["imap.example.net"].limits
+    yield lab._network.imap["imap.example.net"].limits
 
 
 def _connect(lab: smtplab.Lab) -> socket.socket:

@@ -47,7 +47,7 @@ def test_rename_onto_an_existing_folder_or_into_itself_is_refused(lab: smtplab.L
     bob.create("A")
     bob.create("A/inner")
     bob.create("B")
-    lab_root = lab._stores["example.net"].user_path("bob@example.net")
+    lab_root = lab.services.stores["example.net"].user_path("bob@example.net")
     before = sorted(p.name for p in lab_root.iterdir())
     assert bob.rename("A", "B")[0] == "NO" and bob.untagged_responses.get("ALREADYEXISTS") is not None
     assert bob.rename("A", "A/deeper")[0] == "NO"

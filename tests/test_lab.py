@@ -147,9 +147,9 @@ def test_persistent_lab_keeps_its_ca(lab_dir) -> None:  # type: ignore[no-untype
 
 def test_one_shared_address_warns_that_spf_and_blocklists_cannot_work(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """macOS and Windows route only 127.0.0.1: the lab still runs there, and says what it cannot show."""
-    import smtplab.lab
+    import smtplab.network
 
-    monkeypatch.setattr(smtplab.lab, "_distinct_loopback_supported", lambda: False)
+    monkeypatch.setattr(smtplab.network, "_distinct_loopback_supported", lambda: False)
     with pytest.warns(RuntimeWarning, match="SPF and blocklist checks"):
         lab = smtplab.start(scenario=smtplab.Scenario.security())
     try:

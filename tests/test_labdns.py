@@ -304,8 +304,8 @@ def test_axfr_with_dnspython_is_the_zone_the_server_holds(lab: smtplab.Lab) -> N
     transferred = dns.zone.from_xfr(dns.query.xfr(lab.dns.address, "example.org", port=lab.dns.port, timeout=5,
                                                   relativize=False),
                                     relativize=False)
-    assert lab._dns_server is not None
-    held = lab._dns_server.zones[dns.name.from_text("example.org")]  # type: ignore[index]
+    assert lab._network.dns_server is not None
+    held = lab._network.dns_server.zones[dns.name.from_text("example.org")]  # type: ignore[index]
     assert transferred == held
     events = [e.text for e in lab.trace.events() if e.protocol == "dns"]
     assert "example.org. AXFR? over tcp" in events

@@ -354,7 +354,7 @@ def test_a_udp_flood_leaves_the_dns_cache_bounded_and_answers_legitimate_questio
         flooder.stdin.close()  # type: ignore[union-attr]
         sent = int(flooder.stdout.read().split()[-1])  # type: ignore[union-attr]
         flooder.wait(60)
-    server = lab._dns_server
+    server = lab._network.dns_server
     assert server is not None
     print(f"flood: {sent} queries of 60 KB; legitimate answered {answered}/45 ({during} while flooding); "
           f"RSS {rss_before / 1024:.0f} -> {_rss_kb() / 1024:.0f} MB; cache {server.cache_entries} replies")
@@ -385,7 +385,7 @@ def test_the_dns_cache_is_keyed_by_the_question_and_bounded(lab: smtplab.Lab, mo
         assert reply.id == qid
         return reply
 
-    server = lab._dns_server
+    server = lab._network.dns_server
     assert server is not None
     before = server.cache_entries
     for qid, padding in enumerate((0, 100, 400, 1000, 3000)):
