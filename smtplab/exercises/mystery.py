@@ -35,18 +35,19 @@ RULED = "riders@example.net"
 FULL_REPLY = "452 4.2.2 Mailbox full"
 RULE_REPLY = f"550 5.7.1 <{RULED}>: Recipient address rejected: only club members may post to this address"
 
-# This morning's messages: key, minutes after 08:00 (lab time), recipients, subject, body.
+# This morning's messages: key, minutes after 08:00 (lab time), recipients, subject, body. Alice writes in
+# the learner's language (the subjects stay ASCII: the notebook reads them with the compat32 email parser).
 _MORNING = (
-    ("ride", 2, ("bob@example.net",), "Club ride: meeting point",
-     "Hi Bob,\n\nfor the club ride we meet at 9:00 at the fountain. Bring a spare tube!\n\nAlice\n"),
-    ("payment", 17, (f"bob@{SHOP_DOMAIN}",), "Paid: invoice 2041 (new wheels)",
-     "Hello Bob's Bikes,\n\nI paid invoice 2041 by bank transfer this morning.\n"
-     "Can I pick up the wheels on Friday?\n\nAlice\n"),
-    ("photos", 41, ("bob@example.net", FULL_MAILBOX), "Photos from our last ride",
-     "Hi Bob, hi Carol,\n\nhere are the photos from our last ride (imagine them attached).\n\nAlice\n"),
-    ("route", 65, (RULED,), "Route for the club ride (62 km)",
-     "Hello riders,\n\nthe route: river path to the old bridge, then up the hill. 62 km, 700 m climbing.\n\n"
-     "Alice\n"),
+    ("ride", 2, ("bob@example.net",), N_("Club ride: meeting point"),
+     N_("Hi Bob,\n\nfor the club ride we meet at 9:00 at the fountain. Bring a spare tube!\n\nAlice\n")),
+    ("payment", 17, (f"bob@{SHOP_DOMAIN}",), N_("Paid: invoice 2041 (new wheels)"),
+     N_("Hello Bob's Bikes,\n\nI paid invoice 2041 by bank transfer this morning.\n"
+        "Can I pick up the wheels on Friday?\n\nAlice\n")),
+    ("photos", 41, ("bob@example.net", FULL_MAILBOX), N_("Photos from our last ride"),
+     N_("Hi Bob, hi Carol,\n\nhere are the photos from our last ride (imagine them attached).\n\nAlice\n")),
+    ("route", 65, (RULED,), N_("Route for the club ride (62 km)"),
+     N_("Hello riders,\n\nthe route: river path to the old bridge, then up the hill. 62 km, 700 m climbing.\n\n"
+        "Alice\n")),
 )
 SUBJECTS: dict[str, str] = {entry[0]: entry[3] for entry in _MORNING}
 NOW_MINUTES = 90  # the story starts at 09:30 lab time
@@ -108,12 +109,13 @@ def mystery_scenario() -> dict[str, Any]:
     return scenario
 
 
-def start_mystery_lab() -> Lab:
+def start_mystery_lab(lang: str | None = None) -> Lab:
     """Start the capstone lab: break it quietly, send this morning's messages, stop the clock at 09:30.
 
-    Nothing is printed: finding out what is wrong is the exercise. `reveal(lab)` tells.
+    Nothing is printed: finding out what is wrong is the exercise. `reveal(lab)` tells. `lang` is
+    `smtplab.start`'s: the language of the explanations, and of Alice's messages.
     """
-    lab = start(scenario=mystery_scenario())
+    lab = start(scenario=mystery_scenario(), lang=lang)
     now = lab.clock.datetime()
     morning = now.replace(hour=8, minute=0, second=0, microsecond=0)
     if morning < now:
@@ -124,7 +126,8 @@ def start_mystery_lab() -> Lab:
     imap = lab.imap(ALICE)
     try:
         imap.create("Sent")
-        for key, minute, recipients, subject, body in _MORNING:
+        for key, minute, recipients, english_subject, english_body in _MORNING:
+            subject, body = _(english_subject), _(english_body)
             target = morning + timedelta(minutes=minute)
             if target > lab.clock.datetime():
                 lab.clock.advance(target - lab.clock.datetime())
