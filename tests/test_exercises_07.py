@@ -245,3 +245,21 @@ def test_a_fixed_mailbox_gets_the_photos_on_the_next_retry(mystery: smtplab.Lab)
     fixed = nb07.check_photos(mystery, "mailbox-full", "452")  # the diagnosis still holds, from the relay's notes
     _ok(fixed)
     assert "a retry delivered her copy" in fixed.message
+
+
+def test_the_capstone_speaks_spanish_and_still_gives_nothing_away(mystery: smtplab.Lab) -> None:
+    """With lang="es" the causes, a wrong diagnosis and the reveal are in Spanish; the replies quoted stay as sent."""
+    from smtplab.i18n import use_language
+
+    with use_language("es"):
+        assert nb07.CAUSES["mailbox-full"].startswith("el buzón del destinatario está lleno")
+        feedback = nb07.check_photos(mystery, "policy-rejection", "550 5.7.1")
+        assert "Ejercicio 4 · las fotos" in str(feedback)
+        _wrong(feedback, "Una regla rechaza de forma definitiva")
+        assert_not_told(feedback, "mailbox-full", "452", "4.2.2")
+        forget_answers()
+        good = nb07.check_route(mystery, "policy-rejection", "550 5.7.1")
+        _ok(good)
+        assert "Correcto:" in good.message and "550 5.7.1 <riders@example.net>: Recipient address rejected" in good.message
+        assert nb07.reveal(mystery).startswith("Cómo se averió este laboratorio")
+    assert nb07.CAUSES["mailbox-full"].startswith("the recipient's mailbox is full")

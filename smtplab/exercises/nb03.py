@@ -10,6 +10,7 @@ import weakref
 from email.message import Message
 from typing import Any
 
+from ..i18n import N_, _
 from ..mail.hops import received_hops
 from ..net.replies import explain
 from ..trace.events import QueueChange
@@ -20,9 +21,9 @@ __all__ = ["check_fallback_prediction", "begin_retry_exercise", "check_deferred_
            "check_dsn",
            "MYSTERY_SUBJECT"]
 
-FALLBACK = "Exercise 1 · which host delivers?"
-RETRY = "Exercise 2 · deferred, then delivered"
-DSN = "Exercise 3 · read a bounce"
+FALLBACK = N_("Exercise 1 · which host delivers?")
+RETRY = N_("Exercise 2 · deferred, then delivered")
+DSN = N_("Exercise 3 · read a bounce")
 
 MYSTERY_SUBJECT = "Minutes of Monday's meeting"
 _MYSTERY_FAULT = "550 5.2.1 <{rcpt}>: Mailbox disabled, not accepting messages"
@@ -46,8 +47,8 @@ def _find_delivered(lab: Any, message_id: str, recipients: tuple[str, ...]) -> M
 
 # --- exercise 1: predict the host that delivers when mx1 is down ---
 
-_FIND_OUT = ("Find out: the topmost Received header of Bob's copy was written by the host that stored it (the "
-             "word after 'by'); the ladder diagram below shows every attempt.")
+_FIND_OUT = N_("Find out: the topmost Received header of Bob's copy was written by the host that stored it (the "
+                "word after 'by'); the ladder diagram below shows every attempt.")
 
 
 def check_fallback_prediction(lab: Any, prediction: Any, result: Any) -> Feedback:
@@ -57,49 +58,53 @@ def check_fallback_prediction(lab: Any, prediction: Any, result: Any) -> Feedbac
     evidence is, never the host that delivered.
     """
     if is_blank(prediction):
-        return unanswered("Write the name of the host you expect to put the message into Bob's mailbox.", FALLBACK)
+        return unanswered(_("Write the name of the host you expect to put the message into Bob's mailbox."),
+                          _(FALLBACK))
     if not isinstance(prediction, str):
-        return failed(f"give a host name as a string, like \"smtp.example.org\" (you gave {prediction!r}).",
-                      FALLBACK)
+        return failed(_("give a host name as a string, like \"smtp.example.org\" (you gave {answer!r}).").format(
+            answer=prediction), _(FALLBACK))
     if result is None or not hasattr(result, "message_id"):
-        return failed("run the cell that sends the message first: the check needs its SendResult.", FALLBACK)
+        return failed(_("run the cell that sends the message first: the check needs its SendResult."), _(FALLBACK))
     try:
         given = lab.host(prediction.strip().lower().rstrip(".")).name
     except KeyError:
-        return failed(f"{prediction!r} is not a host of this lab: lab.hosts lists them.", FALLBACK)
+        return failed(_("{answer!r} is not a host of this lab: lab.hosts lists them.").format(answer=prediction),
+                      _(FALLBACK))
     host = first_answer(FALLBACK, given)
     note = changed_answer_note(host, given)
     message = _find_delivered(lab, result.message_id, tuple(result.recipients))
     if message is None:
         item = lab.queue_item(result.queue_id)
-        states = "; ".join(f"{r.address} is {r.state}" for r in item.recipients)
-        return failed(f"the message is not in any recipient's mailbox, so nobody delivered it yet: {states}. "
-                      "Did you switch off mx2 as well? Bring it back with lab.host(\"mx2\").up(), "
-                      "send again and compare.", FALLBACK)
+        states = "; ".join(_("{address} is {state}").format(address=r.address, state=r.state)
+                           for r in item.recipients)
+        return failed(_("the message is not in any recipient's mailbox, so nobody delivered it yet: {states}. "
+                        "Did you switch off mx2 as well? Bring it back with lab.host(\"mx2\").up(), "
+                        "send again and compare.").format(states=states), _(FALLBACK))
     hops = received_hops(message)
     top = _one_line((message.get_all("Received") or [""])[0])
     truth = hops[-1].by
     mx1_down = not lab.host("mx1").is_up if "mx1.example.net" in lab.hosts else False
     if host == truth:
-        why = ("mx1 refused the connection, so the relay tried the next MX by preference. "
+        why = (" " + _("mx1 refused the connection, so the relay tried the next MX by preference.")
                if truth != "mx1.example.net" else "")
-        return passed(f"{note}Right: the topmost Received header says 'by {truth}'. {why}"
-                      f"The header: {top}", FALLBACK)
+        return passed(note + _("Right: the topmost Received header says 'by {host}'.").format(host=truth) + why + " "
+                      + _("The header: {header}").format(header=top), _(FALLBACK))
     if host == "mx1.example.net":
-        why = ("mx1.example.net has the lowest preference, but it is down"
-               + (" (it still is)" if mx1_down else "")
-               + ": what does a relay do when the connection is refused (RFC 5321 section 5.1)?")
+        why = (_("mx1.example.net has the lowest preference, but it is down (it still is): what does a relay do "
+                 "when the connection is refused (RFC 5321 section 5.1)?") if mx1_down else
+               _("mx1.example.net has the lowest preference, but it is down: what does a relay do when the "
+                 "connection is refused (RFC 5321 section 5.1)?"))
     elif host == "smtp.example.org":
-        why = ("smtp.example.org is Alice's provider: it accepted her message and relayed it, but it has no "
-               "mailbox for bob@example.net.")
+        why = _("smtp.example.org is Alice's provider: it accepted her message and relayed it, but it has no "
+                "mailbox for bob@example.net.")
     elif host == "smtp.example.net":
-        why = ("smtp.example.net is where Bob submits his own mail (port 587, with a password); it is not in "
-               "example.net's MX records, so no relay delivers to it.")
+        why = _("smtp.example.net is where Bob submits his own mail (port 587, with a password); it is not in "
+                "example.net's MX records, so no relay delivers to it.")
     elif host.startswith("imap."):
-        why = f"{host} only lets Bob read his mailbox over IMAP; mail arrives over SMTP."
+        why = _("{host} only lets Bob read his mailbox over IMAP; mail arrives over SMTP.").format(host=host)
     else:
-        why = f"{host} did not write a Received header into Bob's copy."
-    return failed(f"{note}Not this one. {why} {_FIND_OUT}", FALLBACK)
+        why = _("{host} did not write a Received header into Bob's copy.").format(host=host)
+    return failed(note + _("Not this one.") + " " + why + " " + _(_FIND_OUT), _(FALLBACK))
 
 
 # --- exercise 2: make a message wait in the queue, then get it delivered ---
@@ -129,54 +134,61 @@ def check_deferred_then_delivered(lab: Any, answer: Any) -> Feedback:
     """Pass when the learner's own message `answer` (queue id or SendResult), sent after the exercise began,
     needed 2+ attempts and was delivered."""
     if is_blank(answer):
-        return unanswered("Send a message that cannot be delivered at once, get it delivered later, and put its "
-                          "queue id in my_queue_id.", RETRY)
+        return unanswered(_("Send a message that cannot be delivered at once, get it delivered later, and put its "
+                            "queue id in my_queue_id."), _(RETRY))
     queue_id = _queue_id(answer)
     start = _RETRY_START.get(lab)
     if start is None:
-        return failed("run the exercise's first cell (it calls nb03.begin_retry_exercise(lab)) before you send: "
-                      "the check counts only messages sent after it.", RETRY)
+        return failed(_("run the exercise's first cell (it calls nb03.begin_retry_exercise(lab)) before you send: "
+                        "the check counts only messages sent after it."), _(RETRY))
     try:
         item = lab.queue_item(queue_id)
     except KeyError:
-        ids = ", ".join(i.queue_id for i in lab.queue if i.sender) or "none yet"
-        return failed(f"there is no message with queue id {queue_id!r} in lab.queue (your messages: {ids}). "
-                      "The queue id is the last word of the reply '250 2.0.0 OK: queued as ...', "
-                      "also in result.queue_id.", RETRY)
+        ids = ", ".join(i.queue_id for i in lab.queue if i.sender) or _("none yet")
+        return failed(_("there is no message with queue id {queue_id!r} in lab.queue (your messages: {ids}). "
+                        "The queue id is the last word of the reply '250 2.0.0 OK: queued as ...', "
+                        "also in result.queue_id.").format(queue_id=queue_id, ids=ids), _(RETRY))
     if _sent_before(lab, queue_id, start):
-        return failed(f"{queue_id} was sent before the exercise began: it is one of the notebook's own messages. "
-                      "Send one yourself, in the exercise cell, make it wait, and get it delivered.", RETRY)
+        return failed(_("{queue_id} was sent before the exercise began: it is one of the notebook's own messages. "
+                        "Send one yourself, in the exercise cell, make it wait, and get it delivered.").format(
+            queue_id=queue_id), _(RETRY))
     if not item.sender:
-        return failed(f"{queue_id} is a bounce (a DSN sent from the null sender <> to {item.recipients[0].address}), "
-                      "not a message you sent. Use the queue id of your own message.", RETRY)
+        return failed(_("{queue_id} is a bounce (a DSN sent from the null sender <> to {address}), not a message "
+                        "you sent. Use the queue id of your own message.").format(
+            queue_id=queue_id, address=item.recipients[0].address), _(RETRY))
     bounced = [r for r in item.recipients if r.state == "bounced"]
     if bounced:
         r = bounced[0]
-        return failed(f"{queue_id} bounced for {r.address}: {r.last_reply}. A 5xx reply (or a non-existent "
-                      "address) is final; to see a retry you need a temporary failure: a host down, or a 4xx "
-                      "reply such as 451.", RETRY)
+        return failed(_("{queue_id} bounced for {address}: {reply}. A 5xx reply (or a non-existent address) is "
+                        "final; to see a retry you need a temporary failure: a host down, or a 4xx reply such as "
+                        "451.").format(queue_id=queue_id, address=r.address, reply=r.last_reply), _(RETRY))
     waiting = [r for r in item.recipients if r.state != "delivered"]
     if waiting:
         r = waiting[0]
         minutes = max(0, (item.next_attempt - lab.clock.now()) / 60)
-        return failed(f"{queue_id} is still {r.state} for {r.address} after {r.attempts} attempt(s); the last "
-                      f"reply was: {r.last_reply}. The next attempt is due in {minutes:.0f} min of lab time. Make "
-                      "a receiving host work again (lab.host(\"mx1\").up(), or .clear_faults()), then move the "
-                      "clock past that attempt, e.g. lab.clock.advance(\"5m\").", RETRY)
+        return failed(_("{queue_id} is still {state} for {address} after {attempts} attempt(s); the last reply "
+                        "was: {reply}. The next attempt is due in {minutes:.0f} min of lab time. Make a receiving "
+                        "host work again (lab.host(\"mx1\").up(), or .clear_faults()), then move the clock past "
+                        "that attempt, e.g. lab.clock.advance(\"5m\").").format(
+            queue_id=queue_id, state=r.state, address=r.address, attempts=r.attempts, reply=r.last_reply,
+            minutes=minutes), _(RETRY))
     attempts = max(r.attempts for r in item.recipients)
     r = item.recipients[0]
     if attempts < 2:
-        return failed(f"{queue_id} was delivered at the first attempt by {r.via} ({r.last_reply}): it never "
-                      "waited in the queue. Before you send, make every MX of example.net unreachable (down() "
-                      "both, or inject a 451 at RCPT on both); then repair one and advance the clock.", RETRY)
+        return failed(_("{queue_id} was delivered at the first attempt by {host} ({reply}): it never waited in "
+                        "the queue. Before you send, make every MX of example.net unreachable (down() both, or "
+                        "inject a 451 at RCPT on both); then repair one and advance the clock.").format(
+            queue_id=queue_id, host=r.via, reply=r.last_reply), _(RETRY))
     events = [e for e in lab.trace.for_message(queue_id) if isinstance(e.payload, QueueChange)]
     deferrals = [e.text for e in events if e.payload.state == "deferred"]
     delivered_at = next((e.time for e in events if e.payload.state == "delivered"), None)
-    first = f" After attempt 1 the queue noted: \"{deferrals[0]}\"." if deferrals else ""
-    waited = (f" It spent {(delivered_at - item.created) / 60:.0f} min of lab time in the queue."
-              if delivered_at is not None else "")
-    return passed(f"{queue_id} was deferred, retried, and delivered by {r.via} at attempt {attempts}: "
-                  f"{r.last_reply}.{first}{waited}", RETRY)
+    first = (" " + _("After attempt 1 the queue noted: \"{note}\".").format(note=deferrals[0])
+             if deferrals else "")
+    waited = (" " + _("It spent {minutes:.0f} min of lab time in the queue.").format(
+        minutes=(delivered_at - item.created) / 60) if delivered_at is not None else "")
+    return passed(_("{queue_id} was deferred, retried, and delivered by {host} at attempt {attempts}: "
+                    "{reply}.").format(queue_id=queue_id, host=r.via, attempts=attempts, reply=r.last_reply)
+                  + first + waited, _(RETRY))
 
 
 # --- exercise 3: read a DSN ---
@@ -236,10 +248,10 @@ def _address(value: str) -> str:
 def check_dsn(lab: Any, mystery: Any, status: Any, recipient: Any, sender: str = "alice@example.org") -> Feedback:
     """Compare the learner's Status code and failing recipient with the DSN about `mystery`."""
     if is_blank(status) and is_blank(recipient):
-        return unanswered("Find the DSN about the mystery message in Alice's mailbox and fill in dsn_status "
-                          "and dsn_recipient.", DSN)
+        return unanswered(_("Find the DSN about the mystery message in Alice's mailbox and fill in dsn_status "
+                            "and dsn_recipient."), _(DSN))
     if mystery is None or not hasattr(mystery, "message_id"):
-        return failed("run the cell with nb03.send_mystery(lab) first: the check needs its result.", DSN)
+        return failed(_("run the cell with nb03.send_mystery(lab) first: the check needs its result."), _(DSN))
     lab.wait_for_delivery()
     reports = [m for m in lab.messages(sender) if m.get_content_type() == "multipart/report"]
     blocks: list[dict[str, str]] = []
@@ -250,48 +262,49 @@ def check_dsn(lab: Any, mystery: Any, status: Any, recipient: Any, sender: str =
     if not blocks:
         item = lab.queue_item(mystery.queue_id)
         states = "; ".join(f"{r.address}: {r.state}" for r in item.recipients)
-        return failed(f"there is no DSN about the mystery message in {sender}'s mailbox yet ({states}). "
-                      "Are the MX hosts of example.net up? Run the nb03.send_mystery(lab) cell again.", DSN)
+        return failed(_("there is no DSN about the mystery message in {sender}'s mailbox yet ({states}). "
+                        "Are the MX hosts of example.net up? Run the nb03.send_mystery(lab) cell again.").format(
+            sender=sender, states=states), _(DSN))
     block = blocks[0]
     true_status = block.get("Status", "")
     true_rcpt = _address(block.get("Final-Recipient", ""))
     diagnostic = block.get("Diagnostic-Code", "")
     problems = []
     if is_blank(status):
-        problems.append("dsn_status is still empty: copy the value of the Status field")
+        problems.append(_("dsn_status is still empty: copy the value of the Status field"))
     else:
         given = str(status).strip()
         if given != true_status:
             if given.isdigit() and len(given) == 3:
-                problems.append(f"{given} is a three-digit SMTP reply code (you find those in Diagnostic-Code); "
-                                "the Status field holds the enhanced status code, three numbers with dots "
-                                "(class.subject.detail)")
+                problems.append(_("{given} is a three-digit SMTP reply code (you find those in Diagnostic-Code); "
+                                  "the Status field holds the enhanced status code, three numbers with dots "
+                                  "(class.subject.detail)").format(given=given))
             elif given == "5.1.1":
-                problems.append("5.1.1 (user unknown) was the Status of the earlier bounce to nobody@example.net; "
-                                "this DSN is about another message and another reason")
+                problems.append(_("5.1.1 (user unknown) was the Status of the earlier bounce to "
+                                  "nobody@example.net; this DSN is about another message and another reason"))
             else:
-                problems.append(f"the Status field of this DSN does not say {given!r}")
+                problems.append(_("the Status field of this DSN does not say {given!r}").format(given=given))
     if is_blank(recipient):
-        problems.append("dsn_recipient is still empty: copy the address from Final-Recipient")
+        problems.append(_("dsn_recipient is still empty: copy the address from Final-Recipient"))
     else:
         given_rcpt = _address(str(recipient))
         if given_rcpt != true_rcpt:
             if given_rcpt == sender.lower():
-                problems.append(f"{given_rcpt} is the sender: the DSN is addressed To her. The recipient that "
-                                "failed is in the Final-Recipient field")
+                problems.append(_("{address} is the sender: the DSN is addressed To her. The recipient that "
+                                  "failed is in the Final-Recipient field").format(address=given_rcpt))
             elif given_rcpt == "nobody@example.net":
-                problems.append("nobody@example.net failed in the earlier bounce; the mystery message went to "
-                                "other recipients")
+                problems.append(_("nobody@example.net failed in the earlier bounce; the mystery message went to "
+                                  "other recipients"))
             else:
-                problems.append(f"{given_rcpt} is not the Final-Recipient of this DSN")
+                problems.append(_("{address} is not the Final-Recipient of this DSN").format(address=given_rcpt))
     if problems:
-        return failed("Not yet: " + "; ".join(problems) + ". Look for the part with Content-Type "
-                      "message/delivery-status in the newest DSN (Subject: Undelivered Mail Returned to Sender).",
-                      DSN)
+        return failed(_("Not yet: {problems}. Look for the part with Content-Type message/delivery-status in the "
+                        "newest DSN (Subject: Undelivered Mail Returned to Sender).").format(
+            problems="; ".join(problems)), _(DSN))
     said = diagnostic.removeprefix("smtp; ")
     code = said[:3]
     meaning = f" ({explain(int(code), true_status)})" if code.isdigit() else ""
-    return passed(f"Right: Status {true_status} for {true_rcpt}{meaning}. "
-                  f"The MX said: {said}. A 5 in front means permanent: the relay "
-                  "bounced at once, without retrying. The other recipient is not in the DSN: it was delivered.",
-                  DSN)
+    return passed(_("Right: Status {status} for {address}{meaning}. The MX said: {reply}. A 5 in front means "
+                    "permanent: the relay bounced at once, without retrying. The other recipient is not in the DSN: "
+                    "it was delivered.").format(status=true_status, address=true_rcpt, meaning=meaning, reply=said),
+                  _(DSN))

@@ -12,14 +12,15 @@ import time
 from email import message_from_bytes, policy
 from typing import Any
 
+from ..i18n import N_, _, ngettext
 from . import Feedback, changed_answer_note, failed, first_answer, passed, unanswered
 from ._answers import is_blank
 
 __all__ = ["check_uid", "check_peek_prediction", "check_flagged", "mailbox_listing", "settle"]
 
-UID = "Exercise 1 · find a UID with SEARCH"
-PEEK = "Exercise 2 · does PEEK mark a message as seen?"
-FLAG = "Exercise 3 · flag a message"
+UID = N_("Exercise 1 · find a UID with SEARCH")
+PEEK = N_("Exercise 2 · does PEEK mark a message as seen?")
+FLAG = N_("Exercise 3 · flag a message")
 
 _META = re.compile(rb"^(\d+) \(.*?UID (\d+).*?FLAGS \(([^)]*)\)", re.S)
 _META_FLAGS_FIRST = re.compile(rb"^(\d+) \(.*?FLAGS \(([^)]*)\).*?UID (\d+)", re.S)
@@ -62,7 +63,7 @@ def _answered(events: list[Any]) -> bool:
             closed.add(event.conn)
         elif event.kind == "line" and event.direction == "C" and " " in event.text \
                 and not event.text.startswith("<literal"):
-            tag, _, rest = event.text.partition(" ")
+            tag, _sep, rest = event.text.partition(" ")
             waiting[event.conn] = (tag, rest.split(" ", 1)[0].upper())
         elif event.kind == "line" and event.direction == "S" and event.conn in waiting:
             if event.text.startswith(waiting[event.conn][0] + " "):
@@ -76,7 +77,8 @@ class _Entry:
         self.seq, self.uid, self.flags, self.subject, self.sender = seq, uid, flags, subject, sender
 
     def describe(self) -> str:
-        return f"UID {self.uid} ('{self.subject}', flags ({self.flags}))"
+        return _("UID {uid} ('{subject}', flags ({flags}))").format(uid=self.uid, subject=self.subject,
+                                                                   flags=self.flags)
 
 
 def mailbox_listing(lab: Any, address: str = "bob@example.net", folder: str = "INBOX") -> list[_Entry]:
@@ -129,7 +131,7 @@ def _as_number(answer: Any) -> int | str:
     value = answer
     if isinstance(value, (list, tuple)):
         if len(value) != 1:
-            return f"give one UID, not a list of {len(value)} items ({value!r})"
+            return _("give one UID, not a list of {count} items ({value!r})").format(count=len(value), value=value)
         value = value[0]
     if isinstance(value, bytes):
         value = value.decode("ascii", "replace")
@@ -138,43 +140,46 @@ def _as_number(answer: Any) -> int | str:
     if isinstance(value, str):
         parts = value.split()
         if len(parts) > 1 and all(p.isdigit() for p in parts):
-            return (f"{value!r} holds {len(parts)} numbers: your SEARCH matched several messages. Narrow it down "
-                    "(SUBJECT with the whole subject in double quotes) until one UID is left")
+            return _("{value!r} holds {count} numbers: your SEARCH matched several messages. Narrow it down "
+                     "(SUBJECT with the whole subject in double quotes) until one UID is left").format(
+                value=value, count=len(parts))
         if parts and parts[0].isdigit():
             return int(parts[0])
-    return f"a UID is a whole number like 3, you gave {answer!r}"
+    return _("a UID is a whole number like 3, you gave {answer!r}").format(answer=answer)
 
 
 def check_uid(lab: Any, uid: Any, subject: str, address: str = "bob@example.net") -> Feedback:
     """Pass when `uid` is the UID of the message with this exact `subject` in the user's INBOX."""
     if is_blank(uid):
-        return unanswered("Ask the server with a UID SEARCH and the SUBJECT criterion (imap.uid(\"SEARCH\", None, "
-                          "...)), and put the UID it returns into my_uid.", UID)
+        return unanswered(_("Ask the server with a UID SEARCH and the SUBJECT criterion (imap.uid(\"SEARCH\", "
+                            "None, ...)), and put the UID it returns into my_uid."), _(UID))
     number = _as_number(uid)
     if isinstance(number, str):
-        return failed(number + ".", UID)
+        return failed(number + ".", _(UID))
     entries = mailbox_listing(lab, address)
     targets = _matching(entries, subject)
     if not targets:
-        return failed(f"there is no message with the subject {subject!r} in {address}'s INBOX any more "
-                      "(was it deleted?), so there is no UID to compare with.", UID)
+        return failed(_("there is no message with the subject {subject!r} in {address}'s INBOX any more "
+                        "(was it deleted?), so there is no UID to compare with.").format(subject=subject,
+                                                                                        address=address), _(UID))
     target = targets[0]
     if number in {t.uid for t in targets}:
-        same = " (here it equals the sequence number, but only because nothing was deleted yet)" \
-            if target.seq == target.uid else f"; its sequence number is {target.seq}"
-        return passed(f"Right: UID {number} is '{subject}'{same}. A UID stays the same for as long as the "
-                      "message exists, so a client can store it and FETCH the message next week.", UID)
+        same = (" " + _("(here it equals the sequence number, but only because nothing was deleted yet)")
+                if target.seq == target.uid else _("; its sequence number is {number}").format(number=target.seq))
+        return passed(_("Right: UID {uid} is '{subject}'{same}. A UID stays the same for as long as the message "
+                        "exists, so a client can store it and FETCH the message next week.").format(
+            uid=number, subject=subject, same=same), _(UID))
     if number == target.seq:
-        return failed(f"{number} is the sequence number of '{subject}' (its position in the folder right now, "
-                      f"what plain SEARCH returns); its UID is another number. Ask with imap.uid(\"SEARCH\", ...).",
-                      UID)
+        return failed(_("{number} is the sequence number of '{subject}' (its position in the folder right now, "
+                        "what plain SEARCH returns); its UID is another number. Ask with imap.uid(\"SEARCH\", "
+                        "...).").format(number=number, subject=subject), _(UID))
     other = next((e for e in entries if e.uid == number), None)
     if other is not None:
-        return failed(f"UID {number} is the message '{other.subject}' from {other.sender}, not '{subject}'. "
-                      "Search by subject: a UID SEARCH with the SUBJECT criterion, the whole subject in double quotes.",
-                      UID)
-    return failed(f"no message in {address}'s INBOX has UID {number}. Ask the server: a UID SEARCH answers with "
-                  "UIDs.", UID)
+        return failed(_("UID {uid} is the message '{other}' from {sender}, not '{subject}'. Search by subject: a "
+                        "UID SEARCH with the SUBJECT criterion, the whole subject in double quotes.").format(
+            uid=number, other=other.subject, sender=other.sender, subject=subject), _(UID))
+    return failed(_("no message in {address}'s INBOX has UID {uid}. Ask the server: a UID SEARCH answers with "
+                    "UIDs.").format(address=address, uid=number), _(UID))
 
 
 # --- exercise 2 ---
@@ -194,10 +199,10 @@ def _as_bool(answer: Any) -> bool | None:
 def check_peek_prediction(lab: Any, prediction: Any, address: str = "bob@example.net") -> Feedback:
     """Run FETCH BODY.PEEK[] on an unseen message over a new connection and compare with the prediction."""
     if is_blank(prediction):
-        return unanswered("Set peek_marks_seen to True or False.", PEEK)
+        return unanswered(_("Set peek_marks_seen to True or False."), _(PEEK))
     given = _as_bool(prediction)
     if given is None:
-        return failed(f"answer True or False, not {prediction!r}.", PEEK)
+        return failed(_("answer True or False, not {answer!r}.").format(answer=prediction), _(PEEK))
     guess = first_answer(PEEK, given)
     note = changed_answer_note(guess, given)
     client = lab.imap(address)
@@ -211,7 +216,8 @@ def check_peek_prediction(lab: Any, prediction: Any, address: str = "bob@example
         else:  # every message was read already: take one back to unseen for the experiment
             typ, data = client.search(None, "ALL")
             if not data[0].split():
-                return failed(f"{address}'s INBOX is empty: send a message first.", PEEK)
+                return failed(_("{address}'s INBOX is empty: send a message first.").format(address=address),
+                              _(PEEK))
             number = restore = data[0].split()[-1]
             client.store(number, "-FLAGS", "(\\Seen)")
         port = client.sock.getsockname()[1]
@@ -230,15 +236,16 @@ def check_peek_prediction(lab: Any, prediction: Any, address: str = "bob@example
     seen = "\\Seen" in after
     transcript = "\n".join(wire)
     if seen:
-        return failed("This server did set \\Seen after BODY.PEEK[], which RFC 3501 section 6.4.5 forbids; "
-                      "look at the transcript:\n" + transcript, PEEK)
+        return failed(_("This server did set \\Seen after BODY.PEEK[], which RFC 3501 section 6.4.5 forbids; "
+                        "look at the transcript:") + "\n" + transcript, _(PEEK))
     if not guess:
-        return passed(f"{note}Right: after FETCH BODY.PEEK[] the message is still not \\Seen. PEEK reads without "
-                      "side effects (mail clients use it for previews); a plain BODY[] would set \\Seen "
-                      "(RFC 3501 section 6.4.5).\nThe experiment, on a fresh connection:\n" + transcript, PEEK)
-    return failed(f"{note}Not what the server did. Find out yourself: on your connection, FETCH an unread "
-                  "message's (FLAGS), then its (BODY.PEEK[]), then its (FLAGS) again, and compare the two FLAGS "
-                  "answers (RFC 3501 section 6.4.5 defines BODY.PEEK).", PEEK)
+        return passed(note + _("Right: after FETCH BODY.PEEK[] the message is still not \\Seen. PEEK reads without "
+                               "side effects (mail clients use it for previews); a plain BODY[] would set \\Seen "
+                               "(RFC 3501 section 6.4.5).") + "\n" + _("The experiment, on a fresh connection:")
+                      + "\n" + transcript, _(PEEK))
+    return failed(note + _("Not what the server did. Find out yourself: on your connection, FETCH an unread "
+                           "message's (FLAGS), then its (BODY.PEEK[]), then its (FLAGS) again, and compare the two "
+                           "FLAGS answers (RFC 3501 section 6.4.5 defines BODY.PEEK)."), _(PEEK))
 
 
 def _excerpt(events: list[Any], port: int) -> list[str]:
@@ -261,24 +268,30 @@ def check_flagged(lab: Any, subject: str, address: str = "bob@example.net") -> F
     targets = _matching(entries, subject)
     flagged = [e for e in entries if "\\Flagged" in e.flags.split()]
     if not flagged:
-        return unanswered(f"No message in {address}'s INBOX is \\Flagged yet: find '{subject}' and STORE the "
-                          "flag on it (the STORE section above shows how flags are added).", FLAG)
+        return unanswered(_("No message in {address}'s INBOX is \\Flagged yet: find '{subject}' and STORE the "
+                            "flag on it (the STORE section above shows how flags are added).").format(
+            address=address, subject=subject), _(FLAG))
     if not targets:
-        return failed(f"there is no message with the subject {subject!r} in {address}'s INBOX any more.", FLAG)
+        return failed(_("there is no message with the subject {subject!r} in {address}'s INBOX any more.").format(
+            subject=subject, address=address), _(FLAG))
     target = targets[0]
     others = [e for e in flagged if e.uid not in {t.uid for t in targets}]
     if "\\Flagged" in target.flags.split():
         if others:
-            return failed(f"'{subject}' is \\Flagged, but so are {len(others)} other message(s): "
-                          + ", ".join(e.describe() for e in others)
-                          + ". Bob wants only this one starred. -FLAGS (\\Flagged) takes the flag away again; "
-                          "a STORE on one UID changes one message.", FLAG)
-        return passed(f"Right: a second IMAP connection sees {target.describe()}. Flags live on the server, so "
-                      f"every mail client of {address} shows the star.", FLAG)
+            return failed(ngettext("'{subject}' is \\Flagged, but so is {count} other message: {others}. Bob wants "
+                                   "only this one starred. -FLAGS (\\Flagged) takes the flag away again; a STORE on "
+                                   "one UID changes one message.",
+                                   "'{subject}' is \\Flagged, but so are {count} other messages: {others}. Bob wants "
+                                   "only this one starred. -FLAGS (\\Flagged) takes the flag away again; a STORE on "
+                                   "one UID changes one message.", len(others)).format(
+                subject=subject, count=len(others), others=", ".join(e.describe() for e in others)), _(FLAG))
+        return passed(_("Right: a second IMAP connection sees {message}. Flags live on the server, so every mail "
+                        "client of {address} shows the star.").format(message=target.describe(), address=address),
+                      _(FLAG))
     wrong = ", ".join(e.describe() for e in others)
     seq_hint = ""
     if any(e.seq == target.uid or e.uid == target.seq for e in others):
-        seq_hint = (" Sequence numbers and UIDs are different numberings: imap.store(...) takes a sequence "
-                    "number, imap.uid(\"STORE\", ...) a UID.")
-    return failed(f"you flagged {wrong}, but '{subject}' has no \\Flagged.{seq_hint} A UID SEARCH for its "
-                  "subject finds the right message.", FLAG)
+        seq_hint = " " + _("Sequence numbers and UIDs are different numberings: imap.store(...) takes a sequence "
+                           "number, imap.uid(\"STORE\", ...) a UID.")
+    return failed(_("you flagged {wrong}, but '{subject}' has no \\Flagged.").format(wrong=wrong, subject=subject)
+                  + seq_hint + " " + _("A UID SEARCH for its subject finds the right message."), _(FLAG))
