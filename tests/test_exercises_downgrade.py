@@ -6,10 +6,15 @@ import hashlib
 import re
 
 import pytest
-from feedback_checks import assert_failed, assert_passed, assert_unanswered
+from feedback_checks import (  # noqa: F401 (fresh_answers is an autouse fixture)
+    assert_failed,
+    assert_passed,
+    assert_unanswered,
+    fresh_answers,
+)
 
 import smtplab
-from smtplab.exercises import downgrade
+from smtplab.exercises import downgrade, forget_answers
 
 
 def _send(lab: smtplab.Lab, word: str) -> str:
@@ -44,13 +49,22 @@ def test_code_word_without_attacker_cannot_be_read(lab: smtplab.Lab) -> None:
 def test_enforce_prediction() -> None:
     assert_unanswered(downgrade.check_enforce_prediction(...))
     assert_unanswered(downgrade.check_enforce_prediction(""))
-    assert_passed(downgrade.check_enforce_prediction("b"), "RFC 8461")
-    assert_passed(downgrade.check_enforce_prediction(" B "))
+    assert_failed(downgrade.check_enforce_prediction("z"), "not one of the choices")  # a typo commits nothing
+    assert_failed(downgrade.check_enforce_prediction("bz"), "not one of the choices")
+    assert_passed(downgrade.check_enforce_prediction(" B "), "RFC 8461")
     for wrong in ("a", "c", "d"):
+        forget_answers()
         feedback = downgrade.check_enforce_prediction(wrong)
         assert_failed(feedback)
         assert downgrade.ENFORCE_CHOICES["b"] not in feedback.message and "try again" not in feedback.message
-    assert_failed(downgrade.check_enforce_prediction("z"), "not one of the choices")
+
+
+def test_enforce_prediction_counts_once() -> None:
+    """Trying each letter in turn does not pass: the first well-formed prediction is the one judged."""
+    assert_failed(downgrade.check_enforce_prediction("a"))
+    for later in ("b", "c", "d"):
+        feedback = downgrade.check_enforce_prediction(later)
+        assert_failed(feedback, "first answer checked, 'a'")
 
 
 def test_tlsa_record(lab: smtplab.Lab) -> None:

@@ -37,9 +37,21 @@ def uidls(lab: smtplab.Lab) -> list[str]:
         client.quit()
 
 
+def read_each(lab: smtplab.Lab) -> None:
+    """The learner's own session: UIDL, then each message's header (TOP n 0), as the exercise asks."""
+    client = lab.pop3(retrieval.BOB)
+    try:
+        client.uidl()
+        for number in range(1, client.stat()[0] + 1):
+            client.top(number, 0)
+    finally:
+        client.quit()
+
+
 def test_uidl_right_wrong_empty(lab: smtplab.Lab) -> None:
     send_three(lab)
     first, wanted, third = uidls(lab)
+    read_each(lab)
     assert_passed(retrieval.check_uidl(wanted, lab), "RFC 1939 §7")
     assert_passed(retrieval.check_uidl(f"  {wanted}\n", lab))
     assert_passed(retrieval.check_uidl(wanted.encode(), lab))
@@ -65,6 +77,7 @@ def test_uidl_right_wrong_empty(lab: smtplab.Lab) -> None:
 def test_uidl_while_the_learner_holds_the_lock(lab: smtplab.Lab) -> None:
     send_three(lab)
     wanted = uidls(lab)[1]
+    read_each(lab)
     mine = lab.pop3(retrieval.BOB)
     try:
         feedback = retrieval.check_uidl(wanted, lab)
@@ -72,6 +85,27 @@ def test_uidl_while_the_learner_holds_the_lock(lab: smtplab.Lab) -> None:
         assert_not_told(feedback, wanted)
     finally:
         mine.quit()
+    assert_passed(retrieval.check_uidl(wanted, lab))
+
+
+def test_uidl_needs_the_learners_own_session(lab: smtplab.Lab) -> None:
+    """The right unique-id copied from elsewhere does not pass: a session of the learner's must have found it."""
+    send_three(lab)
+    wanted = uidls(lab)[1]  # UIDL alone: no message read
+    feedback = retrieval.check_uidl(wanted, lab)
+    assert_failed(feedback, "no POP3 session of yours")
+    assert_not_told(feedback, wanted)
+    client = lab.pop3(retrieval.BOB)  # the lesson's demonstration: UIDL 1 and TOP 1 0, another message
+    client.uidl(1)
+    client.top(1, 0)
+    client.quit()
+    assert_failed(retrieval.check_uidl(wanted, lab), "no POP3 session of yours")
+    # the check's own sessions (UIDL and TOP of every message) never count as the learner's
+    assert_failed(retrieval.check_uidl(wanted, lab), "no POP3 session of yours")
+    client = lab.pop3(retrieval.BOB)
+    client.uidl()
+    client.retr(2)
+    client.quit()
     assert_passed(retrieval.check_uidl(wanted, lab))
 
 

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ..net.client import NamedSMTP
 from ..views.journey import message_events
-from . import Feedback, failed, passed, unanswered
+from . import Feedback, changed_answer_note, failed, first_answer, passed, unanswered
 from ._answers import is_blank
 
 __all__ = ["new_code_word", "check_code_word", "ENFORCE_CHOICES", "check_enforce_prediction", "mx_certificate",
@@ -75,14 +75,20 @@ def check_code_word(lab: Any, queue_id: str, answer: Any) -> Feedback:
 
 
 def check_enforce_prediction(choice: Any) -> Feedback:
-    """A prediction, made before the cell that shows it: what the relay does with enforce under attack."""
+    """A prediction, made before the cell that shows it: what the relay does with enforce under attack.
+
+    The first well-formed choice counts (`first_answer`): were each letter judged afresh, reading the verdict
+    on a, b, c and d in turn would replace the prediction.
+    """
     if is_blank(choice):
         return unanswered(f"Pick one of {', '.join(sorted(ENFORCE_CHOICES))} and run the cell again.", PREDICT)
-    key = str(choice).strip().lower()[:1]
-    if key not in ENFORCE_CHOICES:
+    given = str(choice).strip().lower()
+    if given not in ENFORCE_CHOICES:
         return failed(f"{choice!r} is not one of the choices {', '.join(sorted(ENFORCE_CHOICES))}.", PREDICT)
+    key = first_answer(PREDICT, given)
+    note = changed_answer_note(key, given)
     if key == "b":
-        return passed("RFC 8461 section 5: with enforce, a sender that cannot make a validated TLS connection to "
+        return passed(f"{note}RFC 8461 section 5: with enforce, a sender that cannot make a validated TLS connection to "
                       "a policy MX does not deliver; a 4xx keeps the message queued, to try again once the path "
                       "is clean. Check it against lab.queue after the next cell.", PREDICT)
     reasons = {
@@ -93,7 +99,7 @@ def check_enforce_prediction(choice: Any) -> Feedback:
         "d": "the relay only sees the EHLO reply the attacker lets through: can a policy make the MX's "
              "STARTTLS offer reappear? Look at what the attacker deletes.",
     }
-    return failed(reasons[key], PREDICT)
+    return failed(note + reasons[key], PREDICT)
 
 
 def mx_certificate(lab: Any, host: str = "mx1.example.net") -> bytes:
@@ -115,7 +121,7 @@ def check_tlsa_record(lab: Any, record: Any, host: str = "mx1.example.net") -> F
     parts = str(record).split()
     if len(parts) != 4 or parts[:3] != ["3", "1", "1"]:
         return failed(f"a TLSA record's data is four fields: usage selector matching-type digest; "
-                      f"RFC 7672 section 3.1.1 recommends usage 3, selector 1, matching type 1. You gave "
+                      f"RFC 7672 section 3.1 recommends usage 3, selector 1, matching type 1. You gave "
                       f"{len(parts)} field(s) starting {' '.join(parts[:3])!r}.", TLSA)
     digest = parts[3].lower()
     der = mx_certificate(lab, host)
@@ -125,9 +131,10 @@ def check_tlsa_record(lab: Any, record: Any, host: str = "mx1.example.net") -> F
         return passed(f"that is the key {host} presents: a relay that validates this record in a signed zone "
                       "will refuse any other key, and any MX that does not offer STARTTLS.", TLSA)
     if digest == hashlib.sha256(der).hexdigest():
-        return failed("that digest covers the whole certificate (selector 0). Selector 1 hashes only the "
-                      "SubjectPublicKeyInfo: public_key().public_bytes(Encoding.DER, "
-                      "PublicFormat.SubjectPublicKeyInfo).", TLSA)
+        return failed("that digest covers the whole certificate (selector 0, 'Cert'). Selector 1 hashes only "
+                      "the SubjectPublicKeyInfo, the certificate's public key with its algorithm: find the "
+                      "certificate's public key and serialise it as DER in that format (the cell imports the "
+                      "two names you need).", TLSA)
     if not re.fullmatch(r"[0-9a-f]{64}", digest):
         return failed(f"a SHA-256 digest is 64 hex digits; yours has {len(digest)} characters.", TLSA)
     return failed(f"that digest matches nothing {host} presents now. Did you hash the certificate of "

@@ -9,6 +9,8 @@ ports. Feedback quotes what was found and says how to find out, never the expect
 from __future__ import annotations
 
 import poplib
+import re
+import weakref
 from email.header import decode_header, make_header
 from email.parser import BytesHeaderParser
 from typing import Any
@@ -35,6 +37,8 @@ _PORT_ROLES = {
 }
 _INTERNET_PORTS = {110: "pop3", 995: "pop3s", 143: "imap", 993: "imaps", 25: "smtp", 587: "submission",
                    465: "submissions"}
+# The POP3 connections the checks opened themselves, per lab trace: they are not the learner's own work.
+_CHECK_CONNS: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
 
 
 def _subject(header_lines: list[bytes]) -> str:
@@ -48,6 +52,7 @@ def _subject(header_lines: list[bytes]) -> str:
 def _maildrop(lab: Any, address: str) -> list[tuple[str, str]] | Feedback:
     """(unique-id, Subject) of every message in `address`'s maildrop, read by a POP3 session of the check's own
     (TOP n 0 and UIDL, RFC 1939 §7; QUIT with nothing deleted), or the Feedback that says why it could not."""
+    mark = lab.trace.mark()
     try:
         client = lab.pop3(address)
     except poplib.error_proto as exc:
@@ -66,7 +71,26 @@ def _maildrop(lab: Any, address: str) -> list[tuple[str, str]] | Feedback:
     except BaseException:
         client.close()
         raise
+    finally:
+        _CHECK_CONNS.setdefault(lab.trace, set()).update(
+            e.conn for e in lab.trace.since(mark) if e.protocol == "pop3" and e.kind == "connect")
+        # (connect events only: a learner's session that just ended may still record its close after the mark)
     return found
+
+
+def _read_by_learner(lab: Any, number: int) -> bool:
+    """Whether a POP3 session that is not a check's asked UIDL and read message `number` (TOP or RETR).
+
+    The numbers hold across sessions here because nothing was deleted since the lesson sent its messages
+    (RFC 1939 §4 numbers the maildrop at each login)."""
+    mine = _CHECK_CONNS.get(lab.trace, set())
+    commands: dict[str, list[str]] = {}
+    for event in lab.trace.events():
+        if event.protocol == "pop3" and event.direction == "C" and event.conn not in mine:
+            commands.setdefault(event.conn, []).append(event.text.strip().upper())
+    reads = re.compile(rf"(TOP|RETR) {number}(\s|$)")
+    return any(any(c.startswith("UIDL") for c in lines) and any(reads.match(c) for c in lines)
+               for lines in commands.values())
 
 
 # --- exercise 1 ------------------------------------------------------------------------------------
@@ -91,6 +115,12 @@ def check_uidl(answer: Any, lab: Any) -> Feedback:
         return failed(f"Bob's maildrop has no message with the subject {UIDL_SUBJECT!r} any more ({len(maildrop)} "
                       "message(s) in it): was it deleted with DELE and QUIT? Run the cell that sends the "
                       "lesson's messages again.", UIDL)
+    numbers_wanted = [n for n, (_, subject) in enumerate(maildrop, 1) if subject == UIDL_SUBJECT]
+    if not any(_read_by_learner(lab, n) for n in numbers_wanted):
+        return failed(f"the lab's trace shows no POP3 session of yours that asked UIDL and read the message "
+                      f"with the subject {UIDL_SUBJECT!r} (TOP n 0 or RETR n): the exercise is to find it "
+                      f"yourself. Open lab.pop3({BOB!r}), read each message's Subject with .top(n, 0), match "
+                      "it with .uidl(), then .quit() and run this check again.", UIDL)
     if text in wanted:
         return passed(f"{text!r} is the unique-id of {UIDL_SUBJECT!r}. It stays the same in every POP3 session "
                       "(RFC 1939 §7), whatever the message's number: that is how a client that keeps mail on "
