@@ -93,3 +93,22 @@ def test_tlsa_record(lab: smtplab.Lab) -> None:
 @pytest.mark.parametrize("choice", sorted(downgrade.ENFORCE_CHOICES))
 def test_every_choice_gets_feedback(choice: str) -> None:
     assert downgrade.check_enforce_prediction(choice).message
+
+
+def test_spanish_notebook_code_word_and_feedback(lab: smtplab.Lab) -> None:
+    """The Spanish notebook labels the body line 'palabra clave:'; the check reads it, and answers in Spanish."""
+    from smtplab.i18n import use_language
+
+    word = downgrade.new_code_word()
+    with lab.mitm("example.net"):
+        sent = lab.send("alice@example.org", "bob@example.net", "el plan", f"Nos vemos.\npalabra clave: {word}\n")
+    with use_language("es"):
+        assert_passed(downgrade.check_code_word(lab, sent.queue_id, word), "leída en el cable")
+        wrong = downgrade.check_code_word(lab, sent.queue_id, "el plan")
+        assert_failed(wrong, "no es la palabra clave", "'palabra clave: ...'")
+        assert word not in wrong.message
+        assert downgrade.ENFORCE_CHOICES["b"] == "el relé deja el mensaje en su cola y vuelve a intentarlo más tarde"
+        feedback = downgrade.check_enforce_prediction("c")
+        assert_failed(feedback, "¿4xx o 5xx?")
+        assert feedback.exercise.startswith("Ejercicio 2")
+    assert downgrade.ENFORCE_CHOICES["b"] == "the relay keeps the message in its queue and tries again later"

@@ -187,3 +187,22 @@ def test_pop3s_port(lab: smtplab.Lab) -> None:
 
 def smtplab_context(lab: smtplab.Lab) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=lab.ca_file)
+
+
+def test_spanish_lesson_subject_and_feedback(lab: smtplab.Lab) -> None:
+    """The Spanish notebook sends 'Acta del martes': the check finds it, and its feedback is Spanish."""
+    from smtplab.i18n import use_language
+
+    for subject in ("Comida del viernes", "Acta del martes", "Fotos del viaje"):
+        lab.send("alice@example.org", retrieval.BOB, subject, f"{subject}\n")
+    lab.wait_for_delivery()
+    wanted = uidls(lab)[1]
+    read_each(lab)
+    with use_language("es"):
+        feedback = retrieval.check_uidl("2", lab)
+        assert_failed(feedback, "es un número de mensaje", "RFC 1939 §4")
+        assert_not_told(feedback, wanted)
+        assert feedback.exercise == "Ejercicio 1 · un UIDL con tu propia sesión POP3"
+        assert_passed(retrieval.check_uidl(wanted, lab), "'Acta del martes'")
+        assert_failed(retrieval.check_pop3s_port(lab.host("imap.example.net").ports["imap"], lab),
+                      "el puerto de IMAP con STARTTLS")
