@@ -167,6 +167,16 @@ def test_prediction_without_quit_keeps_the_messages(lab: smtplab.Lab) -> None:
 
 def test_pop3s_port(lab: smtplab.Lab) -> None:
     ports = lab.host(retrieval.MAILBOX_HOST).ports
+    # the right number alone is not enough: the exercise asks to try it with POP3_SSL
+    untried = retrieval.check_pop3s_port(ports["pop3s"], lab)
+    assert_failed(untried, "no POP3 connection that began with TLS", "POP3_SSL")
+    assert_not_told(untried, str(ports["pop3s"]))
+    plain = poplib.POP3(lab.host(retrieval.MAILBOX_HOST).address, ports["pop3"])  # STLS is not implicit TLS
+    plain.stls(smtplab_context(lab))
+    plain.quit()
+    assert_failed(retrieval.check_pop3s_port(ports["pop3s"], lab), "no POP3 connection that began with TLS")
+    tried = poplib.POP3_SSL(lab.host(retrieval.MAILBOX_HOST).address, ports["pop3s"], context=smtplab_context(lab))
+    tried.quit()
     assert_passed(retrieval.check_pop3s_port(ports["pop3s"], lab), "RFC 8314 §3.1")
     assert_passed(retrieval.check_pop3s_port(str(ports["pop3s"]), lab))
     wrong = {ports["pop3"]: "STLS", ports["imaps"]: "IMAP, not POP3", ports["imap"]: "STARTTLS",

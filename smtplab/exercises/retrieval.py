@@ -215,6 +215,11 @@ def check_select_prediction(answer: Any, lab: Any) -> Feedback:
 # --- exercise 3 ------------------------------------------------------------------------------------
 
 
+def _tried_implicit_tls(lab: Any) -> bool:
+    """Whether a POP3 connection on the pop3s service finished its TLS handshake (the checks never open one)."""
+    return any(e.protocol == "pop3" and e.port_name == "pop3s" and e.kind == "tls" for e in lab.trace.events())
+
+
 def check_pop3s_port(answer: Any, lab: Any) -> Feedback:
     """The port a mail client would be configured with for POP3 with implicit TLS on Bob's mailbox host."""
     title = _(PORT)
@@ -226,6 +231,10 @@ def check_pop3s_port(answer: Any, lab: Any) -> Feedback:
     port = int(str(answer).strip())
     host = lab.host(MAILBOX_HOST)
     if host.ports.get("pop3s") == port:
+        if not _tried_implicit_tls(lab):
+            return failed(_("the lab has seen no POP3 connection that began with TLS yet. Try your port as the "
+                            "exercise asks: poplib.POP3_SSL(host.address, pop3s_port, context=context), print "
+                            "getwelcome(), .quit(), then run this check again."), title)
         return passed(_("{port} is {host}'s pop3s port: the TLS handshake comes first, before the POP3 greeting "
                         "(995's role on the Internet, RFC 8314 §3.1), so no STLS can be stripped from the "
                         "conversation. In poplib: poplib.POP3_SSL(host, port, context=...).").format(
