@@ -6,10 +6,15 @@ import hashlib
 import re
 
 import pytest
-from feedback_checks import assert_failed, assert_passed, assert_unanswered
+from feedback_checks import (  # noqa: F401 (fresh_answers is an autouse fixture)
+    assert_failed,
+    assert_passed,
+    assert_unanswered,
+    fresh_answers,
+)
 
 import smtplab
-from smtplab.exercises import downgrade
+from smtplab.exercises import downgrade, forget_answers
 
 
 def _send(lab: smtplab.Lab, word: str) -> str:
@@ -44,13 +49,22 @@ def test_code_word_without_attacker_cannot_be_read(lab: smtplab.Lab) -> None:
 def test_enforce_prediction() -> None:
     assert_unanswered(downgrade.check_enforce_prediction(...))
     assert_unanswered(downgrade.check_enforce_prediction(""))
-    assert_passed(downgrade.check_enforce_prediction("b"), "RFC 8461")
-    assert_passed(downgrade.check_enforce_prediction(" B "))
+    assert_failed(downgrade.check_enforce_prediction("z"), "not one of the choices")  # a typo commits nothing
+    assert_failed(downgrade.check_enforce_prediction("bz"), "not one of the choices")
+    assert_passed(downgrade.check_enforce_prediction(" B "), "RFC 8461")
     for wrong in ("a", "c", "d"):
+        forget_answers()
         feedback = downgrade.check_enforce_prediction(wrong)
         assert_failed(feedback)
         assert downgrade.ENFORCE_CHOICES["b"] not in feedback.message and "try again" not in feedback.message
-    assert_failed(downgrade.check_enforce_prediction("z"), "not one of the choices")
+
+
+def test_enforce_prediction_counts_once() -> None:
+    """Trying each letter in turn does not pass: the first well-formed prediction is the one judged."""
+    assert_failed(downgrade.check_enforce_prediction("a"))
+    for later in ("b", "c", "d"):
+        feedback = downgrade.check_enforce_prediction(later)
+        assert_failed(feedback, "first answer checked, 'a'")
 
 
 def test_tlsa_record(lab: smtplab.Lab) -> None:
@@ -79,3 +93,22 @@ def test_tlsa_record(lab: smtplab.Lab) -> None:
 @pytest.mark.parametrize("choice", sorted(downgrade.ENFORCE_CHOICES))
 def test_every_choice_gets_feedback(choice: str) -> None:
     assert downgrade.check_enforce_prediction(choice).message
+
+
+def test_spanish_notebook_code_word_and_feedback(lab: smtplab.Lab) -> None:
+    """The Spanish notebook labels the body line 'palabra clave:'; the check reads it, and answers in Spanish."""
+    from smtplab.i18n import use_language
+
+    word = downgrade.new_code_word()
+    with lab.mitm("example.net"):
+        sent = lab.send("alice@example.org", "bob@example.net", "el plan", f"Nos vemos.\npalabra clave: {word}\n")
+    with use_language("es"):
+        assert_passed(downgrade.check_code_word(lab, sent.queue_id, word), "leída en el cable")
+        wrong = downgrade.check_code_word(lab, sent.queue_id, "el plan")
+        assert_failed(wrong, "no es la palabra clave", "'palabra clave: ...'")
+        assert word not in wrong.message
+        assert downgrade.ENFORCE_CHOICES["b"] == "el relé deja el mensaje en su cola y vuelve a intentarlo más tarde"
+        feedback = downgrade.check_enforce_prediction("c")
+        assert_failed(feedback, "¿4xx o 5xx?")
+        assert feedback.exercise.startswith("Ejercicio 2")
+    assert downgrade.ENFORCE_CHOICES["b"] == "the relay keeps the message in its queue and tries again later"

@@ -38,3 +38,17 @@ def test_right_wrong_empty_and_trivial(lab: smtplab.Lab) -> None:
     assert_unanswered(reputation.check_fcrdns(..., lab))
     assert_unanswered(reputation.check_fcrdns(None, lab))
     assert_failed(reputation.check_fcrdns("fcrdns", lab), "the function itself")
+
+
+def test_feedback_in_spanish(lab: smtplab.Lab) -> None:
+    """With lang="es" the feedback is Spanish, and it still never names the expected host."""
+    from smtplab.i18n import use_language
+
+    with use_language("es"):
+        feedback = reputation.check_fcrdns(make(lab, forward=False), lab)
+        assert_failed(feedback, "no comprobó el registro A del nombre", "RFC 8601")
+        assert feedback.exercise == "Ejercicio 1 · DNS inverso confirmado"
+        wrong = reputation.check_fcrdns(lambda address: None, lab)
+        assert_failed(wrong, "ningún nombre confirmado", "Pregúntale tú al DNS")
+        assert not any(h.name in wrong.message for h in lab.hosts.values())
+        assert_passed(reputation.check_fcrdns(make(lab), lab), "sacadas del DNS")

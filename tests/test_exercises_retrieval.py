@@ -37,9 +37,21 @@ def uidls(lab: smtplab.Lab) -> list[str]:
         client.quit()
 
 
+def read_each(lab: smtplab.Lab) -> None:
+    """The learner's own session: UIDL, then each message's header (TOP n 0), as the exercise asks."""
+    client = lab.pop3(retrieval.BOB)
+    try:
+        client.uidl()
+        for number in range(1, client.stat()[0] + 1):
+            client.top(number, 0)
+    finally:
+        client.quit()
+
+
 def test_uidl_right_wrong_empty(lab: smtplab.Lab) -> None:
     send_three(lab)
     first, wanted, third = uidls(lab)
+    read_each(lab)
     assert_passed(retrieval.check_uidl(wanted, lab), "RFC 1939 §7")
     assert_passed(retrieval.check_uidl(f"  {wanted}\n", lab))
     assert_passed(retrieval.check_uidl(wanted.encode(), lab))
@@ -65,6 +77,7 @@ def test_uidl_right_wrong_empty(lab: smtplab.Lab) -> None:
 def test_uidl_while_the_learner_holds_the_lock(lab: smtplab.Lab) -> None:
     send_three(lab)
     wanted = uidls(lab)[1]
+    read_each(lab)
     mine = lab.pop3(retrieval.BOB)
     try:
         feedback = retrieval.check_uidl(wanted, lab)
@@ -72,6 +85,27 @@ def test_uidl_while_the_learner_holds_the_lock(lab: smtplab.Lab) -> None:
         assert_not_told(feedback, wanted)
     finally:
         mine.quit()
+    assert_passed(retrieval.check_uidl(wanted, lab))
+
+
+def test_uidl_needs_the_learners_own_session(lab: smtplab.Lab) -> None:
+    """The right unique-id copied from elsewhere does not pass: a session of the learner's must have found it."""
+    send_three(lab)
+    wanted = uidls(lab)[1]  # UIDL alone: no message read
+    feedback = retrieval.check_uidl(wanted, lab)
+    assert_failed(feedback, "no POP3 session of yours")
+    assert_not_told(feedback, wanted)
+    client = lab.pop3(retrieval.BOB)  # the lesson's demonstration: UIDL 1 and TOP 1 0, another message
+    client.uidl(1)
+    client.top(1, 0)
+    client.quit()
+    assert_failed(retrieval.check_uidl(wanted, lab), "no POP3 session of yours")
+    # the check's own sessions (UIDL and TOP of every message) never count as the learner's
+    assert_failed(retrieval.check_uidl(wanted, lab), "no POP3 session of yours")
+    client = lab.pop3(retrieval.BOB)
+    client.uidl()
+    client.retr(2)
+    client.quit()
     assert_passed(retrieval.check_uidl(wanted, lab))
 
 
@@ -133,6 +167,16 @@ def test_prediction_without_quit_keeps_the_messages(lab: smtplab.Lab) -> None:
 
 def test_pop3s_port(lab: smtplab.Lab) -> None:
     ports = lab.host(retrieval.MAILBOX_HOST).ports
+    # the right number alone is not enough: the exercise asks to try it with POP3_SSL
+    untried = retrieval.check_pop3s_port(ports["pop3s"], lab)
+    assert_failed(untried, "no POP3 connection that began with TLS", "POP3_SSL")
+    assert_not_told(untried, str(ports["pop3s"]))
+    plain = poplib.POP3(lab.host(retrieval.MAILBOX_HOST).address, ports["pop3"])  # STLS is not implicit TLS
+    plain.stls(smtplab_context(lab))
+    plain.quit()
+    assert_failed(retrieval.check_pop3s_port(ports["pop3s"], lab), "no POP3 connection that began with TLS")
+    tried = poplib.POP3_SSL(lab.host(retrieval.MAILBOX_HOST).address, ports["pop3s"], context=smtplab_context(lab))
+    tried.quit()
     assert_passed(retrieval.check_pop3s_port(ports["pop3s"], lab), "RFC 8314 §3.1")
     assert_passed(retrieval.check_pop3s_port(str(ports["pop3s"]), lab))
     wrong = {ports["pop3"]: "STLS", ports["imaps"]: "IMAP, not POP3", ports["imap"]: "STARTTLS",
@@ -153,3 +197,22 @@ def test_pop3s_port(lab: smtplab.Lab) -> None:
 
 def smtplab_context(lab: smtplab.Lab) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=lab.ca_file)
+
+
+def test_spanish_lesson_subject_and_feedback(lab: smtplab.Lab) -> None:
+    """The Spanish notebook sends 'Acta del martes': the check finds it, and its feedback is Spanish."""
+    from smtplab.i18n import use_language
+
+    for subject in ("Comida del viernes", "Acta del martes", "Fotos del viaje"):
+        lab.send("alice@example.org", retrieval.BOB, subject, f"{subject}\n")
+    lab.wait_for_delivery()
+    wanted = uidls(lab)[1]
+    read_each(lab)
+    with use_language("es"):
+        feedback = retrieval.check_uidl("2", lab)
+        assert_failed(feedback, "es un número de mensaje", "RFC 1939 §4")
+        assert_not_told(feedback, wanted)
+        assert feedback.exercise == "Ejercicio 1 · un UIDL con tu propia sesión POP3"
+        assert_passed(retrieval.check_uidl(wanted, lab), "'Acta del martes'")
+        assert_failed(retrieval.check_pop3s_port(lab.host("imap.example.net").ports["imap"], lab),
+                      "el puerto de IMAP con STARTTLS")
