@@ -9,6 +9,7 @@ dashed), delivery into the Maildir, IMAP reads.
 
 from __future__ import annotations
 
+import itertools
 import re
 import textwrap
 from typing import Any
@@ -71,14 +72,16 @@ def _users_label(users: list[str]) -> str:
     return _record("mail clients", users)
 
 
-def _legend(g: Any, with_path: bool) -> None:
-    """Small grey notes at the bottom, saying how to read the picture."""
+def _legend(g: Any, with_path: bool, below: str) -> None:
+    """Small grey notes under the last row (`below`: a node of it), saying how to read the picture.
+
+    An invisible edge puts them one rank lower: beside the bottom row they made the picture wider.
+    """
     notes = ["port N (25): the lab's port (the service's port on the internet)", "red dashed box: host down"]
     if with_path:
-        notes.append("blue: the message's path, in order; red dashed: a failed attempt")
-    with g.subgraph() as bottom:
-        bottom.attr(rank="max")
-        bottom.node("legend", _plain(notes, "\\l"), shape="plaintext", style="", fontsize="10", fontcolor=FAINT)
+        notes += ["blue: the message's path, in order;", "red dashed: a failed attempt"]
+    g.node("legend", _plain(notes, "\\l"), shape="plaintext", style="", fontsize="10", fontcolor=FAINT)
+    g.edge(below, "legend", style="invis")
 
 
 def topology_dot(lab: Any, path: list[Leg] | None = None, title: str = "") -> str:
@@ -94,7 +97,6 @@ def topology_dot(lab: Any, path: list[Leg] | None = None, title: str = "") -> st
            labelloc="t", labeljust="l", label=_plain([title], "\\l") if title else "")
     g.attr("node", fontname=FONT, fontsize="11", shape="Mrecord", style="filled", fillcolor=FILLS["server"])
     g.attr("edge", fontname=FONT, fontsize="9", color=FAINT, fontcolor=FAINT, arrowsize="0.7")
-    _legend(g, path is not None)
     scenario = lab.scenario
     dns_id = _id("host", lab.dns.name)
     zones = ", ".join(p.domain for p in scenario.providers)
@@ -157,8 +159,8 @@ def topology_dot(lab: Any, path: list[Leg] | None = None, title: str = "") -> st
             edges[("lookup", _id("host", spec.name), dns_id)] = dict(style="dotted", label="MX lookup",
                                                                      arrowhead="none")
             for other in scenario.providers[1:]:
-                edges[("relay", _id("host", spec.name), _id("mx", other.domain))] = dict(style="dashed",
-                                                                                       label="relays to")
+                edges[("relay", _id("host", spec.name), _id("mx", other.domain))] = dict(
+                    style="dashed", label="relays to", constraint="false")
     order = {f"mua:{first.domain}": 0, lab.dns.name: 3}
     for index, provider in enumerate(scenario.providers):
         order.update({spec.name: 2 + 2 * index for spec in provider.hosts})
@@ -174,7 +176,27 @@ def topology_dot(lab: Any, path: list[Leg] | None = None, title: str = "") -> st
         _draw_leg(g, lab, numbers, Leg(source, target, protocol, ok, detail, 0), nodes, edges, forward)
     for (_, tail, head), attributes in edges.items():
         g.edge(tail, head, **attributes)
+    for upper, lower in itertools.pairwise(scenario.providers):
+        # Stack the providers' boxes straight down, the lab DNS beside them: hung under the DNS, each box
+        # moved right of the one before, and the picture was wider than a notebook (~900 px).
+        bottom = _id("maildir", upper.domain) if upper.users else _id("host", upper.hosts[-1].name) if upper.hosts else ""
+        if bottom:
+            g.edge(bottom, _id("mx", lower.domain), style="invis", weight="10")
+    last = scenario.providers[-1]
+    bottom = _id("mua", last.domain) if last.users else _id("host", last.hosts[-1].name) if last.hosts else dns_id
+    _legend(g, path is not None, bottom)
     return g.source
+
+
+def _numbers(numbers: list[int]) -> str:
+    """"1, 3, 4, 5, 6" as "1, 3–6": a label as short as the steps it names."""
+    runs: list[list[int]] = []
+    for n in numbers:
+        if runs and n == runs[-1][-1] + 1:
+            runs[-1].append(n)
+        else:
+            runs.append([n])
+    return ", ".join(f"{r[0]}–{r[-1]}" if len(r) > 2 else ", ".join(map(str, r)) for r in runs)
 
 
 def _draw_leg(g: Any, lab: Any, numbers: list[int], leg: Leg, nodes: dict[str, str],
@@ -184,7 +206,7 @@ def _draw_leg(g: Any, lab: Any, numbers: list[int], leg: Leg, nodes: dict[str, s
             nodes[key] = _id("other", key)
             g.node(nodes[key], _plain([key]), fillcolor=FILLS["client"])
     source, target = nodes[leg.source], nodes[leg.target]
-    number = ", ".join(str(n) for n in numbers)
+    number = _numbers(numbers)
     colour = PATH if leg.ok else FAILED
     style = dict(color=colour, fontcolor=colour, penwidth="2.5", fontsize="10", style="solid" if leg.ok else "dashed")
     kind = {"imap": "imap", "dns": "lookup"}.get(leg.protocol, "submits" if leg.source.startswith("mua:") else "relay")
@@ -194,8 +216,11 @@ def _draw_leg(g: Any, lab: Any, numbers: list[int], leg: Leg, nodes: dict[str, s
     if drawn is not None:  # follow the edge already there
         drawn.update(style, label=graphviz.escape(label))
     else:
-        edges[(f"leg {number}", source, target)] = dict(style, label=graphviz.escape(label),
-                                                        constraint="true" if forward else "false")
+        # Relay legs and DNS questions jump between the boxes: they must not pull them sideways (see
+        # topology_dot), and their labels are placed beside the drawn edge (xlabel), not given room of their own.
+        constrain = forward and kind in ("submits", "imap")
+        edges[(f"leg {number}", source, target)] = dict(style, constraint=str(constrain).lower(),
+                                                        **{"label" if constrain else "xlabel": graphviz.escape(label)})
     if leg.ok and kind == "relay" and leg.target in lab.hosts and "smtp" in lab.hosts[leg.target].services:
         stored = edges.get(("delivers", target, _id("maildir", lab.hosts[leg.target].domain)))
         if stored is not None:
