@@ -217,7 +217,7 @@ def test_diagram_has_a_text_alternative_and_shows_inline(relayed: Relayed, tmp_p
     topology = relayed.lab.topology()
     assert "MX records: MX 10 mx1.example.net; MX 20 mx2.example.net" in str(topology)
     everything = smtplab.ladder(relayed.lab.trace.events(), relayed.lab, full=True)
-    assert everything.text == relayed.lab.trace.transcript()
+    assert everything.text == relayed.lab.trace.transcript(full=True)
 
 
 def svg_width_px(svg: str) -> float:
@@ -274,3 +274,13 @@ def test_compact_ladder_of_a_relayed_message_fits_a_notebook_cell(relayed: Relay
     lines = texts_top_down(compact.svg)
     assert "DNS: example.net. MX?" in lines and "MX 10 mx1.example.net." in lines
     assert "dns.lab" not in lines and "dns.lab" in texts_top_down(full.svg)
+
+
+def test_topology_with_a_path_fits_a_notebook_cell(relayed: Relayed) -> None:
+    lab = relayed.lab
+    for diagram in (lab.topology(), lab.topology(relayed.first)):
+        assert svg_width_px(diagram.svg) <= 900, diagram.title
+        assert max(len(line) for line in diagram.text.splitlines()) <= 110, diagram.title
+    # The path's DNS legs (mx1 asks for the DKIM key: a 460-character answer) are cut, not dropped.
+    assert any("DNS): NOERROR: lab._domainkey.example.org. TXT" in line and line.endswith("…")
+               for line in lab.topology(relayed.first).text.splitlines())

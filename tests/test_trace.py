@@ -109,3 +109,17 @@ def test_reply_and_command_lines_are_parsed_from_the_wire_text() -> None:
     assert parse_imap_line("S", "+ go ahead") == ImapResponse("+", "", "go ahead")
     event = smtplab.Trace(lambda: 0.0).record("smtp", "line", "mx", "354 End data", direction="S")
     assert event.payload == SmtpReply(354, "", "End data")
+
+
+def test_transcript_cuts_lines_wider_than_a_notebook_unless_full(lab: smtplab.Lab) -> None:
+    """The DKIM key's TXT record (~460 characters) fills a notebook's width many times over."""
+    mark = lab.mark()
+    lab.dig("lab._domainkey.example.org", "TXT")
+    events = lab.trace.since(mark)
+    record = next(e.to_text() for e in events if e.kind == "answer")
+    assert len(record) > 400
+    folded = lab.trace.transcript(events).splitlines()
+    assert max(len(line) for line in folded) <= 110
+    cut = next(line for line in folded if "DKIM1" in line)
+    assert cut.startswith(record[:60]) and cut.endswith(f"[{len(record) - 84} more characters]")
+    assert record in lab.trace.transcript(events, full=True).splitlines()

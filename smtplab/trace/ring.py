@@ -90,8 +90,22 @@ class TraceEvent(NamedTuple):
         return self.text
 
 
-def format_transcript(events: Iterable[TraceEvent], *, times: bool = False) -> str:
-    """Render events as a readable C:/S: transcript, with a header per connection change."""
+TRANSCRIPT_WIDTH = 110  # characters: a notebook cell's width at the default font
+
+
+def _fold(line: str, width: int) -> str:
+    if len(line) <= width:
+        return line
+    cut = width - 26
+    return f"{line[:cut]} … [{len(line) - cut} more characters]"
+
+
+def format_transcript(events: Iterable[TraceEvent], *, times: bool = False, width: int | None = None) -> str:
+    """Render events as a readable C:/S: transcript, with a header per connection change.
+
+    With `width`, a longer line (a DKIM key's TXT record, a DNSSEC key) is cut there and says how many
+    characters it left out.
+    """
     lines: list[str] = []
     current = None
     for event in events:
@@ -110,7 +124,8 @@ def format_transcript(events: Iterable[TraceEvent], *, times: bool = False) -> s
                 lines.append(f"--- {event.conn or event.protocol}: {where}")
         prefix = f"[{event.when:%H:%M:%S.%f}"[:-3] + "] " if times else ""
         lines.append(prefix + event.to_text())
-    return "\n".join(lines)
+    text = "\n".join(lines)
+    return text if width is None else "\n".join(_fold(line, width) for line in text.split("\n"))
 
 
 def _seq(event: TraceEvent) -> int:
@@ -355,11 +370,14 @@ class Trace:
         return [e for e in self.events()
                 if (e.corr and e.corr in corrs) or key in e.message_ids or bare in e.message_ids]
 
-    def transcript(self, events: Iterable[TraceEvent] | None = None, *, times: bool = False) -> str:
-        return format_transcript(self.events() if events is None else events, times=times)
+    def transcript(self, events: Iterable[TraceEvent] | None = None, *, times: bool = False, full: bool = False) -> str:
+        """The events (all by default) as a C:/S: transcript; lines wider than a notebook are cut to
+        TRANSCRIPT_WIDTH characters, saying how much was left out, unless `full`."""
+        chosen = self.events() if events is None else events
+        return format_transcript(chosen, times=times, width=None if full else TRANSCRIPT_WIDTH)
 
     def __str__(self) -> str:
-        return self.transcript()
+        return self.transcript(full=True)
 
     def __repr__(self) -> str:
         return f"<Trace {len(self._events)} events, {len(self.connections())} connections>"

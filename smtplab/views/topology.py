@@ -26,6 +26,7 @@ __all__ = ["topology", "topology_dot"]
 PATH = "#0969da"
 FAILED = TONES["fail"]
 FAINT = "#8c959f"
+TEXT_WIDTH = 110  # characters of a line of the text alternative: a notebook cell's width
 
 
 def _id(kind: str, name: str) -> str:
@@ -248,8 +249,8 @@ def _describe(lab: Any, path: list[Leg] | None, title: str, names: dict[str, str
 
         for number, hop in enumerate(path, start=1):
             result = "" if hop.ok else "FAILED: "
-            lines.append(f"  {number}. {name(hop.source)} -> {name(hop.target)} ({hop.protocol.upper()}): "
-                         f"{result}{hop.detail}")
+            line = f"  {number}. {name(hop.source)} -> {name(hop.target)} ({hop.protocol.upper()}): {result}{hop.detail}"
+            lines.append(line if len(line) <= TEXT_WIDTH else line[: TEXT_WIDTH - 1] + "…")  # a DKIM key: 460 characters
     return "\n".join(lines)
 
 
