@@ -226,6 +226,12 @@ def svg_width_px(svg: str) -> float:
     return float(width[:-2]) * 4 / 3  # CSS pixels
 
 
+def svg_scale(svg: str) -> float:
+    """How much Graphviz scaled the drawing down to fit its size (1.0: drawn at its natural size)."""
+    transform = next(g.get("transform", "") for g in svg_root(svg).iter(SVG + "g") if g.get("class") == "graph")
+    return float(transform.split("scale(", 1)[1].split()[0]) if "scale(" in transform else 1.0
+
+
 def starttls_session(lab: smtplab.Lab) -> str:
     """A raw submission session that says EHLO, STARTTLS, EHLO again and QUIT; return its connection id."""
     mark = lab.mark()
@@ -269,6 +275,7 @@ def test_compact_ladder_of_a_relayed_message_fits_a_notebook_cell(relayed: Relay
     lab = relayed.lab
     compact, full = lab.ladder(relayed.first), lab.ladder(relayed.first, full=True)
     assert svg_width_px(compact.svg) <= 900 < svg_width_px(full.svg)
+    assert svg_scale(compact.svg) == 1.0  # it fits at its natural size: labels wrapped, not shrunk
     assert max(len(line) for line in compact.text.splitlines()) <= 110
     # The lab DNS's answers are notes on the asker's lifeline, still there to read.
     lines = texts_top_down(compact.svg)
@@ -279,8 +286,17 @@ def test_compact_ladder_of_a_relayed_message_fits_a_notebook_cell(relayed: Relay
 def test_topology_with_a_path_fits_a_notebook_cell(relayed: Relayed) -> None:
     lab = relayed.lab
     for diagram in (lab.topology(), lab.topology(relayed.first)):
-        assert svg_width_px(diagram.svg) <= 900, diagram.title
+        assert svg_width_px(diagram.svg) <= 900 and svg_scale(diagram.svg) == 1.0, diagram.title
         assert max(len(line) for line in diagram.text.splitlines()) <= 110, diagram.title
     # The path's DNS legs (mx1 asks for the DKIM key: a 460-character answer) are cut, not dropped.
     assert any("DNS): NOERROR: lab._domainkey.example.org. TXT" in line and line.endswith("…")
                for line in lab.topology(relayed.first).text.splitlines())
+
+
+def test_topology_of_three_providers_fits_and_stays_readable() -> None:
+    """Notebook 05's lab (Mallory's evil.example beside Alice's and Bob's providers), one MX down."""
+    with smtplab.start(smtplab.Scenario.security(policy="none")) as lab:
+        lab.host("mx1").down()
+        diagram = lab.topology()
+    assert svg_width_px(diagram.svg) <= 900
+    assert svg_scale(diagram.svg) >= 0.85  # 11 pt text still 9.4 pt or more

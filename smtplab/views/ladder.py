@@ -44,6 +44,7 @@ FONT = "Helvetica"
 MONO = "Courier"
 CELL_WIDTH = 600  # points of arrows a compact ladder may use: a notebook cell is ~900 px (675 pt) wide
 CHAR_WIDTH = 5.4  # points per character of a 9 pt Courier label (0.6 em)
+FIT_SIZE = "9.35,1000"  # inches: the widest picture a notebook cell shows at full size (~900 px)
 MAX_LABEL_LINES = 4  # lines of one compact label; what is cut is in the full ladder
 FOLD_NOTE = "Compact: TLS handshakes, EHLO lists and DNS lookups folded; full=True draws every line"
 
@@ -133,6 +134,8 @@ def ladder_dot(participants: list[Participant], rows: list[Step], title: str = "
     g.attr(newrank="true", nodesep="0.2" if compact else "0.3", ranksep=f"{RANKSEP}", outputorder="edgesfirst",
            pad="0.2", bgcolor="white", fontname=FONT, fontsize="13" if compact else "16", labelloc="t", labeljust="l",
            label=_label(heading) if heading else "")
+    if compact:  # the wrapping above keeps it near; a lab of seven lifelines is scaled down a little (~0.9)
+        g.attr(size=FIT_SIZE)
     g.attr("node", fontname=FONT, fontsize="10" if compact else "11")
     g.attr("edge", fontname=MONO, fontsize="9", arrowsize="0.7")
     if participants:

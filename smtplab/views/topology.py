@@ -26,6 +26,7 @@ __all__ = ["topology", "topology_dot"]
 PATH = "#0969da"
 FAILED = TONES["fail"]
 FAINT = "#8c959f"
+FIT_SIZE = "9.35,1000"  # inches: the widest picture a notebook cell shows at full size (~900 px)
 TEXT_WIDTH = 110  # characters of a line of the text alternative: a notebook cell's width
 
 
@@ -55,7 +56,7 @@ def _host_lines(host: Any) -> list[str]:
     if not host.is_up:
         lines.append("DOWN: connections refused")
     for fault in getattr(host, "faults", ()):
-        lines += textwrap.wrap(f"fault: {fault.describe()}", width=44, subsequent_indent="  ")
+        lines += textwrap.wrap(f"fault: {fault.describe()}", width=32, subsequent_indent="  ")
     return lines
 
 
@@ -94,14 +95,18 @@ def topology_dot(lab: Any, path: list[Leg] | None = None, title: str = "") -> st
     delivers, reads) highlights that edge instead of adding one beside it.
     """
     g = graphviz.Digraph("topology")
+    # size: a lab of three providers or more, drawn, is still wider than a notebook cell (~900 px = 9.35 in
+    # at 72 pt/in); Graphviz then scales it down (about 0.8 for notebook 07's lab), never up.
     g.attr(rankdir="TB", nodesep="0.3", ranksep="0.5", pad="0.2", bgcolor="white", fontname=FONT, fontsize="14",
+           size=FIT_SIZE,
            labelloc="t", labeljust="l", label=_plain([title], "\\l") if title else "")
     g.attr("node", fontname=FONT, fontsize="11", shape="Mrecord", style="filled", fillcolor=FILLS["server"])
     g.attr("edge", fontname=FONT, fontsize="9", color=FAINT, fontcolor=FAINT, arrowsize="0.7")
     scenario = lab.scenario
     dns_id = _id("host", lab.dns.name)
     zones = ", ".join(p.domain for p in scenario.providers)
-    g.node(dns_id, _record(lab.dns.name, [lab.dns.address, f"dns port {lab.dns.port} (53)", f"zones: {zones}"]),
+    g.node(dns_id, _record(lab.dns.name, [lab.dns.address, f"dns port {lab.dns.port} (53)",
+                                          *textwrap.wrap(f"zones: {zones}", width=32, subsequent_indent="  ")]),
            fillcolor=FILLS["dns"])
     nodes = {lab.dns.name: dns_id}
     edges: dict[tuple[str, str, str], dict[str, str]] = {}  # (kind, node, node) -> attributes; drawn last
@@ -180,7 +185,12 @@ def topology_dot(lab: Any, path: list[Leg] | None = None, title: str = "") -> st
     for upper, lower in itertools.pairwise(scenario.providers):
         # Stack the providers' boxes straight down, the lab DNS beside them: hung under the DNS, each box
         # moved right of the one before, and the picture was wider than a notebook (~900 px).
-        bottom = _id("maildir", upper.domain) if upper.users else _id("host", upper.hosts[-1].name) if upper.hosts else ""
+        # From the lowest node of the box above: its Maildir for the first provider (its users send, at the
+        # top), the users' client for the next ones (they read, below their box).
+        if upper.users:
+            bottom = _id("maildir" if upper is scenario.providers[0] else "mua", upper.domain)
+        else:
+            bottom = _id("host", upper.hosts[-1].name) if upper.hosts else ""
         if bottom:
             g.edge(bottom, _id("mx", lower.domain), style="invis", weight="10")
     last = scenario.providers[-1]
