@@ -300,3 +300,21 @@ def test_topology_of_three_providers_fits_and_stays_readable() -> None:
         diagram = lab.topology()
     assert svg_width_px(diagram.svg) <= 900
     assert svg_scale(diagram.svg) >= 0.85  # 11 pt text still 9.4 pt or more
+
+
+def test_diagrams_speak_spanish_and_draw_the_same_rows(relayed: Relayed) -> None:
+    """Views read the events' typed fields: translated prose changes the words, never the picture's rows."""
+    from smtplab.i18n import use_language
+
+    lab = relayed.lab
+    english = lab.ladder(relayed.first)
+    with use_language("es"):
+        spanish = lab.ladder(relayed.first)
+        topology = lab.topology(relayed.first)
+    assert english.source.count("rank=same") == spanish.source.count("rank=same")
+    assert english.text.count("\n") == spanish.text.count("\n")
+    lines = texts_top_down(spanish.svg)
+    assert "2xx hecho" in lines and "conexión cerrada" in lines and "Compacto:" in " ".join(lines)
+    assert any(line.endswith("negociación TLSv1.3") for line in lines), lines
+    assert "STARTTLS → 220 → negociación TLS" in spanish.text  # the command and the reply code stay as they are
+    assert topology.title.startswith("Camino del mensaje") and "registros MX de example.net:" in topology.source

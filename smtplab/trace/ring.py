@@ -22,6 +22,7 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
+from ..i18n import ngettext
 from .events import Dropped, SmtpData, payload_of_line
 
 __all__ = ["TraceEvent", "Trace", "format_transcript", "correlated", "current_correlation", "announce_connection",
@@ -96,8 +97,9 @@ TRANSCRIPT_WIDTH = 110  # characters: a notebook cell's width at the default fon
 def _fold(line: str, width: int) -> str:
     if len(line) <= width:
         return line
-    cut = width - 26
-    return f"{line[:cut]} … [{len(line) - cut} more characters]"
+    cut = width - 26  # room for the note, in any language
+    left = len(line) - cut
+    return line[:cut] + " " + ngettext("… [{n} more character]", "… [{n} more characters]", left).format(n=left)
 
 
 def format_transcript(events: Iterable[TraceEvent], *, times: bool = False, width: int | None = None) -> str:

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ..i18n import _, ngettext
 from ..scenario import WELL_KNOWN_PORTS
 from ..trace.events import (
     DnsAnswer,
@@ -97,7 +98,7 @@ def _reply_lines(protocol: str, events: list[TraceEvent], compact: bool = False)
             return (_short(texts[0]),), tone
         if compact:  # an EHLO answer: its greeting, and how many extensions the lines after it announce
             count = len(texts) - 1
-            return (_short(texts[0]), f"… {count} extension{'s' if count > 1 else ''}"), tone
+            return (_short(texts[0]), ngettext("… {n} extension", "… {n} extensions", count).format(n=count)), tone
         # A multiline reply (EHLO): the greeting line, then the extensions it announces.
         return (_short(texts[0]), *_pack([t[4:] for t in texts[1:]], 44)), tone
     if protocol == "pop3":  # "+OK" or "-ERR" (RFC 1939 section 3), maybe lines up to a lone "."
@@ -105,9 +106,12 @@ def _reply_lines(protocol: str, events: list[TraceEvent], compact: bool = False)
         tone = ("2" if first.ok else "5") if isinstance(first, Pop3Response) else "command"
         if len(texts) <= 4:
             return tuple(_short(t) for t in texts), tone
-        return (_short(texts[0]), _short(texts[1]), f"… {len(texts) - 3} more lines", "."), tone
+        more = len(texts) - 3
+        return (_short(texts[0]), _short(texts[1]), ngettext("… {n} more line", "… {n} more lines", more).format(n=more),
+                "."), tone
     if compact:  # a capability list is rarely the lesson: how many, not which (the full ladder lists them)
-        texts = [_CAPABILITIES.sub(lambda m: f"{m[1]}CAPABILITY … {len(m[2].split())} listed", t) for t in texts]
+        texts = [_CAPABILITIES.sub(lambda m: m[1] + _("CAPABILITY … {n} listed").format(n=len(m[2].split())), t)
+                 for t in texts]
     last = texts[-1]
     if isinstance(last_payload, ImapResponse) and last_payload.tag == "+":
         tone = "3"
@@ -118,7 +122,8 @@ def _reply_lines(protocol: str, events: list[TraceEvent], compact: bool = False)
         return tuple(_short(t) for t in texts), tone
     keep = [t for t in texts[:-1] if any(w in t.upper() for w in (" EXISTS", " FETCH", "SEARCH", "LIST ", "BYE"))][:3]
     hidden = len(texts) - 1 - len(keep)
-    lines = [_short(t) for t in keep] + ([f"… {hidden} more line{'s' if hidden > 1 else ''}"] if hidden else [])
+    lines = [_short(t) for t in keep] + ([ngettext("… {n} more line", "… {n} more lines", hidden).format(n=hidden)]
+                                         if hidden else [])
     return (*lines, _short(last)), tone
 
 
@@ -137,9 +142,9 @@ def _reply_word(event: TraceEvent) -> str:
 def _dns_answer(answer: DnsAnswer) -> tuple[tuple[str, ...], str]:
     head, records = answer.rcode, list(answer.records)
     if not records and answer.authority_soa:
-        records = ["(no answer; SOA in authority)"]
+        records = [_("(no answer; SOA in authority)")]
     if answer.truncated:
-        records.append("(truncated)")
+        records.append(_("(truncated)"))
     tone = "dns" if head == "NOERROR" else "5" if head in ("NXDOMAIN", "REFUSED") else "4"
     return (head, *[_short(r) for r in records[:6]], *(["…"] if len(records) > 6 else [])), tone
 
@@ -174,8 +179,9 @@ class _Builder:
             return key
         if key.startswith("mua:") or key == "client":
             domain = key[4:] if key.startswith("mua:") else ""
-            name = self.names.get(key) or ("mail client" if domain else "client")
-            item = Participant(key, name, f"users of {domain}" if domain and key not in self.names else "", "client")
+            name = self.names.get(key) or (_("mail client") if domain else _("client"))
+            detail = _("users of {domain}").format(domain=domain) if domain and key not in self.names else ""
+            item = Participant(key, name, detail, "client")
         else:
             item = Participant(key, key, self.addresses.get(key, ""), role)
         if late:
@@ -231,10 +237,14 @@ class _Builder:
         if kind == "connect":
             port = event.server.rsplit(":", 1)[-1]
             usual = WELL_KNOWN_PORTS.get(event.port_name)
-            where = f"{event.port_name}, {usual} on the internet" if usual else event.port_name
-            self.add(Step("arrow", client, server, (f"connect to port {port} ({where})",), "conn", seq=seq))
+            if usual:
+                label = _("connect to port {port} ({service}, {usual} on the internet)").format(
+                    port=port, service=event.port_name, usual=usual)
+            else:
+                label = _("connect to port {port} ({service})").format(port=port, service=event.port_name)
+            self.add(Step("arrow", client, server, (label,), "conn", seq=seq))
         elif kind == "close":
-            self.add(Step("closed", client, server, ("connection closed",), "conn", tls, seq))
+            self.add(Step("closed", client, server, (_("connection closed"),), "conn", tls, seq))
         elif kind == "tls":
             self.add(Step("tls", client, server, (_short(event.text),), "tls", True, seq))
         elif kind in ("fault", "error"):
@@ -257,7 +267,7 @@ class _Builder:
             body = [event.summary]
             following = self.events[i] if i < len(self.events) else None
             if following is not None and following.conn == event.conn and isinstance(following.payload, SmtpDataEnd):
-                body.append(". (end of data)")
+                body.append(_(". (end of data)"))
                 i += 1
             self.add(Step("arrow", client, server, tuple(body), "command", tls, seq))
         elif event.direction == "C":
@@ -266,7 +276,8 @@ class _Builder:
                 tls_event, replies = handshake
                 self.skip.update(e.seq for e in (*replies, tls_event))
                 what = tls_event.payload.version if isinstance(tls_event.payload, TlsStarted) else "TLS"
-                label = " → ".join([_short(event.text, 24), *(_reply_word(e) for e in replies), f"{what} handshake"])
+                exchange = " → ".join([_short(event.text, 24), *(_reply_word(e) for e in replies)])
+                label = _("{exchange} → {version} handshake").format(exchange=exchange, version=what)
                 self.add(Step("tls", client, server, (label,), "tls", True, seq, folded=len(replies) + 1))
             else:
                 self.add(Step("arrow", client, server, (_short(event.text),), "command", tls, seq))
@@ -284,9 +295,9 @@ class _Builder:
         lines, tone = _dns_answer(answer)
         if blocklist_query(qname, self.lab):  # RFC 5782: a record means listed
             if answer.rcode == "NXDOMAIN":
-                lines, tone = ("NXDOMAIN", "not on the blocklist"), "dns"
+                lines, tone = ("NXDOMAIN", _("not on the blocklist")), "dns"
             elif answer.rcode == "NOERROR" and answer.records:
-                lines, tone = (*lines, "LISTED on the blocklist"), "5"
+                lines, tone = (*lines, _("LISTED on the blocklist")), "5"
         return lines, tone
 
     def _lookup(self, event: TraceEvent, i: int) -> bool:
@@ -304,7 +315,8 @@ class _Builder:
         owner = question.qname + " "
         lines = tuple(line[len(owner):] if line.startswith(owner) else line for line in lines)  # said in the question
         asker = self.participant(client_key(event, self.lab))
-        self.add(Step("note", asker, "", (f"DNS: {question.qname} {question.qtype}?", *lines[:4]),
+        asked = _("DNS: {name} {type}?").format(name=question.qname, type=question.qtype)
+        self.add(Step("note", asker, "", (asked, *lines[:4]),
                       "fail" if tone in ("4", "5") else "dns", seq=event.seq, folded=1))
         return True
 
@@ -355,7 +367,7 @@ class _Builder:
                 return
         if state == "connect-failed" and isinstance(change, QueueChange) and change.mx != relay:
             target = self.participant(change.mx)
-            self.add(Step("failed", relay, target, (f"connect to {_short(change.mx, 30)}:",
+            self.add(Step("failed", relay, target, (_("connect to {host}:").format(host=_short(change.mx, 30)),
                                                     _short(change.reply)), "fail", seq=event.seq))
             return
         tone = "fail" if state in ("bounced", "deferred") else "note"

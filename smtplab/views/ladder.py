@@ -23,6 +23,7 @@ from typing import Any
 
 import graphviz
 
+from ..i18n import N_, _, ngettext
 from ..trace.ring import TraceEvent, format_transcript
 from .conversation import Participant, Step, steps
 from .journey import message_events, message_key
@@ -46,7 +47,7 @@ CELL_WIDTH = 600  # points of arrows a compact ladder may use: a notebook cell i
 CHAR_WIDTH = 5.4  # points per character of a 9 pt Courier label (0.6 em)
 FIT_SIZE = "9.35,1000"  # inches: the widest picture a notebook cell shows at full size (~900 px)
 MAX_LABEL_LINES = 4  # lines of one compact label; what is cut is in the full ladder
-FOLD_NOTE = "Compact: TLS handshakes, EHLO lists and DNS lookups folded; full=True draws every line"
+FOLD_NOTE = N_("Compact: TLS handshakes, EHLO lists and DNS lookups folded; full=True draws every line")
 
 
 def _label(lines: Iterable[str], justify: str = "\\n") -> str:
@@ -58,9 +59,9 @@ def _header(participant: Participant) -> str:
     return _label([participant.name, participant.detail] if participant.detail else [participant.name])
 
 
-LEGEND = (("command", "→ command"), ("2", "2xx done"), ("3", "3xx go on"), ("4", "4xx try later"),
-          ("5", "5xx refused"), ("dns", "DNS"), ("tls", "bold: encrypted (TLS)"),
-          ("fail", "dashed, ending in a bar: could not connect"))
+LEGEND = (("command", N_("→ command")), ("2", N_("2xx done")), ("3", N_("3xx go on")), ("4", N_("4xx try later")),
+          ("5", N_("5xx refused")), ("dns", N_("DNS")), ("tls", N_("bold: encrypted (TLS)")),
+          ("fail", N_("dashed, ending in a bar: could not connect")))
 
 
 def _legend(g: Any, width: int, steps: list[Step]) -> None:
@@ -84,7 +85,7 @@ def _legend(g: Any, width: int, steps: list[Step]) -> None:
             row.attr(rank="min" if r == 0 else "same")
             firsts.append(n)
             for tone, text in entries:
-                row.node(f"legend{n}", text, shape="plaintext", fontcolor=TONES[tone], fontsize="10", height="0.2")
+                row.node(f"legend{n}", _(text), shape="plaintext", fontcolor=TONES[tone], fontsize="10", height="0.2")
                 if n > firsts[-1]:
                     row.edge(f"legend{n - 1}", f"legend{n}", style="invis")
                 n += 1
@@ -130,7 +131,7 @@ def ladder_dot(participants: list[Participant], rows: list[Step], title: str = "
     g = graphviz.Digraph("ladder")
     heading = [title] if title else []
     if compact and any(s.folded for s in rows):  # say what was left out, and how to see it
-        heading.append(FOLD_NOTE)
+        heading.append(_(FOLD_NOTE))
     g.attr(newrank="true", nodesep="0.2" if compact else "0.3", ranksep=f"{RANKSEP}", outputorder="edgesfirst",
            pad="0.2", bgcolor="white", fontname=FONT, fontsize="13" if compact else "16", labelloc="t", labeljust="l",
            label=_label(heading) if heading else "")
@@ -273,9 +274,10 @@ def ladder(events: Iterable[TraceEvent], lab: Any = None, *, title: str | None =
     """
     chosen = sorted(events, key=lambda e: e.seq)
     participants, rows = steps(chosen, lab, compact=not full)
-    title = title if title is not None else f"{len(chosen)} trace events"
+    title = title if title is not None else ngettext("{n} trace event", "{n} trace events", len(chosen)).format(
+        n=len(chosen))
     text = format_transcript(chosen) if full else compact_text(participants, rows)
-    return Diagram("ladder", title, ladder_dot(participants, rows, title, compact=not full), text or "(no events)")
+    return Diagram("ladder", title, ladder_dot(participants, rows, title, compact=not full), text or _("(no events)"))
 
 
 def ladder_of(lab: Any, message: Any = None, *, conn: str | Iterable[str] | None = None, since: int | None = None,
@@ -288,17 +290,17 @@ def ladder_of(lab: Any, message: Any = None, *, conn: str | Iterable[str] | None
     parts = []
     if message is not None:
         chosen = message_events(lab.trace, message, events or ())
-        parts.append(f"Message {message_key(message)}")
+        parts.append(_("Message {id}").format(id=message_key(message)))
     else:
         chosen = list(events) if events is not None else lab.trace.events()
     if conn is not None:
         conns = {conn} if isinstance(conn, str) else set(conn)
         chosen = [e for e in chosen if e.conn in conns]
-        parts.append(f"connection{'s' if len(conns) > 1 else ''} {', '.join(sorted(conns))}")
+        parts.append(ngettext("connection {ids}", "connections {ids}", len(conns)).format(ids=", ".join(sorted(conns))))
     if since is not None:
         chosen = [e for e in chosen if e.seq > since]
-        parts.append("since your mark")
+        parts.append(_("since your mark"))
     if title is None:
-        title = ", ".join(parts) if parts else "The lab's trace" if events is None else "Trace events"
+        title = ", ".join(parts) if parts else _("The lab's trace") if events is None else _("Trace events")
         title = title[0].upper() + title[1:]
     return ladder(chosen, lab, title=title, full=full)
