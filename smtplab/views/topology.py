@@ -225,16 +225,18 @@ def _draw_leg(g: Any, lab: Any, numbers: list[int], leg: Leg, nodes: dict[str, s
     style = dict(color=colour, fontcolor=colour, penwidth="2.5", fontsize="10", style="solid" if leg.ok else "dashed")
     kind = {"imap": "imap", "dns": "lookup"}.get(leg.protocol, "submits" if leg.source.startswith("mua:") else "relay")
     what = {"imap": "IMAP", "lookup": _("DNS query"), "submits": _("submission"), "relay": _("relay")}[kind]
-    label = f"{number}. {what}" + ("" if leg.ok else f" ×\n{leg.detail[:48]}")
+    failure = "\n".join(textwrap.wrap(leg.detail, 28, break_on_hyphens=False)[:2])  # beside its edge: narrow
+    label = f"{number}. {what}" + ("" if leg.ok else f" ×\n{failure}")
     drawn = edges.get((kind, source, target)) or edges.get((kind, target, source))
     if drawn is not None:  # follow the edge already there
         drawn.update(style, label=graphviz.escape(label))
     else:
         # Relay legs and DNS questions jump between the boxes: they must not pull them sideways (see
-        # topology_dot), and their labels are placed beside the drawn edge (xlabel), not given room of their own.
+        # topology_dot), and their labels sit by the arrowhead (headlabel), not given room of their own
+        # (as xlabels they piled up where the edges leave the relay).
         constrain = forward and kind in ("submits", "imap")
         edges[(f"leg {number}", source, target)] = dict(style, constraint=str(constrain).lower(),
-                                                        **{"label" if constrain else "xlabel": graphviz.escape(label)})
+                                                        **{"label" if constrain else "headlabel": graphviz.escape(label)})
     if leg.ok and kind == "relay" and leg.target in lab.hosts and "smtp" in lab.hosts[leg.target].services:
         stored = edges.get(("delivers", target, _id("maildir", lab.hosts[leg.target].domain)))
         if stored is not None:
