@@ -331,7 +331,7 @@ class _Builder:
                 else payload.command if isinstance(payload, ImapCommand) else "")
         if verb.upper() not in ("STARTTLS", "STLS"):
             return None
-        replies = []
+        replies: list[TraceEvent] = []
         for later in self.events[i:]:
             if later.conn != event.conn:
                 continue
