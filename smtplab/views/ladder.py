@@ -130,11 +130,11 @@ def ladder_dot(participants: list[Participant], rows: list[Step], title: str = "
     footer = len(rows) > 30  # repeat the names at the bottom of a tall diagram
     g = graphviz.Digraph("ladder")
     heading = [title] if title else []
-    if compact and any(s.folded for s in rows):  # say what was left out, and how to see it
-        heading.append(_(FOLD_NOTE))
+    if compact and any(s.folded for s in rows):  # say what was left out, and how to see it, no wider than the lifelines
+        heading += textwrap.wrap(_(FOLD_NOTE), max(40, 32 * (width - 1)), break_on_hyphens=False)
     g.attr(newrank="true", nodesep="0.2" if compact else "0.3", ranksep=f"{RANKSEP}", outputorder="edgesfirst",
            pad="0.2", bgcolor="white", fontname=FONT, fontsize="13" if compact else "16", labelloc="t", labeljust="l",
-           label=_label(heading) if heading else "")
+           label=_label(heading, "\\l") if heading else "")
     if compact:  # the wrapping above keeps it near; a lab of seven lifelines is scaled down a little (~0.9)
         g.attr(size=FIT_SIZE)
     g.attr("node", fontname=FONT, fontsize="10" if compact else "11")
