@@ -10,7 +10,7 @@ dashed edges between the ranks, so they stay vertical; every arrow is written le
 neighbouring lifelines (a reply uses dir=back), so no arrow ever crosses a rank it does not belong to.
 
 Compact (the default in notebooks) folds STARTTLS handshakes and EHLO extension lists (see
-smtplab.conversation) and wraps every label to the room its lifelines have, so that the ladder fits a
+smtplab.views.conversation) and wraps every label to the room its lifelines have, so that the ladder fits a
 notebook cell (about 900 px); `full=True` draws every line at full length.
 """
 
