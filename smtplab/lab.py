@@ -221,12 +221,14 @@ class Lab:
         return self.trace.mark()
 
     def ladder(self, message_id: Any = None, *, conn: str | list[str] | None = None, since: int | None = None,
-               events: list[Any] | None = None, title: str | None = None) -> Any:
+               events: list[Any] | None = None, title: str | None = None, full: bool = False) -> Any:
         """Draw a ladder diagram: one message end to end (queue id, Message-ID or SendResult), one or
-        more connections (`conn="smtp-1"`), everything since `lab.mark()`, or given `events`."""
+        more connections (`conn="smtp-1"`), everything since `lab.mark()`, or given `events`.
+
+        Compact by default (TLS handshakes and EHLO lists folded, fits a notebook); `full=True` draws every line."""
         from .views.ladder import ladder_of  # the views layer, loaded when a diagram is asked for
 
-        return ladder_of(self, message_id, conn=conn, since=since, events=events, title=title)
+        return ladder_of(self, message_id, conn=conn, since=since, events=events, title=title, full=full)
 
     def topology(self, message_id: Any = None, *, title: str | None = None) -> Any:
         """Draw the lab's providers, hosts, DNS and MX records; with `message_id`, that message's path."""

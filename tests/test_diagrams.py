@@ -109,7 +109,7 @@ def test_system_dot_draws_svg_and_png(relayed: Relayed, tmp_path: Path) -> None:
 def test_relay_ladder_shows_participants_and_lines_in_trace_order(relayed: Relayed) -> None:
     lab = relayed.lab
     events = smtplab.message_events(lab.trace, relayed.first)
-    lines = texts_top_down(lab.ladder(relayed.first).svg)
+    lines = texts_top_down(lab.ladder(relayed.first, full=True).svg)
     header = lines[: lines.index("127.0.0.2") + 3]
     for name in ("alice's client", "smtp.example.org", "dns.lab", "mx1.example.net", "imap.example.net",
                  "bob's client"):
@@ -145,7 +145,7 @@ def test_one_message_view_holds_its_dns_smtp_and_imap_events_only(relayed: Relay
     assert second.queue_id not in text and second.message_id.strip("<>") not in text
     other_fetch = next(e for e in lab.trace.events() if second.message_id in e.message_ids)
     assert other_fetch not in events
-    diagram = lab.ladder(first.queue_id)  # the queue id finds the same journey
+    diagram = lab.ladder(first.queue_id, full=True)  # the queue id finds the same journey
     assert second.queue_id not in diagram.svg and second.queue_id not in diagram.text
     assert first.queue_id in diagram.svg and "Subject: First" in diagram.text
 
@@ -175,12 +175,12 @@ def test_failures_faults_and_lab_changes_are_drawn(lab: smtplab.Lab) -> None:
     lab.host("mx2").clear_faults()
     lab.clock.advance(120)
     assert lab.wait_for_delivery(sent.queue_id)
-    root = svg_root(lab.ladder(since=mark).svg)
+    root = svg_root(lab.ladder(since=mark, full=True).svg)
     coloured = {(t.text or "").strip(): t.get("fill") for t in root.iter(SVG + "text")}
     assert coloured["451 4.7.1 Greylisted, try again later"] == "#bc4c00"  # 4xx: try later
     assert coloured["250 2.1.5 Recipient OK"] == "#1a7f37"  # 2xx: done
     assert coloured["451 4.4.1 connection refused (host down?)"] == "#cf222e"  # a failed connection
-    lines = texts_top_down(lab.ladder(since=mark).svg)
+    lines = texts_top_down(lab.ladder(since=mark, full=True).svg)
     assert "mx1.example.net is down:" in " ".join(lines)
     assert any(line.startswith("clock advanced") for line in lines)
     assert any("injected fault" in line for line in lines)
@@ -195,7 +195,7 @@ def test_starttls_marks_where_the_wire_is_encrypted(lab: smtplab.Lab) -> None:
         session.quit()
     conn = next(e.conn for e in lab.trace.since(mark) if e.kind == "connect")
     wait_for(lab, lambda e: e.conn == conn and e.kind == "close")
-    diagram = lab.ladder(conn=conn)
+    diagram = lab.ladder(conn=conn, full=True)
     lines = texts_top_down(diagram.svg)
     handshake = next(i for i, line in enumerate(lines) if "handshake done" in line)
     assert lines.index("STARTTLS") < handshake < len(lines) - 1 - lines[::-1].index("EHLO client.local")
@@ -207,7 +207,7 @@ def test_starttls_marks_where_the_wire_is_encrypted(lab: smtplab.Lab) -> None:
 
 
 def test_diagram_has_a_text_alternative_and_shows_inline(relayed: Relayed, tmp_path: Path) -> None:
-    diagram = relayed.lab.ladder(relayed.first)
+    diagram = relayed.lab.ladder(relayed.first, full=True)
     assert str(diagram) == diagram.text
     assert "C: STARTTLS" in diagram.text and "--- " in diagram.text
     html = diagram._repr_html_()
@@ -216,5 +216,105 @@ def test_diagram_has_a_text_alternative_and_shows_inline(relayed: Relayed, tmp_p
     assert diagram.save(tmp_path / "d.dot").read_text().startswith("digraph")
     topology = relayed.lab.topology()
     assert "MX records: MX 10 mx1.example.net; MX 20 mx2.example.net" in str(topology)
-    everything = smtplab.ladder(relayed.lab.trace.events(), relayed.lab)
-    assert everything.text == relayed.lab.trace.transcript()
+    everything = smtplab.ladder(relayed.lab.trace.events(), relayed.lab, full=True)
+    assert everything.text == relayed.lab.trace.transcript(full=True)
+
+
+def svg_width_px(svg: str) -> float:
+    width = svg_root(svg).get("width", "")
+    assert width.endswith("pt"), width
+    return float(width[:-2]) * 4 / 3  # CSS pixels
+
+
+def svg_scale(svg: str) -> float:
+    """How much Graphviz scaled the drawing down to fit its size (1.0: drawn at its natural size)."""
+    transform = next(g.get("transform", "") for g in svg_root(svg).iter(SVG + "g") if g.get("class") == "graph")
+    return float(transform.split("scale(", 1)[1].split()[0]) if "scale(" in transform else 1.0
+
+
+def starttls_session(lab: smtplab.Lab) -> str:
+    """A raw submission session that says EHLO, STARTTLS, EHLO again and QUIT; return its connection id."""
+    mark = lab.mark()
+    with lab.session("smtp.example.org") as session:
+        session.ehlo()
+        session.starttls()
+        session.ehlo()
+        session.quit()
+    conn = next(e.conn for e in lab.trace.since(mark) if e.kind == "connect")
+    wait_for(lab, lambda e: e.conn == conn and e.kind == "close")
+    return conn
+
+
+def test_compact_ladder_folds_the_handshake_and_the_ehlo_lists(lab: smtplab.Lab) -> None:
+    conn = starttls_session(lab)
+    events = lab.trace.filter(conn=conn)
+    compact, full = lab.ladder(conn=conn), lab.ladder(conn=conn, full=True)
+    rows = {diagram: diagram.source.count("rank=same") for diagram in (compact, full)}  # one rank per row
+    assert rows[compact] == rows[full] - 2  # STARTTLS, its 220 and the handshake: one row
+    # One row stands for STARTTLS, its 220 and the handshake; the legend's title says what is folded.
+    lines = texts_top_down(compact.svg)
+    handshake = [line for line in lines if line.endswith("handshake")]
+    assert len(handshake) == 1 and handshake[0].startswith("STARTTLS → 220 → TLS"), handshake
+    assert "full=True" in " ".join(lines) and "folded" in " ".join(lines)
+    assert "220 2.0.0 Ready to start TLS" not in lines and "SIZE 10485760 · 8BITMIME · SMTPUTF8" not in lines
+    extensions = [line for line in lines if "extensions" in line]
+    assert len(extensions) == 2 and all(line.startswith("… ") for line in extensions), extensions
+    # The full ladder has every line the server sent and the client typed (EHLO lists packed into rows).
+    full_lines = texts_top_down(full.svg)
+    for e in events:
+        if e.kind == "line" and not (e.protocol == "smtp" and e.text[3:4] == "-") and len(e.text) <= 56:
+            assert e.text in full_lines or e.text[4:] in " · ".join(full_lines), e.text
+    assert "220 2.0.0 Ready to start TLS" in full_lines
+    assert "full=True" not in " ".join(full_lines)
+    assert "C: STARTTLS" in full.text and "S: 220 2.0.0 Ready to start TLS" in full.text
+    # The compact text alternative is the compact picture, one line per row.
+    assert "STARTTLS → 220 → TLS" in compact.text and "Ready to start TLS" not in compact.text
+
+
+def test_compact_ladder_of_a_relayed_message_fits_a_notebook_cell(relayed: Relayed) -> None:
+    lab = relayed.lab
+    compact, full = lab.ladder(relayed.first), lab.ladder(relayed.first, full=True)
+    assert svg_width_px(compact.svg) <= 900 < svg_width_px(full.svg)
+    assert svg_scale(compact.svg) == 1.0  # it fits at its natural size: labels wrapped, not shrunk
+    assert max(len(line) for line in compact.text.splitlines()) <= 110
+    # The lab DNS's answers are notes on the asker's lifeline, still there to read.
+    lines = texts_top_down(compact.svg)
+    assert "DNS: example.net. MX?" in lines and "MX 10 mx1.example.net." in lines
+    assert "dns.lab" not in lines and "dns.lab" in texts_top_down(full.svg)
+
+
+def test_topology_with_a_path_fits_a_notebook_cell(relayed: Relayed) -> None:
+    lab = relayed.lab
+    for diagram in (lab.topology(), lab.topology(relayed.first)):
+        assert svg_width_px(diagram.svg) <= 900 and svg_scale(diagram.svg) == 1.0, diagram.title
+        assert max(len(line) for line in diagram.text.splitlines()) <= 110, diagram.title
+    # The path's DNS legs (mx1 asks for the DKIM key: a 460-character answer) are cut, not dropped.
+    assert any("DNS): NOERROR: lab._domainkey.example.org. TXT" in line and line.endswith("…")
+               for line in lab.topology(relayed.first).text.splitlines())
+
+
+def test_topology_of_three_providers_fits_and_stays_readable() -> None:
+    """Notebook 05's lab (Mallory's evil.example beside Alice's and Bob's providers), one MX down."""
+    with smtplab.start(smtplab.Scenario.security(policy="none")) as lab:
+        lab.host("mx1").down()
+        diagram = lab.topology()
+    assert svg_width_px(diagram.svg) <= 900
+    assert svg_scale(diagram.svg) >= 0.85  # 11 pt text still 9.4 pt or more
+
+
+def test_diagrams_speak_spanish_and_draw_the_same_rows(relayed: Relayed) -> None:
+    """Views read the events' typed fields: translated prose changes the words, never the picture's rows."""
+    from smtplab.i18n import use_language
+
+    lab = relayed.lab
+    english = lab.ladder(relayed.first)
+    with use_language("es"):
+        spanish = lab.ladder(relayed.first)
+        topology = lab.topology(relayed.first)
+    assert english.source.count("rank=same") == spanish.source.count("rank=same")
+    assert english.text.count("\n") == spanish.text.count("\n")
+    lines = texts_top_down(spanish.svg)
+    assert "2xx hecho" in lines and "conexión cerrada" in lines and "Compacto:" in " ".join(lines)
+    assert any(line.endswith("negociación TLSv1.3") for line in lines), lines
+    assert "STARTTLS → 220 → negociación TLS" in spanish.text  # the command and the reply code stay as they are
+    assert topology.title.startswith("Camino del mensaje") and "registros MX de example.net:" in topology.source

@@ -9,6 +9,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
+from output_width import KNOWN_WIDE, overwide
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
@@ -80,6 +81,9 @@ def execute(path: Path, runs: int = RUNS) -> nbformat.NotebookNode:
         failure = ANSI_COLOURS.sub("", str(exc))
     if failure is not None:
         pytest.fail(f"{path.name}: a cell failed\n{failure}", pytrace=False)
+    too_wide = overwide(nb, known=KNOWN_WIDE.get(path.name, {}))
+    if too_wide:
+        pytest.fail(f"{path.name}: outputs wider than a notebook cell:\n" + "\n".join(too_wide), pytrace=False)
     return nb
 
 

@@ -109,3 +109,33 @@ def test_reply_and_command_lines_are_parsed_from_the_wire_text() -> None:
     assert parse_imap_line("S", "+ go ahead") == ImapResponse("+", "", "go ahead")
     event = smtplab.Trace(lambda: 0.0).record("smtp", "line", "mx", "354 End data", direction="S")
     assert event.payload == SmtpReply(354, "", "End data")
+
+
+def test_transcript_cuts_lines_wider_than_a_notebook_unless_full(lab: smtplab.Lab) -> None:
+    """The DKIM key's TXT record (~460 characters) fills a notebook's width many times over."""
+    mark = lab.mark()
+    lab.dig("lab._domainkey.example.org", "TXT")
+    events = lab.trace.since(mark)
+    record = next(e.to_text() for e in events if e.kind == "answer")
+    assert len(record) > 400
+    folded = lab.trace.transcript(events).splitlines()
+    assert max(len(line) for line in folded) <= 110
+    cut = next(line for line in folded if "DKIM1" in line)
+    assert cut.startswith(record[:60]) and cut.endswith(f"[{len(record) - 84} more characters]")
+    assert record in lab.trace.transcript(events, full=True).splitlines()
+
+
+def test_transcript_folds_ehlo_answers_and_long_header_fields_unless_full(lab: smtplab.Lab) -> None:
+    sent = lab.send("alice@example.org", "bob@example.net", "Folded", "Hello.\n")
+    events = lab.trace.for_message(sent.message_id)
+    folded, full = lab.trace.transcript(events).splitlines(), lab.trace.transcript(events, full=True).splitlines()
+    assert len(folded) < len(full) - 20
+    # An EHLO answer: its first line as it came, then the other lines' texts listed (not shown as wire lines).
+    first = folded.index("S: 250-smtp.example.org")
+    assert folded[first + 1].startswith("   … 8 more lines: SIZE 10485760 · 8BITMIME") and "STARTTLS" in folded[first + 1]
+    assert "S: 250-STARTTLS" in full and "S: 250-STARTTLS" not in folded and "S: 250 HELP" not in folded
+    # The relay's DKIM-Signature (8 lines) keeps its first line; Received (3 lines) is left whole.
+    signature = next(n for n, line in enumerate(folded) if line.startswith("C: DKIM-Signature: v=1;"))
+    assert folded[signature + 1].startswith("    … (") and "more lines of this header field" in folded[signature + 1]
+    assert not any(" b=" in line for line in folded) and any(" b=" in line for line in full)
+    assert sum(line.startswith("C: \tby smtp.example.org") for line in folded) == 1

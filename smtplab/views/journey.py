@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..i18n import _
 from ..trace.events import (
     ClientLine,
     DnsAnswer,
@@ -132,9 +133,9 @@ def participant_labels(events: Iterable[TraceEvent], lab: Any = None) -> dict[st
     labels: dict[str, str] = {}
     for key, names in users.items():
         if len(names) == 1:
-            labels[key] = f"{next(iter(names))}'s client"
+            labels[key] = _("{user}'s client").format(user=next(iter(names)))
         else:
-            labels[key] = f"mail client ({', '.join(names)})"
+            labels[key] = _("mail client ({users})").format(users=", ".join(names))
     return labels
 
 
@@ -244,17 +245,17 @@ def legs(events: Iterable[TraceEvent], lab: Any = None) -> list[Leg]:
         source = client_key(first, lab)
         if first.protocol == "dns":
             answers = [e for e in conn_events if isinstance(e.payload, DnsAnswer)]
-            detail = answers[-1].text if answers else "no answer"
+            detail = answers[-1].text if answers else _("no answer")
             rcode = answers[-1].payload.rcode if answers else ""  # type: ignore[attr-defined]
             ok = rcode == "NOERROR"
             question = first.payload
             if isinstance(question, DnsQuery) and blocklist_query(question.qname, lab) and rcode == "NXDOMAIN":
-                ok, detail = True, "NXDOMAIN: not on the blocklist"  # RFC 5782: no record means not listed
+                ok, detail = True, _("NXDOMAIN: not on the blocklist")  # RFC 5782: no record means not listed
             result.append(Leg(source, first.host, "dns", ok, detail, seq))
         elif first.protocol == "imap":
             fetched = [e.text for e in conn_events if e.direction == "S" and e.message_ids]
             replies = [e.text for e in conn_events if e.direction == "S"]
-            detail = fetched[0] if fetched else replies[-1] if replies else "no reply"
+            detail = fetched[0] if fetched else replies[-1] if replies else _("no reply")
             result.append(Leg(first.host, source, "imap", True, detail, seq))
         else:
             ok, detail = _smtp_outcome(conn_events)
@@ -287,7 +288,7 @@ def _smtp_outcome(events: list[TraceEvent]) -> tuple[bool, str]:
             if payload.code >= 400:
                 refusal = event.text
     faults = [e.text for e in events if isinstance(e.payload, FaultFired) or e.kind == "error"]
-    return False, refusal or (faults[-1] if faults else "the connection ended before the message was sent")
+    return False, refusal or (faults[-1] if faults else _("the connection ended before the message was sent"))
 
 
 def host_labels(lab: Any) -> Mapping[str, str]:

@@ -8,21 +8,28 @@ later, 5xx refused); the TLS handshake is a thick line, and after it the connect
 DOT layout (see docs/architecture.md, "Ladder layout"): every step is one rank; lifelines are heavy
 dashed edges between the ranks, so they stay vertical; every arrow is written left to right between
 neighbouring lifelines (a reply uses dir=back), so no arrow ever crosses a rank it does not belong to.
+
+Compact (the default in notebooks) folds STARTTLS handshakes and EHLO extension lists (see
+smtplab.views.conversation) and wraps every label to the room its lifelines have, so that the ladder fits a
+notebook cell (about 900 px); `full=True` draws every line at full length.
 """
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 import graphviz
 
+from ..i18n import N_, _, ngettext
 from ..trace.ring import TraceEvent, format_transcript
 from .conversation import Participant, Step, steps
 from .journey import message_events, message_key
 from .render import Diagram
 
-__all__ = ["ladder", "ladder_of", "ladder_dot", "TONES", "FILLS", "FONT"]
+__all__ = ["ladder", "ladder_of", "ladder_dot", "compact_text", "TONES", "FILLS", "FONT"]
 
 # Colours that survive colour-blindness reasonably (GitHub Primer palette) and print in grey.
 TONES = {
@@ -36,6 +43,11 @@ HEADER_HEIGHT = 0.5
 RANKSEP = 0.02
 FONT = "Helvetica"
 MONO = "Courier"
+CELL_WIDTH = 600  # points of arrows a compact ladder may use: a notebook cell is ~900 px (675 pt) wide
+CHAR_WIDTH = 5.4  # points per character of a 9 pt Courier label (0.6 em)
+FIT_SIZE = "9.35,1000"  # inches: the widest picture a notebook cell shows at full size (~900 px)
+MAX_LABEL_LINES = 4  # lines of one compact label; what is cut is in the full ladder
+FOLD_NOTE = N_("Compact: TLS handshakes, EHLO lists and DNS lookups folded; full=True draws every line")
 
 
 def _label(lines: Iterable[str], justify: str = "\\n") -> str:
@@ -47,9 +59,9 @@ def _header(participant: Participant) -> str:
     return _label([participant.name, participant.detail] if participant.detail else [participant.name])
 
 
-LEGEND = (("command", "→ command"), ("2", "2xx done"), ("3", "3xx go on"), ("4", "4xx try later"),
-          ("5", "5xx refused"), ("dns", "DNS"), ("tls", "bold: encrypted (TLS)"),
-          ("fail", "dashed, ending in a bar: could not connect"))
+LEGEND = (("command", N_("→ command")), ("2", N_("2xx done")), ("3", N_("3xx go on")), ("4", N_("4xx try later")),
+          ("5", N_("5xx refused")), ("dns", N_("DNS")), ("tls", N_("bold: encrypted (TLS)")),
+          ("fail", N_("dashed, ending in a bar: could not connect")))
 
 
 def _legend(g: Any, width: int, steps: list[Step]) -> None:
@@ -67,30 +79,65 @@ def _legend(g: Any, width: int, steps: list[Step]) -> None:
     per_row = max(2, min(len(entries), width))
     rows = [entries[i: i + per_row] for i in range(0, len(entries), per_row)]
     n = 0
+    firsts: list[int] = []
     for r, entries in enumerate(rows):
         with g.subgraph() as row:
             row.attr(rank="min" if r == 0 else "same")
-            first = n
+            firsts.append(n)
             for tone, text in entries:
-                row.node(f"legend{n}", text, shape="plaintext", fontcolor=TONES[tone], fontsize="10", height="0.2")
-                if n > first:
+                row.node(f"legend{n}", _(text), shape="plaintext", fontcolor=TONES[tone], fontsize="10", height="0.2")
+                if n > firsts[-1]:
                     row.edge(f"legend{n - 1}", f"legend{n}", style="invis")
                 n += 1
         if r:
-            g.edge(f"legend{first - per_row}", f"legend{first}", style="invis")
-    g.edge(f"legend{per_row * (len(rows) - 1)}", "p0_0", style="invis", weight="0")
+            g.edge(f"legend{firsts[r - 1]}", f"legend{firsts[r]}", style="invis")
+    g.edge(f"legend{firsts[-1]}", "p0_0", style="invis", weight="0")
 
 
-def ladder_dot(participants: list[Participant], rows: list[Step], title: str = "") -> str:
-    """Return the DOT source of a ladder diagram."""
+def _wrap(lines: Iterable[str], width: int, most: int) -> tuple[str, ...]:
+    """Wrap label lines to `width` characters, at most `most` lines (the last one says more was cut)."""
+    wrapped = [part for line in lines
+               for part in (textwrap.wrap(line, width, break_long_words=True, break_on_hyphens=False) or [""])]
+    if len(wrapped) > most:
+        wrapped = [*wrapped[: most - 1], "…"]
+    return tuple(wrapped)
+
+
+def _fit(participants: list[Participant], rows: list[Step]) -> list[Step]:
+    """Wrap every label to the room a compact ladder has between two lifelines (its width over the gaps)."""
+    gaps = max(len(participants) - 1, 1)
+    width = max(18, min(56, int(CELL_WIDTH / gaps / CHAR_WIDTH) - 2))
+    fitted = []
+    for step in rows:
+        if step.kind == "note" and step.tone == "dns":  # a folded lookup: the question, then one record a line
+            fitted.append(replace(step, lines=_wrap(step.lines, width + 4, 6)))
+        elif step.kind == "note":  # a note's lines were wrapped for the full ladder: wrap the text again
+            fitted.append(replace(step, lines=_wrap([" ".join(step.lines)], width + 4, 6)))
+        elif step.kind == "break":
+            fitted.append(replace(step, lines=_wrap(step.lines, width * gaps, 2)))
+        else:
+            fitted.append(replace(step, lines=_wrap(step.lines, width, MAX_LABEL_LINES)))
+    return fitted
+
+
+def ladder_dot(participants: list[Participant], rows: list[Step], title: str = "", *, compact: bool = False) -> str:
+    """Return the DOT source of a ladder diagram; `compact` wraps labels and headers to fit a notebook cell."""
+    if compact:
+        rows = _fit(participants, rows)
     column = {p.key: n for n, p in enumerate(participants)}
     width = len(participants)
     last = len(rows) + 1
     footer = len(rows) > 30  # repeat the names at the bottom of a tall diagram
     g = graphviz.Digraph("ladder")
-    g.attr(newrank="true", nodesep="0.3", ranksep=f"{RANKSEP}", outputorder="edgesfirst", pad="0.2", bgcolor="white",
-           fontname=FONT, fontsize="16", labelloc="t", labeljust="l", label=_label([title]) if title else "")
-    g.attr("node", fontname=FONT, fontsize="11")
+    heading = [title] if title else []
+    if compact and any(s.folded for s in rows):  # say what was left out, and how to see it, no wider than the lifelines
+        heading += textwrap.wrap(_(FOLD_NOTE), max(40, 32 * (width - 1)), break_on_hyphens=False)
+    g.attr(newrank="true", nodesep="0.2" if compact else "0.3", ranksep=f"{RANKSEP}", outputorder="edgesfirst",
+           pad="0.2", bgcolor="white", fontname=FONT, fontsize="13" if compact else "16", labelloc="t", labeljust="l",
+           label=_label(heading, "\\l") if heading else "")
+    if compact:  # the wrapping above keeps it near; a lab of seven lifelines is scaled down a little (~0.9)
+        g.attr(size=FIT_SIZE)
+    g.attr("node", fontname=FONT, fontsize="10" if compact else "11")
     g.attr("edge", fontname=MONO, fontsize="9", arrowsize="0.7")
     if participants:
         _legend(g, width, rows)
@@ -107,12 +154,13 @@ def ladder_dot(participants: list[Participant], rows: list[Step], title: str = "
         for rank in range(last + 1):
             name = node(rank, col)
             if (rank, col) in boxes:
-                g.node(name, _header(p), shape="box", style="rounded,filled", fillcolor=fill, margin="0.12,0.05",
+                g.node(name, _header(p), shape="box", style="rounded,filled", fillcolor=fill,
+                       margin="0.06,0.04" if compact else "0.12,0.05",
                        height=f"{HEADER_HEIGHT}")
             elif (rank, col) in notes:
                 note = notes[(rank, col)]
                 g.node(name, _label(note.lines, "\\l"), shape="note", style="filled", fontsize="9",
-                       fillcolor=FILLS["fail"] if note.tone == "fail" else FILLS["note"],
+                       fillcolor=FILLS.get(note.tone, FILLS["note"]),
                        color=TONES[note.tone], fontcolor=TONES[note.tone] if note.tone == "fail" else TONES["command"],
                        margin="0.08,0.04")
             else:
@@ -200,20 +248,40 @@ def _draw(g: Any, step: Step, rank: int, column: dict[str, int], width: int, gap
     return range(lo, hi)
 
 
-def ladder(events: Iterable[TraceEvent], lab: Any = None, *, title: str | None = None) -> Diagram:
+def compact_text(participants: list[Participant], rows: list[Step]) -> str:
+    """The compact ladder as text, one line per row (its alternative for screen readers and copying)."""
+    names = {p.key: p.name for p in participants}
+    out = []
+    for step in rows:
+        label = " / ".join(step.lines)
+        if step.kind == "note":
+            line = f"[{names.get(step.source, step.source)}] {' '.join(step.lines)}"
+        elif step.kind == "break":
+            line = f"--- {label} ---"
+        else:
+            arrow = {"tls": "⇄", "failed": "-x", "closed": "··"}.get(step.kind, "→")
+            line = f"{names.get(step.source, step.source)} {arrow} {names.get(step.target, step.target)}: {label}"
+        out += textwrap.wrap(line, 108, subsequent_indent="    ", break_on_hyphens=False) or [""]
+    return "\n".join(out)
+
+
+def ladder(events: Iterable[TraceEvent], lab: Any = None, *, title: str | None = None, full: bool = False) -> Diagram:
     """Draw a ladder (sequence) diagram of `events`, e.g. `lab.trace.filter(conn="smtp-1")`.
 
-    Give `lab` to show host addresses and name the mail clients after their users' providers.
+    Give `lab` to show host addresses and name the mail clients after their users' providers. Compact
+    by default (fits a notebook cell; its text is one line per row); `full=True` draws every line, and
+    its text is the whole transcript.
     """
     chosen = sorted(events, key=lambda e: e.seq)
-    participants, rows = steps(chosen, lab)
-    title = title if title is not None else f"{len(chosen)} trace events"
-    text = format_transcript(chosen)
-    return Diagram("ladder", title, ladder_dot(participants, rows, title), text or "(no events)")
+    participants, rows = steps(chosen, lab, compact=not full)
+    title = title if title is not None else ngettext("{n} trace event", "{n} trace events", len(chosen)).format(
+        n=len(chosen))
+    text = format_transcript(chosen) if full else compact_text(participants, rows)
+    return Diagram("ladder", title, ladder_dot(participants, rows, title, compact=not full), text or _("(no events)"))
 
 
 def ladder_of(lab: Any, message: Any = None, *, conn: str | Iterable[str] | None = None, since: int | None = None,
-              events: Iterable[TraceEvent] | None = None, title: str | None = None) -> Diagram:
+              events: Iterable[TraceEvent] | None = None, title: str | None = None, full: bool = False) -> Diagram:
     """Draw a selection of the lab's trace: one message end to end, connections, events since a mark.
 
     The criteria combine; with none, the whole trace. `events` replaces the trace as the starting
@@ -222,17 +290,17 @@ def ladder_of(lab: Any, message: Any = None, *, conn: str | Iterable[str] | None
     parts = []
     if message is not None:
         chosen = message_events(lab.trace, message, events or ())
-        parts.append(f"Message {message_key(message)}")
+        parts.append(_("Message {id}").format(id=message_key(message)))
     else:
         chosen = list(events) if events is not None else lab.trace.events()
     if conn is not None:
         conns = {conn} if isinstance(conn, str) else set(conn)
         chosen = [e for e in chosen if e.conn in conns]
-        parts.append(f"connection{'s' if len(conns) > 1 else ''} {', '.join(sorted(conns))}")
+        parts.append(ngettext("connection {ids}", "connections {ids}", len(conns)).format(ids=", ".join(sorted(conns))))
     if since is not None:
         chosen = [e for e in chosen if e.seq > since]
-        parts.append("since your mark")
+        parts.append(_("since your mark"))
     if title is None:
-        title = ", ".join(parts) if parts else "The lab's trace" if events is None else "Trace events"
+        title = ", ".join(parts) if parts else _("The lab's trace") if events is None else _("Trace events")
         title = title[0].upper() + title[1:]
-    return ladder(chosen, lab, title=title)
+    return ladder(chosen, lab, title=title, full=full)

@@ -110,9 +110,10 @@ class Diagram:
         # JupyterLab scales every SVG down to the cell's width (max-width:100%), which makes a wide ladder
         # unreadable; keep its natural size and let the frame scroll sideways instead.
         svg = self.svg.replace("<svg ", '<svg style="max-width:none;height:auto" ', 1)
+        summary = _("{title}: as text").format(title=self.title)
         return (f'<figure role="group" aria-label="{html.escape(self.title)}" style="margin:0">'
-                f'<div style="overflow-x:auto">{svg}</div><details><summary>{html.escape(self.title)}: as text'
-                f"</summary><pre>{html.escape(self.text)}</pre></details></figure>")
+                f'<div style="overflow-x:auto">{svg}</div><details><summary>{html.escape(summary)}</summary>'
+                f"<pre>{html.escape(self.text)}</pre></details></figure>")
 
     def __str__(self) -> str:
         return self.text
