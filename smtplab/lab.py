@@ -23,7 +23,7 @@ from .files import directory_error, make_private_dir
 from .hosts import DnsInfo, Host, User
 from .i18n import _, resolve_language, set_language
 from .mail.queue import QueueItem
-from .net.client import SendResult, SmtpSession, open_imap, open_session, send_from_lab
+from .net.client import SendResult, SmtpSession, open_imap, open_pop3, open_session, send_from_lab
 from .net.dns_lookup import DigResult, MXRecord, dig_async, lab_resolver, lookup_mx_async
 from .net.faults import FaultTable
 from .net.wire import WireStore, WireTap
@@ -317,19 +317,8 @@ class Lab:
         The maildrop stays locked for other POP3 sessions until `.quit()` (which also removes what was
         deleted with `.dele(n)`, RFC 1939 section 6) or until the connection closes (then nothing is removed).
         """
-        import poplib
-
         self._require_running()
-        user, host = self.user(address), self.imap_host(address)
-        client = poplib.POP3(host.address, host.ports["pop3"], timeout=30)
-        try:
-            client.stls(self.services.client_context)
-            client.user(user.login)
-            client.pass_(user.password)
-        except BaseException:
-            client.close()
-            raise
-        return client
+        return open_pop3(self, address)
 
     def describe(self) -> dict[str, Any]:
         """Return hosts, ports, users and files as plain data (what `python -m smtplab up --json` prints)."""

@@ -435,6 +435,22 @@ def open_session(lab: Any, host_name: str, service: str | None = None, timeout: 
 
 
 
+def open_pop3(lab: Any, address: str) -> Any:
+    """Return a poplib connection to `address`'s POP3 port, after STLS (RFC 2595), logged in as that user."""
+    import poplib
+
+    user, host = lab.user(address), lab.imap_host(address)
+    client = poplib.POP3(host.address, host.ports["pop3"], timeout=30)
+    try:
+        client.stls(lab.services.client_context)
+        client.user(user.login)
+        client.pass_(user.password)
+    except BaseException:
+        client.close()
+        raise
+    return client
+
+
 def open_imap(lab: Any, address: str, *, starttls: bool = True) -> Any:
     """Return an imaplib connection to `address`'s IMAP host, logged in as that user."""
     import imaplib
