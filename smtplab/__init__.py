@@ -30,9 +30,10 @@ from .i18n import current_language, set_language
 from .lab import DnsInfo, Host, Lab, User, current, start
 from .mail.hops import Hop, received_hops
 from .mail.queue import QueueItem, RecipientStatus
-from .net.client import SendResult, SmtpSession
+from .net.client import SendResult
 from .net.dns_lookup import DigResult, MXRecord, lookup_mx
 from .net.replies import Reply, explain
+from .net.session import SmtpSession
 from .scenario import Scenario
 from .trace.ring import Trace, TraceEvent
 from .views.journey import message_events

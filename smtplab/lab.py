@@ -23,9 +23,10 @@ from .files import directory_error, make_private_dir
 from .hosts import DnsInfo, Host, User
 from .i18n import _, resolve_language, set_language
 from .mail.queue import QueueItem
-from .net.client import SendResult, SmtpSession, open_imap, open_pop3, open_session, send_from_lab
+from .net.client import SendResult, open_imap, open_pop3, send_from_lab
 from .net.dns_lookup import DigResult, MXRecord, dig_async, lab_resolver, lookup_mx_async
 from .net.faults import FaultTable
+from .net.session import SmtpSession, open_session
 from .net.wire import WireStore, WireTap
 from .network import Network
 from .scenario import WELL_KNOWN_PORTS, Scenario

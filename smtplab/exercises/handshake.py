@@ -13,8 +13,8 @@ from typing import Any
 from ..errors import SmtpLabError
 from ..i18n import N_, _
 from ..mail.hops import received_hops
-from ..net.client import SmtpSession
 from ..net.replies import Reply
+from ..net.session import SmtpSession
 from . import Feedback, failed, passed, unanswered
 from ._answers import is_placeholder
 

@@ -9,8 +9,8 @@ import ipywidgets as w
 
 from ..errors import SmtpLabError
 from ..i18n import _, ngettext
-from ..net.client import SmtpSession
 from ..net.replies import Reply
+from ..net.session import SmtpSession
 from . import html
 from .summary import StaticSummary
 
