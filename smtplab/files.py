@@ -12,12 +12,13 @@ import errno
 import os
 import stat
 import threading
+import warnings
 from pathlib import Path
 
 from .errors import LabDirectoryError
 from .i18n import N_, _
 
-__all__ = ["make_private_dir", "write_private", "open_private_fd", "exposed", "directory_error",
+__all__ = ["make_private_dir", "warn_if_exposed", "write_private", "open_private_fd", "exposed", "directory_error",
            "DIR_MODE", "FILE_MODE"]
 
 DIR_MODE = 0o700
@@ -123,3 +124,16 @@ def _inside(path: str, directory: Path) -> bool:
     except ValueError:
         return Path(os.path.abspath(directory)).is_relative_to(os.path.abspath(path))  # a parent of it
     return True
+
+
+def warn_if_exposed(directory: Path) -> None:
+    """Warn when a lab directory the user made is open to other users (the lab never widens or narrows it)."""
+    try:
+        mode = directory.stat().st_mode & 0o777
+    except OSError:
+        return
+    if mode & 0o077:
+        warnings.warn(_(
+            "the lab directory {directory} can be entered by other users (mode {mode:o}): the lab's own folders "
+            "and files in it are private (0700/0600), but names of files are visible. `chmod 700 {directory}` "
+            "closes it.").format(directory=directory, mode=mode), RuntimeWarning, stacklevel=4)

@@ -15,7 +15,7 @@ from .net.faults import Fault
 from .scenario import LISTENERS, WELL_KNOWN_PORTS
 from .trace.events import LabChange
 
-__all__ = ["User", "DnsInfo", "Host", "listeners_of", "PORT_OFFSETS", "plan_ports", "load_ports", "save_ports"]
+__all__ = ["sibling_address", "User", "DnsInfo", "Host", "listeners_of", "PORT_OFFSETS", "plan_ports", "load_ports", "save_ports"]
 
 # `ports=BASE` (`up --ports BASE`): the DNS listens on BASE, the n-th host of the scenario (1, 2, ...) on
 # BASE + 10*n + the service's offset; the last digit names the service, whatever the host.
@@ -135,3 +135,10 @@ class Host:
     def __repr__(self) -> str:
         state = "" if self.is_up else ", DOWN"
         return f"<Host {self.name} {self.address} {self.ports}{state}>"
+
+
+def sibling_address(address: str, last: int) -> str:
+    """An address beside `address` in its /24 (127.0.2.10 -> 127.0.2.66); 127.0.0.1 stays (no own addresses)."""
+    if address == "127.0.0.1":
+        return address
+    return address.rsplit(".", 1)[0] + f".{last}"

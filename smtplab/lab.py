@@ -10,7 +10,6 @@ import atexit
 import shutil
 import tempfile
 import threading
-import warnings
 import weakref
 from collections.abc import Coroutine, Mapping
 from pathlib import Path
@@ -19,8 +18,8 @@ from typing import Any, TypeVar
 from .auth.tlspolicy import Attacker, DowngradeKit
 from .clock import VirtualClock
 from .errors import LabNotRunning, ScenarioError, UnknownConnection, UnknownHost, UnknownMessage, UnknownUser
-from .files import directory_error, make_private_dir
-from .hosts import DnsInfo, Host, User
+from .files import directory_error, make_private_dir, warn_if_exposed
+from .hosts import DnsInfo, Host, User, sibling_address
 from .i18n import _, resolve_language, set_language
 from .mail.queue import QueueItem
 from .net.client import SendResult, open_imap, open_pop3, send_from_lab
@@ -29,9 +28,9 @@ from .net.faults import FaultTable
 from .net.session import SmtpSession, open_session
 from .net.wire import WireStore, WireTap
 from .network import Network
-from .scenario import WELL_KNOWN_PORTS, Scenario
+from .overview import describe_lab, lab_html, lab_repr
+from .scenario import Scenario
 from .services import Services
-from .trace.events import LabChange
 from .trace.ring import Trace
 
 __all__ = ["Lab", "Host", "User", "DnsInfo", "start", "current"]
@@ -59,12 +58,7 @@ class Lab:
         # The language is checked before anything is made; it becomes the process's language when the lab starts.
         self.language = resolve_language(lang)
         self._lang = lang
-        if scenario is None:
-            scenario = Scenario.default()
-        elif isinstance(scenario, Mapping):
-            scenario = Scenario.from_dict(scenario)
-        elif not isinstance(scenario, Scenario):
-            raise ScenarioError(_("scenario must be a Scenario, a dict like Scenario.default().to_dict(), or None"))
+        scenario = Scenario.coerce(scenario)
         scenario.validate()  # a Scenario built by hand too: its names become folders, checked before any is made
         self.scenario = scenario
         self._temporary = directory is None
@@ -77,7 +71,7 @@ class Lab:
             if error is None:
                 raise
             raise error from None
-        _warn_if_exposed(self.directory)
+        warn_if_exposed(self.directory)
         self.clock = VirtualClock()
         self.trace = Trace(self.clock.now)
         self.hosts: dict[str, Host] = {}
@@ -117,14 +111,14 @@ class Lab:
             self.stop()
             raise
         self.running = True
-        self.clock.subscribe(self._on_clock)
+        self.clock.subscribe(self.services.clock_advanced)
         _all_labs.add(self)
         return self
 
     def stop(self) -> None:
         """Stop every server and thread of the lab; remove its directory if it was temporary."""
         global _current
-        self.clock.unsubscribe(self._on_clock)
+        self.clock.unsubscribe(self.services.clock_advanced)
         if self._network is not None:
             self._network.stop()
         self.services.close()
@@ -269,7 +263,7 @@ class Lab:
             raise UnknownHost(_("{target} runs no SMTP service to attack; try an MX such as mx1.example.net").format(
                 target=target))
         return self._require_downgrade().start_attacker([(h.name, h.address, h.ports["smtp"]) for h in hosts],
-                                                        _sibling_address(hosts[0].address, 66))
+                                                        sibling_address(hosts[0].address, 66))
 
     def mta_sts(self, domain: str = "example.net", mode: str = "enforce", *, mx: list[str] | None = None,
                 max_age: int = 86400) -> Any:
@@ -282,7 +276,7 @@ class Lab:
                 domain=domain, domains=", ".join(p.domain for p in self.scenario.providers)))
         names = tuple(mx) if mx is not None else tuple(name for _, name in provider.mx if name != ".")
         first = next((self.hosts[n].address for n in names if n in self.hosts), self.dns.address)
-        return self._require_downgrade().publish_mta_sts(domain, mode, names, _sibling_address(first, 80), max_age)
+        return self._require_downgrade().publish_mta_sts(domain, mode, names, sibling_address(first, 80), max_age)
 
     def dane(self, domain: str = "example.net") -> list[str]:
         """Sign `domain`'s zone with DNSSEC and publish a TLSA record for each of its MX hosts (RFC 7672);
@@ -323,49 +317,13 @@ class Lab:
 
     def describe(self) -> dict[str, Any]:
         """Return hosts, ports, users and files as plain data (what `python -m smtplab up --json` prints)."""
-        return {
-            "directory": str(self.directory),
-            "ca_file": self.ca_file,
-            "dns": {"name": self.dns.name, "address": self.dns.address, "port": self.dns.port},
-            "hosts": {
-                h.name: {"address": h.address, "ports": dict(h.ports), "up": h.is_up} for h in self.hosts.values()
-            },
-            "users": {u.address: {"password": u.password, "login": u.login} for u in self.users.values()},
-        }
+        return describe_lab(self)
 
     def __repr__(self) -> str:
-        state = _("running") if self.running else _("stopped")
-        if not hasattr(self, "dns"):
-            return f"<Lab {state}>"
-        return "<Lab " + _("{state}: {hosts} hosts, {users} users, dns {address}:{port}").format(
-            state=state, hosts=len(self.hosts), users=len(self.users), address=self.dns.address,
-            port=self.dns.port) + ">"
+        return lab_repr(self)
 
     def _repr_html_(self) -> str:
-        from html import escape
-
-        def on_the_internet(service: str) -> str:
-            return escape(_("{port} on the Internet").format(port=WELL_KNOWN_PORTS.get(service, "?")))
-
-        up, down = escape(_("up")), escape(_("down"))
-        rows = "".join(
-            f"<tr><td>{escape(h.name)}</td><td>{h.address}</td><td>"
-            + ", ".join(f'<span title="{on_the_internet(s)}">{s} {p}</span>' for s, p in h.ports.items())
-            + f"</td><td>{up if h.is_up else f'<b>{down}</b>'}</td></tr>"
-            for h in self.hosts.values()
-        )
-        users = "".join(f"<tr><td>{escape(u.address)}</td><td><code>{escape(u.password)}</code></td></tr>"
-                        for u in self.users.values())
-        host_headers = "".join(f"<th>{escape(h)}</th>" for h in (_("host"), _("address"), _("ports"), _("state")))
-        user_headers = "".join(f"<th>{escape(h)}</th>" for h in (_("user"), _("password")))
-        state = escape(_("running") if self.running else _("stopped"))
-        note = escape(_("submissions, imaps, pop3s: TLS from the first byte (RFC 8314); submission, imap, pop3: "
-                        "STARTTLS/STLS first. Hover a port for its number on the Internet."))
-        return (
-            f"<b>smtplab</b> ({state}) &mdash; DNS {self.dns.address}:{self.dns.port}"
-            f"<table><tr>{host_headers}</tr>{rows}</table><small>{note}</small>"
-            f"<table><tr>{user_headers}</tr>{users}</table>"
-        )
+        return lab_html(self)
 
     def wire(self, conn: str) -> WireTap:
         """What an eavesdropper saw of SMTP connection `conn`: clear text before STARTTLS, TLS records after."""
@@ -389,39 +347,12 @@ class Lab:
         return write_capture(self, path, message, self._wires.taps(), self.ca.keylog())
 
     # --- internals ---
-    def _on_clock(self) -> None:
-        self.trace.record("lab", "state", "clock",
-                          f"clock advanced: lab time is now {self.clock.datetime():%Y-%m-%d %H:%M:%S} UTC",
-                          payload=LabChange("clock", f"{self.clock.now():.0f}"))
-        if self.services.relay is not None:
-            self.services.relay.clock_advanced()
-
     def _call(self, coro: Coroutine[Any, Any, T], timeout: float | None = 60) -> T:
         return self.services.call(coro, timeout)
 
     def _require_running(self) -> None:
         if self.services.loop is None:
             raise LabNotRunning(_("this lab is stopped; start a new one with smtplab.start()"))
-
-
-def _sibling_address(address: str, last: int) -> str:
-    """An address beside `address` in its /24 (127.0.2.10 -> 127.0.2.66); 127.0.0.1 stays (no own addresses)."""
-    if address == "127.0.0.1":
-        return address
-    return address.rsplit(".", 1)[0] + f".{last}"
-
-
-def _warn_if_exposed(directory: Path) -> None:
-    """Warn when a lab directory the user made is open to other users (the lab never widens or narrows it)."""
-    try:
-        mode = directory.stat().st_mode & 0o777
-    except OSError:
-        return
-    if mode & 0o077:
-        warnings.warn(_(
-            "the lab directory {directory} can be entered by other users (mode {mode:o}): the lab's own folders "
-            "and files in it are private (0700/0600), but names of files are visible. `chmod 700 {directory}` "
-            "closes it.").format(directory=directory, mode=mode), RuntimeWarning, stacklevel=4)
 
 
 def start(scenario: Scenario | Mapping[str, Any] | None = None, directory: str | Path | None = None,

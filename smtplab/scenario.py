@@ -132,6 +132,17 @@ class Scenario:
         return cls.from_dict(data)
 
     @classmethod
+    def coerce(cls, scenario: Scenario | Mapping[str, Any] | None) -> Scenario:
+        """`scenario` as a Scenario: None is the default one, a dict is read by `from_dict` (not yet validated)."""
+        if scenario is None:
+            return cls.default()
+        if isinstance(scenario, Mapping):
+            return cls.from_dict(scenario)
+        if not isinstance(scenario, Scenario):
+            raise ScenarioError(_("scenario must be a Scenario, a dict like Scenario.default().to_dict(), or None"))
+        return scenario
+
+    @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Scenario:
         """Build a scenario from plain data (see `Scenario.default` for the shape) and check it."""
         if not isinstance(data, Mapping) or "providers" not in data:

@@ -32,6 +32,7 @@ from .net.faults import Fault, FaultTable
 from .net.guard import ConnectionGuard, LoginThrottle
 from .net.imap import has_idlers, mailbox_changed
 from .scenario import Scenario
+from .trace.events import LabChange
 from .trace.ring import Trace
 from .zones import DkimKey
 
@@ -74,6 +75,14 @@ class Services:
             coro.close()
             raise LabNotRunning(_(_STOPPED))
         return self.loop.call(coro, timeout)
+
+    def clock_advanced(self) -> None:
+        """The virtual clock jumped (a `VirtualClock` listener): trace it, then run the deliveries now due."""
+        self.trace.record("lab", "state", "clock",
+                          f"clock advanced: lab time is now {self.clock.datetime():%Y-%m-%d %H:%M:%S} UTC",
+                          payload=LabChange("clock", f"{self.clock.now():.0f}"))
+        if self.relay is not None:
+            self.relay.clock_advanced()
 
     def require_relay(self) -> Relay:
         if self.relay is None:
