@@ -29,8 +29,9 @@ from .mail.store import MailStore
 from .net.dns_lookup import lab_resolver
 from .net.dsn_parameters import DsnRequest
 from .net.faults import Fault, FaultTable
-from .net.guard import ConnectionGuard, LoginThrottle
+from .net.guard import ConnectionGuard
 from .net.imap import has_idlers, mailbox_changed
+from .net.throttle import LoginThrottle
 from .scenario import Scenario
 from .trace.events import LabChange
 from .trace.ring import Trace

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from ..auth.policy import PolicyServices
 from ..net.dsn_parameters import DsnRequest
 from ..net.faults import Fault
-from ..net.guard import LoginThrottle
+from ..net.throttle import LoginThrottle
 from ..trace.ring import Trace
 
 __all__ = ["Postmaster"]
@@ -27,7 +27,7 @@ class Postmaster(PolicyServices, Protocol):
     @property
     def hosts(self) -> Mapping[str, Any]: ...  # host name -> host (`.address`, `.options`)
     @property
-    def login_throttle(self) -> LoginThrottle: ...  # waits after failed AUTH attempts (net/guard.py)
+    def login_throttle(self) -> LoginThrottle: ...  # waits after failed AUTH attempts (net/throttle.py)
 
     def now(self) -> float: ...  # lab (virtual) time
     def check_password(self, address: str, password: str) -> bool: ...
