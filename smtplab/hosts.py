@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ from .net.faults import Fault
 from .scenario import LISTENERS, WELL_KNOWN_PORTS
 from .trace.events import LabChange
 
-__all__ = ["sibling_address", "User", "DnsInfo", "Host", "listeners_of", "PORT_OFFSETS", "plan_ports", "load_ports", "save_ports"]
+__all__ = ["new_password", "sibling_address", "User", "DnsInfo", "Host", "listeners_of", "PORT_OFFSETS", "plan_ports", "load_ports", "save_ports"]
 
 # `ports=BASE` (`up --ports BASE`): the DNS listens on BASE, the n-th host of the scenario (1, 2, ...) on
 # BASE + 10*n + the service's offset; the last digit names the service, whatever the host.
@@ -142,3 +143,8 @@ def sibling_address(address: str, last: int) -> str:
     if address == "127.0.0.1":
         return address
     return address.rsplit(".", 1)[0] + f".{last}"
+
+
+def new_password() -> str:
+    # Readable, typeable passwords: learners copy them into swaks and curl.
+    return secrets.token_urlsafe(9).replace("-", "x").replace("_", "y")

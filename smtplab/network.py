@@ -12,7 +12,6 @@ import asyncio
 import concurrent.futures
 import errno
 import json
-import secrets
 import socket
 import warnings
 import weakref
@@ -23,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from .auth.tlspolicy import DowngradeKit, RelayTlsPolicies
 from .errors import LabNotRunning, PortInUse
 from .files import write_private
-from .hosts import DnsInfo, Host, User, listeners_of, load_ports, plan_ports, save_ports
+from .hosts import DnsInfo, Host, User, listeners_of, load_ports, new_password, plan_ports, save_ports
 from .i18n import _
 from .loop import LoopThread
 from .mail.handlers import InboundHandler, SubmissionHandler
@@ -36,6 +35,7 @@ from .net.dns_server import DnsServer, build_zones
 from .net.guard import BACKLOG, ConnectionGuard, limit_log_floods, warn_once
 from .net.imap import ImapService
 from .net.pop3 import Pop3Service
+from .net.replies import TOO_MANY_CONNECTIONS
 from .net.smtp import LabSMTP
 from .net.tls import LabCA
 from .net.wire import WireTap
@@ -46,11 +46,6 @@ if TYPE_CHECKING:
     from .lab import Lab
 
 __all__ = ["Network"]
-
-# RFC 5321 section 3.8: a server that cannot take the session answers 421 and closes; 4.7.0 (RFC 3463):
-# a security or policy reason, here the listener's connection limit.
-TOO_MANY_CONNECTIONS = "421 4.7.0 {host} Too many connections, try again later"
-
 
 def _distinct_loopback_supported() -> bool:
     """True where all of 127.0.0.0/8 reaches loopback (Linux), so hosts can have own addresses."""
@@ -142,7 +137,7 @@ class Network:
                 if distinct:
                     self.services.name_address(address, spec.name)
             for address, fixed in provider.users:
-                password = fixed or passwords.get(address) or _new_password()
+                password = fixed or passwords.get(address) or new_password()
                 self.users[address] = User(address, password, provider.domain)
                 store.add_user(address)
         hosts = [(name, host.services) for name, host in self.hosts.items()]
@@ -400,8 +395,3 @@ class Network:
         if ca is not None:
             ca.close()  # the key log file OpenSSL holds open
         self.started = False
-
-
-def _new_password() -> str:
-    # Readable, typeable passwords: learners copy them into swaks and curl.
-    return secrets.token_urlsafe(9).replace("-", "x").replace("_", "y")

@@ -37,6 +37,9 @@ TLS_ALREADY_ACTIVE = "503 5.5.1 TLS is already active (RFC 3207 section 4.2: STA
 LINE_TOO_LONG = "500 5.5.2 Line too long (RFC 5321 section 4.5.3.1: 512 octets for commands, 1000 for text)"
 TOO_MANY_BOGUS = "421 4.7.0 Too many unrecognized commands, closing connection"
 TIMEOUT = "421 4.4.2 {host} Error: timeout exceeded, closing connection"
+# RFC 5321 section 3.8: a server that cannot take the session answers 421 and closes; 4.7.0 (RFC 3463):
+# a security or policy reason, here the listener's connection limit.
+TOO_MANY_CONNECTIONS = "421 4.7.0 {host} Too many connections, try again later"
 STORAGE_FULL = "452 4.3.1 Insufficient system storage: the server's disk is full, try again later"
 TOO_BIG_FOR_SYSTEM = "552 5.3.4 Message too big for system: the server cannot store a file this large"
 # RFC 4954 section 6: a SASL answer longer than the server's buffer for the mechanism.
