@@ -16,7 +16,7 @@ from collections.abc import Coroutine, Mapping
 from functools import partial
 from typing import Any, TypeVar
 
-from .auth.mailauth import LabDns
+from .auth.lab_dns import LabDns
 from .clock import VirtualClock
 from .errors import LabNotRunning
 from .hosts import DnsInfo, Host, User
