@@ -10,6 +10,7 @@ import pytest
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 from output_width import KNOWN_WIDE, overwide
+from test_editions import EDITIONS
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
@@ -23,6 +24,9 @@ CELL_TIMEOUT = 120  # seconds per cell
 RUNS = 2  # top to bottom, then again in the same kernel
 SPANISH_RUNS = 1  # the Spanish edition has the same code (tests/test_editions.py): one run proves its cells
 ANSI_COLOURS = re.compile(r"\x1b\[[0-9;]*m")  # IPython colours its tracebacks
+
+# A Spanish notebook has its English one's cells (tests/test_editions.py): the same cells may be wide.
+ENGLISH_NAME = {f"{es}.ipynb": f"{en}.ipynb" for en, es in EDITIONS.items()}
 
 pytestmark = pytest.mark.notebook
 
@@ -81,7 +85,7 @@ def execute(path: Path, runs: int = RUNS) -> nbformat.NotebookNode:
         failure = ANSI_COLOURS.sub("", str(exc))
     if failure is not None:
         pytest.fail(f"{path.name}: a cell failed\n{failure}", pytrace=False)
-    too_wide = overwide(nb, known=KNOWN_WIDE.get(path.name, {}))
+    too_wide = overwide(nb, known=KNOWN_WIDE.get(ENGLISH_NAME.get(path.name, path.name), {}))
     if too_wide:
         pytest.fail(f"{path.name}: outputs wider than a notebook cell:\n" + "\n".join(too_wide), pytrace=False)
     return nb
