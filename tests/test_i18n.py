@@ -392,3 +392,18 @@ def test_a_spanish_ladder_has_a_spanish_legend() -> None:
         source = lab.ladder(sent.queue_id).source
     assert catalog.get("2xx done").string in source and "2xx done" not in source
     assert "250 2.0.0" in source  # replies stay as they crossed the wire
+
+
+def test_a_spanish_learner_can_answer_and_write_in_spanish() -> None:
+    """The Spanish edition's learner answers 'rechaza', names the notebook 'cuaderno', and writes scams in Spanish."""
+    from smtplab.auth import spam
+    from smtplab.exercises import msa
+    from smtplab.i18n import use_language
+
+    assert msa._verdict("Rechaza") == "refuse" and msa._verdict("acepta") == "accept"
+    scam = b"From: a@example.org\r\nSubject: Premio\r\n\r\nHas ganado la loteria: urgente, verifica tu cuenta.\r\n"
+    assert "BAIT_WORDS" in [hit.name for hit in spam.score(scam).hits]
+    rule = next(r for r in spam.RULES if r.name == "BAIT_WORDS")
+    with use_language("es"):
+        assert rule.description != rule.text  # shown in Spanish, as .explain() is
+    assert rule.description == rule.text

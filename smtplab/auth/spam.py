@@ -25,15 +25,23 @@ REJECT_AT = 10.0  # at or above: refused with 554 5.7.1
 class Rule:
     name: str
     points: float
-    description: str
+    text: str  # the English description (a msgid); `description` shows it in the learner's language
     test: Callable[[EmailMessage, str, Any], bool]
+
+    @property
+    def description(self) -> str:
+        return _(self.text)
 
 
 @dataclass(frozen=True)
 class Hit:
     name: str
     points: float
-    description: str
+    text: str
+
+    @property
+    def description(self) -> str:
+        return _(self.text)
 
 
 @dataclass(frozen=True)
@@ -54,13 +62,15 @@ class SpamReport:
 
     def explain(self) -> str:
         """Each rule that fired with its points and why (in the learner's language), then the total and verdict."""
-        lines = [f"{h.points:+5.1f}  {h.name}: {_(h.description)}" for h in self.hits] or [_("(no rule fired)")]
+        lines = [f"{h.points:+5.1f}  {h.name}: {h.description}" for h in self.hits] or [_("(no rule fired)")]
         lines.append(_("total {score:g} -> {verdict} (junk at {junk:g}, reject at {reject:g})").format(
             score=self.score, verdict=self.verdict, junk=JUNK_AT, reject=REJECT_AT))
         return "\n".join(lines)
 
 
-_BAIT = re.compile(r"\b(lottery|winner|won|prize|viagra|bitcoin|urgent|wire transfer|password|verify your account)\b",
+# English and Spanish bait (the course has a Spanish edition: a learner's scam in Spanish scores too).
+_BAIT = re.compile(r"\b(lottery|winner|won|prize|viagra|bitcoin|urgent|wire transfer|password|verify your account"
+                   r"|loter[ií]a|ganador|ganadora|has ganado|premio|urgente|transferencia|contraseña|verifica tu cuenta)\b",
                    re.I)
 
 
@@ -123,7 +133,7 @@ def score(content: bytes, verdict: Any = None, rules: tuple[Rule, ...] = RULES) 
     message = message_from_bytes(content, _class=_ScoredMessage, policy=policy.default)
     assert isinstance(message, EmailMessage)
     text = _text(message)
-    hits = tuple(Hit(r.name, r.points, r.description) for r in rules if _safe(r, message, text, verdict))
+    hits = tuple(Hit(r.name, r.points, r.text) for r in rules if _safe(r, message, text, verdict))
     return SpamReport(round(sum(h.points for h in hits), 2), hits)
 
 

@@ -26,8 +26,10 @@ ALICE = "alice@example.org"
 # domain in capitals (RFC 5321 §2.4: domain names are case-insensitive), another name at her own domain, Bob's
 # address at another provider, and the null sender that only bounces use (RFC 5321 §4.5.5).
 SENDER_CANDIDATES = ("alice@example.org", "alice@EXAMPLE.ORG", "carol@example.org", "bob@example.net", "<>")
-_ACCEPT = {"accept", "accepted", "250", "yes", "ok"}
-_REFUSE = {"refuse", "refused", "reject", "rejected", "no", "5xx", "553"}
+# English and Spanish words (the Spanish edition's learners may answer in Spanish).
+_ACCEPT = {"accept", "accepted", "250", "yes", "ok", "acepta", "aceptado", "aceptar", "aceptada", "sí", "si"}
+_REFUSE = {"refuse", "refused", "reject", "rejected", "no", "5xx", "553", "rechaza", "rechazado", "rechazar",
+           "rechazada"}
 
 
 

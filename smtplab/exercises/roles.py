@@ -22,7 +22,7 @@ __all__ = ["check_roles", "ROLES"]
 ROLES_EXERCISE = N_("Exercise 2 · who played which role?")
 ROLES = ("MUA", "MSA", "MTA", "MDA")
 NOTEBOOK = "notebook"
-_NOTEBOOK_WORDS = ("notebook", "client", "alice", "mua", "jupyter")
+_NOTEBOOK_WORDS = ("notebook", "client", "alice", "mua", "jupyter", "cuaderno", "cliente")
 
 
 
