@@ -107,7 +107,7 @@ def test_spanish_notebook_code_word_and_feedback(lab: smtplab.Lab) -> None:
         wrong = downgrade.check_code_word(lab, sent.queue_id, "el plan")
         assert_failed(wrong, "no es la palabra clave", "'palabra clave: ...'")
         assert word not in wrong.message
-        assert downgrade.ENFORCE_CHOICES["b"] == "el relé deja el mensaje en su cola y vuelve a intentarlo más tarde"
+        assert downgrade.ENFORCE_CHOICES["b"] == "el relay deja el mensaje en su cola y vuelve a intentarlo más tarde"
         feedback = downgrade.check_enforce_prediction("c")
         assert_failed(feedback, "¿4xx o 5xx?")
         assert feedback.exercise.startswith("Ejercicio 2")
