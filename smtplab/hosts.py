@@ -11,7 +11,7 @@ from typing import Any
 
 from .errors import SmtpLabError
 from .files import write_private
-from .i18n import _
+from .i18n import N_, _, lazy
 from .net.faults import Fault
 from .scenario import LISTENERS, WELL_KNOWN_PORTS
 from .trace.events import LabChange
@@ -112,7 +112,7 @@ class Host:
         """
         fault = self._lab.faults.add(self.name, stage, reply, drop=drop, delay=delay,
                                      probability=probability, recipient=recipient)
-        self._lab.trace.record("lab", "state", self.name, f"fault set: {fault.describe()}", peer=self.name,
+        self._lab.trace.record("lab", "state", self.name, lazy(N_("fault set: {fault}"), fault=fault.describe()), peer=self.name,
                                payload=LabChange("fault", fault.describe()))
         return fault
 
@@ -125,7 +125,7 @@ class Host:
         """Remove every fault of this host: it behaves normally again."""
         if self.faults:
             self._lab.faults.clear(self.name)
-            self._lab.trace.record("lab", "state", self.name, f"faults of {self.name} removed", peer=self.name,
+            self._lab.trace.record("lab", "state", self.name, lazy(N_("faults of {host} removed"), host=self.name), peer=self.name,
                                    payload=LabChange("fault-removed", self.name))
 
     @property

@@ -68,6 +68,9 @@ if TYPE_CHECKING:
 __all__ = [
     "_",
     "N_",
+    "LazyText",
+    "lazy",
+    "shown",
     "ngettext",
     "pgettext",
     "available_languages",
@@ -271,6 +274,47 @@ def pgettext(context: str, message: str) -> str:
 def N_(message: str) -> str:  # noqa: N802 (the gettext name extraction looks for)
     """Mark `message` for extraction without translating it now: translate it with `_()` where it is shown."""
     return message
+
+
+class LazyText(str):
+    """Text kept as its msgid and named parameters, shown in the language current when it is READ.
+
+    It IS the English text (a `str`: code that stores, compares or searches it sees English), and
+    `translated()` renders it again in the current language. The trace keeps its descriptions this way: an
+    event recorded by the lab's thread reads in the learner's language whenever and wherever it is shown.
+    Make one with `lazy(N_("connection from {peer}"), peer=peer)` (the `N_` lets extraction find the msgid).
+    """
+
+    msgid: str
+    params: dict[str, object]
+
+    def __new__(cls, msgid: str, /, **params: object) -> LazyText:
+        self = super().__new__(cls, msgid.format(**params))
+        self.msgid, self.params = msgid, params
+        return self
+
+    def translated(self, language: str | None = None) -> str:
+        """The text in `language` (the current one by default); parameters that are LazyText translate too."""
+        params = {name: value.translated(language) if isinstance(value, LazyText) else value
+                  for name, value in self.params.items()}
+        return translations(language).gettext(self.msgid).format(**params)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild_lazy, (self.msgid, self.params)
+
+
+def _rebuild_lazy(msgid: str, params: dict[str, object]) -> LazyText:
+    return LazyText(msgid, **params)
+
+
+def lazy(msgid: str, /, **params: object) -> LazyText:
+    """`msgid.format(**params)`, translated each time it is shown: `lazy(N_("fault set: {fault}"), fault=f)`."""
+    return LazyText(msgid, **params)
+
+
+def shown(text: str) -> str:
+    """`text` in the current language if it is a LazyText, else as it is (a protocol line stays a protocol line)."""
+    return text.translated() if isinstance(text, LazyText) else text
 
 
 def missing_translations(language: str = "es") -> list[str]:

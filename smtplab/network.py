@@ -23,7 +23,7 @@ from .auth.tlspolicy import DowngradeKit, RelayTlsPolicies
 from .errors import LabNotRunning, PortInUse
 from .files import write_private
 from .hosts import DnsInfo, Host, User, listeners_of, load_ports, new_password, plan_ports, save_ports
-from .i18n import _
+from .i18n import N_, _, lazy
 from .loop import LoopThread
 from .mail.handlers import InboundHandler, SubmissionHandler
 from .mail.ledger import DeliveryLedger
@@ -238,7 +238,8 @@ class Network:
                 try:
                     keys[domain] = await asyncio.wrap_future(future)
                 except Exception as exc:  # OpenSSL could not make a key: that provider sends unsigned mail
-                    self.trace.record("lab", "state", domain, f"no DKIM key for {domain} ({exc}): mail goes unsigned",
+                    self.trace.record("lab", "state", domain, lazy(N_("no DKIM key for {domain} ({error}): mail goes unsigned"),
+                                                                   domain=domain, error=exc),
                                       payload=LabChange("key", domain))
             self.services.dkim_keys = keys
             addresses = self._zone_addresses()
@@ -276,7 +277,7 @@ class Network:
         if self.started:
             save_ports(self.directory, self.dns.port, {name: dict(h.ports) for name, h in self.hosts.items()})
             self._warn_moved_ports()
-            self.trace.record("lab", "state", host.name, f"{host.name} is up again", peer=host.name,
+            self.trace.record("lab", "state", host.name, lazy(N_("{host} is up again"), host=host.name), peer=host.name,
                               payload=LabChange("up", host.name))
 
     async def _bind(self, what: str, wanted: int, listen: Callable[[int], Awaitable[int]]) -> int:
@@ -300,10 +301,10 @@ class Network:
         """Say once, in the trace and as a warning, which remembered ports were taken and moved."""
         moved, self._moved_ports = self._moved_ports, []
         if moved:
-            text = _("ports taken by another program, so these services listen elsewhere this time: "
-                     "{services} (update your mail client's settings)").format(services="; ".join(moved))
+            text = lazy(N_("ports taken by another program, so these services listen elsewhere this time: "
+                           "{services} (update your mail client's settings)"), services="; ".join(moved))
             self.trace.record("lab", "state", "lab", text, payload=Note(warning=True))
-            warnings.warn(text, RuntimeWarning, stacklevel=2)
+            warnings.warn(text.translated(), RuntimeWarning, stacklevel=2)
 
     async def _smtp_server(self, host: Host, service: str, port: int) -> asyncio.base_events.Server:
         loop = asyncio.get_running_loop()
@@ -345,7 +346,7 @@ class Network:
 
     async def _host_down(self, host: Host) -> None:
         await self._host_down_quiet(host)
-        self.trace.record("lab", "state", host.name, f"{host.name} is down: connections are refused",
+        self.trace.record("lab", "state", host.name, lazy(N_("{host} is down: connections are refused"), host=host.name),
                           peer=host.name, payload=LabChange("down", host.name))
 
     async def _host_down_quiet(self, host: Host) -> None:

@@ -20,7 +20,7 @@ from .auth.lab_dns import LabDns
 from .clock import VirtualClock
 from .errors import LabNotRunning
 from .hosts import DnsInfo, Host, User
-from .i18n import N_, _
+from .i18n import N_, _, lazy
 from .loop import LoopThread
 from .mail.handlers import header_value
 from .mail.ledger import DeliveryLedger
@@ -80,7 +80,7 @@ class Services:
     def clock_advanced(self) -> None:
         """The virtual clock jumped (a `VirtualClock` listener): trace it, then run the deliveries now due."""
         self.trace.record("lab", "state", "clock",
-                          f"clock advanced: lab time is now {self.clock.datetime():%Y-%m-%d %H:%M:%S} UTC",
+                          lazy(N_("clock advanced: lab time is now {time} UTC"), time=f"{self.clock.datetime():%Y-%m-%d %H:%M:%S}"),
                           payload=LabChange("clock", f"{self.clock.now():.0f}"))
         if self.relay is not None:
             self.relay.clock_advanced()

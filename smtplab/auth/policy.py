@@ -19,6 +19,7 @@ import dkim
 import dns.exception
 import spf
 
+from ..i18n import N_, lazy
 from ..net import replies
 from . import dnsbl, mailauth, spam
 from .iprev import IprevResult
@@ -56,16 +57,21 @@ class Screening:
     problem: str = ""  # why the checks could not decide (for the trace; never sent to the client)
 
     def summary(self) -> str:
+        """What was decided and why, in the learner's language when shown (a LazyText; its str is English)."""
         if self.problem:
-            return f"not checked: {self.problem}"
-        parts = []
+            return lazy(N_("not checked: {problem}"), problem=self.problem)
+        outcome = lazy(N_("refused")) if self.reply else (
+            lazy(N_("filed in Junk")) if self.folder == "Junk" else lazy(N_("accepted")))
+        checks = ""
         if self.verdict is not None:
             v = self.verdict
-            parts.append(f"spf={v.spf} dkim={v.dkim} dmarc={v.dmarc}" + (f" (p={v.dmarc_policy})" if v.dmarc_policy else ""))
-        if self.report is not None:
-            parts.append(f"spam score {self.report.score:g}")
-        outcome = "refused" if self.reply else ("filed in Junk" if self.folder == "Junk" else "accepted")
-        return f"{outcome}: " + ", ".join(parts) if parts else outcome
+            checks = f"spf={v.spf} dkim={v.dkim} dmarc={v.dmarc}" + (f" (p={v.dmarc_policy})" if v.dmarc_policy else "")
+        if self.report is None:
+            return lazy(N_("{outcome}: {checks}"), outcome=outcome, checks=checks) if checks else outcome
+        score = f"{self.report.score:g}"
+        if checks:
+            return lazy(N_("{outcome}: {checks}, spam score {score}"), outcome=outcome, checks=checks, score=score)
+        return lazy(N_("{outcome}: spam score {score}"), outcome=outcome, score=score)
 
 
 async def check_client(services: PolicyServices, domain: str, client_ip: str, source: str | None = None) -> dnsbl.Listing | None:

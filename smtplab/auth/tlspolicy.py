@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ..errors import SmtpLabError
-from ..i18n import _
+from ..i18n import N_, _, lazy
 from ..net.dns_lookup import resolve_a
 from ..net.mitm import StartTlsStripper
 from ..trace.events import LabChange
@@ -246,8 +246,9 @@ class DowngradeKit:
             (f"_smtp._tls.{domain}", "TXT", f'"v=TLSRPTv1; rua=mailto:tls-reports@{domain}"'),
         ])
         self.policies.mta_sts = True
-        self._trace.record("lab", "state", host, f"{host} serves an MTA-STS policy (mode {mode}, mx "
-                           f"{', '.join(mx)}) at https://{host}/.well-known/mta-sts.txt, id {policy_id}",
+        self._trace.record("lab", "state", host, lazy(N_("{host} serves an MTA-STS policy (mode {mode}, mx {mx}) at "
+                                                     "{url}, id {id}"), host=host, mode=mode, mx=", ".join(mx),
+                                                  url=f"https://{host}/.well-known/mta-sts.txt", id=policy_id),
                            payload=LabChange("policy", domain))
         return server
 
@@ -263,8 +264,9 @@ class DowngradeKit:
             lines.append((tlsa_owner(exchange), "TLSA", rdata))
             records.append(f"{tlsa_owner(exchange)} TLSA {rdata}")
         self._edit(domain, lines, sign=True)
-        self._trace.record("lab", "state", domain, f"{domain} is DNSSEC-signed and publishes "
-                           + "; ".join(records), payload=LabChange("policy", domain))
+        self._trace.record("lab", "state", domain, lazy(N_("{domain} is DNSSEC-signed and publishes {records}"),
+                                                       domain=domain, records="; ".join(records)),
+                           payload=LabChange("policy", domain))
         return records
 
     def _edit(self, domain: str, records: list[tuple[str, str, str]], sign: bool = False) -> None:

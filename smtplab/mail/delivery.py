@@ -23,6 +23,7 @@ from functools import partial
 import dns.asyncresolver
 
 from ..errors import DnsLookupError
+from ..i18n import N_, lazy
 from ..net.dns_lookup import MXRecord, lookup_mx_async, resolve_a
 from .mx_client import PROTOCOL_ERROR_NOTE, dsn_parameters, is_protocol_error, smtp_deliver
 from .outcomes import Outcomes, status_of
@@ -91,7 +92,8 @@ class Delivery(Outcomes):
                     reply = f"{code} {text}"
                     if 200 <= code < 300:
                         self._set(entry, [rcpt], state="delivered", last_reply=reply, via=exchange)
-                        self._event(entry, f"delivered to {rcpt} by {exchange}: {reply}", "delivered",
+                        self._event(entry, lazy(N_("delivered to {rcpt} by {exchange}: {reply}"), rcpt=rcpt, exchange=exchange,
+                                                 reply=reply), "delivered",
                                     recipients=(rcpt,), mx=exchange, reply=reply)
                         if outcome.dsn:
                             delivered.append(rcpt)
@@ -132,18 +134,20 @@ class Delivery(Outcomes):
             addresses = await resolve_a(domain, resolver, source=source)
             records = [MXRecord(0, domain, tuple(addresses))] if addresses else []
         if any(r.is_null for r in records):
-            self._event(entry, f"MX lookup {domain}: Null MX (RFC 7505): the domain accepts no mail", "mx-lookup",
+            self._event(entry, lazy(N_("MX lookup {domain}: Null MX (RFC 7505): the domain accepts no mail"), domain=domain),
+                        "mx-lookup",
                         exchanges=((".", 0),))
             return f"556 5.1.10 {domain} publishes a Null MX (RFC 7505): it accepts no mail"
         if not records:
-            self._event(entry, f"MX lookup {domain}: no MX and no address record", "mx-lookup")
+            self._event(entry, lazy(N_("MX lookup {domain}: no MX and no address record"), domain=domain), "mx-lookup")
             return f"550 5.1.2 {domain} has no MX and no address: mail cannot be routed"
         ordered: list[MXRecord] = []
         for pref in sorted({r.preference for r in records}):
             same = [r for r in records if r.preference == pref]
             random.shuffle(same)  # RFC 5321 §5.1: spread load over equal preferences
             ordered += same
-        self._event(entry, f"MX lookup {domain}: " + ", ".join(f"{r.exchange} ({r.preference})" for r in ordered),
+        self._event(entry, lazy(N_("MX lookup {domain}: {exchanges}"), domain=domain,
+                                exchanges=", ".join(f"{r.exchange} ({r.preference})" for r in ordered)),
                     "mx-lookup", exchanges=tuple((r.exchange, r.preference) for r in ordered))
         return [(r.exchange, a) for r in ordered for a in (r.addresses or ("",))]
 
@@ -155,20 +159,24 @@ class Delivery(Outcomes):
             error = f"{exchange} has no address" if not address else f"nothing listens for SMTP on {address}"
             # RFC 3463: X.4.4 "unable to route" (no address for the MX); X.4.1 "no answer from host".
             reply = f"451 4.4.4 {error}" if not address else f"451 4.4.1 {error}"
-            self._event(entry, f"cannot connect to {exchange}: {error}", "connect-failed", mx=exchange,
+            self._event(entry, lazy(N_("cannot connect to {exchange}: {error}"), exchange=exchange, error=error), "connect-failed",
+                        mx=exchange,
                         address=address, reply=reply)
             return Outcome({}, False, reply)
         source = self._host_address(entry.host)
         require = await self._requirement(entry, exchange, source, rcpts)
         if require is not None and require.refused:
-            self._event(entry, f"not connecting to {exchange}: {require.refused}", "connect-failed", mx=exchange,
+            self._event(entry, lazy(N_("not connecting to {exchange}: {reason}"), exchange=exchange, reason=require.refused),
+                        "connect-failed", mx=exchange,
                         address=address, port=port, reply=require.refused)
             return Outcome({}, False, require.refused)
         key = (entry.host, address, port)
         # A connection kept open was not checked against this attempt's policy: a policy means a new one.
         client = self._idle[key].pop() if self._idle.get(key) and require is None else None
-        verb = "reusing the open connection to" if client is not None else "connecting to"
-        self._event(entry, f"{verb} {exchange} [{address}]:{port} from {source}", "connecting", mx=exchange,
+        said = lazy(N_("reusing the open connection to {exchange} [{address}]:{port} from {source}") if client is not None
+                    else N_("connecting to {exchange} [{address}]:{port} from {source}"), exchange=exchange,
+                    address=address, port=port, source=source)
+        self._event(entry, said, "connecting", mx=exchange,
                     address=address, port=port, source=source, reused=client is not None)
         keep = self._busy > 1  # more messages in flight: keep the connection open for the next one
         loop = asyncio.get_running_loop()

@@ -20,6 +20,7 @@ from aiosmtpd.smtp import MISSING, AuthResult, Envelope, LoginPassword, Session
 
 from ..auth import policy
 from ..auth.iprev import IprevResult, iprev_async
+from ..i18n import N_, lazy
 from ..net import dsn_parameters, replies
 from ..net.smtp import CONTROL_CHARACTERS, MAX_RECIPIENTS, LabSMTP, LineTooLong, new_queue_id
 from ..trace.events import Note, PolicyVerdict
@@ -117,7 +118,7 @@ class _BaseHandler:
             return await self.end_of_data(server, session, envelope)
         except Exception as error:
             reply = failure_reply(error)
-            server.note_error(error, reply, " at the end of DATA; the transaction is reset")
+            server.note_error(error, reply, lazy(N_("at the end of DATA; the transaction is reset")))
             return reply
 
     async def end_of_data(self, server: LabSMTP, session: Session, envelope: Envelope) -> str:
@@ -247,9 +248,9 @@ class SubmissionHandler(_BaseHandler):
         content, signed = await asyncio.to_thread(_prepare_submission, self.postmaster, self.domains[0], self.host_name,
                                                   envelope.original_content or b"", self.postmaster.now(), header, footer)
         if signed:
-            server.note(f"signed with DKIM for {self.domains[0]} (selector lab)", Note())
+            server.note(lazy(N_("signed with DKIM for {domain} (selector lab)"), domain=self.domains[0]), Note())
         if footer:
-            server.note("teaching toggle: footer appended after DKIM signing (the signature will not verify)",
+            server.note(lazy(N_("teaching toggle: footer appended after DKIM signing (the signature will not verify)")),
                         Note(warning=True))
         # Written to the spool before the 250 (RFC 5321 section 6.1), from a disk thread.
         await self.postmaster.enqueue_async(self.host_name, envelope.mail_from or "", recipients, content, queue_id,
@@ -315,7 +316,7 @@ class InboundHandler(_BaseHandler):
             refusal = screening.reply
             outcome = ("deferred" if refusal[:1] == "4" else "refused") if refusal else \
                 "junk" if screening.folder == "Junk" else "accepted"
-            server.note(f"policy: {screening.summary()}",
+            server.note(lazy(N_("policy: {summary}"), summary=screening.summary()),
                         PolicyVerdict(outcome, screening.summary(), screening.reply or ""))
             if screening.reply:
                 _link_transaction(server, session, None, original)  # a refused message has a trace too
@@ -329,10 +330,12 @@ class InboundHandler(_BaseHandler):
             # The peer tells the lab whether this is its own relay retrying a copy made before a crash.
             held = await self.postmaster.store_local(local, stored, folder, client=session.peer)
             if held:
-                server.note(f"{', '.join(held)}: the copy is in the mailbox already (made before a crash, the 250 "
-                            "never reached the relay): accepted without a second copy (delivery ledger)", Note())
+                server.note(lazy(N_("{recipients}: the copy is in the mailbox already (made before a crash, the 250 "
+                                 "never reached the relay): accepted without a second copy (delivery ledger)"),
+                                 recipients=", ".join(held)), Note())
         if outside:  # only an open relay gets here: it passes the message on to anyone, for anyone
-            server.note(f"open relay: passing the message on for {', '.join(outside)}", Note(warning=True))
+            server.note(lazy(N_("open relay: passing the message on for {recipients}"), recipients=", ".join(outside)),
+                        Note(warning=True))
             await self.postmaster.enqueue_async(self.host_name, sender, outside, content, queue_id,
                                          getattr(envelope, "smtplab_dsn", None))
         _link_transaction(server, session, queue_id, content)
@@ -350,7 +353,8 @@ class InboundHandler(_BaseHandler):
             cached = listing.reply() if listing is not None else ""
             session.smtplab_listing = cached  # type: ignore[attr-defined]  # the lab's note on aiosmtpd's session
             if listing is not None:
-                server.note(f"{_peer_ip(session)} is listed in {listing.zone}: {listing.reason}",
+                server.note(lazy(N_("{address} is listed in {zone}: {reason}"), address=_peer_ip(session), zone=listing.zone,
+                                 reason=listing.reason),
                             PolicyVerdict("listed", f"{listing.zone}: {listing.reason}", cached))
         return cached or None
 

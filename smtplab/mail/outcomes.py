@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from ..i18n import N_, lazy
 from ..trace.events import QueueChange
 from ..trace.ring import Trace
 from .dsn import build_dsn
@@ -52,8 +53,9 @@ class Outcomes:
                 replace(r, state="deferred", last_reply=reply)
                 if r.address in addresses else r for r in entry.recipients
             ]
-        self._event(entry, f"deferred {', '.join(addresses)}: {reply}; next attempt in "
-                           f"{_duration(self.retry_schedule[max(index, 0)])} (lab time)", "deferred",
+        self._event(entry, lazy(N_("deferred {recipients}: {reply}; next attempt in {delay} (lab time)"),
+                                recipients=", ".join(addresses), reply=reply,
+                                delay=_duration(self.retry_schedule[max(index, 0)])), "deferred",
                     recipients=tuple(addresses), reply=reply)
         late = [r for r in entry.recipients if r.address in addresses]
         # RFC 3461 section 4.1: NOTIFY=DELAY asks to hear of a delay: at the first deferral. Without NOTIFY
@@ -73,7 +75,8 @@ class Outcomes:
                 if r.address in addresses else r for r in entry.recipients
             ]
             out = [r for r in entry.recipients if r.address in addresses]
-        self._event(entry, f"bounced {', '.join(addresses)}: {reply}", "bounced", recipients=tuple(addresses),
+        self._event(entry, lazy(N_("bounced {recipients}: {reply}"), recipients=", ".join(addresses), reply=reply), "bounced",
+                    recipients=tuple(addresses),
                     mx=via, reply=reply)
         return out
 
@@ -85,13 +88,13 @@ class Outcomes:
         """
         if not entry.sender:  # RFC 5321 section 6.1 / RFC 3464: a bounce is never bounced
             if action == "failed":
-                self._event(entry, "bounce of a bounce (null sender): dropped, as RFC 3464 requires", "bounce-dropped")
+                self._event(entry, lazy(N_("bounce of a bounce (null sender): dropped, as RFC 3464 requires")), "bounce-dropped")
             return
         if action == "failed":  # RFC 3461 section 4.1: NOTIFY=NEVER, or a list without FAILURE, says no
             before = recipients
             recipients = [r for r in recipients if not r.notify or "FAILURE" in r.notify.split(",")]
             if not recipients:
-                self._event(entry, "no failure notification: the sender asked for none (NOTIFY)", "bounce-dropped",
+                self._event(entry, lazy(N_("no failure notification: the sender asked for none (NOTIFY)")), "bounce-dropped",
                             recipients=tuple(r.address for r in before))
                 return
         digest = hashlib.sha256(",".join(sorted(r.address.lower() for r in recipients)).encode()).hexdigest()[:6]
@@ -99,11 +102,13 @@ class Outcomes:
         entry.dsns.append((queue_id, action, recipients))
         addresses = tuple(r.address for r in recipients)
         if action == "delayed":
-            self._event(entry, f"warning sent to <{entry.sender}>: still undelivered after "
-                               f"{_duration(self._now() - entry.created)}, retrying", "warning-sent", recipients=addresses)
+            self._event(entry, lazy(N_("warning sent to <{sender}>: still undelivered after {delay}, retrying"),
+                                    sender=entry.sender, delay=_duration(self._now() - entry.created)), "warning-sent",
+                        recipients=addresses)
         else:
-            self._event(entry, f"delivery status notification ({action}) sent to <{entry.sender}> from <> "
-                               f"(null sender): {', '.join(addresses)}", "dsn-sent", recipients=addresses)
+            self._event(entry, lazy(N_("delivery status notification ({action}) sent to <{sender}> from <> (null "
+                                       "sender): {recipients}"), action=action, sender=entry.sender,
+                                    recipients=", ".join(addresses)), "dsn-sent", recipients=addresses)
 
     def _render_dsns(self, entry: QueueEntry, wanted: list[tuple[str, str, list[RecipientStatus]]]
                      ) -> list[tuple[str, bytes]]:

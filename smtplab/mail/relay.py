@@ -24,6 +24,7 @@ from pathlib import Path
 import dns.asyncresolver
 
 from ..disk import DiskThread
+from ..i18n import N_, lazy
 from ..net.dsn_parameters import DsnRequest
 from ..trace.ring import Trace, correlated
 from .delivery import Delivery
@@ -112,7 +113,7 @@ class Relay(Delivery):
             with self._lock:
                 self._entries[entry.queue_id] = entry
                 self._wait_until(entry)
-            self._event(entry, f"resumed from the spool ({entry.queue_id}.json)", "resumed")
+            self._event(entry, lazy(N_("resumed from the spool ({file})"), file=f"{entry.queue_id}.json"), "resumed")
         self._scheduler = asyncio.create_task(self._run_scheduler())
 
     async def stop(self) -> None:
@@ -170,7 +171,8 @@ class Relay(Delivery):
         with self._lock:
             self._entries[queue_id] = entry
             self._wait_until(entry)
-        self._event(entry, f"queued on {host}: from <{sender}> to {', '.join(recipients)}", "queued",
+        self._event(entry, lazy(N_("queued on {host}: from <{sender}> to {recipients}"), host=host, sender=sender,
+                                 recipients=", ".join(recipients)), "queued",
                     recipients=tuple(recipients))
         self._poke()
 

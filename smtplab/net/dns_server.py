@@ -28,6 +28,7 @@ import dns.rdatatype
 import dns.rrset
 import dns.zone
 
+from ..i18n import N_, lazy
 from ..trace.events import DnsAnswer, DnsError, DnsQuery
 from ..trace.ring import Trace
 from .guard import BACKLOG, ConnectionGuard, FloodControl
@@ -327,7 +328,9 @@ class DnsServer:
         conn = self._trace.new_conn_id("dns")
         fields = dict(conn=conn, client=f"{peer[0]}:{peer[1]}", server=f"{self.address}:{self.port}",
                       peer=self._peer_name(peer[0]), port_name="dns")
-        self._trace.record("dns", "query", self.host_name, f"{question.name} AXFR? over tcp", direction="C",
+        self._trace.record("dns", "query", self.host_name,
+                           lazy(N_("{question} over {transport}"), question=f"{question.name} AXFR?", transport="tcp"),
+                           direction="C",
                            **fields)
         zone = (self.zones or {}).get(question.name)
         if zone is None or question.rdclass != dns.rdataclass.IN:
@@ -335,7 +338,8 @@ class DnsServer:
             refusal.flags &= ~dns.flags.RA
             refusal.set_rcode(dns.rcode.NOTAUTH)
             self._trace.record("dns", "answer", self.host_name,
-                               f"NOTAUTH: {question.name} is not the apex of a zone served here", direction="S",
+                               lazy(N_("NOTAUTH: {name} is not the apex of a zone served here"), name=question.name),
+                               direction="S",
                                **fields)
             return [refusal.to_wire()]
         soa = zone.find_rrset(question.name, dns.rdatatype.SOA)  # the zone was found by its origin
@@ -361,8 +365,11 @@ class DnsServer:
                 batch, size = [], 0
         records = sum(len(r) for r in rrsets)
         self._trace.record("dns", "answer", self.host_name,
-                           f"NOERROR: zone transfer of {zone.origin}: {records} records (SOA first and last) "
-                           f"in {len(messages)} message{'s' if len(messages) > 1 else ''}", direction="S", **fields)
+                           lazy(N_("NOERROR: zone transfer of {zone}: {records} records (SOA first and last) in "
+                                   "{count} messages") if len(messages) > 1 else
+                                N_("NOERROR: zone transfer of {zone}: {records} records (SOA first and last) in "
+                                   "{count} message"), zone=zone.origin, records=records, count=len(messages)),
+                           direction="S", **fields)
         return messages
 
     def refuse_oversized(self, wire: bytes, peer: tuple[str, int]) -> bytes | None:
@@ -372,10 +379,12 @@ class DnsServer:
         queries must neither cost the server nor fill the trace."""
         allowed, held = self._oversized.allow(peer[0])
         if allowed:
-            more = f" ({held} more from {peer[0]} since the last note)" if held else ""
-            self._trace.record("dns", "error", self.host_name,
-                               f"oversized query over udp ({len(wire)} octets, more than {MAX_UDP_QUERY}): "
-                               f"answered FORMERR without reading it{more}",
+            said = lazy(N_("oversized query over udp ({size} octets, more than {limit}): answered FORMERR without "
+                           "reading it ({held} more from {address} since the last note)"), size=len(wire),
+                        limit=MAX_UDP_QUERY, held=held, address=peer[0]) if held else \
+                lazy(N_("oversized query over udp ({size} octets, more than {limit}): answered FORMERR without "
+                        "reading it"), size=len(wire), limit=MAX_UDP_QUERY)
+            self._trace.record("dns", "error", self.host_name, said,
                                payload=DnsError(f"oversized: {len(wire)} octets"), client=f"{peer[0]}:{peer[1]}",
                                server=f"{self.address}:{self.port}", peer=self._peer_name(peer[0]), port_name="dns")
         if len(wire) < 12 or wire[2] & 0x80:  # no header, or a response: nothing to answer
@@ -415,27 +424,32 @@ class DnsServer:
         if cached is not None:
             self._replies.move_to_end(key)
             qtext, question, summary, answer, reply = cached
-            self._trace.record("dns", "query", self.host_name, f"{qtext} over {transport}", direction="C",
-                               payload=DnsQuery(question[0], question[1], qid, transport, asker), **fields)
+            self._trace.record("dns", "query", self.host_name,
+                               lazy(N_("{question} over {transport}"), question=qtext, transport=transport),
+                               direction="C", payload=DnsQuery(question[0], question[1], qid, transport, asker),
+                               **fields)
             self._trace.record("dns", "answer", self.host_name, summary, direction="S", payload=answer, **fields)
             return wire[:2] + reply[2:]
         try:
             query = dns.message.from_wire(wire)
         except Exception as exc:  # malformed packet: FORMERR if we can at least echo the id
-            self._trace.record("dns", "error", self.host_name, f"malformed query over {transport}: {exc}",
+            self._trace.record("dns", "error", self.host_name,
+                               lazy(N_("malformed query over {transport}: {error}"), transport=transport, error=exc),
                                payload=DnsError(f"malformed: {exc}"), **fields)
             if len(wire) < 12:
                 return None
             flags = dns.flags.QR | (dns.rcode.FORMERR & 0xF)
             return struct.pack("!HHHHHH", qid, flags, 0, 0, 0, 0)
         if query.flags & dns.flags.QR:  # a response, not a query: answering it could start a loop
-            self._trace.record("dns", "error", self.host_name, f"ignored a response sent as a query over {transport}",
+            self._trace.record("dns", "error", self.host_name,
+                               lazy(N_("ignored a response sent as a query over {transport}"), transport=transport),
                                payload=DnsError("a response sent as a query"), **fields)
             return None
         q = query.question[0] if query.question else None
         question = (q.name.to_text(), dns.rdatatype.to_text(q.rdtype)) if q is not None else ("", "")
-        qtext = f"{question[0]} {question[1]}?" if q is not None else "(no question)"
-        self._trace.record("dns", "query", self.host_name, f"{qtext} over {transport}", direction="C",
+        qtext = f"{question[0]} {question[1]}?" if q is not None else lazy(N_("(no question)"))
+        self._trace.record("dns", "query", self.host_name,
+                           lazy(N_("{question} over {transport}"), question=qtext, transport=transport), direction="C",
                            payload=DnsQuery(question[0], question[1], qid, transport, asker), **fields)
         response = self._respond(query)
         summary = _summary(response)
@@ -557,11 +571,14 @@ def _summary(response: dns.message.Message) -> str:
     for rrset in response.answer:
         for rdata in rrset:
             parts.append(f"{rrset.name} {dns.rdatatype.to_text(rrset.rdtype)} {rdata}")
-    if not parts and response.authority:
-        parts.append("(no answer; SOA in authority)")
-    if response.flags & dns.flags.TC:
-        parts.append("(truncated)")
-    return rcode + (": " + "; ".join(parts) if parts else "")
+    truncated = bool(response.flags & dns.flags.TC)
+    if parts:  # the records are DNS data, shown as they are; only the lab's remarks are translated
+        text = rcode + ": " + "; ".join(parts)
+        return lazy(N_("{answer}; (truncated)"), answer=text) if truncated else text
+    if response.authority:
+        return lazy(N_("{rcode}: (no answer; SOA in authority); (truncated)") if truncated else
+                    N_("{rcode}: (no answer; SOA in authority)"), rcode=rcode)
+    return lazy(N_("{rcode}: (truncated)"), rcode=rcode) if truncated else rcode
 
 
 def _answer_of(response: dns.message.Message) -> DnsAnswer:

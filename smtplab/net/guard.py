@@ -41,7 +41,7 @@ import warnings
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from ..i18n import _
+from ..i18n import N_, _, lazy
 from ..trace.events import Refused
 from ..trace.ring import Trace
 
@@ -276,17 +276,17 @@ class ConnectionGuard:
                 uid = peer_uid(sock) if sock is not None else None
             except OSError as exc:
                 uid = None
-                self._refused(transport, listener, "owner-unknown", f"its owner could not be checked ({exc})")
+                self._refused(transport, listener, "owner-unknown", lazy(N_("its owner could not be checked ({error})"), error=exc))
                 return False
             if uid != self.uid:
-                who = "it closed before its owner could be checked" if uid is None \
-                    else f"it belongs to another user of this machine (uid {uid}); this lab serves uid {self.uid} only"
+                who = lazy(N_("it closed before its owner could be checked")) if uid is None else lazy(N_(
+                    "it belongs to another user of this machine (uid {uid}); this lab serves uid {own} only"), uid=uid, own=self.uid)
                 self._refused(transport, listener, ("uid", uid), who)
                 return False
         if listener.full():
             if listener.busy is not None:
                 transport.write(listener.busy)  # type: ignore[attr-defined]
-            self._refused(transport, listener, "busy", f"too many connections (limit {listener.limit})",
+            self._refused(transport, listener, "busy", lazy(N_("too many connections (limit {limit})"), limit=listener.limit),
                           close=listener.busy is not None)
             return False
         listener.open.add(transport)
@@ -303,9 +303,11 @@ class ConnectionGuard:
         allowed, held = self._flood.allow((listener.host, listener.service, cause))
         if not allowed:
             return
-        more = f" ({held} more refused for the same reason since the last note)" if held else ""
-        self.trace.record("lab", "refused", listener.host, f"{listener.service} connection from {peer[0]}:{peer[1]} "
-                          f"refused: {why}{more}", payload=Refused(why), client=f"{peer[0]}:{peer[1]}",
+        client = f"{peer[0]}:{peer[1]}"
+        said = lazy(N_("{service} connection from {client} refused: {why} ({held} more refused for the same reason "
+                       "since the last note)"), service=listener.service, client=client, why=why, held=held) if held \
+            else lazy(N_("{service} connection from {client} refused: {why}"), service=listener.service, client=client, why=why)
+        self.trace.record("lab", "refused", listener.host, said, payload=Refused(why), client=f"{peer[0]}:{peer[1]}",
                           server=f"{sock[0]}:{sock[1]}", peer=self._peer_name(str(peer[0])), port_name=listener.service)
 
     def protocol_factory(self, factory: Callable[[], asyncio.Protocol], host: str, service: str, *,

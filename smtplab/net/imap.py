@@ -20,6 +20,7 @@ from pymap.concurrent import Subsystem
 from pymap.user import Passwords, UserMetadata
 from pysasl.hashing import BuiltinHash
 
+from ..i18n import N_, lazy
 from ..trace.events import Close, Connect, Note, TlsStarted
 from ..trace.ring import Trace
 from .guard import BACKLOG, ConnectionGuard
@@ -236,19 +237,21 @@ class ImapService:
                 await original_start_tls(context, **kw)
                 tls["on"] = True
                 cipher = writer.get_extra_info("cipher")
-                self._trace.record("imap", "tls", self.host_name, "TLS handshake done: the wire is encrypted from here",
+                self._trace.record("imap", "tls", self.host_name,
+                                   lazy(N_("TLS handshake done: the wire is encrypted from here")),
                                    tls=True, payload=TlsStarted(cipher[1] if cipher else "TLS",
                                                                 cipher[0] if cipher else ""), **fields)
 
             traced_writer.start_tls = start_tls  # type: ignore[attr-defined]
             self._writers.add(writer)
-            self._trace.record("imap", "connect", self.host_name, f"connection from {peer[0]}:{peer[1]}",
+            self._trace.record("imap", "connect", self.host_name,
+                               lazy(N_("connection from {client}"), client=f"{peer[0]}:{peer[1]}"),
                                payload=Connect(fields["client"], fields["server"]), **fields)
             ssl_object = writer.get_extra_info("ssl_object")
             if ssl_object is not None:
                 cipher = ssl_object.cipher()
-                self._trace.record("imap", "tls", self.host_name, f"{ssl_object.version()} handshake done (implicit "
-                                   "TLS, RFC 8314): the wire is encrypted from here", tls=True,
+                self._trace.record("imap", "tls", self.host_name, lazy(N_("{version} handshake done (implicit TLS, RFC 8314): the wire is encrypted from here"),
+                                        version=ssl_object.version()), tls=True,
                                    payload=TlsStarted(ssl_object.version() or "TLS", cipher[0] if cipher else ""),
                                    **fields)
             try:
@@ -260,16 +263,17 @@ class ImapService:
                 reader = _TracedReader(reader, record, bye)  # type: ignore[assignment]
                 def login_failed(delay: float) -> None:
                     self._trace.record("imap", "state", self.host_name,
-                                       f"login failed: answered after {delay:g} s (the delay doubles with each failure)",
+                                       lazy(N_("login failed: answered after {delay} s (the delay doubles with each failure)"),
+                                            delay=f"{delay:g}"),
                                        tls=tls["on"], payload=Note(warning=True), **fields)
 
                 await server(reader, traced_writer, _Remote(sock_info), login_failed)  # type: ignore[arg-type]
             except Exception as exc:  # a pymap bug ends this connection only: in the trace, not on stderr
-                self._trace.record("imap", "error", self.host_name, f"connection failed: {exc!r}",
+                self._trace.record("imap", "error", self.host_name, lazy(N_("connection failed: {error}"), error=repr(exc)),
                                    payload=Close(repr(exc)), **fields)
             finally:
                 self._writers.discard(writer)
-                self._trace.record("imap", "close", self.host_name, "connection closed", tls=tls["on"],
+                self._trace.record("imap", "close", self.host_name, lazy(N_("connection closed")), tls=tls["on"],
                                    payload=Close(), **fields)
                 if task is not None:
                     self._tasks.discard(task)

@@ -20,6 +20,7 @@ import asyncio
 import socket
 from dataclasses import dataclass, field
 
+from ..i18n import N_, lazy
 from ..trace.events import LabChange
 from ..trace.ring import Trace
 
@@ -58,8 +59,9 @@ class StartTlsStripper:
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, self.address, 0)
         self.port = self._server.sockets[0].getsockname()[1]
-        self._note(f"{self.name} [{self.address}] is now on the path to {self.target_name} "
-                   f"[{self.target_address}]:{self.target_port}: it will delete STARTTLS from EHLO replies")
+        self._note(lazy(N_("{name} [{address}] is now on the path to {target} [{target_address}]:{port}: it will "
+                           "delete STARTTLS from EHLO replies"), name=self.name, address=self.address,
+                        target=self.target_name, target_address=self.target_address, port=self.target_port))
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -69,7 +71,7 @@ class StartTlsStripper:
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await self._server.wait_closed()
             self._server = None
-            self._note(f"{self.name} left the path to {self.target_name}")
+            self._note(lazy(N_("{name} left the path to {target}"), name=self.name, target=self.target_name))
 
     def _note(self, text: str, corr: str | None = None) -> None:
         self.trace.record("lab", "state", self.name, text, payload=LabChange("attack", self.target_name), corr=corr)
@@ -148,8 +150,9 @@ class StartTlsStripper:
                 if removed:
                     self.stripped += 1
                     corr = state["corr"]
-                    self._note(f"{self.name} deleted 250-STARTTLS from {self.target_name}'s EHLO reply: "
-                               "the relay will not know the MX offers TLS", corr if isinstance(corr, str) else None)
+                    self._note(lazy(N_("{name} deleted 250-STARTTLS from {target}'s EHLO reply: the relay will not know the "
+                                       "MX offers TLS"), name=self.name, target=self.target_name),
+                               corr if isinstance(corr, str) else None)
                 writer.write(b"".join(lines))
                 await writer.drain()
         finally:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..i18n import N_, lazy
 from ..trace.events import ClientLine, Close, Connect, Note, TlsStarted
 from ..trace.ring import Trace
 from .guard import BACKLOG, ConnectionGuard
@@ -94,13 +95,13 @@ class Pop3Service:
         try:
             await session.run()
         except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError) as exc:
-            session.record("close", f"connection lost ({exc.__class__.__name__})", payload=Close(repr(exc)))
+            session.record("close", lazy(N_("connection lost ({error})"), error=exc.__class__.__name__), payload=Close(repr(exc)))
         except asyncio.CancelledError:  # not re-raised: asyncio 3.11's stream callback would log it as an error
-            session.record("close", "connection closed: the host went down", payload=Close("host down"))
+            session.record("close", lazy(N_("connection closed: the host went down")), payload=Close("host down"))
         except Exception as exc:  # a bug ends this session only: in the trace, never a traceback on stderr
-            session.record("error", f"session failed: {exc!r}", payload=Close(repr(exc)))
+            session.record("error", lazy(N_("session failed: {error}"), error=repr(exc)), payload=Close(repr(exc)))
         else:
-            session.record("close", "connection closed", payload=Close())
+            session.record("close", lazy(N_("connection closed")), payload=Close())
         finally:
             session.unlock()
             self._writers.discard(writer)
@@ -129,7 +130,7 @@ class _Session:
                            server=f"{service.address}:{service.port}", peer=service.peer_name(peer[0]),
                            port_name=service.port_name)
         self.corr = service.trace.new_correlation("pop3")  # one unit of work per session
-        self.record("connect", f"connection from {peer[0]}:{peer[1]}",
+        self.record("connect", lazy(N_("connection from {client}"), client=f"{peer[0]}:{peer[1]}"),
                     payload=Connect(self.fields["client"], self.fields["server"]))
 
     def record(self, kind: str, text: str, direction: str = "", message_ids: tuple[str, ...] = (), *,
@@ -149,13 +150,14 @@ class _Session:
         try:
             await self.writer.start_tls(self.service.ssl_context)
         except (TimeoutError, ssl.SSLError, ConnectionError, OSError) as exc:
-            self.record("error", f"TLS handshake failed: {exc}", payload=Close(repr(exc)))
+            self.record("error", lazy(N_("TLS handshake failed: {error}"), error=exc), payload=Close(repr(exc)))
             return False
         self.tls = True
         ssl_object = self.writer.get_extra_info("ssl_object")
         version = ssl_object.version() if ssl_object is not None else "TLS"
         cipher = ssl_object.cipher() if ssl_object is not None else None
-        self.record("tls", f"{version} handshake done ({how}): the wire is encrypted from here",
+        self.record("tls", lazy(N_("{version} handshake done ({how}): the wire is encrypted from here"), version=version,
+                                 how=how),
                     payload=TlsStarted(version or "TLS", cipher[0] if cipher else ""))
         return True
 
@@ -194,22 +196,23 @@ class _Session:
         if ssl_object is not None:
             self.tls = True
             cipher = ssl_object.cipher()
-            self.record("tls", f"{ssl_object.version()} handshake done (implicit TLS, RFC 8314): "
-                               "the wire is encrypted from here",
+            self.record("tls", lazy(N_("{version} handshake done (implicit TLS, RFC 8314): the wire is encrypted from here"),
+                                     version=ssl_object.version()),
                         payload=TlsStarted(ssl_object.version() or "TLS", cipher[0] if cipher else ""))
         await self.send(f"+OK {self.service.host_name} POP3 server ready (smtplab)")
         while True:
             try:
                 line = await self.read_line()
             except TimeoutError:  # RFC 1939 section 3: close, no UPDATE, no response
-                self.record("state", f"autologout after {self.service.idle_timeout:g} s idle: nothing deleted")
+                self.record("state", lazy(N_("autologout after {seconds} s idle: nothing deleted"),
+                                          seconds=f"{self.service.idle_timeout:g}"))
                 return
             if line is None:
                 if self._buffer:
                     text = _show(self._buffer[:200]) + "  (no line end: connection closed)"
                     self.record("line", text, "C", payload=ClientLine(text, complete=False))
                 if self.state == "TRANSACTION":
-                    self.record("state", "the client left without QUIT: no UPDATE, nothing deleted")
+                    self.record("state", lazy(N_("the client left without QUIT: no UPDATE, nothing deleted")))
                 return
             if not line:
                 text = f"<a line of more than {MAX_LINE} octets>"
@@ -278,7 +281,8 @@ class _Session:
         loop = asyncio.get_running_loop()
         removed, marked, failed = await loop.run_in_executor(None, self.lock.update, self.messages)
         left = sum(1 for m in self.messages if not m.deleted)
-        self.record("state", f"UPDATE: {removed} message(s) removed, {marked} marked as read; maildrop unlocked")
+        self.record("state", lazy(N_("UPDATE: {removed} message(s) removed, {marked} marked as read; maildrop unlocked"),
+                                  removed=removed, marked=marked))
         self.unlock()
         if failed:
             await self.send(f"-ERR [SYS/TEMP] {failed} deleted message(s) not removed")
@@ -322,7 +326,8 @@ class _Session:
         self.messages = await asyncio.get_running_loop().run_in_executor(None, lock.scan)
         self.state = "TRANSACTION"
         count, octets = self.totals()
-        self.record("state", f"maildrop of {user} locked: {count} message(s), {octets} octets")
+        self.record("state", lazy(N_("maildrop of {user} locked: {count} message(s), {octets} octets"), user=user,
+                                  count=count, octets=octets))
         await self.send(f"+OK maildrop locked and ready: {count} message(s) ({octets} octets)")
         return True
 
@@ -332,7 +337,8 @@ class _Session:
             return True
         await self.send("+OK Begin TLS negotiation")
         if self._buffer:  # RFC 2595 / RFC 3207 section 4.2: plaintext sent after STLS is an injection
-            self.record("state", f"{len(self._buffer)} octets sent after STLS before the handshake: discarded",
+            self.record("state", lazy(N_("{octets} octets sent after STLS before the handshake: discarded"),
+                                      octets=len(self._buffer)),
                     payload=Note(warning=True))
             self._buffer = b""
         if not await self.start_tls("STLS, RFC 2595"):

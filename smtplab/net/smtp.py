@@ -20,6 +20,7 @@ from typing import Any
 
 from aiosmtpd.smtp import MISSING, SMTP, syntax
 
+from ..i18n import N_, lazy
 from ..trace.events import ClientLine, Close, Connect, FaultFired, Note, ServerError, SmtpData, SmtpDataEnd, TlsStarted
 from ..trace.ring import Trace, enter_correlation
 from . import replies
@@ -207,7 +208,7 @@ class LabSMTP(SMTP):
             # A lab client (the relay) announced what this connection is for before connecting.
             self._parent = self._trace.claim(("conn", self._client))
             self.corr = self._trace.new_correlation("smtp", self._parent)
-            self._record("connect", f"connection from {peer[0]}:{peer[1]}",
+            self._record("connect", lazy(N_("connection from {client}"), client=f"{peer[0]}:{peer[1]}"),
                          payload=Connect(self._client, self._fields["server"]))
             if self._note:
                 self._record("state", self._note, payload=Note(warning=True))
@@ -215,8 +216,8 @@ class LabSMTP(SMTP):
             if implicit is not None:  # "submissions" (RFC 8314): the server was created with ssl=
                 self._encrypted = True
                 cipher = implicit.cipher()
-                self._record("tls", f"{implicit.version()} handshake done (implicit TLS, RFC 8314): "
-                                    "the wire is encrypted from here",
+                self._record("tls", lazy(N_("{version} handshake done (implicit TLS, RFC 8314): the wire is "
+                                       "encrypted from here"), version=implicit.version()),
                              payload=TlsStarted(implicit.version() or "TLS", cipher[0] if cipher else ""))
             elif self._wiretap is not None:  # (under implicit TLS this transport carries clear text: no tap)
                 self.tap = WireTap(self._conn, self._host_name, service=self._port_name)
@@ -231,7 +232,7 @@ class LabSMTP(SMTP):
             self._encrypted = True
             cipher = transport.get_extra_info("cipher")
             version = cipher[1] if cipher else "TLS"
-            self._record("tls", f"{version} handshake done: the wire is encrypted from here",
+            self._record("tls", lazy(N_("{version} handshake done: the wire is encrypted from here"), version=version),
                          payload=TlsStarted(version, cipher[0] if cipher else ""))
 
     def connection_lost(self, error: Exception | None) -> None:
@@ -240,7 +241,7 @@ class LabSMTP(SMTP):
                 self._flush_body(closed=True)
             # A reset right after QUIT is normal (clients drop TLS without close_notify): not news.
             quiet = error is None or isinstance(error, ConnectionResetError)
-            self._record("close", "connection closed" + ("" if quiet else f" ({error})"),
+            self._record("close", lazy(N_("connection closed")) if quiet else lazy(N_("connection closed ({error})"), error=error),
                          payload=Close("" if quiet else str(error)))
             self._conn = ""
         super().connection_lost(error)
@@ -313,7 +314,8 @@ class LabSMTP(SMTP):
         self._body, self._body_size, self._body_lines, self._overrun = [], 0, 0, False
         fault = self._faults(self._host_name, "body", "") if self._faults else None
         if fault is not None and fault.drop and self.transport is not None:
-            self._record("fault", f"injected fault fires: {fault.describe()}", payload=FaultFired(fault.describe()))
+            self._record("fault", lazy(N_("injected fault fires: {fault}"), fault=fault.describe()),
+                     payload=FaultFired(fault.describe()))
             self.transport.abort()  # type: ignore[attr-defined]  # hang up in the middle of the message
             raise asyncio.CancelledError
 
@@ -418,7 +420,8 @@ class LabSMTP(SMTP):
         fault = self._faults(self._host_name, stage, recipient) if self._faults else None
         if fault is None:
             return None
-        self._record("fault", f"injected fault fires: {fault.describe()}", payload=FaultFired(fault.describe()))
+        self._record("fault", lazy(N_("injected fault fires: {fault}"), fault=fault.describe()),
+                     payload=FaultFired(fault.describe()))
         if fault.delay:
             await asyncio.sleep(fault.delay)  # a slow server is the fault being shown
         if fault.drop:
@@ -594,7 +597,9 @@ class LabSMTP(SMTP):
         """Write an internal failure into the trace for the teacher: the client only gets a reply code."""
         text = f"{type(error).__name__}: {error}".encode("ascii", "backslashreplace").decode()[:500]
         code = reply[:9].rstrip()
-        self._record("error", f"internal error ({text}): answered {code}{outcome}", payload=ServerError(text, code))
+        said = (lazy(N_("internal error ({error}): answered {code} {outcome}"), error=text, code=code, outcome=outcome)
+                if outcome else lazy(N_("internal error ({error}): answered {code}"), error=text, code=code))
+        self._record("error", said, payload=ServerError(text, code))
 
     @property
     def conn_id(self) -> str:

@@ -23,7 +23,8 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from ..i18n import ngettext
+from ..i18n import N_, _, lazy, ngettext
+from ..i18n import shown as shown_text
 from .events import Dropped, SmtpData, SmtpReply, payload_of_line
 
 __all__ = ["TraceEvent", "Trace", "format_transcript", "correlated", "current_correlation", "announce_connection",
@@ -47,7 +48,7 @@ class TraceEvent(NamedTuple):
     client: str = ""  # client endpoint "address:port"
     server: str = ""  # server endpoint "address:port"
     peer: str = ""  # lab host name of the client side when known, else "client"
-    text: str = ""  # the line without CRLF, or a description
+    text: str = ""  # the line without CRLF, or a description (a LazyText: English here, see `shown`)
     message_ids: tuple[str, ...] = ()  # queue ids / Message-IDs this event belongs to
     tls: bool = False  # True once the connection is encrypted (after STARTTLS)
     port_name: str = ""  # which service: "smtp", "submission", "imap", "dns"
@@ -64,6 +65,11 @@ class TraceEvent(NamedTuple):
         return None
 
     @property
+    def shown(self) -> str:
+        """`text` as a learner reads it now: a description in the current language, a protocol line as sent."""
+        return shown_text(self.text)
+
+    @property
     def when(self) -> datetime:
         return datetime.fromtimestamp(self.time, tz=UTC)
 
@@ -77,8 +83,8 @@ class TraceEvent(NamedTuple):
                 out.append(f"C: ... ({len(lines) - len(shown)} more lines)")
             return "\n".join(out)
         if self.direction in ("C", "S"):
-            return f"{self.direction}: {self.text}"
-        return f"*  {self.text}"
+            return f"{self.direction}: {self.shown}"
+        return f"*  {self.shown}"
 
     @property
     def summary(self) -> str:
@@ -89,7 +95,7 @@ class TraceEvent(NamedTuple):
                 return f"<message: {data.lines} lines, {data.size} bytes>"
             lines = self.text.split("\n")
             return f"<message: {len(lines)} lines, {len(self.text.encode())} bytes>"
-        return self.text
+        return self.shown
 
 
 TRANSCRIPT_WIDTH = 110  # characters: a notebook cell's width at the default font
@@ -173,9 +179,9 @@ def format_transcript(events: Iterable[TraceEvent], *, times: bool = False, widt
         if key != current:
             current = key
             if event.protocol == "queue":
-                lines.append(f"--- relay queue on {event.host}")
+                lines.append("--- " + _("relay queue on {host}").format(host=event.host))
             elif event.protocol == "lab":
-                lines.append("--- lab")
+                lines.append("--- " + _("lab"))
             else:
                 where = f"{event.peer or 'client'} -> {event.host}"
                 if event.port_name:
@@ -300,8 +306,8 @@ class Trace:
         last = events[count - 1]
         self.dropped += count - (1 if isinstance(events[0].typed, Dropped) else 0)
         marker = TraceEvent(last.seq, last.time, "lab", "dropped", "trace",
-                            text=f"{self.dropped} older events were dropped here: the trace keeps its last "
-                                 f"{self.max_events} (Trace.max_events)",
+                            text=lazy(N_("{count} older events were dropped here: the trace keeps its last "
+                                         "{limit} (Trace.max_events)"), count=self.dropped, limit=self.max_events),
                             typed=Dropped(self.dropped))
         events[:count] = [marker]
         # Links of long-gone work go too (oldest first): they could only select events no longer kept.
