@@ -19,7 +19,7 @@ import dns.resolver
 import dns.reversename
 
 from ..errors import DnsLookupError
-from ..i18n import _
+from ..i18n import N_, _, lazy
 
 __all__ = ["IprevResult", "iprev", "iprev_async"]
 
@@ -46,8 +46,13 @@ class IprevResult:
         comment = f" ({self.name})" if self.name else ""
         return f"iprev={self.result} policy.iprev={self.address}{comment}"
 
+    def describe(self) -> str:
+        """One line for the trace, its words in the learner's language when shown (a LazyText)."""
+        return lazy(N_("iprev={result} for {address}: {reason}"), result=self.result, address=self.address,
+                    reason=self.reason)
+
     def __str__(self) -> str:
-        return f"iprev={self.result} for {self.address}: {self.reason}"
+        return str.__str__(self.describe())
 
 
 async def iprev_async(address: str, resolver: dns.asyncresolver.Resolver, *, source: str | None = None,
@@ -59,34 +64,37 @@ async def iprev_async(address: str, resolver: dns.asyncresolver.Resolver, *, sou
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
-        return IprevResult(address, "permerror", (), "", "not an IP address")
+        return IprevResult(address, "permerror", (), "", lazy(N_("not an IP address")))
     reverse = dns.reversename.from_address(str(ip))
     try:
         answer = await resolver.resolve(reverse, "PTR", source=source)
     except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
         # RFC 8601 section 2.7.3: no PTR data published for the address is a permanent error.
-        return IprevResult(address, "permerror", (), "", f"no PTR record at {reverse.to_text(True)}")
+        return IprevResult(address, "permerror", (), "", lazy(N_("no PTR record at {name}"), name=reverse.to_text(True)))
     except (dns.exception.Timeout, dns.resolver.NoNameservers) as exc:
-        return IprevResult(address, "temperror", (), "", f"the PTR question got no usable answer ({exc})")
+        return IprevResult(address, "temperror", (), "", lazy(N_("the PTR question got no usable answer ({error})"), error=exc))
     names = tuple(r.target.to_text(omit_final_dot=True).lower() for r in answer)
     names = tuple(sorted(names, key=lambda n: n != prefer.lower().rstrip(".")))
     rdtype = "A" if ip.version == 4 else "AAAA"
-    trouble = ""
+    trouble: str = ""
     for name in names[:MAX_NAMES]:
         try:
             forward = await resolver.resolve(name, rdtype, source=source)
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
             continue
         except (dns.exception.Timeout, dns.resolver.NoNameservers) as exc:
-            trouble = f"the {rdtype} question for {name} got no usable answer ({exc})"
+            trouble = lazy(N_("the {rdtype} question for {name} got no usable answer ({error})"), rdtype=rdtype, name=name,
+                           error=exc)
             continue
         if any(ipaddress.ip_address(r.address) == ip for r in forward):
-            return IprevResult(address, "pass", names, name, f"{reverse.to_text(True)} PTR {name}, "
-                                                             f"and {name} {rdtype} {address}")
+            return IprevResult(address, "pass", names, name, lazy(N_("{reverse} PTR {name}, and {name} {rdtype} {address}"),
+                                                                  reverse=reverse.to_text(True), name=name,
+                                                                  rdtype=rdtype, address=address))
     if trouble:
         return IprevResult(address, "temperror", names, "", trouble)
     return IprevResult(address, "fail", names, "",
-                       f"PTR says {', '.join(names)}, but no such name has {rdtype} {address}")
+                       lazy(N_("PTR says {names}, but no such name has {rdtype} {address}"), names=", ".join(names),
+                            rdtype=rdtype, address=address))
 
 
 def iprev(address: str, lab: object, *, timeout: float = 3.0) -> IprevResult:

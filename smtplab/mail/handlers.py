@@ -149,7 +149,7 @@ class _BaseHandler:
                              asyncio.get_running_loop().create_task(lookup, context=contextvars.Context()))
             session.__dict__["smtplab_iprev"] = checked  # once per connection, like the blocklist answer
             if part_of_the_story:
-                server.note(str(checked), Note())
+                server.note(checked.describe(), Note())
         return checked
 
     async def _refusal_at_end_of_data(self, server: LabSMTP, envelope: Envelope) -> str | None:

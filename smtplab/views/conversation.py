@@ -221,10 +221,10 @@ class _Builder:
             elif event.protocol == "lab":
                 change = event.payload
                 if isinstance(change, LabChange) and change.what == "clock":
-                    self.add(Step("break", "", "", (_short(event.text, 70),), "note", seq=event.seq))
+                    self.add(Step("break", "", "", (_short(event.shown, 70),), "note", seq=event.seq))
                 else:
                     tone = "fail" if isinstance(change, LabChange) and change.what in ("down", "fault") else "note"
-                    self.add(Step("note", self.participant(event.host, late=True), "", _note(event.text), tone,
+                    self.add(Step("note", self.participant(event.host, late=True), "", _note(event.shown), tone,
                                   seq=event.seq))
         return list(self.order.values()) + list(self.late.values()), self.steps
 
@@ -246,11 +246,11 @@ class _Builder:
         elif kind == "close":
             self.add(Step("closed", client, server, (_("connection closed"),), "conn", tls, seq))
         elif kind == "tls":
-            self.add(Step("tls", client, server, (_short(event.text),), "tls", True, seq))
+            self.add(Step("tls", client, server, (_short(event.shown),), "tls", True, seq))
         elif kind in ("fault", "error"):
-            self.add(Step("note", server, "", _note(event.text), "fail", seq=seq))
+            self.add(Step("note", server, "", _note(event.shown), "fail", seq=seq))
         elif kind == "state":  # what the server decided: DKIM signing, the MX's policy verdict, a listing
-            self.add(Step("note", server, "", _note(event.text), "fail" if _is_warning(event.payload) else "note",
+            self.add(Step("note", server, "", _note(event.shown), "fail" if _is_warning(event.payload) else "note",
                           seq=seq))
         elif kind == "query":
             question = event.payload
@@ -371,7 +371,7 @@ class _Builder:
                                                     _short(change.reply)), "fail", seq=event.seq))
             return
         tone = "fail" if state in ("bounced", "deferred") else "note"
-        self.add(Step("note", relay, "", _note(event.text), tone, seq=event.seq))
+        self.add(Step("note", relay, "", _note(event.shown), tone, seq=event.seq))
 
 
 def steps(events: Iterable[TraceEvent], lab: Any = None, *, compact: bool = False) -> tuple[list[Participant], list[Step]]:

@@ -245,7 +245,7 @@ def legs(events: Iterable[TraceEvent], lab: Any = None) -> list[Leg]:
         source = client_key(first, lab)
         if first.protocol == "dns":
             answers = [e for e in conn_events if isinstance(e.payload, DnsAnswer)]
-            detail = answers[-1].text if answers else _("no answer")
+            detail = answers[-1].shown if answers else _("no answer")
             rcode = answers[-1].payload.rcode if answers else ""  # type: ignore[attr-defined]
             ok = rcode == "NOERROR"
             question = first.payload
@@ -287,7 +287,7 @@ def _smtp_outcome(events: list[TraceEvent]) -> tuple[bool, str]:
                 return 200 <= payload.code < 300, event.text
             if payload.code >= 400:
                 refusal = event.text
-    faults = [e.text for e in events if isinstance(e.payload, FaultFired) or e.kind == "error"]
+    faults = [e.shown for e in events if isinstance(e.payload, FaultFired) or e.kind == "error"]
     return False, refusal or (faults[-1] if faults else _("the connection ended before the message was sent"))
 
 
