@@ -1,8 +1,7 @@
 """The lab's authoritative DNS server: dnspython zones served over asyncio UDP and TCP.
 
-dnspython has no server class; this module answers from `dns.zone.Zone` data the way an
-authoritative-only server does (RFC 1034 §4.3.2): AA set, no recursion (RA clear), REFUSED for
-names outside its zones, NXDOMAIN vs NODATA with the zone's SOA in the authority section (RFC 2308).
+dnspython has no server class; this module listens, traces every question and answer, and caches
+replies; what to answer from the zones (RFC 1034 §4.3.2, RFC 2308) is smtplab.net.dns_zones.
 It also serves whole zones to anyone who asks over TCP (AXFR, RFC 5936): on the internet operators
 restrict that to their secondaries, and `dig AXFR` shows the learner why.
 """
@@ -10,11 +9,10 @@ restrict that to their secondaries, and `dig AXFR` shows the learner why.
 from __future__ import annotations
 
 import asyncio
-import io
 import socket
 import struct
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import dns.exception
@@ -25,66 +23,21 @@ import dns.opcode
 import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
-import dns.rrset
 import dns.zone
 
 from ..i18n import N_, lazy
 from ..trace.events import DnsAnswer, DnsError, DnsQuery
 from ..trace.ring import Trace
+from .dns_zones import answer_of, answer_summary, build_zones, respond, transfer_messages
 from .guard import BACKLOG, ConnectionGuard, FloodControl
 from .wire import WireTap
 
 __all__ = ["DnsServer", "build_zones", "question_key"]
 
-TTL = 300
 CACHE_ENTRIES = 2048  # replies kept for repeated questions
 CACHE_BYTES = 4 * 1024 * 1024  # and their total size
 HELD_QUERIES = 1024  # UDP questions held while the zones are not yet published (the first start)
 MAX_UDP_QUERY = 4096  # octets; a question with EDNS and padding to RFC 8467's 128-octet blocks is under 1 KB
-
-
-def build_zones(
-    domains: Mapping[str, Iterable[str]],
-    addresses: Mapping[str, str],
-    dns_name: str,
-) -> dict[dns.name.Name, dns.zone.Zone]:
-    """Build one zone per domain from zone-file lines, plus the zone holding the DNS server's name.
-
-    `domains` maps a domain to its record lines in zone-file syntax, relative or absolute names;
-    `addresses` maps every host name to its address (A records go in the zone that contains them).
-    """
-    texts: dict[str, list[str]] = {d: list(lines) for d, lines in domains.items()}
-    dns_zone = dns_name.split(".", 1)[1] if "." in dns_name else dns_name
-    texts.setdefault(dns_zone, [])
-    for host, address in sorted(addresses.items()):
-        zone = _longest_suffix(host, texts)
-        if zone is not None:
-            texts[zone].append(f"{host}. {TTL} IN A {address}")
-    zones: dict[dns.name.Name, dns.zone.Zone] = {}
-    for domain, lines in texts.items():
-        header = [
-            f"$ORIGIN {domain}.",
-            f"$TTL {TTL}",
-            f"@ IN SOA {dns_name}. hostmaster.{domain}. 1 3600 600 86400 {TTL}",
-            f"@ IN NS {dns_name}.",
-        ]
-        built = dns.zone.from_text("\n".join(header + lines) + "\n", origin=f"{domain}.", relativize=False)
-        zones[_origin(built)] = built
-    return zones
-
-
-def _origin(zone: dns.zone.Zone) -> dns.name.Name:
-    """A zone's origin: dnspython types it optional, but every zone the lab builds has one."""
-    assert zone.origin is not None
-    return zone.origin
-
-
-def _longest_suffix(name: str, zones: Iterable[str]) -> str | None:
-    best = None
-    for zone in zones:
-        if (name == zone or name.endswith("." + zone)) and (best is None or len(zone) > len(best)):
-            best = zone
-    return best
 
 
 class _UdpServer:
@@ -342,28 +295,7 @@ class DnsServer:
                                direction="S",
                                **fields)
             return [refusal.to_wire()]
-        soa = zone.find_rrset(question.name, dns.rdatatype.SOA)  # the zone was found by its origin
-        rrsets = [soa] + [dns.rrset.from_rdata_list(name, rds.ttl, list(rds))
-                          for name, node in sorted(zone.nodes.items()) for rds in node.rdatasets
-                          if not (name == question.name and rds.rdtype == dns.rdatatype.SOA)] + [soa]
-        messages: list[bytes] = []
-        batch: list[dns.rrset.RRset] = []
-        size = 0
-        for index, rrset in enumerate(rrsets):
-            batch.append(rrset)
-            encoded = io.BytesIO()
-            rrset.to_wire(encoded)
-            size += encoded.tell()
-            if size >= 16_000 or index == len(rrsets) - 1:  # well under the 65535 octets of one TCP message
-                response = dns.message.make_response(query)
-                response.flags |= dns.flags.AA
-                response.flags &= ~dns.flags.RA
-                if messages:
-                    response.question = []
-                response.answer = batch
-                messages.append(response.to_wire())
-                batch, size = [], 0
-        records = sum(len(r) for r in rrsets)
+        messages, records = transfer_messages(query, zone)
         self._trace.record("dns", "answer", self.host_name,
                            lazy(N_("NOERROR: zone transfer of {zone}: {records} records (SOA first and last) in "
                                    "{count} messages") if len(messages) > 1 else
@@ -451,9 +383,9 @@ class DnsServer:
         self._trace.record("dns", "query", self.host_name,
                            lazy(N_("{question} over {transport}"), question=qtext, transport=transport), direction="C",
                            payload=DnsQuery(question[0], question[1], qid, transport, asker), **fields)
-        response = self._respond(query)
-        summary = _summary(response)
-        answer = _answer_of(response)
+        response = respond(self.zones or {}, query)
+        summary = answer_summary(response)
+        answer = answer_of(response)
         self._trace.record("dns", "answer", self.host_name, summary, direction="S", payload=answer, **fields)
         max_size = 65535 if transport == "tcp" else max(512, query.payload if query.edns >= 0 else 512)
         try:
@@ -478,111 +410,3 @@ class DnsServer:
         """How many replies are kept for repeated questions (at most CACHE_ENTRIES)."""
         return len(self._replies)
 
-    def _respond(self, query: dns.message.Message) -> dns.message.Message:
-        response = dns.message.make_response(query)
-        response.flags &= ~dns.flags.RA
-        if query.opcode() != dns.opcode.QUERY:
-            response.set_rcode(dns.rcode.NOTIMP)
-            return response
-        if len(query.question) != 1:
-            response.set_rcode(dns.rcode.FORMERR)
-            return response
-        question = query.question[0]
-        if question.rdtype in (dns.rdatatype.AXFR, dns.rdatatype.IXFR):
-            # AXFR is served over TCP (see `transfer`); over UDP it is not defined (RFC 5936 §4.2), and
-            # incremental transfers (IXFR, RFC 1995) are not implemented here.
-            response.set_rcode(dns.rcode.NOTIMP)
-            return response
-        zone = self._zone_for(question.name)
-        if zone is None or question.rdclass != dns.rdataclass.IN:
-            response.set_rcode(dns.rcode.REFUSED)  # not authoritative, and we never recurse
-            return response
-        response.flags |= dns.flags.AA
-        name, rdtype = question.name, question.rdtype
-        for _hop in range(8):  # follow CNAME chains inside our zones, bounded
-            node = zone.get_node(name)
-            if node is None:
-                if not response.answer:
-                    exists_below = any(n.is_subdomain(name) for n in zone.nodes)
-                    if not exists_below:
-                        response.set_rcode(dns.rcode.NXDOMAIN)
-                self._add_soa(response, zone)
-                return response
-            if rdtype == dns.rdatatype.ANY:
-                for rds in node.rdatasets:
-                    response.answer.append(dns.rrset.from_rdata_list(name, rds.ttl, list(rds)))
-                return response
-            rds = node.get_rdataset(dns.rdataclass.IN, rdtype)
-            if rds is not None:
-                response.answer.append(dns.rrset.from_rdata_list(name, rds.ttl, list(rds)))
-                _add_signatures(response, query, node, name, rdtype)
-                if rdtype == dns.rdatatype.MX:
-                    self._add_glue(response, [r.exchange for r in rds])
-                return response
-            cname = node.get_rdataset(dns.rdataclass.IN, dns.rdatatype.CNAME)
-            if cname is None:
-                self._add_soa(response, zone)  # NODATA: the name exists, the type does not
-                return response
-            response.answer.append(dns.rrset.from_rdata_list(name, cname.ttl, list(cname)))
-            name = cname[0].target
-            target_zone = self._zone_for(name)
-            if target_zone is None:
-                return response
-            zone = target_zone
-        return response
-
-    def _zone_for(self, name: dns.name.Name) -> dns.zone.Zone | None:
-        best = None
-        for origin, zone in (self.zones or {}).items():
-            if name.is_subdomain(origin) and (best is None or len(origin) > len(_origin(best))):
-                best = zone
-        return best
-
-    def _add_soa(self, response: dns.message.Message, zone: dns.zone.Zone) -> None:
-        origin = _origin(zone)
-        soa = zone.get_rdataset(origin, dns.rdatatype.SOA)
-        if soa is not None:
-            response.authority.append(dns.rrset.from_rdata_list(origin, soa.ttl, list(soa)))
-
-    def _add_glue(self, response: dns.message.Message, names: Iterable[dns.name.Name]) -> None:
-        for name in names:
-            zone = self._zone_for(name)
-            rds = zone.get_rdataset(name, dns.rdatatype.A) if zone is not None else None
-            if rds is not None:
-                response.additional.append(dns.rrset.from_rdata_list(name, rds.ttl, list(rds)))
-
-
-def _add_signatures(response: dns.message.Message, query: dns.message.Message, node: Any,
-                    name: dns.name.Name, rdtype: dns.rdatatype.RdataType) -> None:
-    """A signed zone's RRSIG records go with the answer when the query set the DO bit (RFC 4035 §3.1.1)."""
-    if not query.ednsflags & dns.flags.DO:
-        return
-    response.ednsflags |= dns.flags.DO  # RFC 3225 §3: the DO bit is copied into the response
-    sigs = node.get_rdataset(dns.rdataclass.IN, dns.rdatatype.RRSIG, rdtype)
-    if sigs is not None:
-        rrset = dns.rrset.RRset(name, dns.rdataclass.IN, dns.rdatatype.RRSIG, rdtype)
-        rrset.update(sigs)
-        response.answer.append(rrset)
-
-
-def _summary(response: dns.message.Message) -> str:
-    rcode = dns.rcode.to_text(response.rcode())
-    parts = []
-    for rrset in response.answer:
-        for rdata in rrset:
-            parts.append(f"{rrset.name} {dns.rdatatype.to_text(rrset.rdtype)} {rdata}")
-    truncated = bool(response.flags & dns.flags.TC)
-    if parts:  # the records are DNS data, shown as they are; only the lab's remarks are translated
-        text = rcode + ": " + "; ".join(parts)
-        return lazy(N_("{answer}; (truncated)"), answer=text) if truncated else text
-    if response.authority:
-        return lazy(N_("{rcode}: (no answer; SOA in authority); (truncated)") if truncated else
-                    N_("{rcode}: (no answer; SOA in authority)"), rcode=rcode)
-    return lazy(N_("{rcode}: (truncated)"), rcode=rcode) if truncated else rcode
-
-
-def _answer_of(response: dns.message.Message) -> DnsAnswer:
-    records = tuple(f"{rrset.name} {dns.rdatatype.to_text(rrset.rdtype)} {rdata}"
-                    for rrset in response.answer for rdata in rrset)
-    return DnsAnswer(dns.rcode.to_text(response.rcode()), records, bool(response.flags & dns.flags.TC),
-                     not records and bool(response.authority))
