@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import pickle
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
+
 import smtplab
-from smtplab.i18n import N_, LazyText, lazy, use_language
+from smtplab.i18n import N_, LazyText, lazy, set_language, use_language
 from smtplab.trace.events import Dropped, SmtpCommand, SmtpReply
 from smtplab.trace.ring import Trace
 
 # Events that are the lab's description of what happened, not a line of a protocol or DNS data.
 DESCRIPTIONS = {"connect", "close", "tls", "state", "queue", "fault", "error", "refused", "dropped"}
 WIRE = ("smtp", "imap", "pop3")
+
+
+@pytest.fixture(autouse=True)
+def _language_forgotten() -> Iterator[None]:
+    """start(lang=...) chooses the language for the process: later tests must not inherit it."""
+    yield
+    set_language(None)
 
 
 def _scenario(lang: str) -> dict[str, Any]:
