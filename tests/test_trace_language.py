@@ -114,3 +114,18 @@ def test_the_dropped_marker_speaks_the_learners_language() -> None:
     with use_language("es"):
         assert marker.shown.startswith(f"aquí se descartaron {count} eventos antiguos")
         assert "C: NOOP 24" in trace.transcript()  # a protocol line is never translated
+
+
+def test_a_fault_reads_in_the_learners_language_and_keeps_its_reply_as_sent() -> None:
+    from smtplab.net.faults import Fault
+
+    fault = Fault(1, "mx1.example.net", "DATA", reply="451 4.3.0 Try later", delay=2, probability=0.5,
+                  recipient="bob@example.net")
+    trace = Trace(lambda: 0.0)
+    event = trace.record("smtp", "fault", "mx1.example.net", lazy(N_("injected fault fires: {fault}"),
+                                                                   fault=fault.describe()))
+    assert event.text == ("injected fault fires: mx1.example.net at DATA for <bob@example.net>: stall 2 s, then "
+                          "answer '451 4.3.0 Try later' with probability 0.5")
+    with use_language("es"):
+        assert event.shown == ("se dispara un fallo inyectado: mx1.example.net en DATA para <bob@example.net>: "
+                               "esperar 2 s y luego responder '451 4.3.0 Try later' con probabilidad 0.5")

@@ -31,7 +31,7 @@ from cryptography import x509
 from cryptography.x509.verification import Criticality, ExtensionPolicy, PolicyBuilder, Store, VerificationError
 
 from ..errors import SmtpLabError
-from ..i18n import _
+from ..i18n import N_, _, lazy
 
 __all__ = ["StsPolicy", "PolicyError", "PolicyServer", "parse_policy", "parse_txt", "mx_matches",
            "fetch_policy", "StsRequirement", "certificate_problem", "WELL_KNOWN"]
@@ -176,7 +176,8 @@ class StsRequirement:
     summary: str = field(init=False, default="")
 
     def __post_init__(self) -> None:
-        self.summary = f"MTA-STS policy of {self.domain}: mode {self.policy.mode}, mx {', '.join(self.policy.mx)}"
+        self.summary = lazy(N_("MTA-STS policy of {domain}: mode {mode}, mx {mx}"), domain=self.domain,
+                            mode=self.policy.mode, mx=", ".join(self.policy.mx))
         if not mx_matches(self.exchange, self.policy.mx):
             self.refused = self._fail(f"{self.exchange} is not an MX the policy names")
 

@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass
 
 from ..errors import SmtpLabError
-from ..i18n import _
+from ..i18n import N_, _, lazy
 
 __all__ = ["Fault", "FaultTable", "STAGES"]
 
@@ -36,12 +36,18 @@ class Fault:
     recipient: str = ""  # only for this RCPT address (RCPT stage only)
 
     def describe(self) -> str:
-        what = "hang up" if self.drop else (f"answer {self.reply!r}" if self.reply else "answer normally")
+        """What the fault does, in one line (a LazyText: English as a str, the learner's language when shown)."""
+        what = lazy(N_("hang up")) if self.drop else (
+            lazy(N_("answer {reply}"), reply=repr(self.reply)) if self.reply else lazy(N_("answer normally")))
         if self.delay:
-            what = f"stall {self.delay:g} s, then {what}"
-        chance = "" if self.probability >= 1 else f" with probability {self.probability:g}"
-        only = f" for <{self.recipient}>" if self.recipient else ""
-        return f"{self.host} at {self.stage}{only}: {what}{chance}"
+            what = lazy(N_("stall {delay} s, then {what}"), delay=f"{self.delay:g}", what=what)
+        facts = dict(host=self.host, stage=self.stage, what=what, recipient=self.recipient,
+                     probability=f"{self.probability:g}")
+        if self.probability >= 1:
+            return lazy(N_("{host} at {stage} for <{recipient}>: {what}") if self.recipient else
+                        N_("{host} at {stage}: {what}"), **facts)
+        return lazy(N_("{host} at {stage} for <{recipient}>: {what} with probability {probability}") if self.recipient
+                    else N_("{host} at {stage}: {what} with probability {probability}"), **facts)
 
 
 class FaultTable:
