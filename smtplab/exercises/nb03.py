@@ -180,7 +180,7 @@ def check_deferred_then_delivered(lab: Any, answer: Any) -> Feedback:
                         "inject a 451 at RCPT on both); then repair one and advance the clock.").format(
             queue_id=queue_id, host=r.via, reply=r.last_reply), _(RETRY))
     events = [e for e in lab.trace.for_message(queue_id) if isinstance(e.payload, QueueChange)]
-    deferrals = [e.text for e in events if e.payload.state == "deferred"]
+    deferrals = [e.shown for e in events if e.payload.state == "deferred"]
     delivered_at = next((e.time for e in events if e.payload.state == "delivered"), None)
     first = (" " + _("After attempt 1 the queue noted: \"{note}\".").format(note=deferrals[0])
              if deferrals else "")
