@@ -129,3 +129,18 @@ def test_a_fault_reads_in_the_learners_language_and_keeps_its_reply_as_sent() ->
     with use_language("es"):
         assert event.shown == ("se dispara un fallo inyectado: mx1.example.net en DATA para <bob@example.net>: "
                                "esperar 2 s y luego responder '451 4.3.0 Try later' con probabilidad 0.5")
+
+
+def test_a_message_body_is_summarized_in_the_learners_language_and_shown_as_sent() -> None:
+    from smtplab.trace.events import SmtpData
+
+    trace = Trace(lambda: 0.0)
+    body = "\n".join(f"línea {n}" for n in range(50))
+    event = trace.record("smtp", "data", "mx1", body, direction="C",
+                         payload=SmtpData(len(body.encode()), 50, len(body.encode())))
+    with use_language("es"):
+        assert event.summary == f"<mensaje: 50 líneas, {len(body.encode())} bytes>"
+        shown = event.to_text(max_data_lines=40).split("\n")
+    assert shown[:40] == [f"C: línea {n}" for n in range(40)]  # the body as it was sent
+    assert shown[40] == "C: ... (10 líneas más)"
+    assert event.to_text(max_data_lines=40).split("\n")[40] == "C: ... (10 more lines)"

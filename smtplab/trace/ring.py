@@ -79,8 +79,9 @@ class TraceEvent(NamedTuple):
             lines = self.text.split("\n")
             shown = lines[:max_data_lines]
             out = [f"C: {line}" for line in shown]
-            if len(lines) > len(shown):
-                out.append(f"C: ... ({len(lines) - len(shown)} more lines)")
+            if len(lines) > len(shown):  # the lab's words, not the client's: in the learner's language
+                more = len(lines) - len(shown)
+                out.append("C: " + ngettext("... ({n} more line)", "... ({n} more lines)", more).format(n=more))
             return "\n".join(out)
         if self.direction in ("C", "S"):
             return f"{self.direction}: {self.shown}"
@@ -92,9 +93,9 @@ class TraceEvent(NamedTuple):
         if self.kind == "data":
             data = self.typed
             if isinstance(data, SmtpData):
-                return f"<message: {data.lines} lines, {data.size} bytes>"
+                return _("<message: {lines} lines, {size} bytes>").format(lines=data.lines, size=data.size)
             lines = self.text.split("\n")
-            return f"<message: {len(lines)} lines, {len(self.text.encode())} bytes>"
+            return _("<message: {lines} lines, {size} bytes>").format(lines=len(lines), size=len(self.text.encode()))
         return self.shown
 
 
