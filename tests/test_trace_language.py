@@ -144,3 +144,27 @@ def test_a_message_body_is_summarized_in_the_learners_language_and_shown_as_sent
     assert shown[:40] == [f"C: línea {n}" for n in range(40)]  # the body as it was sent
     assert shown[40] == "C: ... (10 líneas más)"
     assert event.to_text(max_data_lines=40).split("\n")[40] == "C: ... (10 more lines)"
+
+
+def test_the_labs_note_on_an_unfinished_line_is_translated_and_the_line_kept_as_sent() -> None:
+    import socket
+    import threading
+
+    with smtplab.start(lang="es") as lab:
+        mx = lab.host("mx1.example.net")
+        closed = threading.Event()
+
+        def watch(event: smtplab.TraceEvent) -> None:
+            if event.host == mx.name and event.kind == "close":
+                closed.set()
+
+        lab.trace.subscribe(watch)
+        with socket.create_connection((mx.address, mx.ports["smtp"])) as client:
+            client.recv(512)  # the 220 greeting
+            client.sendall(b"EHLO sin-fin")
+        assert closed.wait(30)
+        lab.trace.unsubscribe(watch)
+        [unfinished] = [e for e in lab.trace.filter(host=mx.name, kind="line") if e.direction == "C"]
+    assert unfinished.text == "EHLO sin-fin  (no line end: connection closed)"
+    with use_language("es"):
+        assert unfinished.to_text() == "C: EHLO sin-fin  (sin fin de línea: conexión cerrada)"

@@ -59,7 +59,7 @@ class _TracedReader:
         try:
             line = await self._reader.readline()
         except ValueError:  # longer than the stream limit (64 KiB); pymap would log a traceback
-            self._record("C", "<a line of more than 64 KiB without a line end>")
+            self._record("C", lazy(N_("<a line of more than 64 KiB without a line end>")))
             self._bye("[LIMIT] Command line too long, closing connection")
             raise EOFError from None
         if line:
@@ -71,7 +71,7 @@ class _TracedReader:
             self._bye(f"[LIMIT] Literal of {n} bytes is over the limit of {MAX_LITERAL}, closing connection")
             raise EOFError
         data = await self._reader.readexactly(n)
-        self._record("C", f"<literal: {n} bytes>")
+        self._record("C", lazy(N_("<literal: {n} bytes>"), n=n))
         return data
 
     def __getattr__(self, name: str) -> Any:

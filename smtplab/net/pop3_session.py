@@ -129,13 +129,13 @@ class Pop3Session:
                 return
             if line is None:
                 if self._buffer:
-                    text = _show(self._buffer[:200]) + "  (no line end: connection closed)"
+                    text = lazy(N_("{line}  (no line end: connection closed)"), line=_show(self._buffer[:200]))
                     self.record("line", text, "C", payload=ClientLine(text, complete=False))
                 if self.state == "TRANSACTION":
                     self.record("state", lazy(N_("the client left without QUIT: no UPDATE, nothing deleted")))
                 return
             if not line:
-                text = f"<a line of more than {MAX_LINE} octets>"
+                text = lazy(N_("<a line of more than {limit} octets>"), limit=MAX_LINE)
                 self.record("line", text, "C", payload=ClientLine(text, complete=False))
                 if not await self.refuse(f"-ERR line too long: a command is at most {MAX_LINE} octets "
                                          "(RFC 2449 section 4)"):
@@ -144,7 +144,7 @@ class Pop3Session:
             text = _show(line)  # for the trace; the command itself is read from the line as sent
             keyword, _, argument = line.rstrip(b"\r\n").decode("utf-8", "replace").partition(" ")
             keyword = keyword.upper()
-            self.record("line", "PASS <password hidden>" if keyword == "PASS" else text, "C")
+            self.record("line", lazy(N_("PASS <password hidden>")) if keyword == "PASS" else text, "C")
             if not await self.dispatch(keyword, argument):
                 return
 
@@ -366,7 +366,8 @@ class Pop3Session:
         # Byte-stuffing (RFC 1939 section 3): a line starting with "." gets one more in front.
         stuffed = (b"." if data.startswith(b".") else b"") + data.replace(b"\r\n.", b"\r\n..")
         self.record("line", status, "S", ids)
-        self.record("line", f"<message: {data.count(CRLF)} lines, {len(data)} octets>", "S", ids)
+        self.record("line", lazy(N_("<message: {lines} lines, {size} octets>"), lines=data.count(CRLF), size=len(data)),
+                    "S", ids)
         self.record("line", ".", "S", ids)
         self.writer.write(status.encode() + b"\r\n" + stuffed + b".\r\n")
         await self.writer.drain()

@@ -290,7 +290,8 @@ class LabSMTP(SMTP):
             size = self._long_size + len(line)
             head = _show(bytes(self._long))
             self._long, self._long_size, self._overrun = None, 0, False
-            self._record("line", f"{head}... ({size} bytes: longer than a command line may be)", "C",
+            self._record("line", lazy(N_("{line}... ({size} bytes: longer than a command line may be)"), line=head, size=size),
+                         "C",
                          payload=ClientLine(head, complete=False))
             return
         verb = line[:5].rstrip(b"\r\n").upper()
@@ -359,7 +360,7 @@ class LabSMTP(SMTP):
             self._flush_body(closed=True)
         elif partial:
             text = _show(partial)
-            self._record("line", text + "  (no line end: connection closed)", "C",
+            self._record("line", lazy(N_("{line}  (no line end: connection closed)"), line=text), "C",
                          payload=ClientLine(text, complete=False))
 
     def _flush_body(self, *, closed: bool = False) -> None:
