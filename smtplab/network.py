@@ -309,7 +309,7 @@ class Network:
     async def _smtp_server(self, host: Host, service: str, port: int) -> asyncio.base_events.Server:
         loop = asyncio.get_running_loop()
         domains = (host.domain,)
-        note = ""
+        note: str = ""
         context = self.ca.server_context(host.name, host.address)
         if service in ("submission", "submissions"):
             handler: Any = SubmissionHandler(self.services, host.name, domains)
@@ -319,13 +319,13 @@ class Network:
             options = dict(require_starttls=not plain and not implicit, auth_required=True,
                            auth_require_tls=not plain and not implicit, authenticator=handler.authenticator)
             if plain:
-                note = "teaching toggle: this host accepts passwords WITHOUT TLS - anyone on the wire can read them"
+                note = lazy(N_("teaching toggle: this host accepts passwords WITHOUT TLS - anyone on the wire can read them"))
         else:
             handler = InboundHandler(self.services, host.name, domains)
             options = dict(auth_exclude_mechanism=["LOGIN", "PLAIN"])
             implicit = False
         if "open_relay" in host.options and service == "smtp":
-            note = "teaching toggle: this host is an OPEN RELAY - it passes on mail for any domain"
+            note = lazy(N_("teaching toggle: this host is an OPEN RELAY - it passes on mail for any domain"))
 
         def factory() -> LabSMTP:
             with warnings.catch_warnings():  # aiosmtpd warns about AUTH without TLS: that is the point here

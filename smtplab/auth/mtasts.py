@@ -184,7 +184,7 @@ class StsRequirement:
     def refusal(self, tls: ssl.SSLSocket | None) -> str | None:
         """After EHLO (tls None: no STARTTLS offered) or after STARTTLS: the reply to defer with, or None."""
         if tls is None:
-            return self._fail(f"{self.exchange} offered no STARTTLS") or None
+            return self._fail(lazy(N_("{exchange} offered no STARTTLS"), exchange=self.exchange)) or None
         problem = certificate_problem(tls.getpeercert(binary_form=True), self.exchange, self.ca_file)
         return (self._fail(f"{self.exchange}: {problem}") or None) if problem else None
 
@@ -193,8 +193,8 @@ class StsRequirement:
             # RFC 8461 section 5: do not deliver; RFC 3463 4.7.5 "cryptographic failure".
             return f"451 4.7.5 MTA-STS policy enforce for {self.domain}: {what}; not delivered in clear text"
         if self.policy.mode == "testing":
-            self.report(f"TLS-RPT (RFC 8460) for {self.domain}: MTA-STS policy testing: {what}; "
-                        "delivered anyway, failure reported")
+            self.report(lazy(N_("TLS-RPT (RFC 8460) for {domain}: MTA-STS policy testing: {what}; delivered anyway, "
+                                "failure reported"), domain=self.domain, what=what))
         return ""
 
 

@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..i18n import N_, lazy
+
 __all__ = ["LoginThrottle"]
 
 
@@ -62,8 +64,8 @@ class LoginThrottle:
         """Wait as long as earlier failures ask (on the lab's loop: other sessions go on meanwhile)."""
         wait = self.delay(conn, peer)
         if wait > 0:
-            note(f"login attempt after failed ones from {_address(peer)}: answered after {wait:g} s "
-                 "(a growing delay makes guessing passwords slow)")
+            note(lazy(N_("login attempt after failed ones from {address}: answered after {wait} s (a growing delay "
+                         "makes guessing passwords slow)"), address=_address(peer), wait=f"{wait:g}"))
             await asyncio.sleep(wait)
 
 
