@@ -43,6 +43,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from ..i18n import N_, lazy
+
 __all__ = ["tlsa_rdata", "tlsa_owner", "sign_zone", "lookup_tlsa", "DaneRequirement", "DnssecBogus"]
 
 SIGNATURE_LIFETIME = 400 * 86400  # longer than any lab runs, virtual clock included
@@ -141,8 +143,8 @@ class DaneRequirement:
     summary: str = field(init=False, default="")
 
     def __post_init__(self) -> None:
-        self.summary = (f"DANE: {tlsa_owner(self.exchange)} TLSA {', '.join(r[:14] + '...' for r in self.records)}"
-                        " (DNSSEC-validated): TLS required, key pinned")
+        self.summary = lazy(N_("DANE: {owner} TLSA {records} (DNSSEC-validated): TLS required, key pinned"),
+                            owner=tlsa_owner(self.exchange), records=", ".join(r[:14] + "..." for r in self.records))
 
     def refusal(self, tls: object | None) -> str | None:
         if tls is None:
