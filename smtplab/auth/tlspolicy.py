@@ -116,8 +116,9 @@ class RelayTlsPolicies:
             note(f"MTA-STS: {exc}")
             return cached.policy if cached is not None else None
         self.cache[domain] = _Cached(ids[0], policy, now + policy.max_age)
-        note(f"MTA-STS: fetched https://{host}/.well-known/mta-sts.txt (id {ids[0]}): mode {policy.mode}, "
-                   f"mx {', '.join(policy.mx)}, cached for {policy.max_age} s")
+        note(lazy(N_("MTA-STS: fetched {url} (id {id}): mode {mode}, mx {mx}, cached for {seconds} s"),
+                  url=f"https://{host}/.well-known/mta-sts.txt", id=ids[0], mode=policy.mode, mx=", ".join(policy.mx),
+                  seconds=policy.max_age))
         return policy
 
 
