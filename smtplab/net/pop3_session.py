@@ -141,10 +141,10 @@ class Pop3Session:
                                          "(RFC 2449 section 4)"):
                     return
                 continue
-            text = _show(line)  # for the trace; the command itself is read from the line as sent
+            seen = _show(line)  # for the trace; the command itself is read from the line as sent
             keyword, _, argument = line.rstrip(b"\r\n").decode("utf-8", "replace").partition(" ")
             keyword = keyword.upper()
-            self.record("line", lazy(N_("PASS <password hidden>")) if keyword == "PASS" else text, "C")
+            self.record("line", lazy(N_("PASS <password hidden>")) if keyword == "PASS" else seen, "C")
             if not await self.dispatch(keyword, argument):
                 return
 
