@@ -184,7 +184,7 @@ def measure_intake(rounds: int, messages: int, sessions: int) -> dict[str, Any]:
             continue
         key = kind.replace("-", "_")
         for base, name in (("bare", "bare"), ("maildir", "aiosmtpd_maildir"), ("durable", "aiosmtpd_durable")):
-            ratios = [s["per_second"] / b["per_second"] for s, b in zip(samples[kind], samples[base])]
+            ratios = [s["per_second"] / b["per_second"] for s, b in zip(samples[kind], samples[base], strict=True)]
             out[f"ratio_{key}_to_{name}"] = statistics.median(ratios)
             out[f"ratio_{key}_to_{name}_range"] = [min(ratios), max(ratios)]
     return out
@@ -321,7 +321,7 @@ def measure_kernel_memory(kernels: int) -> dict[str, Any]:
             manager.shutdown_kernel(now=True)
 
     def added(field: str) -> float:
-        return sum(getattr(a, field) - getattr(b, field) for a, b in zip(after, before)) / kernels / mb
+        return sum(getattr(a, field) - getattr(b, field) for a, b in zip(after, before, strict=True)) / kernels / mb
 
     return {"kernels": kernels, "kernel_rss_before_mb": sum(b.rss for b in before) / kernels / mb,
             "rss_added_per_lab_mb": added("rss"), "pss_added_per_lab_mb": added("pss"),
