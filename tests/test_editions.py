@@ -138,3 +138,9 @@ def test_skeleton_sees_code_changes_and_ignores_prose() -> None:
     assert skeleton("smtplab.start(scenario=s)") == skeleton('smtplab.start(lang="es", scenario=s)')
     assert skeleton("nb01.check_x(a, lab)") != skeleton("nb01.check_y(a, lab)")
     assert skeleton("x = 1") != skeleton("x = 2")
+
+
+def test_every_lesson_has_its_spanish_edition_and_solution() -> None:
+    missing = [f"{sub}{es}.ipynb" for es in EDITIONS.values() for sub in ("", "solutions/")
+               if not (SPANISH / f"{sub}{es}.ipynb").exists()]
+    assert not missing, f"lessons without a Spanish edition in notebooks/es/: {missing}"
