@@ -22,8 +22,8 @@ from .errors import LabNotRunning
 from .hosts import DnsInfo, Host, User
 from .i18n import N_, _, lazy
 from .loop import LoopThread
-from .mail.handlers import header_value
 from .mail.ledger import DeliveryLedger
+from .mail.message_headers import header_value
 from .mail.relay import Relay
 from .mail.store import MailStore
 from .net.dns_lookup import lab_resolver

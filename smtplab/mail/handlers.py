@@ -5,15 +5,14 @@ sender; it completes missing Date/Message-ID, signs with DKIM and queues for the
 `InboundHandler` is an MX: it accepts mail for its provider's users only (unless a teacher made it an
 open relay on purpose), asks the blocklist about the client, checks SPF/DKIM/DMARC, scores spam, and
 delivers into the users' Maildirs (or Junk). Both refuse bare LF / CR in DATA (SMTP smuggling).
+The envelope rules they share are in `mail/envelope_rules.py`; the headers and framing of the message they
+pass on in `mail/message_headers.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-import errno
-from datetime import UTC, datetime
-from email.utils import format_datetime, make_msgid
 from typing import Any
 
 from aiosmtpd.smtp import MISSING, AuthResult, Envelope, LoginPassword, Session
@@ -21,51 +20,24 @@ from aiosmtpd.smtp import MISSING, AuthResult, Envelope, LoginPassword, Session
 from ..auth import policy
 from ..auth.iprev import IprevResult, iprev_async
 from ..i18n import N_, lazy
-from ..net import dsn_parameters, replies
+from ..net import replies
 from ..net.smtp import CONTROL_CHARACTERS, MAX_RECIPIENTS, LabSMTP, LineTooLong, new_queue_id
 from ..trace.events import Note, PolicyVerdict
+from .envelope_rules import (
+    accept_recipient,
+    accept_sender,
+    failure_reply,
+    peer_ip,
+    split_address,
+    unique_recipients,
+    utf8_refusal,
+)
+from .message_headers import frame_for_delivery, header_value, link_transaction, prepare_submission, received_header
 from .postmaster import Postmaster
 
 __all__ = ["SubmissionHandler", "InboundHandler", "header_value", "failure_reply"]
 
-# The disk (or the user's quota) is full: RFC 5321 section 4.2.2's 452, RFC 3463's X.3.1 "mail system full".
-_STORAGE_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 _BIG = 256 * 1024  # a message this large is scanned on a worker thread, not on the loop
-
-
-def _received(server: LabSMTP, session: Session, queue_id: str, recipients: list[str], now: float,
-              peer_name: str, envelope_utf8: bool = False) -> bytes:
-    """Build the RFC 5321 §4.4 trace header, with the RFC 3848 protocol keyword.
-
-    `peer_name` is the client's forward-confirmed reverse-DNS name ("" when it has none)."""
-    helo = session.host_name or "unknown"
-    address = _peer_ip(session)
-    protocol = "ESMTP" if session.extended_smtp else "SMTP"
-    if envelope_utf8:
-        protocol = "UTF8SMTP"  # RFC 6531 section 3.7.3: the SMTPUTF8 variants of the RFC 3848 keywords
-    if session.ssl is not None:
-        protocol += "S"
-    if session.authenticated:
-        protocol += "A"
-    reverse = peer_name or "unknown"  # the forward-confirmed name (iprev), as Postfix writes it
-    rcpt = f"\r\n\tfor <{recipients[0]}>" if len(recipients) == 1 else ""
-    value = (
-        f"from {helo} ({reverse} [{address}])\r\n\tby {server.hostname} (smtplab) with {protocol} id {queue_id}"
-        f"{rcpt}; {_date(now)}"
-    )
-    return f"Received: {value}\r\n".encode()
-
-
-_last_date: tuple[int, str] = (-1, "")
-
-
-def _date(ts: float) -> str:
-    """RFC 5322 date-time in local time, for Received and Date headers (remembered for the second)."""
-    global _last_date
-    second = int(ts)
-    if _last_date[0] != second:
-        _last_date = (second, format_datetime(datetime.fromtimestamp(second, tz=UTC).astimezone()))
-    return _last_date[1]
 
 
 def _ehlo_responses(server: LabSMTP, responses: list[str]) -> list[str]:
@@ -200,24 +172,24 @@ class SubmissionHandler(_BaseHandler):
         if fault:
             return fault
         user = str(session.auth_data or "")
-        refusal = _utf8_refusal(envelope, address)
+        refusal = utf8_refusal(envelope, address)
         if refusal:
             return refusal
         if address in ("<>", ""):
             return replies.NULL_SENDER_SUBMISSION
         if address.lower() != user:
             return replies.SENDER_NOT_OWNED.format(user=user)
-        return _accept_sender(server, envelope, address, mail_options)
+        return accept_sender(server, envelope, address, mail_options)
 
     async def handle_RCPT(self, server: LabSMTP, session: Session, envelope: Envelope, address: str,
                           rcpt_options: list[str]) -> str:
         fault = await server.fault_point("RCPT", address)
         if fault:
             return fault
-        refusal = _utf8_refusal(envelope, address)
+        refusal = utf8_refusal(envelope, address)
         if refusal:
             return refusal
-        local, domain = _split_address(address)
+        local, domain = split_address(address)
         if not local or "." not in domain or domain.startswith(".") or domain.endswith("."):
             return replies.BAD_DESTINATION
         if domain.startswith("["):
@@ -229,15 +201,15 @@ class SubmissionHandler(_BaseHandler):
         domain = domain.lower()
         if domain in self.domains and not self.postmaster.user_exists(address):
             return replies.USER_UNKNOWN.format(address=address)
-        return _accept_recipient(server, envelope, address, rcpt_options)
+        return accept_recipient(server, envelope, address, rcpt_options)
 
     async def end_of_data(self, server: LabSMTP, session: Session, envelope: Envelope) -> str:
         refusal = await self._refusal_at_end_of_data(server, envelope)
         if refusal:
             return refusal
         queue_id = new_queue_id()
-        recipients = _unique(envelope.rcpt_tos)
-        header = _received(server, session, queue_id, recipients, self.postmaster.now(),
+        recipients = unique_recipients(envelope.rcpt_tos)
+        header = received_header(server, session, queue_id, recipients, self.postmaster.now(),
                            (await self._iprev(server, session, part_of_the_story=False)).name, envelope.smtp_utf8)
         footer = b""
         if "append_footer" in self.postmaster.host_options(self.host_name):
@@ -245,7 +217,7 @@ class SubmissionHandler(_BaseHandler):
         await self.postmaster.keys_ready()  # right after the lab starts, its DKIM key may still be being made
         # Completing, DKIM-signing (RFC 6376) and framing the message hash and copy all of it: a worker
         # thread does that (signing 9 MB on the loop stalled every session for ~0.5 s).
-        content, signed = await asyncio.to_thread(_prepare_submission, self.postmaster, self.domains[0], self.host_name,
+        content, signed = await asyncio.to_thread(prepare_submission, self.postmaster, self.domains[0], self.host_name,
                                                   envelope.original_content or b"", self.postmaster.now(), header, footer)
         if signed:
             server.note(lazy(N_("signed with DKIM for {domain} (selector lab)"), domain=self.domains[0]), Note())
@@ -255,7 +227,7 @@ class SubmissionHandler(_BaseHandler):
         # Written to the spool before the 250 (RFC 5321 section 6.1), from a disk thread.
         await self.postmaster.enqueue_async(self.host_name, envelope.mail_from or "", recipients, content, queue_id,
                                      getattr(envelope, "smtplab_dsn", None))
-        _link_transaction(server, session, queue_id, content)
+        link_transaction(server, session, queue_id, content)
         return replies.OK_QUEUED.format(queue_id=queue_id)
 
 
@@ -267,21 +239,21 @@ class InboundHandler(_BaseHandler):
         fault = await server.fault_point("MAIL")
         if fault:
             return fault
-        refusal = _utf8_refusal(envelope, address)
+        refusal = utf8_refusal(envelope, address)
         if refusal:
             return refusal
         # Keep "<>" as is: aiosmtpd treats an empty mail_from as "no MAIL yet" (503 at RCPT).
-        return _accept_sender(server, envelope, address, mail_options)
+        return accept_sender(server, envelope, address, mail_options)
 
     async def handle_RCPT(self, server: LabSMTP, session: Session, envelope: Envelope, address: str,
                           rcpt_options: list[str]) -> str:
         fault = await server.fault_point("RCPT", address)
         if fault:
             return fault
-        refusal = _utf8_refusal(envelope, address)
+        refusal = utf8_refusal(envelope, address)
         if refusal:
             return refusal
-        local, domain = _split_address(address)
+        local, domain = split_address(address)
         if not local or not domain:
             return replies.BAD_DESTINATION
         local_domain = domain.lower() in self.domains
@@ -294,24 +266,24 @@ class InboundHandler(_BaseHandler):
         listing = await self._blocklisted(server, session)
         if listing is not None:
             return listing
-        return _accept_recipient(server, envelope, address, rcpt_options)
+        return accept_recipient(server, envelope, address, rcpt_options)
 
     async def end_of_data(self, server: LabSMTP, session: Session, envelope: Envelope) -> str:
         refusal = await self._refusal_at_end_of_data(server, envelope)
         if refusal:
             return refusal
         queue_id = new_queue_id()
-        recipients = _unique(envelope.rcpt_tos)
+        recipients = unique_recipients(envelope.rcpt_tos)
         client = await self._iprev(server, session)
-        received = _received(server, session, queue_id, recipients, self.postmaster.now(), client.name, envelope.smtp_utf8)
+        received = received_header(server, session, queue_id, recipients, self.postmaster.now(), client.name, envelope.smtp_utf8)
         original = envelope.original_content or b""
         sender = "" if envelope.mail_from in ("<>", None) else envelope.mail_from
-        local = [r for r in recipients if _split_address(r)[1].lower() in self.domains]
+        local = [r for r in recipients if split_address(r)[1].lower() in self.domains]
         outside = [r for r in recipients if r not in local]
         folder, checks = "INBOX", b""
         if local:
             screening = await policy.screen(self.postmaster, self.host_name, self.domains[0], original,
-                                            client_ip=_peer_ip(session), mail_from=sender,
+                                            client_ip=peer_ip(session), mail_from=sender,
                                             helo=session.host_name or "unknown", iprev=client)
             refusal = screening.reply
             outcome = ("deferred" if refusal[:1] == "4" else "refused") if refusal else \
@@ -319,13 +291,13 @@ class InboundHandler(_BaseHandler):
             server.note(lazy(N_("policy: {summary}"), summary=screening.summary()),
                         PolicyVerdict(outcome, screening.summary(), screening.reply or ""))
             if screening.reply:
-                _link_transaction(server, session, None, original)  # a refused message has a trace too
+                link_transaction(server, session, None, original)  # a refused message has a trace too
                 return screening.reply
             folder, checks = screening.folder, screening.headers
         return_path = f"Return-Path: <{sender}>\r\n".encode()  # RFC 5321 section 4.4
         parts = (return_path, received, checks, original)
         # Framing a big message copies megabytes (twice): on a worker thread, not on the loop.
-        content, stored = await asyncio.to_thread(_frame, parts) if len(original) > _BIG else _frame(parts)
+        content, stored = await asyncio.to_thread(frame_for_delivery, parts) if len(original) > _BIG else frame_for_delivery(parts)
         if local:  # the 250 goes out only once the message is safely on disk (RFC 5321 section 6.1)
             # The peer tells the lab whether this is its own relay retrying a copy made before a crash.
             held = await self.postmaster.store_local(local, stored, folder, client=session.peer)
@@ -338,7 +310,7 @@ class InboundHandler(_BaseHandler):
                         Note(warning=True))
             await self.postmaster.enqueue_async(self.host_name, sender, outside, content, queue_id,
                                          getattr(envelope, "smtplab_dsn", None))
-        _link_transaction(server, session, queue_id, content)
+        link_transaction(server, session, queue_id, content)
         return replies.OK_DELIVERED.format(queue_id=queue_id)
 
     def _open_relay(self) -> bool:
@@ -349,129 +321,11 @@ class InboundHandler(_BaseHandler):
         cached: str | None = getattr(session, "smtplab_listing", None)
         if cached is None:
             source = self.postmaster.hosts[self.host_name].address
-            listing = await policy.check_client(self.postmaster, self.domains[0], _peer_ip(session), source)
+            listing = await policy.check_client(self.postmaster, self.domains[0], peer_ip(session), source)
             cached = listing.reply() if listing is not None else ""
             session.smtplab_listing = cached  # type: ignore[attr-defined]  # the lab's note on aiosmtpd's session
             if listing is not None:
-                server.note(lazy(N_("{address} is listed in {zone}: {reason}"), address=_peer_ip(session), zone=listing.zone,
+                server.note(lazy(N_("{address} is listed in {zone}: {reason}"), address=peer_ip(session), zone=listing.zone,
                                  reason=listing.reason),
                             PolicyVerdict("listed", f"{listing.zone}: {listing.reason}", cached))
         return cached or None
-
-
-def _utf8_refusal(envelope: Envelope, address: str) -> str | None:
-    """Refuse a non-ASCII address unless MAIL asked for SMTPUTF8 (RFC 6531 section 3.4), and any that is not UTF-8."""
-    if address.isascii():
-        return None
-    try:
-        address.encode("utf-8")  # aiosmtpd kept undecodable bytes as lone surrogates
-    except UnicodeEncodeError:
-        return replies.NOT_UTF8
-    return None if envelope.smtp_utf8 else replies.NEEDS_SMTPUTF8
-
-
-def failure_reply(error: BaseException) -> str:
-    """The reply for a command the server could not complete: what the client should do, never why inside."""
-    if isinstance(error, OSError) and error.errno in _STORAGE_FULL:  # nothing kept: the client retries
-        return replies.STORAGE_FULL
-    if isinstance(error, OSError) and error.errno == errno.EFBIG:  # larger than a file may be here
-        return replies.TOO_BIG_FOR_SYSTEM
-    if isinstance(error, policy.UnparsableMessage):  # RFC 3463 X.6.0: the same bytes would fail again
-        return replies.UNPARSABLE
-    return replies.LOCAL_ERROR
-
-
-def _peer_ip(session: Session) -> str:
-    """The client's address: aiosmtpd types `Session.peer` as a string, but it is the socket's (address, port)."""
-    peer: Any = session.peer
-    return str(peer[0]) if peer else "unknown"
-
-
-def _split_address(address: str) -> tuple[str, str]:
-    """Split a mailbox into local part and domain ("" when there is none).
-
-    A quoted local part may hold an @ itself (RFC 5321 section 4.1.2): "user@elsewhere"@example.net is
-    a mailbox at example.net, and "user@elsewhere" alone has no domain at all.
-    """
-    local, at, domain = address.rpartition("@")
-    if not at or '"' in domain:
-        return address, ""
-    return local, domain
-
-
-def _unique(addresses: list[str]) -> list[str]:
-    """Drop repeated recipients (compared without case): one copy per mailbox, as Postfix's cleanup does."""
-    seen: dict[str, str] = {}
-    for address in addresses:
-        seen.setdefault(address.lower(), address)
-    return list(seen.values())
-
-
-def _accept_sender(server: LabSMTP, envelope: Envelope, address: str, options: list[str]) -> str:
-    try:  # RFC 3461 RET and ENVID, in the client's case (aiosmtpd upper-cases `options`)
-        ret, envid = dsn_parameters.parse_mail_parameters(server.command_params)
-    except dsn_parameters.DsnSyntaxError as exc:
-        return str(exc)
-    envelope.smtplab_dsn = dsn_parameters.DsnRequest(ret, envid)  # type: ignore[attr-defined]
-    envelope.mail_from = address
-    envelope.mail_options.extend(options)
-    return replies.OK_SENDER
-
-
-def _accept_recipient(server: LabSMTP, envelope: Envelope, address: str, options: list[str]) -> str:
-    try:  # RFC 3461 NOTIFY and ORCPT
-        notify, orcpt = dsn_parameters.parse_rcpt_parameters(server.command_params)
-    except dsn_parameters.DsnSyntaxError as exc:
-        return str(exc)
-    request = getattr(envelope, "smtplab_dsn", None)
-    if request is not None:
-        if notify:
-            request.notify.setdefault(address, notify)
-        if orcpt:
-            request.orcpt.setdefault(address, orcpt)
-    envelope.rcpt_tos.append(address)
-    envelope.rcpt_options.extend(options)
-    return replies.OK_RECIPIENT
-
-
-def _link_transaction(server: LabSMTP, session: Session, queue_id: str | None, content: bytes) -> None:
-    """Say that this transaction (and so the DNS questions asked for it) was done for the queue id and
-    the Message-ID: the correlation was set where the transaction started (smtplab.trace.ring)."""
-    server.belongs_to(queue_id or "", header_value(content, b"message-id"))
-
-
-def header_value(content: bytes, name: bytes) -> str:
-    end = content.find(b"\r\n\r\n")  # the header alone is copied: a split would copy the whole body too
-    head = content if end < 0 else content[:end]
-    for line in head.split(b"\r\n"):
-        key, sep, value = line.partition(b":")
-        if sep and key.strip().lower() == name:
-            return value.strip().decode("utf-8", "replace")
-    return ""
-
-
-def _prepare_submission(lab: Postmaster, domain: str, host_name: str, original: bytes, now: float, header: bytes,
-                        footer: bytes) -> tuple[bytes, bool]:
-    """The submitted message as it is queued (on a worker thread): Date and Message-ID completed, signed with
-    DKIM, the teaching footer after the signature if asked, the Received header on top; and whether it was signed."""
-    content = _complete_headers(original, now, host_name)
-    signed = policy.sign(lab, domain, content)
-    was_signed = signed is not content
-    if footer:
-        signed = signed.rstrip(b"\r\n") + footer
-    return header + signed, was_signed
-
-
-def _frame(parts: tuple[bytes, bytes, bytes, bytes]) -> tuple[bytes, bytes]:
-    """(the message as passed on, the message as stored with its Return-Path) from the MX's pieces."""
-    return b"".join(parts[1:]), b"".join(parts)
-
-
-def _complete_headers(content: bytes, now: float, host_name: str) -> bytes:
-    """Add Date and Message-ID when the client left them out (RFC 6409 §8.2-8.3)."""
-    extra = b""
-    if not header_value(content, b"date"):
-        extra += f"Date: {_date(now)}\r\n".encode()
-    if not header_value(content, b"message-id"):
-        extra += f"Message-ID: {make_msgid(domain=host_name)}\r\n".encode()
-    return extra + content
