@@ -2,7 +2,8 @@
 
 `LabSMTP` records every line both ways (one parser: the reader aiosmtpd reads from is wrapped), adds
 enhanced status codes, fires injected faults and taps the raw bytes for `lab.wire`. What the server decides
-about mail is in its handler (smtplab/mail/handlers.py: the submission MSA and the inbound MX).
+about mail is in its handler (smtplab/mail/handlers.py: the submission MSA and the inbound MX). The reader it
+wraps, and what it records of the lines read, are in `net/smtp_reader.py`.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ from typing import Any
 from aiosmtpd.smtp import MISSING, SMTP, syntax
 
 from ..i18n import N_, lazy
-from ..trace.events import ClientLine, Close, Connect, FaultFired, Note, ServerError, SmtpData, SmtpDataEnd, TlsStarted
-from ..trace.ring import Trace, enter_correlation
+from ..trace.events import Close, Connect, FaultFired, Note, ServerError, TlsStarted
+from ..trace.ring import Trace
 from . import replies
 from .dsn_parameters import DSN_KEYWORDS
 from .faults import Fault
+from .smtp_reader import LineTooLong, ReadTracing, TracedReader
 from .wire import WireTap
 
 __all__ = ["LabSMTP", "LineTooLong", "new_queue_id"]
@@ -40,7 +42,6 @@ _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
 _ENHANCED = re.compile(r"([245])\d\d[ -]\1\.\d{1,3}\.\d{1,3}(?: |$)")  # "250 2.1.0 ..." (RFC 3463)
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _SIMPLE_PATH = re.compile(rf"<({_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>[ \t]*([^()]*)\Z")
-_BODY_KEPT = 1_000_000  # bytes of a message body the trace keeps
 _FEED_CHUNK = 32 * 1024  # bytes aiosmtpd's reader gets per turn of the loop (see LabSMTP._feed)
 
 
@@ -52,73 +53,7 @@ def new_queue_id() -> str:
     return f"{_ids.getrandbits(40):010X}"
 
 
-class LineTooLong(ValueError):
-    """A client line longer than the server reads (RFC 5321 §4.5.3.1.4-6); raised instead of asyncio's
-    ValueError, so the handler can tell it from any other error by its type."""
-
-
-class _TracedReader:
-    """The StreamReader aiosmtpd reads from, recording each line as the server reads it (one parser).
-
-    aiosmtpd reads commands with `readuntil()` (up to LF), the message after its 354 with
-    `readuntil(b"\\r\\n")`, an AUTH answer with `readline()`, and drains an over-long line with
-    `read(n)`. Whatever it read is what the trace shows, so the trace and the server cannot disagree.
-    """
-
-    def __init__(self, reader: asyncio.StreamReader, protocol: LabSMTP) -> None:
-        self._inner = reader
-        self._protocol = protocol
-
-    # aiosmtpd swaps the reader's transport after STARTTLS and clears its buffer (RFC 3207 §4.2).
-    @property
-    def _transport(self) -> Any:
-        return self._inner._transport  # type: ignore[attr-defined]
-
-    @_transport.setter
-    def _transport(self, transport: Any) -> None:
-        self._inner._transport = transport  # type: ignore[attr-defined]
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    async def readuntil(self, separator: bytes = b"\n") -> bytes:
-        protocol = self._protocol
-        protocol._enter()
-        body = separator == b"\r\n"
-        if body and protocol._body is None:
-            await protocol._body_starts()
-        try:
-            line = await self._inner.readuntil(separator)
-        except asyncio.LimitOverrunError:
-            protocol._overrun = True
-            raise
-        except asyncio.IncompleteReadError as error:
-            protocol._unfinished(error.partial, body)
-            raise
-        if body:
-            protocol._body_line(line)
-        else:
-            protocol._command_line(line)
-        return line
-
-    async def readline(self) -> bytes:
-        self._protocol._enter()
-        try:
-            line = await self._inner.readline()  # an AUTH answer (RFC 4954 §4)
-        except ValueError as error:  # longer than the reader's limit: asyncio discarded it
-            text = "<an answer longer than the line limit>"
-            self._protocol._record("line", text, "C", payload=ClientLine(text, complete=False))
-            raise LineTooLong(str(error)) from error
-        if line:
-            self._protocol._record("line", _show(line), "C", payload=ClientLine(_show(line), line.endswith(b"\n")))
-        return line
-
-    async def read(self, n: int = -1) -> bytes:
-        data = await self._inner.read(n)
-        return self._protocol._drained(data)
-
-
-class LabSMTP(SMTP):
+class LabSMTP(ReadTracing, SMTP):
     """aiosmtpd's SMTP protocol that records every line to the lab trace and adds enhanced codes."""
 
     # RFC 5321 section 4.5.3.1.6: a text line is at most 1000 octets with its CRLF (aiosmtpd allows 1001).
@@ -176,23 +111,9 @@ class LabSMTP(SMTP):
         self._eof_waiting = False
         self.handler = handler
 
-    # --- trace plumbing ---
-    def _record(self, kind: str, text: str, direction: str = "", *, payload: object = None, **extra: Any) -> int:
-        event = self._trace.record(
-            "smtp", kind, self._host_name, text, payload=payload, corr=self.corr, direction=direction,
-            tls=self._encrypted, **self._fields, **extra,
-        )
-        return event.seq
-
-    def _enter(self) -> None:
-        """Make this connection's work the handler task's current work (its DNS questions inherit it)."""
-        if self._ctx_corr != self.corr:
-            self._ctx_corr = self.corr
-            enter_correlation(self._trace, self.corr)
-
     def _cb_client_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         super()._cb_client_connected(reader, writer)
-        self._reader = _TracedReader(reader, self)  # type: ignore[assignment]
+        self._reader = TracedReader(reader, self)  # type: ignore[assignment]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         starting_tls = self._original_transport is not None
@@ -283,97 +204,6 @@ class LabSMTP(SMTP):
         elif self._eof_waiting:  # the client's end of input comes after its last byte
             self._eof_waiting = False
             self.eof_received()
-
-    # --- what the reader saw (called by _TracedReader) ---
-    def _command_line(self, line: bytes) -> None:
-        if self._long is not None:  # the end of an over-long line aiosmtpd drained: it answers 500
-            size = self._long_size + len(line)
-            head = _show(bytes(self._long))
-            self._long, self._long_size, self._overrun = None, 0, False
-            self._record("line", lazy(N_("{line}... ({size} bytes: longer than a command line may be)"), line=head, size=size),
-                         "C",
-                         payload=ClientLine(head, complete=False))
-            return
-        verb = line[:5].rstrip(b"\r\n").upper()
-        if verb.startswith(b"MAIL") and verb[4:5] in (b"", b" "):
-            self._transaction_starts()
-        self._record("line", _show(line), "C")
-
-    def _transaction_starts(self) -> None:
-        """A MAIL command: a new unit of work when the last one finished or the client announced another."""
-        announced = self._trace.claim(("conn", self._client))
-        if announced and not self._parent and not self._txn_done:  # the first transaction owns the greeting
-            self._parent = announced
-            self._trace.link(announced, self.corr)
-        elif self._txn_done or (announced and announced != self._parent):
-            self._parent = announced or ""
-            self.corr = self._trace.new_correlation("smtp", self._parent)
-            self._txn_done = False
-            self._enter()
-
-    async def _body_starts(self) -> None:
-        self._body, self._body_size, self._body_lines, self._overrun = [], 0, 0, False
-        fault = self._faults(self._host_name, "body", "") if self._faults else None
-        if fault is not None and fault.drop and self.transport is not None:
-            self._record("fault", lazy(N_("injected fault fires: {fault}"), fault=fault.describe()),
-                     payload=FaultFired(fault.describe()))
-            self.transport.abort()  # type: ignore[attr-defined]  # hang up in the middle of the message
-            raise asyncio.CancelledError
-
-    def _body_line(self, line: bytes) -> None:
-        if line == b".\r\n" and not self._overrun:  # the lone dot (RFC 5321 §4.5.2)
-            self._flush_body()
-            self._record("line", ".", "C", payload=SmtpDataEnd())
-            self._after_dot = True
-            return
-        self._overrun = False
-        self._keep(line)
-        self._body_lines += 1
-
-    def _keep(self, data: bytes) -> None:
-        """Remember message bytes for the trace (the first megabyte; the rest is only counted)."""
-        assert self._body is not None
-        room = _BODY_KEPT - min(self._body_size, _BODY_KEPT)
-        if room > 0 and data:
-            self._body.append(data[:room])
-        self._body_size += len(data)
-
-    def _drained(self, data: bytes) -> bytes:
-        """aiosmtpd drains a line longer than the reader's limit; keep the unfinished line bounded."""
-        if self._body is not None:  # in DATA: aiosmtpd answers 500 at the dot whatever the line held
-            self._keep(data)
-            # Its own buffer of the unfinished line would grow with the line (issue: 128 MB without CRLF
-            # held 128 MB): the line is over the limit already, so it needs none of these bytes.
-            return b""
-        if self._long is None:
-            self._long = bytearray()
-        if len(self._long) < 200:
-            self._long += data[: 200 - len(self._long)]
-        self._long_size += len(data)
-        return data
-
-    def _unfinished(self, partial: bytes, body: bool) -> None:
-        """The client's input ended in the middle of a line (or of a message)."""
-        if body and self._body is not None:
-            if partial:
-                self._keep(partial)
-            self._flush_body(closed=True)
-        elif partial:
-            text = _show(partial)
-            self._record("line", lazy(N_("{line}  (no line end: connection closed)"), line=text), "C",
-                         payload=ClientLine(text, complete=False))
-
-    def _flush_body(self, *, closed: bool = False) -> None:
-        kept = b"".join(self._body or ())
-        text = kept.decode("utf-8", "replace").replace("\r\n", "\n")
-        if text.endswith("\n"):
-            text = text[:-1]
-        if self._body_size > len(kept):
-            text += f"\n... ({self._body_size - len(kept)} more bytes not kept in the trace)"
-        if closed:
-            text += "\n... (the connection closed before the final dot)"
-        self._record("data", text, "C", payload=SmtpData(self._body_size, self._body_lines, len(kept)))
-        self._body = None
 
     async def push(self, status: Any) -> None:
         if self.transport is None or self.transport.is_closing():
@@ -605,13 +435,3 @@ class LabSMTP(SMTP):
     @property
     def conn_id(self) -> str:
         return self._conn
-
-
-def _show(line: bytes) -> str:
-    """Render one received line; stray CR or LF are made visible (they matter for smuggling)."""
-    body = line[:-2] if line.endswith(b"\r\n") else line[:-1] if line.endswith(b"\n") else line
-    text = body.decode("utf-8", "replace")
-    text = text.replace("\r", "<CR>").replace("\n", "<LF>")
-    if line.endswith(b"\n") and not line.endswith(b"\r\n"):
-        text += "<LF>"
-    return text
