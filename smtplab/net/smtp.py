@@ -9,17 +9,15 @@ wraps, and what it records of the lines read, are in `net/smtp_reader.py`.
 from __future__ import annotations
 
 import asyncio
-import binascii
 import collections
 import logging
 import random
 import re
 import secrets
-from base64 import b64decode, b64encode
 from collections.abc import Callable
 from typing import Any
 
-from aiosmtpd.smtp import MISSING, SMTP, syntax
+from aiosmtpd.smtp import SMTP, syntax
 
 from ..i18n import N_, lazy
 from ..trace.events import Close, Connect, FaultFired, Note, ServerError, TlsStarted
@@ -304,42 +302,6 @@ class LabSMTP(ReadTracing, SMTP):
                 await self.push(replies.AUTH_NOT_ENABLED)
             return
         await super().smtp_AUTH(arg)
-
-    async def challenge_auth(self, challenge: str | bytes, encode_to_b64: bool = True,
-                             log_client_response: bool = False) -> Any:
-        """Send a 334 challenge and read the client's answer (RFC 4954 section 4), the whole line whatever its size.
-
-        aiosmtpd reads the answer with StreamReader.readline(), which, when a line outgrows the reader's
-        buffer, throws away what it holds and raises: the rest of the line then arrived as a "command" and
-        got a reply of its own, so every later reply answered the wrong command.
-        """
-        data = challenge.encode() if isinstance(challenge, str) else challenge
-        await self.push(b"334 " + (b64encode(data) if encode_to_b64 else data))
-        line = await self._read_whole_line()
-        if line is None:
-            await self.push(replies.AUTH_LINE_TOO_LONG)
-            return MISSING
-        blob = line.strip()
-        if blob == b"*":  # RFC 4954 section 4: the client cancels the exchange
-            await self.push("501 5.7.0 Auth aborted")
-            return MISSING
-        try:
-            return b64decode(blob, validate=True)
-        except binascii.Error:
-            await self.push("501 5.5.2 Can't decode base64")
-            return MISSING
-
-    async def _read_whole_line(self) -> bytes | None:
-        """Read up to the next LF; None when the line was longer than the reader's limit (all of it is consumed)."""
-        too_long = False
-        while True:
-            try:
-                line = await self._reader.readuntil(b"\n")
-            except asyncio.LimitOverrunError as error:
-                await self._reader.read(error.consumed)  # drain what is buffered (traced), read on to the line end
-                too_long = True
-                continue
-            return None if too_long else line
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         address, params = self._split_path(arg)

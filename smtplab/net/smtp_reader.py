@@ -2,19 +2,24 @@
 
 `TracedReader` is the StreamReader aiosmtpd reads from: each line it hands over is recorded as the server read
 it (one parser, so the trace and the server cannot disagree). `ReadTracing` is the side of `LabSMTP` it
-reports to: the trace plumbing, where a transaction (its correlation) starts, and how a message body, an
-over-long line and an unfinished line are kept for the trace.
+reports to: the trace plumbing, where a transaction (its correlation) starts, how a message body, an
+over-long line and an unfinished line are kept for the trace, and how an AUTH answer is read whole.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import binascii
+from base64 import b64decode, b64encode
+from collections.abc import Awaitable, Callable
 from typing import Any
+
+from aiosmtpd.smtp import MISSING
 
 from ..i18n import N_, lazy
 from ..trace.events import ClientLine, FaultFired, SmtpData, SmtpDataEnd
 from ..trace.ring import Trace, enter_correlation
+from . import replies
 from .faults import Fault
 
 __all__ = ["LineTooLong", "ReadTracing", "TracedReader"]
@@ -110,7 +115,9 @@ class ReadTracing:
     _overrun: bool
     _long: bytearray | None
     _long_size: int
+    _reader: Any
     transport: Any
+    push: Callable[[Any], Awaitable[None]]
 
     # --- trace plumbing ---
     def _record(self, kind: str, text: str, direction: str = "", *, payload: object = None, **extra: Any) -> int:
@@ -125,6 +132,43 @@ class ReadTracing:
         if self._ctx_corr != self.corr:
             self._ctx_corr = self.corr
             enter_correlation(self._trace, self.corr)
+
+    # --- an AUTH answer (aiosmtpd's SMTP.challenge_auth, overridden) ---
+    async def challenge_auth(self, challenge: str | bytes, encode_to_b64: bool = True,
+                             log_client_response: bool = False) -> Any:
+        """Send a 334 challenge and read the client's answer (RFC 4954 section 4), the whole line whatever its size.
+
+        aiosmtpd reads the answer with StreamReader.readline(), which, when a line outgrows the reader's
+        buffer, throws away what it holds and raises: the rest of the line then arrived as a "command" and
+        got a reply of its own, so every later reply answered the wrong command.
+        """
+        data = challenge.encode() if isinstance(challenge, str) else challenge
+        await self.push(b"334 " + (b64encode(data) if encode_to_b64 else data))
+        line = await self._read_whole_line()
+        if line is None:
+            await self.push(replies.AUTH_LINE_TOO_LONG)
+            return MISSING
+        blob = line.strip()
+        if blob == b"*":  # RFC 4954 section 4: the client cancels the exchange
+            await self.push("501 5.7.0 Auth aborted")
+            return MISSING
+        try:
+            return b64decode(blob, validate=True)
+        except binascii.Error:
+            await self.push("501 5.5.2 Can't decode base64")
+            return MISSING
+
+    async def _read_whole_line(self) -> bytes | None:
+        """Read up to the next LF; None when the line was longer than the reader's limit (all of it is consumed)."""
+        too_long = False
+        while True:
+            try:
+                line = await self._reader.readuntil(b"\n")
+            except asyncio.LimitOverrunError as error:
+                await self._reader.read(error.consumed)  # drain what is buffered (traced), read on to the line end
+                too_long = True
+                continue
+            return None if too_long else line
 
     # --- what the reader saw (called by TracedReader) ---
     def _command_line(self, line: bytes) -> None:
