@@ -252,7 +252,7 @@ def test_the_capstone_speaks_spanish_and_still_gives_nothing_away(mystery: smtpl
     from smtplab.i18n import use_language
 
     with use_language("es"):
-        assert nb07.CAUSES["mailbox-full"].startswith("el buzón del destinatario está lleno")
+        assert nb07.CAUSES["mailbox-full"].startswith("buzón del destinatario lleno")
         feedback = nb07.check_photos(mystery, "policy-rejection", "550 5.7.1")
         assert "Ejercicio 4 · las fotos" in str(feedback)
         _wrong(feedback, "Una regla rechaza de forma definitiva")
