@@ -144,3 +144,13 @@ def test_every_lesson_has_its_spanish_edition_and_solution() -> None:
     missing = [f"{sub}{es}.ipynb" for es in EDITIONS.values() for sub in ("", "solutions/")
                if not (SPANISH / f"{sub}{es}.ipynb").exists()]
     assert not missing, f"lessons without a Spanish edition in notebooks/es/: {missing}"
+
+
+def test_the_spanish_edition_keeps_the_glossarys_terms() -> None:
+    """docs/glosario.md chose one word where translators hesitated: a mail relay is 'relay' (servidor de
+    retransmisión), never 'relé', the electrical device."""
+    root = NOTEBOOKS.parent
+    texts = [*SPANISH.glob("**/*.ipynb"), *(root / "smtplab" / "locale" / "es").glob("**/*.po"),
+             root / "docs" / "glosario.md", root / "docs" / "teaching.es.md"]
+    found = [str(path.relative_to(root)) for path in texts if re.search(r"\brelés?\b", path.read_text(), re.I)]
+    assert not found, f"'relé' (say 'relay', servidor de retransmisión): {found}"
