@@ -25,6 +25,7 @@ from ..trace.events import Close, Connect, Note, TlsStarted
 from ..trace.ring import Trace
 from .guard import BACKLOG, ConnectionGuard
 from .imapd import Config, LabImapServer, Limits, Login, forget, has_idlers, mailbox_changed
+from .listener import close_listener
 from .wire import WireTap
 
 __all__ = ["ImapService", "has_idlers", "mailbox_changed"]
@@ -302,14 +303,7 @@ class ImapService:
         """Stop listening and close every open connection."""
         if self._server is None:
             return
-        self._server.close()
-        for writer in list(self._writers):
-            writer.transport.abort()  # no graceful TLS shutdown: a stopped server just goes away
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._server.wait_closed()
+        await close_listener(self._server, self._writers, self._tasks)
         self._server = None
         forget(self.base_dir)
 

@@ -20,6 +20,7 @@ from ..i18n import N_, lazy
 from ..trace.events import Close
 from ..trace.ring import Trace
 from .guard import BACKLOG, ConnectionGuard
+from .listener import close_listener
 from .maildrop import uidl_of
 from .pop3_session import IDLE_TIMEOUT, MAX_LINE, Pop3Session
 
@@ -65,14 +66,7 @@ class Pop3Service:
         """Stop listening and drop every session (no UPDATE: nothing is deleted, RFC 1939 section 6)."""
         if self._server is None:
             return
-        self._server.close()
-        for writer in list(self._writers):
-            writer.transport.abort()
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._server.wait_closed()
+        await close_listener(self._server, self._writers, self._tasks)
         self._server = None
 
     @property
