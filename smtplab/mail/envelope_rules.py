@@ -32,6 +32,13 @@ def utf8_refusal(envelope: Envelope, address: str) -> str | None:
     return None if envelope.smtp_utf8 else replies.NEEDS_SMTPUTF8
 
 
+async def refusal_before_rules(server: Any, envelope: Envelope, command: str, address: str) -> str | None:
+    """What both kinds of server answer at MAIL or RCPT before their own rules: an injected fault, then a
+    non-ASCII address without SMTPUTF8."""
+    fault = await server.fault_point(command, address if command == "RCPT" else "")  # a fault names recipients
+    return fault or utf8_refusal(envelope, address)
+
+
 def failure_reply(error: BaseException) -> str:
     """The reply for a command the server could not complete: what the client should do, never why inside."""
     if isinstance(error, OSError) and error.errno in STORAGE_FULL:  # nothing kept: the client retries

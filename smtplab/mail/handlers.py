@@ -28,9 +28,9 @@ from .envelope_rules import (
     accept_sender,
     failure_reply,
     peer_ip,
+    refusal_before_rules,
     split_address,
     unique_recipients,
-    utf8_refusal,
 )
 from .message_headers import frame_for_delivery, header_value, link_transaction, prepare_submission, received_header
 from .postmaster import Postmaster
@@ -168,11 +168,8 @@ class SubmissionHandler(_BaseHandler):
 
     async def handle_MAIL(self, server: LabSMTP, session: Session, envelope: Envelope, address: str,
                           mail_options: list[str]) -> str:
-        fault = await server.fault_point("MAIL")
-        if fault:
-            return fault
         user = str(session.auth_data or "")
-        refusal = utf8_refusal(envelope, address)
+        refusal = await refusal_before_rules(server, envelope, "MAIL", address)
         if refusal:
             return refusal
         if address in ("<>", ""):
@@ -183,10 +180,7 @@ class SubmissionHandler(_BaseHandler):
 
     async def handle_RCPT(self, server: LabSMTP, session: Session, envelope: Envelope, address: str,
                           rcpt_options: list[str]) -> str:
-        fault = await server.fault_point("RCPT", address)
-        if fault:
-            return fault
-        refusal = utf8_refusal(envelope, address)
+        refusal = await refusal_before_rules(server, envelope, "RCPT", address)
         if refusal:
             return refusal
         local, domain = split_address(address)
@@ -236,10 +230,7 @@ class InboundHandler(_BaseHandler):
 
     async def handle_MAIL(self, server: LabSMTP, session: Session, envelope: Envelope, address: str,
                           mail_options: list[str]) -> str:
-        fault = await server.fault_point("MAIL")
-        if fault:
-            return fault
-        refusal = utf8_refusal(envelope, address)
+        refusal = await refusal_before_rules(server, envelope, "MAIL", address)
         if refusal:
             return refusal
         # Keep "<>" as is: aiosmtpd treats an empty mail_from as "no MAIL yet" (503 at RCPT).
@@ -247,10 +238,7 @@ class InboundHandler(_BaseHandler):
 
     async def handle_RCPT(self, server: LabSMTP, session: Session, envelope: Envelope, address: str,
                           rcpt_options: list[str]) -> str:
-        fault = await server.fault_point("RCPT", address)
-        if fault:
-            return fault
-        refusal = utf8_refusal(envelope, address)
+        refusal = await refusal_before_rules(server, envelope, "RCPT", address)
         if refusal:
             return refusal
         local, domain = split_address(address)
